@@ -1,0 +1,441 @@
+/* apply.c -- the one apply path: a log record becomes a change of the tree
+ *
+ * Each record type checks its precondition (the ids of the objects it names),
+ * performs the change with *at() calls relative to the tree root, then sets
+ * the timestamps the change affects to the record's time. See store.h for
+ * the contract and docs/apply.md for each type's precondition and effect.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* Outcome of a precondition check. */
+enum match { MATCH_YES, MATCH_NONE, MATCH_OTHER, MATCH_NOID };
+
+static enum match id_at(struct store *st, const char *rel, const uint8_t id[FILE_ID_BYTES])
+{
+	uint8_t have[FILE_ID_BYTES];
+	int ret = store_get_id(st, rel, have);
+
+	if (ret == -ENOENT || ret == -ENOTDIR)
+		return MATCH_NONE;
+	if (ret == -ENODATA)
+		return MATCH_NOID;
+	if (ret)
+		return MATCH_NONE;
+	return memcmp(have, id, FILE_ID_BYTES) ? MATCH_OTHER : MATCH_YES;
+}
+
+static int id_is_zero(const uint8_t id[FILE_ID_BYTES])
+{
+	for (int i = 0; i < FILE_ID_BYTES; i++)
+		if (id[i])
+			return 0;
+	return 1;
+}
+
+static struct timespec ts_of(int64_t ns)
+{
+	struct timespec t = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+
+	if (t.tv_nsec < 0) {
+		t.tv_nsec += 1000000000;
+		t.tv_sec--;
+	}
+	return t;
+}
+
+/* Copies the parent of rel into buf ("." for a top-level name). */
+static void parent_of(const char *rel, char *buf, size_t len)
+{
+	const char *slash = strrchr(rel, '/');
+
+	if (!slash || (size_t)(slash - rel) >= len) {
+		snprintf(buf, len, ".");
+		return;
+	}
+	memcpy(buf, rel, (size_t)(slash - rel));
+	buf[slash - rel] = 0;
+}
+
+static int set_mtime_at(struct store *st, const char *rel, int64_t t)
+{
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of(t) };
+
+	return utimensat(store_rootfd(st), rel, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int touch_parent(struct store *st, const char *rel, int64_t t)
+{
+	char parent[PATH_MAX];
+
+	parent_of(rel, parent, sizeof(parent));
+	return set_mtime_at(st, parent, t);
+}
+
+/* Opens the regular file named by r (path, id) for writing, or uses hint. */
+static int open_obj(struct store *st, const struct record *r, const char *path, const uint8_t *id,
+		    int hint_fd, int flags, int *fd)
+{
+	uint8_t have[FILE_ID_BYTES];
+	int ret;
+
+	*fd = -1;
+	if (hint_fd >= 0) {
+		*fd = hint_fd;
+		return 0;
+	}
+	if (r->flags & REC_F_NOPATH)
+		return -ENOENT;
+	*fd = openat(store_rootfd(st), store_rel(path), flags | O_NOFOLLOW | O_CLOEXEC);
+	if (*fd < 0) {
+		ret = -errno;
+		*fd = -1;
+		return ret;
+	}
+	ret = store_fget_id(*fd, have);
+	if (!ret && memcmp(have, id, FILE_ID_BYTES))
+		ret = -ESTALE;
+	if (ret) {
+		close(*fd);
+		*fd = -1;
+	}
+	return ret;
+}
+
+static void close_obj(int fd, int hint_fd)
+{
+	if (fd >= 0 && fd != hint_fd)
+		close(fd);
+}
+
+/* Creates the object of a REC_CREATE without its final attributes. */
+static int make_object(struct store *st, const struct record *r, const char *rel, int *fd)
+{
+	int root = store_rootfd(st);
+	mode_t type = r->mode & S_IFMT;
+
+	switch (type) {
+	case S_IFREG:
+		*fd = openat(root, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		return *fd < 0 ? -errno : 0;
+	case S_IFDIR:
+		return mkdirat(root, rel, 0700) < 0 ? -errno : 0;
+	case S_IFLNK:
+		if (!r->data_len || ((const char *)r->data)[r->data_len - 1])
+			return -EINVAL;
+		return symlinkat(r->data, root, rel) < 0 ? -errno : 0;
+	case S_IFIFO:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFSOCK:
+		return mknodat(root, rel, type | 0600, (dev_t)r->rdev) < 0 ? -errno : 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Gives a just-made object its id, owner, mode and times. */
+static int finish_object(struct store *st, const struct record *r, const char *rel, int fd)
+{
+	int root = store_rootfd(st);
+	struct timespec ts[2] = { ts_of(r->time_ns), ts_of(r->time_ns) };
+	char path[PATH_MAX + 64];
+	int tmp = -1, ret;
+
+	if (fd >= 0) {
+		ret = fsetxattr(fd, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
+	} else {
+		ret = store_xpath(st, rel, path, sizeof(path), &tmp);
+		if (!ret && lsetxattr(path, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0)
+			ret = -errno;
+		if (tmp >= 0)
+			close(tmp);
+	}
+	if (ret)
+		return ret;
+	if (fchownat(root, rel, r->uid, r->gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if ((r->mode & S_IFMT) != S_IFLNK && fchmodat(root, rel, r->mode & 07777, 0) < 0)
+		return -errno;
+	if (utimensat(root, rel, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return touch_parent(st, rel, r->time_ns);
+}
+
+static int apply_create(struct store *st, const struct record *r, unsigned flags, int *out_fd)
+{
+	const char *rel = store_rel(r->path);
+	int fd = -1, ret;
+
+	switch (id_at(st, rel, r->id)) {
+	case MATCH_YES:
+		return (flags & APPLY_STRICT) ? -EEXIST : 1;
+	case MATCH_OTHER:
+		return (flags & APPLY_STRICT) ? -EEXIST : 1;
+	case MATCH_NOID:
+		if (flags & APPLY_STRICT)
+			return -EEXIST;
+		break;	/* made but not finished before a crash: finish it */
+	case MATCH_NONE:
+		ret = make_object(st, r, rel, &fd);
+		if (ret)
+			return ret;
+		break;
+	}
+	ret = finish_object(st, r, rel, fd);
+	if (ret) {
+		if (fd >= 0)
+			close(fd);
+		if (flags & APPLY_STRICT)
+			unlinkat(store_rootfd(st), rel, (r->mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0);
+		return ret;
+	}
+	if (out_fd && fd >= 0)
+		*out_fd = fd;
+	else if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+static int apply_link(struct store *st, const struct record *r, unsigned flags)
+{
+	const char *from = store_rel(r->path), *to = store_rel(r->path2);
+	int root = store_rootfd(st);
+
+	if (id_at(st, to, r->id) == MATCH_YES)
+		return (flags & APPLY_STRICT) ? -EEXIST : 1;
+	if (id_at(st, from, r->id) != MATCH_YES)
+		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	if (linkat(root, from, root, to, 0) < 0)
+		return (!(flags & APPLY_STRICT) && errno == EEXIST) ? 1 : -errno;
+	return touch_parent(st, to, r->time_ns);
+}
+
+static int apply_remove(struct store *st, const struct record *r, unsigned flags)
+{
+	const char *rel = store_rel(r->path);
+
+	if (id_at(st, rel, r->id) != MATCH_YES)
+		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	if (unlinkat(store_rootfd(st), rel, r->type == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
+		return -errno;
+	return touch_parent(st, rel, r->time_ns);
+}
+
+static int apply_rename(struct store *st, const struct record *r, unsigned flags)
+{
+	const char *from = store_rel(r->path), *to = store_rel(r->path2);
+	int root = store_rootfd(st), ret;
+	enum match src = id_at(st, from, r->id), dst = id_at(st, to, r->id2);
+
+	if (r->op_flags & RENAME_EXCHANGE) {
+		if (src != MATCH_YES || dst != MATCH_YES)
+			return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	} else {
+		if (src != MATCH_YES)
+			return (flags & APPLY_STRICT) ? -ENOENT : 1;
+		if (id_is_zero(r->id2) ? dst != MATCH_NONE : dst != MATCH_YES) {
+			if (flags & APPLY_STRICT)
+				return (r->op_flags & RENAME_NOREPLACE) ? -EEXIST : -ESTALE;
+			if (dst != MATCH_NONE)
+				return 1;	/* a newer object is there now */
+		}
+	}
+	if (renameat2(root, from, root, to, r->op_flags) < 0)
+		return -errno;
+	ret = touch_parent(st, from, r->time_ns);
+	if (!ret)
+		ret = touch_parent(st, to, r->time_ns);
+	return ret;
+}
+
+static int apply_setattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	const char *rel = store_rel(r->path);
+	int root = store_rootfd(st), ret = 0, fd = -1;
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
+
+	if (hint_fd < 0) {
+		if (r->flags & REC_F_NOPATH)
+			return 1;
+		if (id_at(st, rel, r->id) != MATCH_YES)
+			return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	}
+	if (r->op_flags & (SA_UID | SA_GID)) {
+		uid_t u = (r->op_flags & SA_UID) ? r->uid : (uid_t)-1;
+		gid_t g = (r->op_flags & SA_GID) ? r->gid : (gid_t)-1;
+		if (hint_fd >= 0 ? fchown(hint_fd, u, g) : fchownat(root, rel, u, g, AT_SYMLINK_NOFOLLOW))
+			return -errno;
+	}
+	if (r->op_flags & SA_MODE) {
+		if (hint_fd >= 0 ? fchmod(hint_fd, r->mode & 07777) : fchmodat(root, rel, r->mode & 07777, 0))
+			return -errno;
+	}
+	if (r->op_flags & SA_SIZE) {
+		ret = open_obj(st, r, r->path, r->id, hint_fd, O_WRONLY, &fd);
+		if (ret)
+			return (flags & APPLY_STRICT) ? ret : 1;
+		if (ftruncate(fd, (off_t)r->len) < 0)
+			ret = -errno;
+		close_obj(fd, hint_fd);
+		if (ret)
+			return ret;
+		ts[1] = ts_of(r->time_ns);
+	}
+	if (r->op_flags & SA_ATIME)
+		ts[0] = ts_of(r->atime_ns);
+	if (r->op_flags & SA_MTIME)
+		ts[1] = ts_of(r->mtime_ns);
+	if (ts[0].tv_nsec != UTIME_OMIT || ts[1].tv_nsec != UTIME_OMIT) {
+		if (hint_fd >= 0 ? futimens(hint_fd, ts) : utimensat(root, rel, ts, AT_SYMLINK_NOFOLLOW))
+			return -errno;
+	}
+	return 0;
+}
+
+static int set_fd_mtime(int fd, int64_t t)
+{
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of(t) };
+
+	return futimens(fd, ts) < 0 ? -errno : 0;
+}
+
+static int apply_write(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	const uint8_t *p = r->data;
+	uint64_t off = r->off;
+	size_t left = r->data_len;
+	int fd, ret;
+
+	ret = open_obj(st, r, r->path, r->id, hint_fd, O_WRONLY, &fd);
+	if (ret)
+		return (flags & APPLY_STRICT) ? ret : 1;
+	while (left) {
+		ssize_t n = pwrite(fd, p, left, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		p += n;
+		off += (uint64_t)n;
+		left -= (size_t)n;
+	}
+	ret = set_fd_mtime(fd, r->time_ns);
+out:
+	close_obj(fd, hint_fd);
+	return ret;
+}
+
+static int apply_fallocate(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	int fd, ret;
+
+	ret = open_obj(st, r, r->path, r->id, hint_fd, O_WRONLY, &fd);
+	if (ret)
+		return (flags & APPLY_STRICT) ? ret : 1;
+	if (fallocate(fd, (int)r->op_flags, (off_t)r->off, (off_t)r->len) < 0)
+		ret = -errno;
+	if (!ret && r->op_flags != FALLOC_FL_KEEP_SIZE)
+		ret = set_fd_mtime(fd, r->time_ns);
+	close_obj(fd, hint_fd);
+	return ret;
+}
+
+static int apply_copy(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	int in = -1, out = -1, ret;
+	loff_t off_in = (loff_t)r->off, off_out = (loff_t)r->off2;
+	uint64_t left = r->len;
+
+	ret = open_obj(st, r, r->path, r->id, -1, O_RDONLY, &in);
+	if (!ret)
+		ret = open_obj(st, r, r->path2, r->id2, hint_fd, O_WRONLY, &out);
+	if (ret) {
+		ret = (flags & APPLY_STRICT) ? ret : 1;
+		goto out;
+	}
+	while (left) {
+		ssize_t n = copy_file_range(in, &off_in, out, &off_out, left, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;	/* the source ends early: same on every node */
+		left -= (uint64_t)n;
+	}
+	ret = set_fd_mtime(out, r->time_ns);
+out:
+	close_obj(in, -1);
+	close_obj(out, hint_fd);
+	return ret;
+}
+
+static int apply_xattr(struct store *st, const struct record *r, unsigned flags)
+{
+	char path[PATH_MAX + 64];
+	const char *rel = store_rel(r->path);
+	int tmp = -1, ret;
+
+	if (store_hidden_xattr(r->name))
+		return -EPERM;
+	if (id_at(st, rel, r->id) != MATCH_YES)
+		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
+	if (ret)
+		return ret;
+	if (r->type == REC_SETXATTR)
+		ret = lsetxattr(path, r->name, r->data, r->data_len, (int)r->op_flags) < 0 ? -errno : 0;
+	else
+		ret = lremovexattr(path, r->name) < 0 ? -errno : 0;
+	if (tmp >= 0)
+		close(tmp);
+	/* replayed onto a state where it already took effect */
+	if (!(flags & APPLY_STRICT) && (ret == -EEXIST || ret == -ENODATA))
+		ret = 1;
+	return ret;
+}
+
+int apply_record(struct store *st, const struct record *r, unsigned flags, int hint_fd, int *out_fd)
+{
+	if (out_fd)
+		*out_fd = -1;
+	switch (r->type) {
+	case REC_BRANCH:
+		return 0;
+	case REC_CREATE:
+		return apply_create(st, r, flags, out_fd);
+	case REC_LINK:
+		return apply_link(st, r, flags);
+	case REC_UNLINK:
+	case REC_RMDIR:
+		return apply_remove(st, r, flags);
+	case REC_RENAME:
+		return apply_rename(st, r, flags);
+	case REC_SETATTR:
+		return apply_setattr(st, r, flags, hint_fd);
+	case REC_WRITE:
+		return apply_write(st, r, flags, hint_fd);
+	case REC_FALLOCATE:
+		return apply_fallocate(st, r, flags, hint_fd);
+	case REC_COPY:
+		return apply_copy(st, r, flags, hint_fd);
+	case REC_SETXATTR:
+	case REC_REMOVEXATTR:
+		return apply_xattr(st, r, flags);
+	default:
+		return -EINVAL;
+	}
+}

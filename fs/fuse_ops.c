@@ -1,0 +1,730 @@
+/* fuse_ops.c -- FUSE operations: reads pass through, changes become records
+ *
+ * Each mutating operation builds a record naming its objects by path and id
+ * and hands it to node_commit(), which logs and applies it. Permission checks
+ * are the kernel's (default_permissions); new objects belong to the caller.
+ * The project's own metadata (the id xattr) is neither listed nor readable
+ * nor writable through the mount.
+ */
+#include "fuse_ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "../lib/log.h"
+#include "node.h"
+
+/* An open file: the backing descriptor and the file's id. */
+struct handle {
+	int fd;
+	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
+	uint8_t id[FILE_ID_BYTES];
+};
+
+struct dirhandle {
+	DIR *dp;
+	struct dirent *entry;
+	off_t offset;
+};
+
+static struct node *node_of(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static int is_follower(const struct node *n)
+{
+	return n->st.role != ROLE_LEADER;
+}
+
+static struct handle *fh_of(const struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+/* "/a/b" -> "a/b"; the root is "". */
+static const char *rec_path(const char *path)
+{
+	while (path && *path == '/')
+		path++;
+	return path ? path : "";
+}
+
+#define REFUSE_ON_FOLLOWER(n)            \
+	do {                             \
+		if (is_follower(n))      \
+			return -EROFS;   \
+	} while (0)
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct node *n = node_of();
+
+	cfg->use_ino = 1;
+	cfg->readdir_ino = 1;
+	cfg->hard_remove = 1;	/* unlinked-while-open files keep working via their fd */
+	cfg->nullpath_ok = 0;
+	if (!is_follower(n)) {
+		/* every change goes through us, so the kernel's caches stay true */
+		cfg->entry_timeout = cfg->attr_timeout = cfg->negative_timeout = REPFS_LEADER_CACHE_S;
+		cfg->kernel_cache = 1;
+		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	} else {
+		cfg->entry_timeout = cfg->attr_timeout = 1.0;
+		cfg->negative_timeout = 0;
+	}
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;	/* truncation arrives as a setattr record */
+	conn->max_write = REC_MAX_DATA;
+	conn->max_readahead = 1 << 20;
+	return n;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct node *n = node_of();
+
+	if (fi && fstat(fh_of(fi)->fd, st) == 0)
+		return 0;
+	if (fstatat(store_rootfd(n->store), store_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+	ssize_t r = readlinkat(store_rootfd(node_of()->store), store_rel(path), buf, size - 1);
+
+	if (r < 0)
+		return -errno;
+	buf[r] = 0;
+	return 0;
+}
+
+/* Owner and mode of a new object: the caller's, with BSD group semantics under setgid dirs. */
+static void new_owner(struct node *n, const char *path, mode_t *mode, uid_t *uid, gid_t *gid)
+{
+	struct fuse_context *c = fuse_get_context();
+	char parent[PATH_MAX];
+	const char *rel = rec_path(path), *slash = strrchr(rel, '/');
+	struct stat pst;
+
+	*uid = c->uid;
+	*gid = c->gid;
+	if (slash && (size_t)(slash - rel) < sizeof(parent)) {
+		memcpy(parent, rel, (size_t)(slash - rel));
+		parent[slash - rel] = 0;
+	} else {
+		strcpy(parent, ".");
+	}
+	if (fstatat(store_rootfd(n->store), parent, &pst, 0) == 0 && (pst.st_mode & S_ISGID)) {
+		*gid = pst.st_gid;
+		if (S_ISDIR(*mode))
+			*mode |= S_ISGID;
+	}
+}
+
+static int create_object(const char *path, mode_t mode, dev_t rdev, const char *target, int *out_fd)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_CREATE };
+	uid_t uid;
+	gid_t gid;
+
+	REFUSE_ON_FOLLOWER(n);
+	new_owner(n, path, &mode, &uid, &gid);
+	r.path = rec_path(path);
+	store_new_id(r.id);
+	r.mode = mode;
+	r.uid = uid;
+	r.gid = gid;
+	r.rdev = rdev;
+	if (target) {
+		r.data = target;
+		r.data_len = (uint32_t)strlen(target) + 1;
+	}
+	return node_commit(n, &r, -1, out_fd);
+}
+
+static int op_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISSOCK(mode))
+		return -EINVAL;
+	return create_object(path, mode, rdev, NULL, NULL);
+}
+
+static int op_mkdir(const char *path, mode_t mode)
+{
+	return create_object(path, (mode & 07777) | S_IFDIR, 0, NULL, NULL);
+}
+
+static int op_symlink(const char *target, const char *path)
+{
+	if (strlen(target) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return create_object(path, S_IFLNK | 0777, 0, target, NULL);
+}
+
+/* Fills r->id with the id of the object at path. */
+static int id_of(struct node *n, const char *path, uint8_t id[FILE_ID_BYTES])
+{
+	int ret = store_get_id(n->store, store_rel(path), id);
+
+	return ret == -ENODATA ? -EIO : ret;
+}
+
+static int remove_object(const char *path, int type)
+{
+	struct node *n = node_of();
+	struct record r = { .type = (uint16_t)type };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	r.path = rec_path(path);
+	ret = id_of(n, path, r.id);
+	return ret ? ret : node_commit(n, &r, -1, NULL);
+}
+
+static int op_unlink(const char *path)
+{
+	return remove_object(path, REC_UNLINK);
+}
+
+static int op_rmdir(const char *path)
+{
+	return remove_object(path, REC_RMDIR);
+}
+
+static int op_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_RENAME };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	r.path = rec_path(from);
+	r.path2 = rec_path(to);
+	r.op_flags = flags;
+	ret = id_of(n, from, r.id);
+	if (ret)
+		return ret;
+	ret = id_of(n, to, r.id2);
+	if (ret == -ENOENT && !(flags & RENAME_EXCHANGE))
+		memset(r.id2, 0, sizeof(r.id2));
+	else if (ret)
+		return ret;
+	else if (flags & RENAME_NOREPLACE)
+		return -EEXIST;
+	return node_commit(n, &r, -1, NULL);
+}
+
+static int op_link(const char *from, const char *to)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_LINK };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	r.path = rec_path(from);
+	r.path2 = rec_path(to);
+	ret = id_of(n, from, r.id);
+	return ret ? ret : node_commit(n, &r, -1, NULL);
+}
+
+/* A setattr record for path or the open file fi. */
+static int setattr_common(const char *path, struct fuse_file_info *fi, struct record *r)
+{
+	struct node *n = node_of();
+	int hint = -1, ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	r->type = REC_SETATTR;
+	r->path = rec_path(path);
+	if (fi) {
+		hint = fh_of(fi)->fd;
+		memcpy(r->id, fh_of(fi)->id, FILE_ID_BYTES);
+		if (!path)
+			r->flags |= REC_F_NOPATH;
+	} else {
+		ret = id_of(n, path, r->id);
+		if (ret)
+			return ret;
+	}
+	return node_commit(n, r, hint, NULL);
+}
+
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct record r = { .op_flags = SA_MODE, .mode = mode & 07777 };
+
+	return setattr_common(path, fi, &r);
+}
+
+static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	struct record r = { .uid = uid, .gid = gid };
+
+	if (uid != (uid_t)-1)
+		r.op_flags |= SA_UID;
+	if (gid != (gid_t)-1)
+		r.op_flags |= SA_GID;
+	if (!r.op_flags)
+		return 0;
+	return setattr_common(path, fi, &r);
+}
+
+static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct record r = { .op_flags = SA_SIZE, .len = (uint64_t)size };
+
+	if (size < 0)
+		return -EINVAL;
+	return setattr_common(path, fi, &r);
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	struct record r = { 0 };
+	int64_t now = now_ns();
+
+	for (int i = 0; i < 2; i++) {
+		int64_t t;
+		if (tv[i].tv_nsec == UTIME_OMIT)
+			continue;
+		t = tv[i].tv_nsec == UTIME_NOW ? now : (int64_t)tv[i].tv_sec * 1000000000 + tv[i].tv_nsec;
+		if (i == 0) {
+			r.op_flags |= SA_ATIME;
+			r.atime_ns = t;
+		} else {
+			r.op_flags |= SA_MTIME;
+			r.mtime_ns = t;
+		}
+	}
+	if (!r.op_flags)
+		return 0;
+	return setattr_common(path, fi, &r);
+}
+
+static int backing_flags(struct node *n, int flags)
+{
+	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_SYNC | O_DSYNC | O_DIRECT | O_NOCTTY);
+	/* with the writeback cache the kernel may read pages of a write-only file */
+	if (!is_follower(n) && (flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	return flags | O_CLOEXEC | O_NOFOLLOW;
+}
+
+static int new_handle(struct fuse_file_info *fi, int fd, int flags)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	int ret;
+
+	if (!h) {
+		close(fd);
+		return -ENOMEM;
+	}
+	h->fd = fd;
+	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
+	ret = store_fget_id(fd, h->id);
+	if (ret && ret != -ENODATA) {
+		close(fd);
+		free(h);
+		return ret;
+	}
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	struct node *n = node_of();
+	int fd;
+
+	if (is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		return -EROFS;
+	fd = openat(store_rootfd(n->store), store_rel(path), backing_flags(n, fi->flags));
+	if (fd < 0)
+		return -errno;
+	return new_handle(fi, fd, fi->flags);
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	int fd = -1, ret;
+
+	ret = create_object(path, S_IFREG | (mode & 07777), 0, NULL, &fd);
+	if (ret == -EEXIST && !(fi->flags & O_EXCL))
+		return op_open(path, fi);
+	if (ret)
+		return ret;
+	return new_handle(fi, fd, fi->flags);
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	ssize_t r;
+
+	(void)path;
+	r = pread(fh_of(fi)->fd, buf, size, off);
+	return r < 0 ? -errno : (int)r;
+}
+
+static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct node *n = node_of();
+	struct handle *h = fh_of(fi);
+	struct record r = { .type = REC_WRITE };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	if (size > REC_MAX_DATA)
+		size = REC_MAX_DATA;
+	r.path = rec_path(path);
+	if (!path)
+		r.flags |= REC_F_NOPATH;
+	memcpy(r.id, h->id, FILE_ID_BYTES);
+	r.off = (uint64_t)off;
+	r.data = buf;
+	r.data_len = (uint32_t)size;
+	ret = node_commit(n, &r, h->fd, NULL);
+	if (ret)
+		return ret;
+	if (h->sync) {
+		ret = node_sync(n, r.seq);
+		if (ret)
+			return ret;
+	}
+	return (int)size;
+}
+
+static int op_statfs(const char *path, struct statvfs *st)
+{
+	struct node *n = node_of();
+
+	(void)path;
+	if (fstatvfs(store_rootfd(n->store), st) < 0)
+		return -errno;
+	if (is_follower(n))
+		st->f_flag |= ST_RDONLY;
+	return 0;
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)fi;
+	return 0;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	struct handle *h = fh_of(fi);
+
+	(void)path;
+	close(h->fd);
+	free(h);
+	return 0;
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)datasync;
+	(void)fi;
+	return node_sync(node_of(), 0);
+}
+
+static int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_SETXATTR };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	if (store_hidden_xattr(name))
+		return -EPERM;
+	if (strlen(name) > XATTR_NAME_MAX)
+		return -ERANGE;
+	if (size > XATTR_SIZE_MAX)
+		return -E2BIG;
+	r.path = rec_path(path);
+	r.name = name;
+	r.data = value;
+	r.data_len = (uint32_t)size;
+	r.op_flags = (uint32_t)flags;
+	ret = id_of(n, path, r.id);
+	return ret ? ret : node_commit(n, &r, -1, NULL);
+}
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	struct node *n = node_of();
+	char xp[PATH_MAX + 64];
+	int tmp, ret;
+	ssize_t r;
+
+	if (store_hidden_xattr(name))
+		return -ENODATA;
+	ret = store_xpath(n->store, store_rel(path), xp, sizeof(xp), &tmp);
+	if (ret)
+		return ret;
+	r = lgetxattr(xp, name, value, size);
+	ret = r < 0 ? -errno : (int)r;
+	if (tmp >= 0)
+		close(tmp);
+	return ret;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size)
+{
+	struct node *n = node_of();
+	char xp[PATH_MAX + 64], *all = NULL;
+	ssize_t len;
+	size_t out = 0;
+	int tmp, ret;
+
+	ret = store_xpath(n->store, store_rel(path), xp, sizeof(xp), &tmp);
+	if (ret)
+		return ret;
+	for (;;) {
+		len = llistxattr(xp, NULL, 0);
+		if (len < 0) {
+			ret = -errno;
+			goto out;
+		}
+		free(all);
+		all = malloc((size_t)len + 1);
+		if (!all) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		len = llistxattr(xp, all, (size_t)len);
+		if (len >= 0)
+			break;
+		if (errno != ERANGE) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	for (char *p = all; p < all + len; p += strlen(p) + 1) {
+		size_t l = strlen(p) + 1;
+		if (store_hidden_xattr(p))
+			continue;
+		if (size) {
+			if (out + l > size) {
+				ret = -ERANGE;
+				goto out;
+			}
+			memcpy(list + out, p, l);
+		}
+		out += l;
+	}
+	ret = (int)out;
+out:
+	free(all);
+	if (tmp >= 0)
+		close(tmp);
+	return ret;
+}
+
+static int op_removexattr(const char *path, const char *name)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_REMOVEXATTR };
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	if (store_hidden_xattr(name))
+		return -EPERM;
+	r.path = rec_path(path);
+	r.name = name;
+	ret = id_of(n, path, r.id);
+	return ret ? ret : node_commit(n, &r, -1, NULL);
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct node *n = node_of();
+	struct dirhandle *d;
+	int fd;
+
+	fd = openat(store_rootfd(n->store), store_rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	d->dp = fdopendir(fd);
+	if (!d->dp) {
+		int ret = -errno;
+		close(fd);
+		free(d);
+		return ret;
+	}
+	fi->fh = (uintptr_t)d;
+	return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct dirhandle *d = (struct dirhandle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (offset != d->offset) {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+		d->offset = offset;
+	}
+	for (;;) {
+		struct stat st;
+		enum fuse_fill_dir_flags fill = 0;
+		off_t next;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry)
+				return errno ? -errno : 0;
+		}
+		memset(&st, 0, sizeof(st));
+		if ((flags & FUSE_READDIR_PLUS) &&
+		    fstatat(dirfd(d->dp), d->entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			fill |= FUSE_FILL_DIR_PLUS;
+		} else {
+			st.st_ino = d->entry->d_ino;
+			st.st_mode = (mode_t)d->entry->d_type << 12;
+		}
+		next = telldir(d->dp);
+		if (filler(buf, d->entry->d_name, &st, next, fill))
+			return 0;
+		d->entry = NULL;
+		d->offset = next;
+	}
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct dirhandle *d = (struct dirhandle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	closedir(d->dp);
+	free(d);
+	return 0;
+}
+
+static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	return op_fsync(path, datasync, fi);
+}
+
+static int op_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct node *n = node_of();
+	struct handle *h = fh_of(fi);
+	struct record r = { .type = REC_FALLOCATE };
+
+	REFUSE_ON_FOLLOWER(n);
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	r.path = rec_path(path);
+	if (!path)
+		r.flags |= REC_F_NOPATH;
+	memcpy(r.id, h->id, FILE_ID_BYTES);
+	r.op_flags = (uint32_t)mode;
+	r.off = (uint64_t)off;
+	r.len = (uint64_t)len;
+	return node_commit(n, &r, h->fd, NULL);
+}
+
+static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi_in, off_t off_in,
+				  const char *path_out, struct fuse_file_info *fi_out, off_t off_out,
+				  size_t size, int flags)
+{
+	struct node *n = node_of();
+	struct record r = { .type = REC_COPY };
+	struct stat st;
+	int ret;
+
+	REFUSE_ON_FOLLOWER(n);
+	if (flags)
+		return -EINVAL;
+	if (!path_in || !path_out)
+		return -EOPNOTSUPP;	/* the kernel falls back to read and write */
+	if (fstat(fh_of(fi_in)->fd, &st) < 0)
+		return -errno;
+	if (off_in >= st.st_size)
+		return 0;
+	if ((uint64_t)size > (uint64_t)(st.st_size - off_in))
+		size = (size_t)(st.st_size - off_in);
+	if (size > (1u << 30))
+		size = 1u << 30;
+	r.path = rec_path(path_in);
+	memcpy(r.id, fh_of(fi_in)->id, FILE_ID_BYTES);
+	r.off = (uint64_t)off_in;
+	r.path2 = rec_path(path_out);
+	memcpy(r.id2, fh_of(fi_out)->id, FILE_ID_BYTES);
+	r.off2 = (uint64_t)off_out;
+	r.len = size;
+	ret = node_commit(n, &r, fh_of(fi_out)->fd, NULL);
+	return ret ? ret : (ssize_t)size;
+}
+
+static off_t op_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+	off_t r;
+
+	(void)path;
+	r = lseek(fh_of(fi)->fd, off, whence);
+	return r < 0 ? -errno : r;
+}
+
+const struct fuse_operations repfs_fuse_ops = {
+	.init = op_init,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.link = op_link,
+	.chmod = op_chmod,
+	.chown = op_chown,
+	.truncate = op_truncate,
+	.utimens = op_utimens,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.statfs = op_statfs,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.fallocate = op_fallocate,
+	.copy_file_range = op_copy_file_range,
+	.lseek = op_lseek,
+};

@@ -1,0 +1,19 @@
+/* fuse_ops.h -- the FUSE file system a node mounts (libfuse high-level API)
+ *
+ * A leader's mount passes reads straight to DATADIR/tree and turns every
+ * change into a record through node_commit(). A follower's mount answers
+ * every mutating call with EROFS. The private data of the FUSE context is the
+ * struct node.
+ */
+#ifndef REPFS_FUSE_OPS_H
+#define REPFS_FUSE_OPS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse.h>
+
+extern const struct fuse_operations repfs_fuse_ops;
+
+/* Kernel cache lifetime of names and attributes on a leader (seconds). */
+#define REPFS_LEADER_CACHE_S 60.0
+
+#endif

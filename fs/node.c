@@ -1,0 +1,441 @@
+/* node.c -- opening a DATADIR, crash recovery, the sequencer, group commit */
+#include "node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../lib/crypto.h"
+#include "../lib/log.h"
+
+int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+static int ensure_dir(int dfd, const char *name)
+{
+	if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int key_error(char *err, size_t len, const char *path, int ret)
+{
+	switch (ret) {
+	case -ENOENT:
+		say(err, len, "key file '%s' does not exist (create one with 'repfs keygen')", path);
+		break;
+	case -EINVAL:
+		say(err, len, "key file '%s' is not a repfs key (32 bytes expected)", path);
+		break;
+	case -EPERM:
+		say(err, len, "key file '%s' is readable by group or others (chmod 600 it)", path);
+		break;
+	default:
+		say(err, len, "unable to read key file '%s': %s", path, strerror(-ret));
+	}
+	return ret;
+}
+
+/* Replays the log after the checkpoint onto the tree (crash recovery). */
+static int recover(struct node *n, char *err, size_t errlen)
+{
+	struct oplog_reader *rd = NULL;
+	struct record r;
+	uint64_t from = n->st.checkpoint + 1, last = oplog_last(n->log).seq;
+	int ret;
+
+	n->applied = n->st.checkpoint;
+	if (n->st.checkpoint > last) {
+		/* the tree was checkpointed past what the log kept: impossible unless
+		 * the log was cut by hand; trust the log */
+		rlog(LOG_WARNING, "checkpoint %" PRIu64 " is past the log's end %" PRIu64, n->st.checkpoint, last);
+		n->applied = last;
+		return 0;
+	}
+	if (from > last)
+		return 0;
+	if (from < oplog_first_seq(n->log))
+		from = oplog_first_seq(n->log);
+	ret = oplog_reader_open(&rd, n->logdirfd, n->key, from);
+	if (ret) {
+		say(err, errlen, "unable to read the log of '%s': %s", n->datadir, strerror(-ret));
+		return ret;
+	}
+	while ((ret = oplog_reader_next(rd, &r)) == 1) {
+		int a = apply_record(n->store, &r, 0, -1, NULL);
+		if (a < 0)
+			rlog(LOG_WARNING, "replay of %s at %" PRIu64 ".%" PRIu64 " on '%s' failed: %s",
+			     record_type_name(r.type), r.epoch, r.seq, r.path, strerror(-a));
+		n->applied = r.seq;
+		n->replayed_at_start++;
+	}
+	if (ret < 0) {
+		uint64_t seq;
+		oplog_reader_where(rd, &seq, NULL, 0, NULL);
+		say(err, errlen, "log of '%s' is damaged at seq %" PRIu64 " (see 'repfs log --verify')",
+		    n->datadir, seq);
+	}
+	oplog_reader_free(rd);
+	return ret < 0 ? ret : 0;
+}
+
+static int first_start(struct node *n, const struct node_opts *o, char *err, size_t errlen)
+{
+	char host[64] = "node";
+
+	if (!o->role) {
+		say(err, errlen, "first start of '%s' needs --role leader or --role follower", n->datadir);
+		return -EINVAL;
+	}
+	gethostname(host, sizeof(host) - 1);
+	snprintf(n->st.name, sizeof(n->st.name), "%s", o->name ? o->name : host);
+	n->st.role = o->role;
+	n->st.epoch = o->role == ROLE_LEADER ? 1 : 0;
+	n->st.checkpoint = 0;
+	key_fingerprint(n->key, n->st.key_fpr);
+	return 0;
+}
+
+int node_open(struct node **out, const struct node_opts *o, char *err, size_t errlen)
+{
+	uint8_t fpr[CRYPTO_MAC_BYTES];
+	struct pos bad = { 0, 0 };
+	uint64_t cut = 0;
+	struct node *n;
+	int ret, fresh = 0;
+
+	*out = NULL;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->dfd = n->logdirfd = n->lockfd = n->logfile = -1;
+	pthread_mutex_init(&n->seq_lock, NULL);
+	pthread_mutex_init(&n->bg_lock, NULL);
+	pthread_cond_init(&n->bg_wake, NULL);
+	n->started_ns = now_ns();
+
+	if (mkdir(o->datadir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		say(err, errlen, "unable to create data directory '%s': %s", o->datadir, strerror(errno));
+		goto fail;
+	}
+	if (!realpath(o->datadir, n->datadir)) {
+		ret = -errno;
+		say(err, errlen, "unable to resolve data directory '%s': %s", o->datadir, strerror(errno));
+		goto fail;
+	}
+	n->dfd = open(n->datadir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (n->dfd < 0) {
+		ret = -errno;
+		say(err, errlen, "data directory '%s' is not usable: %s", o->datadir, strerror(errno));
+		goto fail;
+	}
+	n->lockfd = openat(n->dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (n->lockfd < 0) {
+		ret = -errno;
+		say(err, errlen, "unable to create lock file in '%s': %s", n->datadir, strerror(errno));
+		goto fail;
+	}
+	if (flock(n->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		ret = -EBUSY;
+		say(err, errlen, "data directory '%s' is in use by another repfs daemon", n->datadir);
+		goto fail;
+	}
+	ret = key_load(&n->key, o->keyfile);
+	if (ret) {
+		key_error(err, errlen, o->keyfile, ret);
+		goto fail;
+	}
+	ret = state_load(n->dfd, &n->st);
+	if (ret == -ENOENT) {
+		fresh = 1;
+		ret = first_start(n, o, err, errlen);
+	} else if (ret == -EBADMSG) {
+		say(err, errlen, "state file '%s/state' is corrupt (restore it or start from an empty data directory)",
+		    n->datadir);
+	} else if (ret) {
+		say(err, errlen, "unable to read state file '%s/state': %s", n->datadir, strerror(-ret));
+	}
+	if (ret)
+		goto fail;
+	key_fingerprint(n->key, fpr);
+	if (mac_equal(fpr, n->st.key_fpr) != 0) {
+		ret = -EKEYREJECTED;
+		say(err, errlen, "key file '%s' is not the key of data directory '%s'", o->keyfile, n->datadir);
+		goto fail;
+	}
+	if (!fresh && o->name)
+		snprintf(n->st.name, sizeof(n->st.name), "%s", o->name);
+	if ((ret = ensure_dir(n->dfd, "tree")) || (ret = ensure_dir(n->dfd, "log")) ||
+	    (ret = ensure_dir(n->dfd, "divergent"))) {
+		say(err, errlen, "unable to lay out data directory '%s': %s", n->datadir, strerror(-ret));
+		goto fail;
+	}
+	n->logfile = openat(n->dfd, "repfs.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	rlog_setup(n->st.name, n->logfile, 1);
+	if (!fresh && o->role && o->role != n->st.role)
+		rlog(LOG_WARNING, "'%s' is a %s; ignoring --role %s", n->datadir, role_name(n->st.role),
+		     role_name(o->role));
+	n->logdirfd = openat(n->dfd, "log", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (n->logdirfd < 0) {
+		ret = -errno;
+		say(err, errlen, "unable to open '%s/log': %s", n->datadir, strerror(errno));
+		goto fail;
+	}
+	ret = oplog_open(&n->log, n->logdirfd, n->key, &cut, &bad);
+	if (ret == -EBADMSG) {
+		say(err, errlen, "log of '%s' is damaged at seq %" PRIu64 " (see 'repfs log --verify')", n->datadir,
+		    bad.seq);
+		goto fail;
+	} else if (ret) {
+		say(err, errlen, "unable to open the log of '%s': %s", n->datadir, strerror(-ret));
+		goto fail;
+	}
+	n->cut_at_start = cut;
+	if (cut)
+		rlog(LOG_NOTICE, "cut a torn log tail of %" PRIu64 " bytes after seq %" PRIu64, cut,
+		     oplog_last(n->log).seq);
+	{
+		char tree[PATH_MAX + 8];
+		snprintf(tree, sizeof(tree), "%s/tree", n->datadir);
+		ret = store_open(&n->store, tree);
+	}
+	if (ret) {
+		say(err, errlen, "unable to open '%s/tree': %s (the file system must support trusted.* xattrs)",
+		    n->datadir, strerror(-ret));
+		goto fail;
+	}
+	ret = recover(n, err, errlen);
+	if (ret)
+		goto fail;
+	if (n->replayed_at_start)
+		rlog(LOG_NOTICE, "crash recovery replayed %" PRIu64 " records up to seq %" PRIu64,
+		     n->replayed_at_start, n->applied);
+	if (fresh && n->st.role == ROLE_LEADER && oplog_last(n->log).seq == 0) {
+		struct record b = { .type = REC_BRANCH, .off = 0, .len = 0 };
+		ret = node_commit(n, &b, -1, NULL);
+		if (!ret)
+			ret = oplog_sync(n->log, b.seq);
+		if (ret) {
+			say(err, errlen, "unable to start the log of '%s': %s", n->datadir, strerror(-ret));
+			goto fail;
+		}
+	}
+	ret = node_checkpoint(n);
+	if (ret) {
+		say(err, errlen, "unable to write state file '%s/state': %s", n->datadir, strerror(-ret));
+		goto fail;
+	}
+	*out = n;
+	return 0;
+fail:
+	node_close(n);
+	return ret;
+}
+
+int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
+{
+	int ret;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->fault) {
+		ret = -EIO;
+		goto out;
+	}
+	r->epoch = n->st.epoch;
+	r->time_ns = now_ns();
+	ret = oplog_append(n->log, r);
+	if (ret) {
+		rlog(LOG_ERR, "unable to append %s to the log: %s", record_type_name(r->type), strerror(-ret));
+		if (ret != -ENOSPC && ret != -EDQUOT)
+			ret = -EIO;
+		goto out;
+	}
+	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
+	if (ret == 1)
+		ret = -ESTALE;
+	if (ret) {
+		if (oplog_undo_last(n->log) < 0) {
+			/* the record cannot be taken back: stop accepting changes */
+			n->fault = EIO;
+			rlog(LOG_ERR, "unable to undo %s at seq %" PRIu64 " after it failed; refusing writes",
+			     record_type_name(r->type), r->seq);
+		}
+		goto out;
+	}
+	n->applied = r->seq;
+out:
+	pthread_mutex_unlock(&n->seq_lock);
+	return ret;
+}
+
+int node_sync(struct node *n, uint64_t seq)
+{
+	int ret;
+
+	if (!seq)
+		seq = oplog_last(n->log).seq;
+	ret = oplog_sync(n->log, seq);
+	if (ret) {
+		pthread_mutex_lock(&n->seq_lock);
+		if (!n->fault) {
+			n->fault = EIO;
+			rlog(LOG_ERR, "unable to make the log durable: %s; refusing writes", strerror(-ret));
+		}
+		pthread_mutex_unlock(&n->seq_lock);
+	}
+	return ret;
+}
+
+int node_checkpoint(struct node *n)
+{
+	struct node_state st;
+	uint64_t applied;
+	int ret;
+
+	pthread_mutex_lock(&n->seq_lock);
+	applied = n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	ret = oplog_sync(n->log, applied);
+	if (ret)
+		return ret;
+	if (syncfs(store_rootfd(n->store)) < 0)
+		return -errno;
+	pthread_mutex_lock(&n->seq_lock);
+	if (applied > n->st.checkpoint || n->st.checkpoint > oplog_last(n->log).seq)
+		n->st.checkpoint = applied;
+	st = n->st;
+	ret = state_save(n->dfd, &st);
+	pthread_mutex_unlock(&n->seq_lock);
+	return ret;
+}
+
+static void *flusher_main(void *arg)
+{
+	struct node *n = arg;
+	int64_t last_ckpt = now_ns();
+
+	pthread_mutex_lock(&n->bg_lock);
+	while (!n->stopping) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += NODE_COMMIT_INTERVAL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&n->bg_wake, &n->bg_lock, &until);
+		if (n->stopping)
+			break;
+		pthread_mutex_unlock(&n->bg_lock);
+		if (oplog_durable(n->log) < oplog_last(n->log).seq)
+			node_sync(n, 0);
+		if (now_ns() - last_ckpt > (int64_t)NODE_CHECKPOINT_INTERVAL_S * 1000000000) {
+			int ret = node_checkpoint(n);
+			if (ret)
+				rlog(LOG_ERR, "checkpoint failed: %s", strerror(-ret));
+			last_ckpt = now_ns();
+		}
+		pthread_mutex_lock(&n->bg_lock);
+	}
+	pthread_mutex_unlock(&n->bg_lock);
+	return NULL;
+}
+
+int node_start(struct node *n)
+{
+	int ret = pthread_create(&n->flusher, NULL, flusher_main, n);
+
+	if (ret)
+		return -ret;
+	n->bg_started = 1;
+	return 0;
+}
+
+int node_status_json(struct node *n, char *buf, size_t len)
+{
+	struct pos last = oplog_last(n->log);
+	uint64_t applied, durable = oplog_durable(n->log), ckpt;
+	char name[64];
+	enum role role;
+	int fault, logfault = oplog_failed(n->log);
+
+	pthread_mutex_lock(&n->seq_lock);
+	applied = n->applied;
+	ckpt = n->st.checkpoint;
+	role = n->st.role;
+	fault = n->fault;
+	snprintf(name, sizeof(name), "%s", n->st.name);
+	pthread_mutex_unlock(&n->seq_lock);
+	return snprintf(buf, len,
+			"{\"name\":\"%s\",\"role\":\"%s\",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+			",\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 ",\"checkpoint\":%" PRIu64
+			",\"leader\":%s%s%s,\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]"
+			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
+			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
+			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
+			name, role_name(role), last.epoch, last.seq, applied, durable, ckpt,
+			role == ROLE_LEADER ? "\"" : "", role == ROLE_LEADER ? name : "null",
+			role == ROLE_LEADER ? "\"" : "", n->datadir, n->mountpoint, oplog_first_seq(n->log),
+			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start,
+			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
+			(fault || logfault) ? "; writes refused\"" : "");
+}
+
+void node_close(struct node *n)
+{
+	if (!n)
+		return;
+	if (n->bg_started) {
+		pthread_mutex_lock(&n->bg_lock);
+		n->stopping = 1;
+		pthread_cond_broadcast(&n->bg_wake);
+		pthread_mutex_unlock(&n->bg_lock);
+		pthread_join(n->flusher, NULL);
+	}
+	if (n->log && n->store && !n->fault && !oplog_failed(n->log)) {
+		int ret = node_checkpoint(n);
+		if (ret)
+			rlog(LOG_ERR, "final checkpoint failed: %s", strerror(-ret));
+	}
+	store_free(n->store);
+	oplog_free(n->log);
+	key_free(n->key);
+	if (n->logdirfd >= 0)
+		close(n->logdirfd);
+	if (n->logfile >= 0)
+		close(n->logfile);
+	if (n->lockfd >= 0)
+		close(n->lockfd);
+	if (n->dfd >= 0)
+		close(n->dfd);
+	pthread_mutex_destroy(&n->seq_lock);
+	pthread_mutex_destroy(&n->bg_lock);
+	pthread_cond_destroy(&n->bg_wake);
+	free(n);
+}

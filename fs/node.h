@@ -1,0 +1,93 @@
+/* node.h -- one repfs node: its DATADIR, log, tree and sequencer
+ *
+ * The node owns everything the daemon holds: the lock on DATADIR, the key, the
+ * state file, the log and the tree. Every change goes through node_commit(),
+ * the sequencer: under seq_lock it appends the record to the log and applies
+ * it to the tree with the one apply function; if the apply fails the record
+ * is taken back out of the log, so failed operations leave none.
+ *
+ * Durability: node_sync() returns once the log holds everything up to a seq
+ * durably. A flusher thread makes every change durable within
+ * commit_interval_ms (group commit) and takes checkpoints (syncfs of the
+ * tree, then the applied position in the state file), so that crash recovery
+ * replays only the log after the last checkpoint.
+ */
+#ifndef REPFS_NODE_H
+#define REPFS_NODE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "../replication/oplog.h"
+#include "../replication/state.h"
+#include "store.h"
+
+#define NODE_COMMIT_INTERVAL_MS 100	/* bound on un-synced changes (group commit) */
+#define NODE_CHECKPOINT_INTERVAL_S 30
+
+struct node_opts {
+	const char *datadir;
+	const char *keyfile;
+	const char *name;	/* NULL: keep the stored one (or the host name) */
+	enum role role;		/* 0: keep the stored one */
+};
+
+struct node {
+	char datadir[PATH_MAX];
+	char mountpoint[PATH_MAX];
+	int dfd;		/* DATADIR */
+	int logdirfd;		/* DATADIR/log */
+	int lockfd;		/* DATADIR/lock, flock'd for our lifetime */
+	int logfile;		/* DATADIR/repfs.log */
+	struct key *key;
+	struct store *store;
+	struct oplog *log;
+
+	pthread_mutex_t seq_lock;	/* the sequencer */
+	struct node_state st;		/* protected by seq_lock */
+	uint64_t applied;		/* protected by seq_lock */
+	uint64_t replayed_at_start;	/* records crash recovery replayed */
+	uint64_t cut_at_start;		/* torn-tail bytes cut at start */
+	int fault;			/* errno of a failure that stops writes, 0 if none */
+
+	pthread_mutex_t bg_lock;	/* protects stopping */
+	pthread_cond_t bg_wake;
+	int stopping;
+	int bg_started;
+	pthread_t flusher;
+	int64_t started_ns;
+};
+
+/*
+ * Opens DATADIR (creating its layout on first start), takes its lock, checks
+ * the key against the state file, opens the log (cutting a torn tail) and
+ * replays what the tree may lack. On failure writes a one-line reason to err.
+ */
+int node_open(struct node **out, const struct node_opts *o, char *err, size_t errlen);
+
+/* Starts the flusher thread (after daemonizing: threads do not survive fork). */
+int node_start(struct node *n);
+
+/*
+ * The sequencer. Fills r's epoch, seq and time, appends, applies (see
+ * apply_record() for hint_fd and out_fd). Returns the apply's result; on
+ * failure the log holds no trace of r.
+ */
+int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
+
+/* Waits until every record up to seq (0: everything so far) is durable. */
+int node_sync(struct node *n, uint64_t seq);
+
+/* Flushes the tree and records the applied position in the state file. */
+int node_checkpoint(struct node *n);
+
+/* Writes the node's status as one JSON object into buf. */
+int node_status_json(struct node *n, char *buf, size_t len);
+
+/* Stops the flusher, syncs the log, checkpoints, releases everything. */
+void node_close(struct node *n);
+
+int64_t now_ns(void);
+
+#endif

@@ -1,0 +1,70 @@
+/* store.h -- the backing store: DATADIR/tree, file ids, and the apply function
+ *
+ * The tree is an ordinary directory. Every file and directory in it carries a
+ * 128-bit id in the extended attribute "trusted.repfs.id" (hard links share it,
+ * being one inode); the mount hides and protects that attribute.
+ *
+ * apply_record() is the one apply path: the leader applies each record it
+ * has just appended, followers and crash recovery apply what they replay.
+ * Each record carries preconditions (the ids of what it touches). With
+ * APPLY_STRICT (the leader, live) a failed precondition is an error the caller
+ * reports; otherwise (replay) it means the effect is already there or was
+ * superseded, and the record is skipped. Applying a record twice, or onto a
+ * newer state, is harmless. Every timestamp the operation changes is set to
+ * the record's time, so all nodes end with the same mtimes.
+ *
+ * Functions return 0 or a negative errno; apply_record() returns 1 for a skip.
+ */
+#ifndef REPFS_STORE_H
+#define REPFS_STORE_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "../replication/record.h"
+
+#define ID_XATTR "trusted.repfs.id"
+#define ID_XATTR_PREFIX "trusted.repfs."
+
+struct store;
+
+/* The id of every tree's root directory. */
+extern const uint8_t store_root_id[FILE_ID_BYTES];
+
+/* Opens the tree at path, giving its root an id if it has none. */
+int store_open(struct store **out, const char *path);
+void store_free(struct store *st);
+int store_rootfd(const struct store *st);
+
+/* "" (the root) becomes "." so that it can be passed to the *at calls. */
+const char *store_rel(const char *path);
+
+/* The id of the object at rel (not following a final symlink). -ENODATA if none. */
+int store_get_id(struct store *st, const char *rel, uint8_t id[FILE_ID_BYTES]);
+int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES]);
+void store_new_id(uint8_t id[FILE_ID_BYTES]);
+
+/*
+ * The l*xattr calls take a path, not a dirfd: store_xpath() gives a path for
+ * rel that they accept even when the tree's own path plus rel would pass
+ * PATH_MAX. *tmpfd (>= 0) must be closed by the caller afterwards.
+ */
+int store_xpath(struct store *st, const char *rel, char *buf, size_t len, int *tmpfd);
+
+/* True for the names the mount hides (our own metadata). */
+int store_hidden_xattr(const char *name);
+
+#define APPLY_STRICT 0x1
+
+/* flags of struct record */
+#define REC_F_NOPATH 0x1	/* the object had no name any more (unlinked while open) */
+
+/*
+ * Applies r to the tree. hint_fd, when >= 0, is an open descriptor of r's
+ * object (the leader's open file) to use instead of its path. For a
+ * REC_CREATE of a regular file, *out_fd (if not NULL) receives a read-write
+ * descriptor of the new file.
+ */
+int apply_record(struct store *st, const struct record *r, unsigned flags, int hint_fd, int *out_fd);
+
+#endif

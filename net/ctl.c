@@ -1,0 +1,174 @@
+/* ctl.c -- the daemon's control socket and its client */
+#include "ctl.h"
+
+#include <fcntl.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../fs/node.h"
+#include "../lib/log.h"
+
+struct ctl_server {
+	struct node *node;
+	int fd;
+	int stop_pipe[2];
+	pthread_t thread;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static int sock_addr(struct sockaddr_un *sa, const char *datadir)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if ((size_t)snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/ctl.sock", datadir) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static void serve_one(struct ctl_server *s, int c)
+{
+	char req[256], *reply;
+	size_t len = 65536;
+	ssize_t n;
+
+	n = recv(c, req, sizeof(req) - 1, 0);
+	if (n <= 0)
+		return;
+	req[n] = 0;
+	req[strcspn(req, "\r\n")] = 0;
+	reply = malloc(len);
+	if (!reply)
+		return;
+	if (!strcmp(req, "status"))
+		node_status_json(s->node, reply, len);
+	else
+		snprintf(reply, len, "{\"error\":\"unknown request\"}\n");
+	if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
+		rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));
+	free(reply);
+}
+
+static void *ctl_main(void *arg)
+{
+	struct ctl_server *s = arg;
+	struct pollfd p[2] = { { s->fd, POLLIN, 0 }, { s->stop_pipe[0], POLLIN, 0 } };
+
+	for (;;) {
+		int c;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		serve_one(s, c);
+		close(c);
+	}
+	return NULL;
+}
+
+int ctl_start(struct ctl_server **out, struct node *n)
+{
+	struct ctl_server *s;
+	struct sockaddr_un sa;
+	int ret;
+
+	*out = NULL;
+	ret = sock_addr(&sa, n->datadir);
+	if (ret)
+		return ret;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->node = n;
+	s->stop_pipe[0] = s->stop_pipe[1] = -1;
+	snprintf(s->path, sizeof(s->path), "%s", sa.sun_path);
+	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	unlink(s->path);	/* a stale socket of a dead daemon: we hold the lock */
+	if (bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(s->path, 0600) < 0 ||
+	    listen(s->fd, 16) < 0 || pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = -pthread_create(&s->thread, NULL, ctl_main, s);
+	if (ret)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->stop_pipe[0] >= 0) {
+		close(s->stop_pipe[0]);
+		close(s->stop_pipe[1]);
+	}
+	free(s);
+	return ret;
+}
+
+void ctl_stop(struct ctl_server *s)
+{
+	if (!s)
+		return;
+	if (write(s->stop_pipe[1], "x", 1) < 0)
+		rlog(LOG_WARNING, "unable to stop the control thread: %s", strerror(errno));
+	pthread_join(s->thread, NULL);
+	close(s->fd);
+	close(s->stop_pipe[0]);
+	close(s->stop_pipe[1]);
+	unlink(s->path);
+	free(s);
+}
+
+int ctl_request(const char *datadir, const char *request, char *buf, size_t len)
+{
+	struct sockaddr_un sa;
+	size_t got = 0;
+	int fd, ret;
+
+	ret = sock_addr(&sa, datadir);
+	if (ret)
+		return ret;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(fd, request, strlen(request), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	while (got + 1 < len) {
+		ssize_t n = recv(fd, buf + got, len - 1 - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = 0;
+out:
+	close(fd);
+	return ret;
+}

@@ -1,0 +1,752 @@
+/* oplog.c -- segment files, appends, group commit and the verifying reader */
+#include "oplog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SEG_MAGIC "REPFSLG1"
+#define SEG_HEADER_BYTES 64
+
+struct oplog {
+	int dirfd;
+	const struct key *key;
+	pthread_mutex_t mu;	/* protects everything below */
+	pthread_cond_t synced;
+	int fd;			/* current segment, O_APPEND is not used: we track size */
+	uint64_t seg_first;	/* first seq of the current segment */
+	uint64_t size;		/* bytes in the current segment */
+	uint64_t older_bytes;	/* bytes in all earlier segments */
+	uint64_t first_seq;	/* oldest seq held */
+	struct pos last;
+	uint8_t last_mac[CRYPTO_MAC_BYTES];
+	uint64_t durable;
+	int syncing;
+	int failed;		/* errno after an unrecoverable error */
+	/* undo state for the last append */
+	int can_undo;
+	uint64_t undo_size;
+	struct pos undo_last;
+	uint8_t undo_mac[CRYPTO_MAC_BYTES];
+	/* fault injection */
+	unsigned fault_write, fault_sync;
+	int fault_write_err, fault_sync_err;
+};
+
+static void seg_name(char *buf, size_t len, uint64_t first)
+{
+	snprintf(buf, len, "%016" PRIx64 ".seg", first);
+}
+
+static int parse_seg_name(const char *name, uint64_t *first)
+{
+	char *end;
+
+	if (strlen(name) != 20 || strcmp(name + 16, ".seg"))
+		return -1;
+	*first = strtoull(name, &end, 16);
+	return end == name + 16 ? 0 : -1;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Lists segment first-seqs in ascending order into a malloc'd array. */
+static int list_segments(int dirfd, uint64_t **out, size_t *count)
+{
+	uint64_t *v = NULL, first;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = dup(dirfd);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		if (parse_seg_name(de->d_name, &first))
+			continue;
+		if (n == cap) {
+			uint64_t *nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = first;
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), cmp_u64);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ENODATA;
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int write_all_at(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int read_seg_header(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTES])
+{
+	uint8_t h[SEG_HEADER_BYTES];
+	int ret = pread_all(fd, h, sizeof(h), 0);
+
+	if (ret)
+		return ret == -ENODATA ? -EBADMSG : ret;
+	if (memcmp(h, SEG_MAGIC, 8))
+		return -EBADMSG;
+	memcpy(first, h + 8, 8);	/* little-endian hosts only, see docs */
+	memcpy(prev, h + 24, CRYPTO_MAC_BYTES);
+	return 0;
+}
+
+static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[CRYPTO_MAC_BYTES])
+{
+	uint8_t h[SEG_HEADER_BYTES] = { 0 };
+	char name[32];
+	int fd, ret;
+
+	seg_name(name, sizeof(name), first);
+	fd = openat(log->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	memcpy(h, SEG_MAGIC, 8);
+	memcpy(h + 8, &first, 8);
+	memcpy(h + 24, prev, CRYPTO_MAC_BYTES);
+	ret = write_all_at(fd, h, sizeof(h), 0);
+	if (!ret && fdatasync(fd) < 0)
+		ret = -errno;
+	if (!ret && fsync(log->dirfd) < 0)
+		ret = -errno;
+	if (ret) {
+		close(fd);
+		unlinkat(log->dirfd, name, 0);
+		return ret;
+	}
+	log->fd = fd;
+	log->seg_first = first;
+	log->size = SEG_HEADER_BYTES;
+	return 0;
+}
+
+/* True if buf[0..len) is all zero bytes. */
+static int all_zero(const uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * Scans the current (last) segment, leaving log->last, last_mac and size at its
+ * last whole record. A torn tail is cut; damage before the tail is -EBADMSG.
+ */
+static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
+{
+	uint8_t prev[CRYPTO_MAC_BYTES];
+	uint64_t first, off = SEG_HEADER_BYTES, fsize;
+	uint8_t *buf = NULL;
+	struct stat st;
+	int ret;
+
+	ret = read_seg_header(log->fd, &first, prev);
+	if (ret)
+		return ret;
+	if (fstat(log->fd, &st) < 0)
+		return -errno;
+	fsize = (uint64_t)st.st_size;
+	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
+	log->last.seq = first - 1;
+	buf = malloc(fsize > off ? fsize - off : 1);
+	if (!buf)
+		return -ENOMEM;
+	ret = pread_all(log->fd, buf, fsize - off, off);
+	if (ret)
+		goto out;
+	while (off < fsize) {
+		const uint8_t *p = buf + (off - SEG_HEADER_BYTES);
+		uint64_t avail = fsize - off;
+		uint32_t len = record_peek_len(p, avail);
+		struct record r;
+		int whole = len && len <= avail;
+		int ok = whole && record_decode(p, len, &r) == 0 && record_verify(log->key, prev, p, len) == 0 &&
+			 r.seq == log->last.seq + 1 && r.epoch >= log->last.epoch;
+
+		if (ok) {
+			memcpy(prev, record_mac_of(p, len), CRYPTO_MAC_BYTES);
+			log->last.seq = r.seq;
+			log->last.epoch = r.epoch;
+			off += len;
+			continue;
+		}
+		/* torn: runs past the end, is the very last thing, or is zero fill */
+		if (avail < REC_HEADER_BYTES || (len && len >= avail) || all_zero(p, avail)) {
+			if (ftruncate(log->fd, (off_t)off) < 0 || fdatasync(log->fd) < 0) {
+				ret = -errno;
+				goto out;
+			}
+			if (cut)
+				*cut = fsize - off;
+			fsize = off;
+			break;
+		}
+		if (bad) {
+			bad->epoch = log->last.epoch;
+			bad->seq = log->last.seq + 1;
+		}
+		ret = -EBADMSG;
+		goto out;
+	}
+	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
+	log->size = fsize;
+	log->seg_first = first;
+out:
+	free(buf);
+	return ret;
+}
+
+int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut_bytes,
+	       struct pos *bad)
+{
+	struct oplog *log;
+	uint64_t *segs = NULL;
+	size_t nseg = 0;
+	int ret;
+
+	*out = NULL;
+	if (cut_bytes)
+		*cut_bytes = 0;
+	log = calloc(1, sizeof(*log));
+	if (!log)
+		return -ENOMEM;
+	log->dirfd = dirfd;
+	log->key = k;
+	log->fd = -1;
+	pthread_mutex_init(&log->mu, NULL);
+	pthread_cond_init(&log->synced, NULL);
+
+	ret = list_segments(dirfd, &segs, &nseg);
+	if (ret)
+		goto out;
+	if (nseg == 0) {
+		uint8_t zero[CRYPTO_MAC_BYTES] = { 0 };
+		ret = create_segment(log, 1, zero);
+		if (ret)
+			goto out;
+		log->first_seq = 1;
+	} else {
+		char name[32];
+		struct stat st;
+
+		for (size_t i = 0; i + 1 < nseg; i++) {
+			seg_name(name, sizeof(name), segs[i]);
+			if (fstatat(dirfd, name, &st, 0) == 0)
+				log->older_bytes += (uint64_t)st.st_size;
+		}
+		seg_name(name, sizeof(name), segs[nseg - 1]);
+		log->fd = openat(dirfd, name, O_RDWR | O_CLOEXEC);
+		if (log->fd < 0) {
+			ret = -errno;
+			goto out;
+		}
+		ret = scan_last_segment(log, cut_bytes, bad);
+		if (ret)
+			goto out;
+		if (log->seg_first != segs[nseg - 1]) {
+			ret = -EBADMSG;
+			goto out;
+		}
+		log->first_seq = segs[0];
+		/* the epoch of an empty last segment comes from the segment before */
+		if (log->last.seq >= 1 && log->last.epoch == 0 && nseg > 1) {
+			struct oplog_reader *rd;
+			struct record r;
+			if (oplog_reader_open(&rd, dirfd, k, log->last.seq) == 0) {
+				if (oplog_reader_next(rd, &r) == 1)
+					log->last.epoch = r.epoch;
+				oplog_reader_free(rd);
+			}
+		}
+	}
+	log->durable = log->last.seq;	/* what survived a restart is on disk */
+	*out = log;
+	log = NULL;
+out:
+	free(segs);
+	oplog_free(log);
+	return ret;
+}
+
+void oplog_free(struct oplog *log)
+{
+	if (!log)
+		return;
+	if (log->fd >= 0)
+		close(log->fd);
+	pthread_mutex_destroy(&log->mu);
+	pthread_cond_destroy(&log->synced);
+	free(log);
+}
+
+struct pos oplog_last(struct oplog *log)
+{
+	struct pos p;
+
+	pthread_mutex_lock(&log->mu);
+	p = log->last;
+	pthread_mutex_unlock(&log->mu);
+	return p;
+}
+
+void oplog_last_mac(struct oplog *log, uint8_t mac[CRYPTO_MAC_BYTES])
+{
+	pthread_mutex_lock(&log->mu);
+	memcpy(mac, log->last_mac, CRYPTO_MAC_BYTES);
+	pthread_mutex_unlock(&log->mu);
+}
+
+uint64_t oplog_durable(struct oplog *log)
+{
+	uint64_t d;
+
+	pthread_mutex_lock(&log->mu);
+	d = log->durable;
+	pthread_mutex_unlock(&log->mu);
+	return d;
+}
+
+uint64_t oplog_first_seq(struct oplog *log)
+{
+	return log->first_seq;
+}
+
+uint64_t oplog_bytes(struct oplog *log)
+{
+	uint64_t b;
+
+	pthread_mutex_lock(&log->mu);
+	b = log->older_bytes + log->size;
+	pthread_mutex_unlock(&log->mu);
+	return b;
+}
+
+int oplog_failed(struct oplog *log)
+{
+	int f;
+
+	pthread_mutex_lock(&log->mu);
+	f = log->failed;
+	pthread_mutex_unlock(&log->mu);
+	return f;
+}
+
+void oplog_inject_fault(struct oplog *log, enum oplog_fault what, unsigned nth, int err)
+{
+	pthread_mutex_lock(&log->mu);
+	if (what == OPLOG_FAULT_WRITE) {
+		log->fault_write = nth;
+		log->fault_write_err = err;
+	} else {
+		log->fault_sync = nth;
+		log->fault_sync_err = err;
+	}
+	pthread_mutex_unlock(&log->mu);
+}
+
+/* Called with mu held. Returns the injected error, or 0. */
+static int take_fault(unsigned *counter, int err)
+{
+	if (*counter && --*counter == 0)
+		return err ? -err : -EIO;
+	return 0;
+}
+
+static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
+{
+	while (n > 0) {
+		ssize_t w = pwritev(fd, iov, n, (off_t)off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += (uint64_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Called with mu held: closes the current segment and starts the next one. */
+static int roll_segment(struct oplog *log, uint64_t next_seq)
+{
+	int oldfd = log->fd, ret;
+	uint64_t oldsize = log->size, oldfirst = log->seg_first;
+
+	if (fdatasync(oldfd) < 0)
+		return -errno;
+	ret = create_segment(log, next_seq, log->last_mac);
+	if (ret) {
+		log->fd = oldfd;
+		log->size = oldsize;
+		log->seg_first = oldfirst;
+		return ret;
+	}
+	log->durable = log->last.seq;
+	log->older_bytes += oldsize;
+	close(oldfd);
+	return 0;
+}
+
+int oplog_append(struct oplog *log, struct record *r)
+{
+	uint8_t hdr[REC_HEADER_BYTES + REC_BODY_BYTES], mac[CRYPTO_MAC_BYTES];
+	struct iovec iov[6];
+	uint32_t total;
+	int n, ret;
+
+	pthread_mutex_lock(&log->mu);
+	if (log->failed) {
+		ret = -EIO;
+		goto out;
+	}
+	if (r->epoch < log->last.epoch) {
+		ret = -ESTALE;
+		goto out;
+	}
+	r->seq = log->last.seq + 1;
+	n = record_layout(r, hdr, iov, &total);
+	if (n < 0) {
+		ret = n;
+		goto out;
+	}
+	record_mac(log->key, log->last_mac, iov, n, mac);
+	iov[n++] = (struct iovec){ mac, sizeof(mac) };
+
+	if (log->size + total > OPLOG_SEGMENT_BYTES && log->size > SEG_HEADER_BYTES) {
+		ret = roll_segment(log, r->seq);
+		if (ret)
+			goto out;
+	}
+	ret = take_fault(&log->fault_write, log->fault_write_err);
+	if (!ret)
+		ret = writev_all_at(log->fd, iov, n, log->size);
+	if (ret) {
+		/* leave nothing of the record behind */
+		if (ftruncate(log->fd, (off_t)log->size) < 0)
+			log->failed = errno;
+		goto out;
+	}
+	log->can_undo = 1;
+	log->undo_size = log->size;
+	log->undo_last = log->last;
+	memcpy(log->undo_mac, log->last_mac, sizeof(mac));
+	log->size += total;
+	log->last.seq = r->seq;
+	log->last.epoch = r->epoch;
+	memcpy(log->last_mac, mac, sizeof(mac));
+out:
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
+int oplog_undo_last(struct oplog *log)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&log->mu);
+	if (!log->can_undo || log->durable >= log->last.seq) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (ftruncate(log->fd, (off_t)log->undo_size) < 0) {
+		ret = -errno;
+		log->failed = errno;
+		goto out;
+	}
+	log->size = log->undo_size;
+	log->last = log->undo_last;
+	memcpy(log->last_mac, log->undo_mac, CRYPTO_MAC_BYTES);
+	log->can_undo = 0;
+out:
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
+int oplog_sync(struct oplog *log, uint64_t seq)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&log->mu);
+	for (;;) {
+		uint64_t target;
+		int fd;
+
+		if (log->failed) {
+			ret = -EIO;
+			break;
+		}
+		if (log->durable >= seq || log->durable >= log->last.seq)
+			break;
+		if (log->syncing) {
+			pthread_cond_wait(&log->synced, &log->mu);
+			continue;
+		}
+		log->syncing = 1;
+		target = log->last.seq;
+		fd = dup(log->fd);
+		ret = take_fault(&log->fault_sync, log->fault_sync_err);
+		pthread_mutex_unlock(&log->mu);
+		if (fd < 0 && !ret)
+			ret = -errno;
+		if (!ret && fdatasync(fd) < 0)
+			ret = -errno;
+		if (fd >= 0)
+			close(fd);
+		pthread_mutex_lock(&log->mu);
+		log->syncing = 0;
+		if (ret) {
+			/* after a failed fdatasync the page cache state is unknown */
+			log->failed = -ret;
+			ret = -EIO;
+		} else if (target > log->durable) {
+			log->durable = target;
+			if (log->can_undo && log->durable >= log->last.seq)
+				log->can_undo = 0;
+		}
+		pthread_cond_broadcast(&log->synced);
+		if (ret)
+			break;
+	}
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
+/* ---- reader ---- */
+
+struct oplog_reader {
+	int dirfd;
+	const struct key *key;
+	uint64_t *segs;
+	size_t nseg, cur;	/* index into segs of the open segment */
+	int fd;
+	uint64_t from;
+	uint64_t off, fsize;
+	uint64_t expect;	/* seq of the next record */
+	uint64_t epoch;
+	uint8_t prev[CRYPTO_MAC_BYTES];
+	uint8_t *buf;
+	size_t buflen, bufcap;
+	char segname[32];
+};
+
+static int reader_open_seg(struct oplog_reader *rd, size_t i)
+{
+	uint64_t first;
+	struct stat st;
+	int ret;
+
+	if (rd->fd >= 0)
+		close(rd->fd);
+	rd->cur = i;
+	seg_name(rd->segname, sizeof(rd->segname), rd->segs[i]);
+	rd->fd = openat(rd->dirfd, rd->segname, O_RDONLY | O_CLOEXEC);
+	if (rd->fd < 0)
+		return -errno;
+	ret = read_seg_header(rd->fd, &first, rd->prev);
+	if (ret)
+		return ret;
+	if (first != rd->segs[i])
+		return -EBADMSG;
+	if (i > 0 && first != rd->expect)
+		return -EBADMSG;	/* a segment is missing or misnamed */
+	rd->expect = first;
+	if (fstat(rd->fd, &st) < 0)
+		return -errno;
+	rd->fsize = (uint64_t)st.st_size;
+	rd->off = SEG_HEADER_BYTES;
+	return 0;
+}
+
+int oplog_reader_open(struct oplog_reader **out, int dirfd, const struct key *k, uint64_t from)
+{
+	struct oplog_reader *rd;
+	size_t start = 0;
+	int ret;
+
+	*out = NULL;
+	rd = calloc(1, sizeof(*rd));
+	if (!rd)
+		return -ENOMEM;
+	rd->dirfd = dirfd;
+	rd->key = k;
+	rd->fd = -1;
+	rd->from = from ? from : 1;
+	ret = list_segments(dirfd, &rd->segs, &rd->nseg);
+	if (ret)
+		goto fail;
+	if (rd->nseg == 0) {
+		ret = -ENOENT;
+		goto fail;
+	}
+	for (size_t i = 0; i < rd->nseg; i++)
+		if (rd->segs[i] <= rd->from)
+			start = i;
+	ret = reader_open_seg(rd, start);
+	if (ret)
+		goto fail;
+	*out = rd;
+	return 0;
+fail:
+	oplog_reader_free(rd);
+	return ret;
+}
+
+static int reader_fill(struct oplog_reader *rd, size_t len)
+{
+	if (len > rd->bufcap) {
+		uint8_t *nb = realloc(rd->buf, len);
+		if (!nb)
+			return -ENOMEM;
+		rd->buf = nb;
+		rd->bufcap = len;
+	}
+	return pread_all(rd->fd, rd->buf, len, rd->off);
+}
+
+int oplog_reader_next(struct oplog_reader *rd, struct record *r)
+{
+	uint8_t head[4];
+	uint32_t len;
+	int ret;
+
+	for (;;) {
+		struct stat st;
+
+		if (rd->off + 4 > rd->fsize && fstat(rd->fd, &st) == 0)
+			rd->fsize = (uint64_t)st.st_size;	/* a live log grows */
+		if (rd->off + 4 > rd->fsize) {
+			if (rd->off != rd->fsize && rd->cur + 1 < rd->nseg)
+				return -EBADMSG;	/* garbage at the end of a closed segment */
+			if (rd->cur + 1 >= rd->nseg)
+				return 0;
+			ret = reader_open_seg(rd, rd->cur + 1);
+			if (ret)
+				return ret;
+			continue;
+		}
+		ret = pread_all(rd->fd, head, 4, rd->off);
+		if (ret)
+			return ret == -ENODATA ? 0 : ret;
+		len = record_peek_len(head, 4);
+		if (!len)
+			return -EBADMSG;
+		if (rd->off + len > rd->fsize) {
+			if (rd->cur + 1 < rd->nseg)
+				return -EBADMSG;
+			return 0;	/* still being written, or torn */
+		}
+		ret = reader_fill(rd, len);
+		if (ret)
+			return ret == -ENODATA ? 0 : ret;
+		rd->buflen = len;
+		if (record_decode(rd->buf, len, r) || record_verify(rd->key, rd->prev, rd->buf, len) ||
+		    r->seq != rd->expect || r->epoch < rd->epoch)
+			return -EBADMSG;
+		memcpy(rd->prev, record_mac_of(rd->buf, len), CRYPTO_MAC_BYTES);
+		rd->off += len;
+		rd->expect++;
+		rd->epoch = r->epoch;
+		if (r->seq >= rd->from)
+			return 1;
+	}
+}
+
+void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_t seglen,
+			uint64_t *offset)
+{
+	if (seq)
+		*seq = rd->expect;
+	if (seg)
+		snprintf(seg, seglen, "%s", rd->segname);
+	if (offset)
+		*offset = rd->off;
+}
+
+const uint8_t *oplog_reader_raw(struct oplog_reader *rd, size_t *len)
+{
+	*len = rd->buflen;
+	return rd->buf;
+}
+
+void oplog_reader_free(struct oplog_reader *rd)
+{
+	if (!rd)
+		return;
+	if (rd->fd >= 0)
+		close(rd->fd);
+	free(rd->segs);
+	free(rd->buf);
+	free(rd);
+}

@@ -1,0 +1,90 @@
+/* oplog.h -- the append-only, authenticated operation log
+ *
+ * The log is a directory of segment files named by the seq of their first
+ * record (%016llx.seg). A segment starts with a 64-byte header (magic, first
+ * seq, the MAC of the record before it) followed by whole records.
+ *
+ * Invariants:
+ *   - seq increases by exactly one per record, across segments and epochs;
+ *     epoch never decreases.
+ *   - each record's MAC covers the previous record's MAC, so a flipped bit,
+ *     a dropped, reordered, replayed or forged record breaks the chain.
+ *   - durable <= last: records up to durable have been fdatasync'd.
+ *   - oplog_open() cuts a torn tail (a record running past the end of the last
+ *     segment, or a last record that fails its MAC) back to the last whole
+ *     record; damage followed by more data is corruption and is refused.
+ *
+ * Appends come from one thread at a time (the node's sequencer lock); syncs
+ * and readers may run concurrently with them. All functions return 0 or a
+ * negative errno (-EBADMSG: the chain is broken).
+ */
+#ifndef REPFS_OPLOG_H
+#define REPFS_OPLOG_H
+
+#include <stdint.h>
+
+#include "record.h"
+
+struct oplog;
+
+#define OPLOG_SEGMENT_BYTES (64u << 20)
+
+/*
+ * Opens (creating if empty) the log in directory dirfd. The log keeps its own
+ * reference to k, which must outlive it. If a torn tail was cut, *cut_bytes says
+ * how much (may be NULL). On -EBADMSG, *bad (may be NULL) names the position.
+ */
+int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut_bytes,
+	       struct pos *bad);
+void oplog_free(struct oplog *log);	/* NULL is a no-op; does not sync */
+
+/* Position and MAC of the last record ({0,0} and zeros when empty). */
+struct pos oplog_last(struct oplog *log);
+void oplog_last_mac(struct oplog *log, uint8_t mac[CRYPTO_MAC_BYTES]);
+uint64_t oplog_durable(struct oplog *log);
+uint64_t oplog_first_seq(struct oplog *log);	/* oldest seq still held */
+uint64_t oplog_bytes(struct oplog *log);	/* bytes held in all segments */
+
+/*
+ * Appends r, setting r->seq to last + 1 (r->epoch is the caller's and must not
+ * be below the last record's). Written to the segment, not yet durable. On
+ * failure nothing of the record remains.
+ */
+int oplog_append(struct oplog *log, struct record *r);
+
+/* Removes the last record again (its operation failed); only once per append. */
+int oplog_undo_last(struct oplog *log);
+
+/*
+ * Returns once every record up to seq is durable (group commit: one fdatasync
+ * serves every waiter). After an fdatasync failure the log is failed for good
+ * and every later append or sync returns -EIO.
+ */
+int oplog_sync(struct oplog *log, uint64_t seq);
+
+/* Nonzero errno if the log has failed (a write or sync error it cannot undo). */
+int oplog_failed(struct oplog *log);
+
+/* Test hook: the nth write (or fdatasync) from now fails with err. 0 disables. */
+enum oplog_fault { OPLOG_FAULT_WRITE, OPLOG_FAULT_SYNC };
+void oplog_inject_fault(struct oplog *log, enum oplog_fault what, unsigned nth, int err);
+
+/* Sequential reader over a log directory; checks every MAC and the chain. */
+struct oplog_reader;
+
+/* Starts at the first record whose seq >= from (1 for the beginning). */
+int oplog_reader_open(struct oplog_reader **out, int dirfd, const struct key *k, uint64_t from);
+/*
+ * 1 and *r filled (valid until the next call), 0 at the end, -EBADMSG if a
+ * record is damaged or out of chain (oplog_reader_where() names it), other
+ * -errno on I/O errors. A record still being written at the end reads as the end.
+ */
+int oplog_reader_next(struct oplog_reader *rd, struct record *r);
+/* Position (expected seq) and segment file of the last error or record. */
+void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_t seglen,
+			uint64_t *offset);
+/* The encoded bytes of the record last returned. */
+const uint8_t *oplog_reader_raw(struct oplog_reader *rd, size_t *len);
+void oplog_reader_free(struct oplog_reader *rd);
+
+#endif

@@ -1,0 +1,24 @@
+/* cli.h -- the repfs command's subcommands and their shared helpers */
+#ifndef REPFS_CLI_H
+#define REPFS_CLI_H
+
+#include <stddef.h>
+
+int cmd_mount(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+
+/* Prints "repfs: <message>" to stderr. */
+void die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Resolves DATADIR|MOUNTPOINT to the data directory: a mounted repfs
+ * mountpoint names its DATADIR in its source ("repfs:/path"). 0 or -errno.
+ */
+int resolve_datadir(const char *arg, char *out, size_t len);
+
+/* The key file a DATADIR was last mounted with (DATADIR/keyfile). */
+int remembered_keyfile(const char *datadir, char *out, size_t len);
+
+#endif

@@ -1,0 +1,351 @@
+/* inspect.c -- 'repfs status', 'repfs log' and 'repfs replay' */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../fs/store.h"
+#include "../lib/crypto.h"
+#include "../net/ctl.h"
+#include "../replication/oplog.h"
+#include "../replication/state.h"
+#include "cli.h"
+
+/* Finds "key": in a flat JSON object and copies its raw value. */
+static int json_field(const char *json, const char *key, char *out, size_t len)
+{
+	char pat[80];
+	const char *p, *e;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	if (!p)
+		return -1;
+	p += strlen(pat);
+	if (*p == '"') {
+		e = strchr(++p, '"');
+	} else if (*p == '[') {
+		e = strchr(p, ']');
+		if (e)
+			e++;
+	} else {
+		e = p + strcspn(p, ",}");
+	}
+	if (!e || (size_t)(e - p) >= len)
+		return -1;
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = 0;
+	return 0;
+}
+
+static void print_human(const char *json)
+{
+	static const char *const rows[][2] = {
+		{ "name", "name" },	    { "role", "role" },		  { "epoch", "epoch" },
+		{ "seq", "last seq" },	    { "durable", "durable seq" }, { "applied", "applied seq" },
+		{ "checkpoint", "checkpoint" }, { "leader", "leader" },	  { "mode", "replication" },
+		{ "peers", "peers" },	    { "log_first_seq", "log from seq" }, { "log_bytes", "log bytes" },
+		{ "datadir", "data directory" }, { "mountpoint", "mountpoint" }, { "uptime_s", "uptime (s)" },
+		{ "faults", "faults" },
+	};
+	char v[4096];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		if (json_field(json, rows[i][0], v, sizeof(v)))
+			continue;
+		if (!strcmp(rows[i][0], "faults") && !strcmp(v, "[]"))
+			snprintf(v, sizeof(v), "none");
+		if (!strcmp(rows[i][0], "mode") && !strcmp(v, "standalone"))
+			snprintf(v, sizeof(v), "standalone (no followers to wait for)");
+		printf("%-16s %s\n", rows[i][1], v);
+	}
+}
+
+/* Status of a node whose daemon is not running, from its state file. */
+static int offline_status(const char *datadir, int json)
+{
+	struct node_state st;
+	char buf[PATH_MAX + 1024];
+	int dfd, ret;
+
+	dfd = open(datadir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	ret = state_load(dfd, &st);
+	close(dfd);
+	if (ret)
+		return ret;
+	snprintf(buf, sizeof(buf),
+		 "{\"name\":\"%s\",\"role\":\"%s\",\"running\":false,\"epoch\":%" PRIu64
+		 ",\"checkpoint\":%" PRIu64 ",\"datadir\":\"%s\",\"peers\":[],\"faults\":[]}\n",
+		 st.name, role_name(st.role), st.epoch, st.checkpoint, datadir);
+	if (json)
+		fputs(buf, stdout);
+	else {
+		print_human(buf);
+		printf("%-16s %s\n", "running", "no (the daemon is stopped)");
+	}
+	return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	char datadir[PATH_MAX], *reply;
+	const char *target = NULL;
+	int json = 0, ret;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = 1;
+		else if (argv[i][0] == '-' || target) {
+			die_msg("usage: repfs status DATADIR|MOUNTPOINT [--json]");
+			return 2;
+		} else
+			target = argv[i];
+	}
+	if (!target) {
+		die_msg("usage: repfs status DATADIR|MOUNTPOINT [--json]");
+		return 2;
+	}
+	ret = resolve_datadir(target, datadir, sizeof(datadir));
+	if (ret) {
+		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", target);
+		return 1;
+	}
+	reply = malloc(65536);
+	if (!reply)
+		return 1;
+	ret = ctl_request(datadir, "status", reply, 65536);
+	if (ret == -ENOENT || ret == -ECONNREFUSED) {
+		free(reply);
+		ret = offline_status(datadir, json);
+		if (ret) {
+			die_msg("unable to read the state of '%s': %s", datadir, strerror(-ret));
+			return 1;
+		}
+		return 0;
+	}
+	if (ret) {
+		die_msg("unable to ask the daemon of '%s': %s", datadir, strerror(-ret));
+		free(reply);
+		return 1;
+	}
+	if (json)
+		fputs(reply, stdout);
+	else
+		print_human(reply);
+	free(reply);
+	return 0;
+}
+
+struct log_args {
+	const char *datadir;
+	const char *keyfile;
+	const char *outdir;
+	uint64_t from;
+	int verify;
+};
+
+static int parse_log_args(int argc, char **argv, struct log_args *a, int want_outdir, const char *usage)
+{
+	int pos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--verify") && !want_outdir) {
+			a->verify = 1;
+		} else if ((!strcmp(argv[i], "--from") && !want_outdir) || !strcmp(argv[i], "--key")) {
+			char *end;
+			if (i + 1 >= argc) {
+				die_msg("option '%s' needs a value", argv[i]);
+				return -1;
+			}
+			if (!strcmp(argv[i], "--key")) {
+				a->keyfile = argv[++i];
+				continue;
+			}
+			a->from = strtoull(argv[++i], &end, 10);
+			if (*end || !*argv[i]) {
+				die_msg("invalid sequence number '%s'", argv[i]);
+				return -1;
+			}
+		} else if (argv[i][0] == '-') {
+			die_msg("unknown option '%s'; usage: %s", argv[i], usage);
+			return -1;
+		} else if (pos == 0) {
+			a->datadir = argv[i];
+			pos++;
+		} else if (pos == 1 && want_outdir) {
+			a->outdir = argv[i];
+			pos++;
+		} else {
+			die_msg("usage: %s", usage);
+			return -1;
+		}
+	}
+	if (!a->datadir || (want_outdir && !a->outdir)) {
+		die_msg("usage: %s", usage);
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens DATADIR/log and loads the key for it. */
+static int open_log_dir(struct log_args *a, char *datadir, size_t len, int *logfd, struct key **k)
+{
+	char keyfile[PATH_MAX], path[PATH_MAX + 8];
+	int ret;
+
+	if (resolve_datadir(a->datadir, datadir, len)) {
+		die_msg("'%s' is not a repfs data directory", a->datadir);
+		return -1;
+	}
+	if (!a->keyfile) {
+		if (remembered_keyfile(datadir, keyfile, sizeof(keyfile))) {
+			die_msg("no key file known for '%s'; pass --key KEYFILE", datadir);
+			return -1;
+		}
+		a->keyfile = keyfile;
+	}
+	ret = key_load(k, a->keyfile);
+	if (ret) {
+		die_msg("unable to load key file '%s': %s", a->keyfile,
+			ret == -EINVAL ? "not a repfs key" : ret == -EPERM ? "readable by others" : strerror(-ret));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/log", datadir);
+	*logfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*logfd < 0) {
+		die_msg("unable to open '%s': %s", path, strerror(errno));
+		key_free(*k);
+		return -1;
+	}
+	return 0;
+}
+
+static void print_record(const struct record *r)
+{
+	const char *p2 = (r->path2 && *r->path2) ? r->path2 : NULL;
+	uint64_t size = r->data_len;
+
+	if (r->type == REC_SETATTR && (r->op_flags & SA_SIZE))
+		size = r->len;
+	if (r->type == REC_FALLOCATE || r->type == REC_COPY)
+		size = r->len;
+	printf("%" PRIu64 " %" PRIu64 " %s /%s%s%s%s %" PRIu64, r->epoch, r->seq, record_type_name(r->type),
+	       (r->flags & REC_F_NOPATH) ? "(unlinked)" : r->path, p2 ? " -> /" : "", p2 ? p2 : "",
+	       r->type == REC_SETXATTR || r->type == REC_REMOVEXATTR ? "" : "", size);
+	if (r->type == REC_WRITE || r->type == REC_FALLOCATE)
+		printf(" @%" PRIu64, r->off);
+	if (r->type == REC_SETXATTR || r->type == REC_REMOVEXATTR)
+		printf(" %s", r->name);
+	if (r->type == REC_BRANCH)
+		printf(" from epoch %" PRIu64 " seq %" PRIu64, r->off, r->len);
+	putchar('\n');
+}
+
+int cmd_log(int argc, char **argv)
+{
+	struct log_args a = { 0 };
+	char datadir[PATH_MAX], seg[32];
+	struct oplog_reader *rd = NULL;
+	struct key *k = NULL;
+	struct record r;
+	uint64_t count = 0, first = 0, last = 0, seq, off;
+	int logfd = -1, ret, rc = 1;
+
+	if (parse_log_args(argc, argv, &a, 0, "repfs log DATADIR [--from SEQ] [--verify] [--key KEYFILE]"))
+		return 2;
+	if (open_log_dir(&a, datadir, sizeof(datadir), &logfd, &k))
+		return 1;
+	ret = oplog_reader_open(&rd, logfd, k, a.verify ? 1 : a.from);
+	if (ret) {
+		die_msg("unable to read the log of '%s': %s", datadir, strerror(-ret));
+		goto out;
+	}
+	while ((ret = oplog_reader_next(rd, &r)) == 1) {
+		if (!count)
+			first = r.seq;
+		last = r.seq;
+		count++;
+		if (!a.verify)
+			print_record(&r);
+	}
+	if (ret < 0) {
+		oplog_reader_where(rd, &seq, seg, sizeof(seg), &off);
+		die_msg("log of '%s' is damaged at seq %" PRIu64 " (segment '%s', offset %" PRIu64 "): %s", datadir,
+			seq, seg, off, ret == -EBADMSG ? "bad record or broken chain" : strerror(-ret));
+		goto out;
+	}
+	if (a.verify)
+		printf("log of '%s' is intact: %" PRIu64 " records, seq %" PRIu64 "..%" PRIu64 "\n", datadir, count,
+		       first, last);
+	rc = 0;
+out:
+	oplog_reader_free(rd);
+	key_free(k);
+	if (logfd >= 0)
+		close(logfd);
+	return rc;
+}
+
+int cmd_replay(int argc, char **argv)
+{
+	struct log_args a = { 0 };
+	char datadir[PATH_MAX];
+	struct oplog_reader *rd = NULL;
+	struct store *st = NULL;
+	struct key *k = NULL;
+	struct record r;
+	uint64_t applied = 0, skipped = 0;
+	int logfd = -1, ret, rc = 1;
+
+	if (parse_log_args(argc, argv, &a, 1, "repfs replay DATADIR OUTDIR [--key KEYFILE]"))
+		return 2;
+	if (open_log_dir(&a, datadir, sizeof(datadir), &logfd, &k))
+		return 1;
+	umask(0);
+	if (mkdir(a.outdir, 0755) < 0 && errno != EEXIST) {
+		die_msg("unable to create '%s': %s", a.outdir, strerror(errno));
+		goto out;
+	}
+	ret = store_open(&st, a.outdir);
+	if (ret) {
+		die_msg("unable to use '%s' as a tree: %s", a.outdir, strerror(-ret));
+		goto out;
+	}
+	ret = oplog_reader_open(&rd, logfd, k, 1);
+	if (ret) {
+		die_msg("unable to read the log of '%s': %s", datadir, strerror(-ret));
+		goto out;
+	}
+	while ((ret = oplog_reader_next(rd, &r)) == 1) {
+		int a2 = apply_record(st, &r, 0, -1, NULL);
+		if (a2 < 0) {
+			die_msg("replay of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
+				r.path, strerror(-a2));
+			goto out;
+		}
+		if (a2)
+			skipped++;
+		else
+			applied++;
+	}
+	if (ret < 0) {
+		die_msg("log of '%s' is damaged (see 'repfs log --verify')", datadir);
+		goto out;
+	}
+	printf("replayed %" PRIu64 " records (%" PRIu64 " skipped) into '%s'\n", applied, skipped, a.outdir);
+	rc = 0;
+out:
+	oplog_reader_free(rd);
+	store_free(st);
+	key_free(k);
+	if (logfd >= 0)
+		close(logfd);
+	return rc;
+}

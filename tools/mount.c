@@ -1,0 +1,316 @@
+/* mount.c -- 'repfs mount': open a DATADIR, mount it, serve until unmounted */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../fs/fuse_ops.h"
+#include "../fs/node.h"
+#include "../lib/log.h"
+#include "../net/ctl.h"
+#include "cli.h"
+
+struct mount_opts {
+	struct node_opts node;
+	const char *mountpoint;
+	int foreground;
+	char *fuse_opts[16];
+	int nfuse_opts;
+	int npeers;
+	const char *listen;
+};
+
+static void mount_usage(FILE *f)
+{
+	fputs("usage: repfs mount [OPTIONS] DATADIR MOUNTPOINT\n"
+	      "  --role leader|follower   first start only; afterwards DATADIR remembers\n"
+	      "  --name NAME              node name, unique in the cluster (default: host name)\n"
+	      "  --key KEYFILE            cluster key (required)\n"
+	      "  --listen HOST:PORT, --peer HOST:PORT, --sync MODE, --commit fsync|write,\n"
+	      "  --sync-timeout MS, --log-retain SIZE, --heartbeat MS, --leader-timeout MS\n"
+	      "                           replication options (not available in this build yet)\n"
+	      "  -f                       stay in the foreground\n"
+	      "  -o FUSE_OPTIONS          passed to libfuse\n",
+	      f);
+}
+
+static int parse_hostport(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (!colon || colon == s)
+		return -1;
+	port = strtol(colon + 1, &end, 10);
+	return (*end || port <= 0 || port > 65535) ? -1 : 0;
+}
+
+static int parse_ms(const char *opt, const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s == 0 || *end || v <= 0 || v > 86400000) {
+		die_msg("invalid value '%s' for %s (milliseconds expected)", s, opt);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct mount_opts *o)
+{
+	enum { OPT_ROLE = 256, OPT_NAME, OPT_LISTEN, OPT_PEER, OPT_KEY, OPT_SYNC, OPT_COMMIT, OPT_SYNC_TIMEOUT,
+	       OPT_LOG_RETAIN, OPT_HEARTBEAT, OPT_LEADER_TIMEOUT, OPT_HELP };
+	static const struct option longopts[] = {
+		{ "role", required_argument, 0, OPT_ROLE },
+		{ "name", required_argument, 0, OPT_NAME },
+		{ "listen", required_argument, 0, OPT_LISTEN },
+		{ "peer", required_argument, 0, OPT_PEER },
+		{ "key", required_argument, 0, OPT_KEY },
+		{ "sync", required_argument, 0, OPT_SYNC },
+		{ "commit", required_argument, 0, OPT_COMMIT },
+		{ "sync-timeout", required_argument, 0, OPT_SYNC_TIMEOUT },
+		{ "log-retain", required_argument, 0, OPT_LOG_RETAIN },
+		{ "heartbeat", required_argument, 0, OPT_HEARTBEAT },
+		{ "leader-timeout", required_argument, 0, OPT_LEADER_TIMEOUT },
+		{ "help", no_argument, 0, OPT_HELP },
+		{ 0, 0, 0, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+fo:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o->foreground = 1;
+			break;
+		case 'o':
+			if (o->nfuse_opts >= 16) {
+				die_msg("too many -o options");
+				return -1;
+			}
+			o->fuse_opts[o->nfuse_opts++] = optarg;
+			break;
+		case OPT_ROLE:
+			if (!strcmp(optarg, "leader"))
+				o->node.role = ROLE_LEADER;
+			else if (!strcmp(optarg, "follower"))
+				o->node.role = ROLE_FOLLOWER;
+			else {
+				die_msg("invalid role '%s' (leader or follower)", optarg);
+				return -1;
+			}
+			break;
+		case OPT_NAME:
+			if (!*optarg || strlen(optarg) > 63 || strpbrk(optarg, " \t\n\"\\/")) {
+				die_msg("invalid node name '%s' (1-63 characters, no spaces, quotes or slashes)", optarg);
+				return -1;
+			}
+			o->node.name = optarg;
+			break;
+		case OPT_KEY:
+			o->node.keyfile = optarg;
+			break;
+		case OPT_LISTEN:
+		case OPT_PEER:
+			if (parse_hostport(optarg)) {
+				die_msg("invalid address '%s' (HOST:PORT expected)", optarg);
+				return -1;
+			}
+			if (c == OPT_PEER)
+				o->npeers++;
+			else
+				o->listen = optarg;
+			break;
+		case OPT_SYNC:
+			if (strcmp(optarg, "async") && strcmp(optarg, "all") &&
+			    (strncmp(optarg, "quorum=", 7) || atoi(optarg + 7) <= 0)) {
+				die_msg("invalid sync mode '%s' (async, all or quorum=N)", optarg);
+				return -1;
+			}
+			break;
+		case OPT_COMMIT:
+			if (strcmp(optarg, "fsync") && strcmp(optarg, "write")) {
+				die_msg("invalid commit point '%s' (fsync or write)", optarg);
+				return -1;
+			}
+			break;
+		case OPT_SYNC_TIMEOUT:
+		case OPT_HEARTBEAT:
+		case OPT_LEADER_TIMEOUT:
+			if (parse_ms(argv[optind - 2], optarg))
+				return -1;
+			break;
+		case OPT_LOG_RETAIN:
+			if (strtoull(optarg, NULL, 10) == 0) {
+				die_msg("invalid size '%s' for --log-retain", optarg);
+				return -1;
+			}
+			break;
+		case OPT_HELP:
+			mount_usage(stdout);
+			exit(0);
+		case ':':
+			die_msg("option '%s' needs a value", argv[optind - 1]);
+			return -1;
+		default:
+			die_msg("unknown option '%s' (see 'repfs mount --help')", argv[optind - 1]);
+			return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		die_msg("usage: repfs mount [OPTIONS] DATADIR MOUNTPOINT");
+		return -1;
+	}
+	o->node.datadir = argv[optind];
+	o->mountpoint = argv[optind + 1];
+	if (!o->node.keyfile) {
+		die_msg("--key KEYFILE is required (create one with 'repfs keygen')");
+		return -1;
+	}
+	if (o->npeers || o->listen) {
+		die_msg("replication (--peer, --listen) is not available in this build yet; run standalone");
+		return -1;
+	}
+	return 0;
+}
+
+/* 0 if mp is a directory nothing is mounted on, else prints why. */
+static int check_mountpoint(const char *mp, char *real, size_t len)
+{
+	char line[3 * PATH_MAX];
+	struct stat st;
+	FILE *f;
+	int busy = 0;
+
+	if (stat(mp, &st) < 0) {
+		die_msg("mountpoint '%s' is not usable: %s", mp, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		die_msg("mountpoint '%s' is not a directory", mp);
+		return -1;
+	}
+	if (!realpath(mp, real) || strlen(real) >= len) {
+		die_msg("mountpoint '%s' is not usable: %s", mp, strerror(errno));
+		return -1;
+	}
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		char m[PATH_MAX];
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", m) == 1 && !strcmp(m, real))
+			busy = 1;
+	}
+	if (f)
+		fclose(f);
+	if (busy) {
+		die_msg("mountpoint '%s' is in use (something is mounted there)", mp);
+		return -1;
+	}
+	return 0;
+}
+
+static int remember_keyfile(struct node *n, const char *keyfile)
+{
+	char real[PATH_MAX];
+	int fd, ret = 0;
+
+	if (!realpath(keyfile, real))
+		return -errno;
+	fd = openat(n->dfd, "keyfile", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (dprintf(fd, "%s\n", real) < 0)
+		ret = -EIO;
+	close(fd);
+	return ret;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	struct mount_opts o = { 0 };
+	char err[PATH_MAX + 256], mp[PATH_MAX], fsopts[PATH_MAX + 256];
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *lc = NULL;
+	struct ctl_server *ctl = NULL;
+	struct fuse *fuse = NULL;
+	struct node *n = NULL;
+	int ret = 1, mounted = 0;
+
+	if (parse_args(argc, argv, &o))
+		return 2;
+	if (check_mountpoint(o.mountpoint, mp, sizeof(mp)))
+		return 1;
+	umask(0);
+	if (node_open(&n, &o.node, err, sizeof(err))) {
+		die_msg("%s", err);
+		return 1;
+	}
+	snprintf(n->mountpoint, sizeof(n->mountpoint), "%s", mp);
+	if (strpbrk(n->datadir, ",\\")) {
+		die_msg("data directory '%s' must not contain ',' or '\\'", n->datadir);
+		goto out;
+	}
+	if (remember_keyfile(n, o.node.keyfile))
+		rlog(LOG_WARNING, "unable to remember the key file path in '%s/keyfile'", n->datadir);
+	snprintf(fsopts, sizeof(fsopts), "default_permissions,fsname=repfs:%s,subtype=repfs%s", n->datadir,
+		 geteuid() == 0 ? ",allow_other" : "");
+	if (fuse_opt_add_arg(&args, "repfs") || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, fsopts))
+		goto out;
+	for (int i = 0; i < o.nfuse_opts; i++)
+		if (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o.fuse_opts[i]))
+			goto out;
+	fuse = fuse_new(&args, &repfs_fuse_ops, sizeof(repfs_fuse_ops), n);
+	if (!fuse) {
+		die_msg("unable to set up FUSE (check the -o options)");
+		goto out;
+	}
+	if (fuse_mount(fuse, mp)) {
+		die_msg("unable to mount on '%s' (is /dev/fuse usable?)", mp);
+		goto out;
+	}
+	mounted = 1;
+	rlog(LOG_NOTICE, "mounted '%s' on '%s' as %s, epoch %" PRIu64 ", seq %" PRIu64, n->datadir, mp,
+	     role_name(n->st.role), n->st.epoch, oplog_last(n->log).seq);
+	if (fuse_daemonize(o.foreground)) {
+		die_msg("unable to daemonize");
+		goto out;
+	}
+	rlog_setup(n->st.name, n->logfile, o.foreground);
+	if (node_start(n) || ctl_start(&ctl, n)) {
+		rlog(LOG_ERR, "unable to start the node's threads");
+		goto out;
+	}
+	if (fuse_set_signal_handlers(fuse_get_session(fuse))) {
+		rlog(LOG_ERR, "unable to set signal handlers");
+		goto out;
+	}
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		goto out;
+	fuse_loop_cfg_set_max_threads(lc, 32);
+	fuse_loop_cfg_set_idle_threads(lc, 8);
+	ret = fuse_loop_mt(fuse, lc) ? 1 : 0;
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	rlog(LOG_NOTICE, "unmounted '%s'; stopping", mp);
+out:
+	if (lc)
+		fuse_loop_cfg_destroy(lc);
+	if (mounted)
+		fuse_unmount(fuse);
+	ctl_stop(ctl);
+	if (fuse)
+		fuse_destroy(fuse);
+	fuse_opt_free_args(&args);
+	node_close(n);
+	return ret;
+}
