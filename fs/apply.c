@@ -383,7 +383,7 @@ out:
 	return ret;
 }
 
-static int apply_xattr(struct store *st, const struct record *r, unsigned flags)
+static int apply_xattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
 {
 	char path[PATH_MAX + 64];
 	const char *rel = store_rel(r->path);
@@ -391,6 +391,15 @@ static int apply_xattr(struct store *st, const struct record *r, unsigned flags)
 
 	if (store_hidden_xattr(r->name))
 		return -EPERM;
+	if (hint_fd >= 0) {
+		if (r->type == REC_SETXATTR)
+			ret = fsetxattr(hint_fd, r->name, r->data, r->data_len, (int)r->op_flags);
+		else
+			ret = fremovexattr(hint_fd, r->name);
+		return ret < 0 ? -errno : 0;
+	}
+	if (r->flags & REC_F_NOPATH)
+		return 1;
 	if (id_at(st, rel, r->id) != MATCH_YES)
 		return (flags & APPLY_STRICT) ? -ENOENT : 1;
 	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
@@ -434,7 +443,7 @@ int apply_record(struct store *st, const struct record *r, unsigned flags, int h
 		return apply_copy(st, r, flags, hint_fd);
 	case REC_SETXATTR:
 	case REC_REMOVEXATTR:
-		return apply_xattr(st, r, flags);
+		return apply_xattr(st, r, flags, hint_fd);
 	default:
 		return -EINVAL;
 	}

@@ -29,7 +29,24 @@ struct handle {
 	int fd;
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
 	uint8_t id[FILE_ID_BYTES];
+	struct handle *next, *prev;	/* node->open_files, under open_lock */
 };
+
+/*
+ * Unlinked while open. libfuse's high-level API keeps such a file alive by
+ * renaming it to ".fuse_hidden<n>" and unlinking that name on the last close.
+ * We log the rename as the unlink it stands for, remove the name from the tree
+ * (the open descriptors keep the inode), and remember the hidden name here so
+ * that fstat, fchmod, ftruncate, f*xattr and the final unlink keep working
+ * on the descriptor. Nothing of it is ever visible in the tree or the log.
+ */
+struct hidden {
+	char name[64];
+	uint8_t id[FILE_ID_BYTES];
+	struct hidden *next;	/* node->hidden, under open_lock */
+};
+
+#define HIDDEN_PREFIX ".fuse_hidden"
 
 struct dirhandle {
 	DIR *dp;
@@ -52,12 +69,118 @@ static struct handle *fh_of(const struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
+/* The path a record names for an open file: none once it is unlinked. */
+static const char *open_path(const char *path, struct record *r);
+
 /* "/a/b" -> "a/b"; the root is "". */
 static const char *rec_path(const char *path)
 {
 	while (path && *path == '/')
 		path++;
 	return path ? path : "";
+}
+
+/* The hidden name in path (see struct hidden), or NULL. */
+static const char *hidden_name(const char *path)
+{
+	const char *base = path ? strrchr(path, '/') : NULL;
+
+	base = base ? base + 1 : path;
+	if (!base || strncmp(base, HIDDEN_PREFIX, sizeof(HIDDEN_PREFIX) - 1) || strlen(base) >= 64)
+		return NULL;
+	return base;
+}
+
+static void track_handle(struct node *n, struct handle *h)
+{
+	pthread_mutex_lock(&n->open_lock);
+	h->prev = NULL;
+	h->next = n->open_files;
+	if (h->next)
+		h->next->prev = h;
+	n->open_files = h;
+	pthread_mutex_unlock(&n->open_lock);
+}
+
+static void untrack_handle(struct node *n, struct handle *h)
+{
+	pthread_mutex_lock(&n->open_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		n->open_files = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&n->open_lock);
+}
+
+/*
+ * For a hidden path: a dup of an open descriptor of the file and its id.
+ * -ENOENT if the name is unknown or no descriptor is open any more.
+ */
+static int hidden_fd(struct node *n, const char *name, uint8_t id[FILE_ID_BYTES])
+{
+	struct hidden *x;
+	struct handle *h;
+	int fd = -ENOENT;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (x = n->hidden; x && strcmp(x->name, name); x = x->next)
+		;
+	for (h = n->open_files; x && h; h = h->next) {
+		if (!memcmp(h->id, x->id, FILE_ID_BYTES)) {
+			fd = dup(h->fd);
+			if (fd < 0)
+				fd = -errno;
+			memcpy(id, x->id, FILE_ID_BYTES);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->open_lock);
+	return fd;
+}
+
+static int hide(struct node *n, const char *name, const uint8_t id[FILE_ID_BYTES])
+{
+	struct hidden *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -ENOMEM;
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	memcpy(x->id, id, FILE_ID_BYTES);
+	pthread_mutex_lock(&n->open_lock);
+	x->next = n->hidden;
+	n->hidden = x;
+	pthread_mutex_unlock(&n->open_lock);
+	return 0;
+}
+
+static int unhide(struct node *n, const char *name)
+{
+	struct hidden **pp, *x;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (pp = &n->hidden; *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->name, name)) {
+			x = *pp;
+			*pp = x->next;
+			free(x);
+			ret = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->open_lock);
+	return ret;
+}
+
+static const char *open_path(const char *path, struct record *r)
+{
+	if (!path || hidden_name(path)) {
+		r->flags |= REC_F_NOPATH;
+		return "";
+	}
+	return rec_path(path);
 }
 
 #define REFUSE_ON_FOLLOWER(n)            \
@@ -72,7 +195,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 
 	cfg->use_ino = 1;
 	cfg->readdir_ino = 1;
-	cfg->hard_remove = 1;	/* unlinked-while-open files keep working via their fd */
+	cfg->hard_remove = 0;	/* see struct hidden */
 	cfg->nullpath_ok = 0;
 	if (!is_follower(n)) {
 		/* every change goes through us, so the kernel's caches stay true */
@@ -94,8 +217,20 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 {
 	struct node *n = node_of();
 
+	const char *hid = hidden_name(path);
+
 	if (fi && fstat(fh_of(fi)->fd, st) == 0)
 		return 0;
+	if (hid) {
+		uint8_t id[FILE_ID_BYTES];
+		int fd = hidden_fd(n, hid, id), ret = 0;
+		if (fd < 0)
+			return fd;
+		if (fstat(fd, st) < 0)
+			ret = -errno;
+		close(fd);
+		return ret;
+	}
 	if (fstatat(store_rootfd(n->store), store_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	return 0;
@@ -197,6 +332,10 @@ static int remove_object(const char *path, int type)
 
 static int op_unlink(const char *path)
 {
+	const char *hid = hidden_name(path);
+
+	if (hid)
+		return unhide(node_of(), hid);	/* the last close of an unlinked file */
 	return remove_object(path, REC_UNLINK);
 }
 
@@ -214,6 +353,22 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	REFUSE_ON_FOLLOWER(n);
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
+	if (hidden_name(from))
+		return -ENOENT;
+	if (hidden_name(to) && !flags) {
+		/* libfuse hiding a file that is unlinked while open */
+		r.type = REC_UNLINK;
+		r.path = rec_path(from);
+		ret = id_of(n, from, r.id);
+		if (!ret)
+			ret = hide(n, hidden_name(to), r.id);
+		if (!ret) {
+			ret = node_commit(n, &r, -1, NULL);
+			if (ret)
+				unhide(n, hidden_name(to));
+		}
+		return ret;
+	}
 	r.path = rec_path(from);
 	r.path2 = rec_path(to);
 	r.op_flags = flags;
@@ -252,11 +407,20 @@ static int setattr_common(const char *path, struct fuse_file_info *fi, struct re
 	REFUSE_ON_FOLLOWER(n);
 	r->type = REC_SETATTR;
 	r->path = rec_path(path);
+	if (!fi && hidden_name(path)) {
+		int fd = hidden_fd(n, hidden_name(path), r->id);
+		if (fd < 0)
+			return fd;
+		r->path = "";
+		r->flags |= REC_F_NOPATH;
+		ret = node_commit(n, r, fd, NULL);
+		close(fd);
+		return ret;
+	}
 	if (fi) {
 		hint = fh_of(fi)->fd;
 		memcpy(r->id, fh_of(fi)->id, FILE_ID_BYTES);
-		if (!path)
-			r->flags |= REC_F_NOPATH;
+		r->path = open_path(path, r);
 	} else {
 		ret = id_of(n, path, r->id);
 		if (ret)
@@ -344,6 +508,7 @@ static int new_handle(struct fuse_file_info *fi, int fd, int flags)
 		return ret;
 	}
 	fi->fh = (uintptr_t)h;
+	track_handle(node_of(), h);
 	return 0;
 }
 
@@ -354,7 +519,19 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 	if (is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
 		return -EROFS;
-	fd = openat(store_rootfd(n->store), store_rel(path), backing_flags(n, fi->flags));
+	if (hidden_name(path)) {
+		/* reopened through /proc/self/fd of an unlinked file */
+		uint8_t id[FILE_ID_BYTES];
+		char proc[64];
+		int old = hidden_fd(n, hidden_name(path), id);
+		if (old < 0)
+			return old;
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", old);
+		fd = open(proc, backing_flags(n, fi->flags) & ~O_NOFOLLOW);
+		close(old);
+	} else {
+		fd = openat(store_rootfd(n->store), store_rel(path), backing_flags(n, fi->flags));
+	}
 	if (fd < 0)
 		return -errno;
 	return new_handle(fi, fd, fi->flags);
@@ -391,9 +568,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	REFUSE_ON_FOLLOWER(n);
 	if (size > REC_MAX_DATA)
 		size = REC_MAX_DATA;
-	r.path = rec_path(path);
-	if (!path)
-		r.flags |= REC_F_NOPATH;
+	r.path = open_path(path, &r);
 	memcpy(r.id, h->id, FILE_ID_BYTES);
 	r.off = (uint64_t)off;
 	r.data = buf;
@@ -433,6 +608,7 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 	struct handle *h = fh_of(fi);
 
 	(void)path;
+	untrack_handle(node_of(), h);
 	close(h->fd);
 	free(h);
 	return 0;
@@ -446,44 +622,94 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	return node_sync(node_of(), 0);
 }
 
-static int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
+/*
+ * Where the xattr calls for path go: a path for the l*xattr calls (*fd < 0),
+ * or, for an unlinked-while-open file, a descriptor (*fd >= 0, close it).
+ * *tmpfd (>= 0) must be closed afterwards too.
+ */
+static int xattr_target(struct node *n, const char *path, char *xp, size_t len, int *tmpfd, int *fd,
+			uint8_t id[FILE_ID_BYTES])
+{
+	*fd = *tmpfd = -1;
+	if (hidden_name(path)) {
+		*fd = hidden_fd(n, hidden_name(path), id);
+		return *fd < 0 ? *fd : 0;
+	}
+	return store_xpath(n->store, store_rel(path), xp, len, tmpfd);
+}
+
+static void xattr_done(int tmpfd, int fd)
+{
+	if (tmpfd >= 0)
+		close(tmpfd);
+	if (fd >= 0)
+		close(fd);
+}
+
+static int xattr_change(const char *path, struct record *r)
 {
 	struct node *n = node_of();
-	struct record r = { .type = REC_SETXATTR };
-	int ret;
+	int ret, fd = -1;
 
 	REFUSE_ON_FOLLOWER(n);
-	if (store_hidden_xattr(name))
+	if (store_hidden_xattr(r->name))
 		return -EPERM;
+	r->path = rec_path(path);
+	if (hidden_name(path)) {
+		fd = hidden_fd(n, hidden_name(path), r->id);
+		if (fd < 0)
+			return fd;
+		r->path = "";
+		r->flags |= REC_F_NOPATH;
+	} else {
+		ret = id_of(n, path, r->id);
+		if (ret)
+			return ret;
+	}
+	ret = node_commit(n, r, fd, NULL);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+static int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
+{
+	struct record r = { .type = REC_SETXATTR };
+
 	if (strlen(name) > XATTR_NAME_MAX)
 		return -ERANGE;
 	if (size > XATTR_SIZE_MAX)
 		return -E2BIG;
-	r.path = rec_path(path);
 	r.name = name;
 	r.data = value;
 	r.data_len = (uint32_t)size;
 	r.op_flags = (uint32_t)flags;
-	ret = id_of(n, path, r.id);
-	return ret ? ret : node_commit(n, &r, -1, NULL);
+	return xattr_change(path, &r);
+}
+
+static int op_removexattr(const char *path, const char *name)
+{
+	struct record r = { .type = REC_REMOVEXATTR, .name = name };
+
+	return xattr_change(path, &r);
 }
 
 static int op_getxattr(const char *path, const char *name, char *value, size_t size)
 {
 	struct node *n = node_of();
 	char xp[PATH_MAX + 64];
-	int tmp, ret;
+	uint8_t id[FILE_ID_BYTES];
+	int tmp, fd, ret;
 	ssize_t r;
 
 	if (store_hidden_xattr(name))
 		return -ENODATA;
-	ret = store_xpath(n->store, store_rel(path), xp, sizeof(xp), &tmp);
+	ret = xattr_target(n, path, xp, sizeof(xp), &tmp, &fd, id);
 	if (ret)
 		return ret;
-	r = lgetxattr(xp, name, value, size);
+	r = fd >= 0 ? fgetxattr(fd, name, value, size) : lgetxattr(xp, name, value, size);
 	ret = r < 0 ? -errno : (int)r;
-	if (tmp >= 0)
-		close(tmp);
+	xattr_done(tmp, fd);
 	return ret;
 }
 
@@ -491,15 +717,16 @@ static int op_listxattr(const char *path, char *list, size_t size)
 {
 	struct node *n = node_of();
 	char xp[PATH_MAX + 64], *all = NULL;
+	uint8_t id[FILE_ID_BYTES];
 	ssize_t len;
 	size_t out = 0;
-	int tmp, ret;
+	int tmp, fd, ret;
 
-	ret = store_xpath(n->store, store_rel(path), xp, sizeof(xp), &tmp);
+	ret = xattr_target(n, path, xp, sizeof(xp), &tmp, &fd, id);
 	if (ret)
 		return ret;
 	for (;;) {
-		len = llistxattr(xp, NULL, 0);
+		len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(xp, NULL, 0);
 		if (len < 0) {
 			ret = -errno;
 			goto out;
@@ -510,7 +737,7 @@ static int op_listxattr(const char *path, char *list, size_t size)
 			ret = -ENOMEM;
 			goto out;
 		}
-		len = llistxattr(xp, all, (size_t)len);
+		len = fd >= 0 ? flistxattr(fd, all, (size_t)len) : llistxattr(xp, all, (size_t)len);
 		if (len >= 0)
 			break;
 		if (errno != ERANGE) {
@@ -534,24 +761,8 @@ static int op_listxattr(const char *path, char *list, size_t size)
 	ret = (int)out;
 out:
 	free(all);
-	if (tmp >= 0)
-		close(tmp);
+	xattr_done(tmp, fd);
 	return ret;
-}
-
-static int op_removexattr(const char *path, const char *name)
-{
-	struct node *n = node_of();
-	struct record r = { .type = REC_REMOVEXATTR };
-	int ret;
-
-	REFUSE_ON_FOLLOWER(n);
-	if (store_hidden_xattr(name))
-		return -EPERM;
-	r.path = rec_path(path);
-	r.name = name;
-	ret = id_of(n, path, r.id);
-	return ret ? ret : node_commit(n, &r, -1, NULL);
 }
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
@@ -641,9 +852,7 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len, struct
 	REFUSE_ON_FOLLOWER(n);
 	if (off < 0 || len <= 0)
 		return -EINVAL;
-	r.path = rec_path(path);
-	if (!path)
-		r.flags |= REC_F_NOPATH;
+	r.path = open_path(path, &r);
 	memcpy(r.id, h->id, FILE_ID_BYTES);
 	r.op_flags = (uint32_t)mode;
 	r.off = (uint64_t)off;
@@ -663,7 +872,7 @@ static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi
 	REFUSE_ON_FOLLOWER(n);
 	if (flags)
 		return -EINVAL;
-	if (!path_in || !path_out)
+	if (!path_in || !path_out || hidden_name(path_in) || hidden_name(path_out))
 		return -EOPNOTSUPP;	/* the kernel falls back to read and write */
 	if (fstat(fh_of(fi_in)->fd, &st) < 0)
 		return -errno;

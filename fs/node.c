@@ -34,9 +34,9 @@ static void say(char *err, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int ensure_dir(int dfd, const char *name)
+static int ensure_dir(int dfd, const char *name, mode_t mode)
 {
-	if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(dfd, name, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -134,6 +134,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	n->dfd = n->logdirfd = n->lockfd = n->logfile = -1;
 	pthread_mutex_init(&n->seq_lock, NULL);
 	pthread_mutex_init(&n->bg_lock, NULL);
+	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
 	n->started_ns = now_ns();
 
@@ -189,8 +190,9 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	}
 	if (!fresh && o->name)
 		snprintf(n->st.name, sizeof(n->st.name), "%s", o->name);
-	if ((ret = ensure_dir(n->dfd, "tree")) || (ret = ensure_dir(n->dfd, "log")) ||
-	    (ret = ensure_dir(n->dfd, "divergent"))) {
+	/* the tree's root is the mount's root: 0755 like a fresh ext4 */
+	if ((ret = ensure_dir(n->dfd, "tree", 0755)) || (ret = ensure_dir(n->dfd, "log", 0700)) ||
+	    (ret = ensure_dir(n->dfd, "divergent", 0700))) {
 		say(err, errlen, "unable to lay out data directory '%s': %s", n->datadir, strerror(-ret));
 		goto fail;
 	}
@@ -436,6 +438,7 @@ void node_close(struct node *n)
 		close(n->dfd);
 	pthread_mutex_destroy(&n->seq_lock);
 	pthread_mutex_destroy(&n->bg_lock);
+	pthread_mutex_destroy(&n->open_lock);
 	pthread_cond_destroy(&n->bg_wake);
 	free(n);
 }

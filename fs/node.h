@@ -57,6 +57,11 @@ struct node {
 	int bg_started;
 	pthread_t flusher;
 	int64_t started_ns;
+
+	/* open files and unlinked-while-open names, for fs/fuse_ops.c */
+	pthread_mutex_t open_lock;
+	struct handle *open_files;	/* protected by open_lock */
+	struct hidden *hidden;		/* protected by open_lock */
 };
 
 /*
