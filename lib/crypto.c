@@ -11,6 +11,7 @@
 struct key {
 	uint8_t master[CRYPTO_KEY_BYTES];
 	uint8_t logmac[CRYPTO_KEY_BYTES];	/* subkey 1, "repfslog" */
+	uint8_t datamac[CRYPTO_KEY_BYTES];	/* subkey 3, "repfsdat" */
 };
 
 _Static_assert(sizeof(struct mac_state) >= sizeof(crypto_generichash_state),
@@ -118,6 +119,7 @@ int key_load(struct key **out, const char *path)
 		goto out;
 	}
 	crypto_kdf_derive_from_key(k->logmac, sizeof(k->logmac), 1, "repfslog", k->master);
+	crypto_kdf_derive_from_key(k->datamac, sizeof(k->datamac), 3, "repfsdat", k->master);
 	*out = k;
 	k = NULL;
 out:
@@ -165,6 +167,17 @@ void mac_final(struct mac_state *st, uint8_t out[CRYPTO_MAC_BYTES])
 {
 	crypto_generichash_final((crypto_generichash_state *)st, out, CRYPTO_MAC_BYTES);
 	sodium_memzero(st, sizeof(*st));
+}
+
+void data_tag(const struct key *k, const void *nonce, size_t nonce_len, const void *data, size_t len,
+	      uint8_t tag[CRYPTO_TAG_BYTES])
+{
+	uint8_t otk[crypto_onetimeauth_KEYBYTES];
+
+	_Static_assert(CRYPTO_TAG_BYTES == crypto_onetimeauth_BYTES, "tag size");
+	crypto_generichash(otk, sizeof(otk), nonce, nonce_len, k->datamac, sizeof(k->datamac));
+	crypto_onetimeauth(tag, data, len, otk);
+	sodium_memzero(otk, sizeof(otk));
 }
 
 int mac_equal(const uint8_t a[CRYPTO_MAC_BYTES], const uint8_t b[CRYPTO_MAC_BYTES])

@@ -48,6 +48,16 @@ void mac_init(struct mac_state *st, const struct key *k);
 void mac_update(struct mac_state *st, const void *data, size_t len);
 void mac_final(struct mac_state *st, uint8_t out[CRYPTO_MAC_BYTES]);
 
+/*
+ * Poly1305 tag of a record's data under a one-time key derived (BLAKE2b, data
+ * subkey) from nonce, which must never repeat: the record header, carrying a
+ * random 16-byte nonce. Bulk data is authenticated at Poly1305 speed; the tag
+ * then enters the record's chained BLAKE2b MAC.
+ */
+#define CRYPTO_TAG_BYTES 16
+void data_tag(const struct key *k, const void *nonce, size_t nonce_len, const void *data, size_t len,
+	      uint8_t tag[CRYPTO_TAG_BYTES]);
+
 /* Constant-time comparison: 0 when equal, -1 otherwise. */
 __attribute__((warn_unused_result)) int mac_equal(const uint8_t a[CRYPTO_MAC_BYTES],
 						  const uint8_t b[CRYPTO_MAC_BYTES]);

@@ -476,12 +476,15 @@ int oplog_append(struct oplog *log, struct record *r)
 		goto out;
 	}
 	r->seq = log->last.seq + 1;
+	crypto_random(r->nonce, sizeof(r->nonce));
 	n = record_layout(r, hdr, iov, &total);
 	if (n < 0) {
 		ret = n;
 		goto out;
 	}
-	record_mac(log->key, log->last_mac, iov, n, mac);
+	record_mac(log->key, log->last_mac, iov, n, r->data, r->data_len, mac);
+	if (r->data_len)
+		iov[n++] = (struct iovec){ (void *)r->data, r->data_len };
 	iov[n++] = (struct iovec){ mac, sizeof(mac) };
 
 	if (log->size + total > OPLOG_SEGMENT_BYTES && log->size > SEG_HEADER_BYTES) {

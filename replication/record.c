@@ -61,7 +61,7 @@ static size_t slen(const char *s)
 static const char empty[1] = "";
 
 int record_layout(const struct record *r, uint8_t hdr[REC_HEADER_BYTES + REC_BODY_BYTES],
-		  struct iovec iov[5], uint32_t *total)
+		  struct iovec iov[4], uint32_t *total)
 {
 	size_t lp = slen(r->path), lp2 = slen(r->path2), ln = slen(r->name);
 	uint8_t *b = hdr + REC_HEADER_BYTES;
@@ -82,6 +82,7 @@ int record_layout(const struct record *r, uint8_t hdr[REC_HEADER_BYTES + REC_BOD
 	put64(hdr + 24, (uint64_t)r->time_ns);
 	put32(hdr + 32, REC_BODY_BYTES);
 	put32(hdr + 36, 0);
+	memcpy(hdr + 40, r->nonce, REC_NONCE_BYTES);
 
 	memcpy(b, r->id, FILE_ID_BYTES);
 	memcpy(b + 16, r->id2, FILE_ID_BYTES);
@@ -104,21 +105,23 @@ int record_layout(const struct record *r, uint8_t hdr[REC_HEADER_BYTES + REC_BOD
 	iov[n++] = (struct iovec){ (void *)(r->path ? r->path : empty), lp };
 	iov[n++] = (struct iovec){ (void *)(r->path2 ? r->path2 : empty), lp2 };
 	iov[n++] = (struct iovec){ (void *)(r->name ? r->name : empty), ln };
-	if (r->data_len)
-		iov[n++] = (struct iovec){ (void *)r->data, r->data_len };
 	*total = (uint32_t)len;
 	return n;
 }
 
-void record_mac(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const struct iovec *iov,
-		int iovcnt, uint8_t out[CRYPTO_MAC_BYTES])
+void record_mac(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const struct iovec *meta,
+		int nmeta, const void *data, size_t data_len, uint8_t out[CRYPTO_MAC_BYTES])
 {
+	uint8_t tag[CRYPTO_TAG_BYTES];
 	struct mac_state st;
 
+	/* the header (epoch, seq, random nonce) makes the one-time key unique */
+	data_tag(k, meta[0].iov_base, REC_HEADER_BYTES, data, data_len, tag);
 	mac_init(&st, k);
 	mac_update(&st, prev, CRYPTO_MAC_BYTES);
-	for (int i = 0; i < iovcnt; i++)
-		mac_update(&st, iov[i].iov_base, iov[i].iov_len);
+	for (int i = 0; i < nmeta; i++)
+		mac_update(&st, meta[i].iov_base, meta[i].iov_len);
+	mac_update(&st, tag, sizeof(tag));
 	mac_final(&st, out);
 }
 
@@ -155,6 +158,7 @@ int record_decode(const uint8_t *buf, size_t len, struct record *r)
 	r->epoch = get64(buf + 8);
 	r->seq = get64(buf + 16);
 	r->time_ns = (int64_t)get64(buf + 24);
+	memcpy(r->nonce, buf + 40, REC_NONCE_BYTES);
 	if (r->type == 0 || r->type > REC_TYPE_MAX)
 		return -EBADMSG;
 
@@ -198,12 +202,16 @@ int record_verify(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], con
 		  size_t len)
 {
 	uint8_t mac[CRYPTO_MAC_BYTES];
-	struct iovec iov;
+	struct iovec meta;
+	uint32_t dl;
 
-	if (len < CRYPTO_MAC_BYTES + REC_HEADER_BYTES)
+	if (len < CRYPTO_MAC_BYTES + REC_HEADER_BYTES + REC_BODY_BYTES)
 		return -EBADMSG;
-	iov = (struct iovec){ (void *)buf, len - CRYPTO_MAC_BYTES };
-	record_mac(k, prev, &iov, 1, mac);
+	dl = get32(buf + REC_HEADER_BYTES + 108);
+	if ((uint64_t)dl + CRYPTO_MAC_BYTES + REC_HEADER_BYTES + REC_BODY_BYTES > len)
+		return -EBADMSG;
+	meta = (struct iovec){ (void *)buf, len - CRYPTO_MAC_BYTES - dl };
+	record_mac(k, prev, &meta, 1, buf + meta.iov_len, dl, mac);
 	return mac_equal(mac, record_mac_of(buf, len)) == 0 ? 0 : -EBADMSG;
 }
 
@@ -211,7 +219,7 @@ int record_encode(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], con
 		  uint8_t **out, size_t *outlen)
 {
 	uint8_t hdr[REC_HEADER_BYTES + REC_BODY_BYTES];
-	struct iovec iov[5];
+	struct iovec iov[4];
 	uint32_t total;
 	uint8_t *buf, *p;
 	int n;
@@ -227,7 +235,10 @@ int record_encode(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], con
 		memcpy(p, iov[i].iov_base, iov[i].iov_len);
 		p += iov[i].iov_len;
 	}
-	record_mac(k, prev, iov, n, p);
+	if (r->data_len)
+		memcpy(p, r->data, r->data_len);
+	p += r->data_len;
+	record_mac(k, prev, iov, n, r->data, r->data_len, p);
 	*out = buf;
 	*outlen = total;
 	return 0;

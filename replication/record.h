@@ -4,11 +4,17 @@
  * increases by one per record across epochs; epoch only ever grows. The byte
  * form (docs/log-format.md) is
  *
- *   header  40 bytes   len u32, type u16, flags u16, epoch u64, seq u64,
- *                      time_ns i64, body_len u32, reserved u32
+ *   header  56 bytes   len u32, type u16, flags u16, epoch u64, seq u64,
+ *                      time_ns i64, body_len u32, reserved u32, nonce[16]
  *   body   112 bytes   ids, numeric fields, four lengths
  *   tail   variable    path\0 path2\0 name\0 data
- *   mac     32 bytes   BLAKE2b-256(logkey; prev_mac || header || body || tail)
+ *   mac     32 bytes   BLAKE2b-256(logkey; prev_mac || header || body ||
+ *                      path\0 path2\0 name\0 || tag), where
+ *                      tag = Poly1305(one-time key from the header; data)
+ *
+ * The nonce is random per record, so the one-time key never repeats; bulk
+ * data is authenticated at Poly1305 speed, everything else by BLAKE2b, and
+ * the chain runs through the BLAKE2b MAC.
  *
  * All integers are little endian. Strings carry their NUL so a decoded record
  * points into the buffer it was decoded from: the caller keeps that buffer
@@ -25,7 +31,8 @@
 #include "../lib/crypto.h"
 
 #define FILE_ID_BYTES 16
-#define REC_HEADER_BYTES 40
+#define REC_HEADER_BYTES 56
+#define REC_NONCE_BYTES 16
 #define REC_BODY_BYTES 112
 #define REC_MAX_DATA (1u << 20)			 /* largest write payload */
 #define REC_MAX_BYTES (REC_MAX_DATA + 3 * 4096 + 65536 + 256) /* paths, name, value */
@@ -65,6 +72,7 @@ struct record {
 	uint64_t epoch;
 	uint64_t seq;
 	int64_t time_ns;	/* wall clock the leader accepted it at; the mtime apply sets */
+	uint8_t nonce[REC_NONCE_BYTES];	/* random, set by oplog_append() */
 
 	uint8_t id[FILE_ID_BYTES];
 	uint8_t id2[FILE_ID_BYTES];
@@ -84,16 +92,16 @@ const char *record_type_name(unsigned type);
 
 /*
  * Lays r out for writing: fills hdr (REC_HEADER_BYTES + REC_BODY_BYTES bytes)
- * and up to 5 iovecs in iov (header+body, path, path2, name, data), returning
- * how many, or -EINVAL if a field is too long. The MAC is not included.
+ * and 4 iovecs in iov (header+body, path, path2, name; the data is r->data),
+ * returning 4, or -EINVAL if a field is too long. The MAC is not included.
  * Sets *total to the record's full length including the MAC.
  */
 int record_layout(const struct record *r, uint8_t hdr[REC_HEADER_BYTES + REC_BODY_BYTES],
-		  struct iovec iov[5], uint32_t *total);
+		  struct iovec iov[4], uint32_t *total);
 
-/* MAC of a laid-out record, chained on prev. */
-void record_mac(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const struct iovec *iov,
-		int iovcnt, uint8_t out[CRYPTO_MAC_BYTES]);
+/* MAC of a laid-out record (meta: the iovecs of record_layout), chained on prev. */
+void record_mac(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const struct iovec *meta,
+		int nmeta, const void *data, size_t data_len, uint8_t out[CRYPTO_MAC_BYTES]);
 
 /*
  * Reads the length from the first 4 bytes of a header; 0 if it is not a
