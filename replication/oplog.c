@@ -95,7 +95,8 @@ static int list_segments(int dirfd, uint64_t **out, size_t *count)
 		v[n++] = first;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), cmp_u64);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_u64);
 	*out = v;
 	*count = n;
 	return 0;
