@@ -515,6 +515,46 @@ out:
 	return ret;
 }
 
+int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct record *out)
+{
+	struct record r;
+	int ret;
+
+	pthread_mutex_lock(&log->mu);
+	if (log->failed) {
+		ret = -EIO;
+		goto out;
+	}
+	if (record_decode(buf, len, &r) || r.seq != log->last.seq + 1 || r.epoch < log->last.epoch ||
+	    record_verify(log->key, log->last_mac, buf, len)) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	if (log->size + len > OPLOG_SEGMENT_BYTES && log->size > SEG_HEADER_BYTES) {
+		ret = roll_segment(log, r.seq);
+		if (ret)
+			goto out;
+	}
+	ret = take_fault(&log->fault_write, log->fault_write_err);
+	if (!ret)
+		ret = write_all_at(log->fd, buf, len, log->size);
+	if (ret) {
+		if (ftruncate(log->fd, (off_t)log->size) < 0)
+			log->failed = errno;
+		goto out;
+	}
+	log->can_undo = 0;
+	log->size += len;
+	log->last.seq = r.seq;
+	log->last.epoch = r.epoch;
+	memcpy(log->last_mac, record_mac_of(buf, len), CRYPTO_MAC_BYTES);
+	if (out)
+		*out = r;
+out:
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
 int oplog_undo_last(struct oplog *log)
 {
 	int ret = 0;

@@ -52,6 +52,14 @@ uint64_t oplog_bytes(struct oplog *log);	/* bytes held in all segments */
  */
 int oplog_append(struct oplog *log, struct record *r);
 
+/*
+ * Appends a record encoded elsewhere (a follower receiving the leader's log):
+ * it must decode, carry a valid MAC chained on the last record, and be the
+ * next seq of an epoch not below the last one; -EBADMSG otherwise (nothing is
+ * written). On success *r (may be NULL) is decoded and points into buf.
+ */
+int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct record *r);
+
 /* Removes the last record again (its operation failed); only once per append. */
 int oplog_undo_last(struct oplog *log);
 
