@@ -201,11 +201,17 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 		/* every change goes through us, so the kernel's caches stay true */
 		cfg->entry_timeout = cfg->attr_timeout = cfg->negative_timeout = REPFS_LEADER_CACHE_S;
 		cfg->kernel_cache = 1;
-		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		/* --commit write needs every write to reach us when it is made */
+		if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) && !n->commit_write)
 			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	} else {
-		cfg->entry_timeout = cfg->attr_timeout = 1.0;
-		cfg->negative_timeout = 0;
+		/*
+		 * Records change the tree behind the kernel's back: names are
+		 * not cached at all, attributes and pages are dropped for every
+		 * path a record touches (fuse_ops_invalidate).
+		 */
+		cfg->entry_timeout = cfg->negative_timeout = 0;
+		cfg->attr_timeout = 1.0;
 	}
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;	/* truncation arrives as a setattr record */
 	conn->max_write = REC_MAX_DATA;
@@ -576,7 +582,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	ret = node_commit(n, &r, h->fd, NULL);
 	if (ret)
 		return ret;
-	if (h->sync) {
+	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
 		if (ret)
 			return ret;
@@ -900,6 +906,32 @@ static off_t op_lseek(const char *path, off_t off, int whence, struct fuse_file_
 	(void)path;
 	r = lseek(fh_of(fi)->fd, off, whence);
 	return r < 0 ? -errno : r;
+}
+
+static void invalidate_with_parent(struct fuse *f, const char *rel)
+{
+	char path[PATH_MAX + 2];
+	char *slash;
+
+	if (!rel)
+		return;
+	snprintf(path, sizeof(path), "/%s", rel);
+	fuse_invalidate_path(f, path);
+	slash = strrchr(path, '/');
+	if (slash == path)
+		path[1] = 0;
+	else if (slash)
+		*slash = 0;
+	fuse_invalidate_path(f, path);
+}
+
+void fuse_ops_invalidate(struct node *n, const struct record *r)
+{
+	if (r->flags & REC_F_NOPATH)
+		return;
+	invalidate_with_parent(n->fuse, r->path);
+	if (r->path2 && *r->path2)
+		invalidate_with_parent(n->fuse, r->path2);
 }
 
 const struct fuse_operations repfs_fuse_ops = {

@@ -13,6 +13,12 @@
 
 extern const struct fuse_operations repfs_fuse_ops;
 
+struct node;
+struct record;
+
+/* On a follower: drops the kernel's cached names, attributes and pages that r changed. */
+void fuse_ops_invalidate(struct node *n, const struct record *r);
+
 /* Kernel cache lifetime of names and attributes on a leader (seconds). */
 #define REPFS_LEADER_CACHE_S 60.0
 

@@ -15,6 +15,8 @@
 
 #include "../lib/crypto.h"
 #include "../lib/log.h"
+#include "../replication/repl.h"
+#include "fuse_ops.h"
 
 int64_t now_ns(void)
 {
@@ -291,6 +293,49 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	n->applied = r->seq;
 out:
 	pthread_mutex_unlock(&n->seq_lock);
+	if (!ret)
+		repl_notify(n->repl);
+	return ret;
+}
+
+uint64_t node_applied(struct node *n)
+{
+	uint64_t a;
+
+	pthread_mutex_lock(&n->seq_lock);
+	a = n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	return a;
+}
+
+int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
+{
+	struct record r;
+	int ret, a;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->st.role != ROLE_FOLLOWER) {
+		ret = -EPERM;
+		goto out;
+	}
+	if (record_decode(buf, len, &r) == 0 && r.epoch < n->st.epoch) {
+		ret = -ESTALE;	/* fencing: nothing from an older epoch */
+		goto out;
+	}
+	ret = oplog_append_raw(n->log, buf, len, &r);
+	if (ret)
+		goto out;
+	a = apply_record(n->store, &r, 0, -1, NULL);
+	if (a < 0)
+		rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
+		     r.path, strerror(-a));
+	n->applied = r.seq;
+	if (r.epoch > n->st.epoch)
+		n->st.epoch = r.epoch;
+out:
+	pthread_mutex_unlock(&n->seq_lock);
+	if (!ret && n->fuse)
+		fuse_ops_invalidate(n, &r);
 	return ret;
 }
 
@@ -301,6 +346,8 @@ int node_sync(struct node *n, uint64_t seq)
 	if (!seq)
 		seq = oplog_last(n->log).seq;
 	ret = oplog_sync(n->log, seq);
+	if (!ret)
+		return repl_wait(n->repl, seq);
 	if (ret) {
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->fault) {
@@ -382,7 +429,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 {
 	struct pos last = oplog_last(n->log);
 	uint64_t applied, durable = oplog_durable(n->log), ckpt;
-	char name[64];
+	char name[64], repl[8192], leader[80];
 	enum role role;
 	int fault, logfault = oplog_failed(n->log);
 
@@ -393,16 +440,22 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	fault = n->fault;
 	snprintf(name, sizeof(name), "%s", n->st.name);
 	pthread_mutex_unlock(&n->seq_lock);
+	repl_status_json(n->repl, repl, sizeof(repl));
+	if (role == ROLE_LEADER)
+		snprintf(leader, sizeof(leader), "\"%s\"", name);
+	else if (repl_leader(n->repl, leader + 1, sizeof(leader) - 2) == 0)
+		leader[0] = '"', strcat(leader, "\"");
+	else
+		snprintf(leader, sizeof(leader), "null");
 	return snprintf(buf, len,
-			"{\"name\":\"%s\",\"role\":\"%s\",\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+			"{\"name\":\"%s\",\"role\":\"%s\",\"running\":true,\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
 			",\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 ",\"checkpoint\":%" PRIu64
-			",\"leader\":%s%s%s,\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]"
+			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), last.epoch, last.seq, applied, durable, ckpt,
-			role == ROLE_LEADER ? "\"" : "", role == ROLE_LEADER ? name : "null",
-			role == ROLE_LEADER ? "\"" : "", n->datadir, n->mountpoint, oplog_first_seq(n->log),
+			leader, repl, n->datadir, n->mountpoint, oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start,
 			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",

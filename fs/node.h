@@ -58,6 +58,10 @@ struct node {
 	pthread_t flusher;
 	int64_t started_ns;
 
+	struct repl *repl;		/* replication, NULL until started */
+	struct fuse *fuse;		/* the mount, for cache invalidation on followers */
+	int commit_write;		/* --commit write: every write waits like an fsync */
+
 	/* open files and unlinked-while-open names, for fs/fuse_ops.c */
 	pthread_mutex_t open_lock;
 	struct handle *open_files;	/* protected by open_lock */
@@ -80,6 +84,17 @@ int node_start(struct node *n);
  * failure the log holds no trace of r.
  */
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
+
+/* The last record applied to the tree (on a leader: the last committed one). */
+uint64_t node_applied(struct node *n);
+
+/*
+ * A follower's apply path: appends a record received from the leader (its MAC,
+ * the chain and the epoch are checked first: -EBADMSG, or -ESTALE for an
+ * epoch below ours), applies it, and invalidates the kernel's caches of what
+ * it changed.
+ */
+int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
 
 /* Waits until every record up to seq (0: everything so far) is durable. */
 int node_sync(struct node *n, uint64_t seq);

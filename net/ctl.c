@@ -22,6 +22,7 @@ struct ctl_server {
 	int fd;
 	int stop_pipe[2];
 	pthread_t thread;
+	int started;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -81,7 +82,7 @@ static void *ctl_main(void *arg)
 	return NULL;
 }
 
-int ctl_start(struct ctl_server **out, struct node *n)
+int ctl_open(struct ctl_server **out, struct node *n)
 {
 	struct ctl_server *s;
 	struct sockaddr_un sa;
@@ -104,13 +105,10 @@ int ctl_start(struct ctl_server **out, struct node *n)
 	}
 	unlink(s->path);	/* a stale socket of a dead daemon: we hold the lock */
 	if (bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(s->path, 0600) < 0 ||
-	    listen(s->fd, 16) < 0 || pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
+	    listen(s->fd, 64) < 0 || pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
 		ret = -errno;
 		goto fail;
 	}
-	ret = -pthread_create(&s->thread, NULL, ctl_main, s);
-	if (ret)
-		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -124,13 +122,24 @@ fail:
 	return ret;
 }
 
+int ctl_start(struct ctl_server *s)
+{
+	int ret = -pthread_create(&s->thread, NULL, ctl_main, s);
+
+	if (!ret)
+		s->started = 1;
+	return ret;
+}
+
 void ctl_stop(struct ctl_server *s)
 {
 	if (!s)
 		return;
-	if (write(s->stop_pipe[1], "x", 1) < 0)
-		rlog(LOG_WARNING, "unable to stop the control thread: %s", strerror(errno));
-	pthread_join(s->thread, NULL);
+	if (s->started) {
+		if (write(s->stop_pipe[1], "x", 1) < 0)
+			rlog(LOG_WARNING, "unable to stop the control thread: %s", strerror(errno));
+		pthread_join(s->thread, NULL);
+	}
 	close(s->fd);
 	close(s->stop_pipe[0]);
 	close(s->stop_pipe[1]);

@@ -11,8 +11,13 @@
 struct node;
 struct ctl_server;
 
-/* Creates the socket and starts serving it on a thread. */
-int ctl_start(struct ctl_server **out, struct node *n);
+/*
+ * Creates and listens on the socket (before daemonizing, so that the socket
+ * exists when 'repfs mount' returns; connections wait in the backlog).
+ */
+int ctl_open(struct ctl_server **out, struct node *n);
+/* Starts serving on a thread (after daemonizing). */
+int ctl_start(struct ctl_server *s);
 void ctl_stop(struct ctl_server *s);	/* NULL is a no-op; removes the socket */
 
 /*

@@ -46,23 +46,70 @@ static int json_field(const char *json, const char *key, char *out, size_t len)
 static void print_human(const char *json)
 {
 	static const char *const rows[][2] = {
-		{ "name", "name" },	    { "role", "role" },		  { "epoch", "epoch" },
-		{ "seq", "last seq" },	    { "durable", "durable seq" }, { "applied", "applied seq" },
-		{ "checkpoint", "checkpoint" }, { "leader", "leader" },	  { "mode", "replication" },
-		{ "peers", "peers" },	    { "log_first_seq", "log from seq" }, { "log_bytes", "log bytes" },
-		{ "datadir", "data directory" }, { "mountpoint", "mountpoint" }, { "uptime_s", "uptime (s)" },
+		{ "name", "name" },
+		{ "role", "role" },
+		{ "running", "running" },
+		{ "epoch", "epoch" },
+		{ "seq", "last seq" },
+		{ "durable", "durable seq" },
+		{ "applied", "applied seq" },
+		{ "checkpoint", "checkpoint" },
+		{ "leader", "leader" },
+		{ "mode", "replication" },
+		{ "sync", "sync mode" },
+		{ "fell_back_to_async", "fell back" },
+		{ "following", "following" },
+		{ "leader_addr", "leader address" },
+		{ "leader_seq", "leader seq" },
+		{ "lag", "lag (records)" },
+		{ "ms_since_leader", "last heard (ms)" },
+		{ "last_error", "last error" },
+		{ "log_first_seq", "log from seq" },
+		{ "log_bytes", "log bytes" },
+		{ "datadir", "data directory" },
+		{ "mountpoint", "mountpoint" },
+		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};
-	char v[4096];
+	const char *peers, *p;
+	char v[4096], head[16384];
 
+	/* the node's own fields come before its peers' */
+	peers = strstr(json, "\"peers\":[");
+	snprintf(head, sizeof(head), "%.*s", peers ? (int)(peers - json) : (int)strlen(json), json);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		if (json_field(json, rows[i][0], v, sizeof(v)))
+		if (json_field(head, rows[i][0], v, sizeof(v)))
 			continue;
 		if (!strcmp(rows[i][0], "faults") && !strcmp(v, "[]"))
 			snprintf(v, sizeof(v), "none");
+		if (!strcmp(rows[i][0], "last_error") && !*v)
+			continue;
 		if (!strcmp(rows[i][0], "mode") && !strcmp(v, "standalone"))
 			snprintf(v, sizeof(v), "standalone (no followers to wait for)");
 		printf("%-16s %s\n", rows[i][1], v);
+	}
+	if (!peers)
+		return;
+	p = peers + 9;
+	if (*p != ']')
+		printf("%-10s %-22s %-9s %10s %10s %10s %8s %8s\n", "follower", "address", "connected", "received",
+		       "durable", "applied", "lag", "lag ms");
+	while ((p = strchr(p, '{'))) {
+		char name[80], addr[80], conn[8], rcv[24], dur[24], app[24], lag[24], lagms[24];
+		const char *end = strchr(p, '}');
+		char obj[1024];
+
+		if (!end || (size_t)(end - p) >= sizeof(obj))
+			break;
+		memcpy(obj, p, (size_t)(end - p + 1));
+		obj[end - p + 1] = 0;
+		if (json_field(obj, "name", name, sizeof(name)) || json_field(obj, "addr", addr, sizeof(addr)) ||
+		    json_field(obj, "connected", conn, sizeof(conn)) || json_field(obj, "received", rcv, sizeof(rcv)) ||
+		    json_field(obj, "durable", dur, sizeof(dur)) || json_field(obj, "applied", app, sizeof(app)) ||
+		    json_field(obj, "lag", lag, sizeof(lag)) || json_field(obj, "lag_ms", lagms, sizeof(lagms)))
+			break;
+		printf("%-10s %-22s %-9s %10s %10s %10s %8s %8s\n", name, addr, conn, rcv, dur, app, lag, lagms);
+		p = end + 1;
 	}
 }
 
@@ -86,10 +133,8 @@ static int offline_status(const char *datadir, int json)
 		 st.name, role_name(st.role), st.epoch, st.checkpoint, datadir);
 	if (json)
 		fputs(buf, stdout);
-	else {
+	else
 		print_human(buf);
-		printf("%-16s %s\n", "running", "no (the daemon is stopped)");
-	}
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include "../fs/node.h"
 #include "../lib/log.h"
 #include "../net/ctl.h"
+#include "../replication/repl.h"
 #include "cli.h"
 
 struct mount_opts {
@@ -22,8 +23,7 @@ struct mount_opts {
 	int foreground;
 	char *fuse_opts[16];
 	int nfuse_opts;
-	int npeers;
-	const char *listen;
+	struct repl_opts repl;
 };
 
 static void mount_usage(FILE *f)
@@ -32,9 +32,14 @@ static void mount_usage(FILE *f)
 	      "  --role leader|follower   first start only; afterwards DATADIR remembers\n"
 	      "  --name NAME              node name, unique in the cluster (default: host name)\n"
 	      "  --key KEYFILE            cluster key (required)\n"
-	      "  --listen HOST:PORT, --peer HOST:PORT, --sync MODE, --commit fsync|write,\n"
-	      "  --sync-timeout MS, --log-retain SIZE, --heartbeat MS, --leader-timeout MS\n"
-	      "                           replication options (not available in this build yet)\n"
+	      "  --listen HOST:PORT       where this node serves replication\n"
+	      "  --peer HOST:PORT         another member (repeatable); followers find the leader among them\n"
+	      "  --sync async|all|quorum=N   what an fsync waits for (default quorum=1)\n"
+	      "  --commit fsync|write     wait at fsync (default) or at every write\n"
+	      "  --sync-timeout MS        fall back to async after MS without acknowledgements (default: never)\n"
+	      "  --heartbeat MS           heartbeat interval (default 500)\n"
+	      "  --leader-timeout MS      a silent leader is given up after MS (default 3000)\n"
+	      "  --log-retain SIZE        accepted; log trimming is not implemented yet (the log is kept whole)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -52,7 +57,7 @@ static int parse_hostport(const char *s)
 	return (*end || port <= 0 || port > 65535) ? -1 : 0;
 }
 
-static int parse_ms(const char *opt, const char *s)
+static int parse_ms(const char *opt, const char *s, int *out)
 {
 	char *end;
 	long v = strtol(s, &end, 10);
@@ -61,6 +66,7 @@ static int parse_ms(const char *opt, const char *s)
 		die_msg("invalid value '%s' for %s (milliseconds expected)", s, opt);
 		return -1;
 	}
+	*out = (int)v;
 	return 0;
 }
 
@@ -125,14 +131,17 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 				die_msg("invalid address '%s' (HOST:PORT expected)", optarg);
 				return -1;
 			}
-			if (c == OPT_PEER)
-				o->npeers++;
-			else
-				o->listen = optarg;
+			if (c == OPT_LISTEN) {
+				o->repl.listen = optarg;
+			} else if (o->repl.npeers >= REPL_MAX_PEERS) {
+				die_msg("too many --peer options (at most %d)", REPL_MAX_PEERS);
+				return -1;
+			} else {
+				o->repl.peers[o->repl.npeers++] = optarg;
+			}
 			break;
 		case OPT_SYNC:
-			if (strcmp(optarg, "async") && strcmp(optarg, "all") &&
-			    (strncmp(optarg, "quorum=", 7) || atoi(optarg + 7) <= 0)) {
+			if (repl_parse_mode(optarg, &o->repl)) {
 				die_msg("invalid sync mode '%s' (async, all or quorum=N)", optarg);
 				return -1;
 			}
@@ -142,11 +151,18 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 				die_msg("invalid commit point '%s' (fsync or write)", optarg);
 				return -1;
 			}
+			o->repl.commit_write = !strcmp(optarg, "write");
 			break;
 		case OPT_SYNC_TIMEOUT:
+			if (parse_ms("--sync-timeout", optarg, &o->repl.sync_timeout_ms))
+				return -1;
+			break;
 		case OPT_HEARTBEAT:
+			if (parse_ms("--heartbeat", optarg, &o->repl.heartbeat_ms))
+				return -1;
+			break;
 		case OPT_LEADER_TIMEOUT:
-			if (parse_ms(argv[optind - 2], optarg))
+			if (parse_ms("--leader-timeout", optarg, &o->repl.leader_timeout_ms))
 				return -1;
 			break;
 		case OPT_LOG_RETAIN:
@@ -174,10 +190,6 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 	o->mountpoint = argv[optind + 1];
 	if (!o->node.keyfile) {
 		die_msg("--key KEYFILE is required (create one with 'repfs keygen')");
-		return -1;
-	}
-	if (o->npeers || o->listen) {
-		die_msg("replication (--peer, --listen) is not available in this build yet; run standalone");
 		return -1;
 	}
 	return 0;
@@ -236,14 +248,15 @@ static int remember_keyfile(struct node *n, const char *keyfile)
 
 int cmd_mount(int argc, char **argv)
 {
-	struct mount_opts o = { 0 };
+	struct mount_opts o = { .repl = { .mode = SYNC_QUORUM, .quorum = 1 } };
 	char err[PATH_MAX + 256], mp[PATH_MAX], fsopts[PATH_MAX + 256];
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *lc = NULL;
 	struct ctl_server *ctl = NULL;
+	struct repl *repl = NULL;
 	struct fuse *fuse = NULL;
 	struct node *n = NULL;
-	int ret = 1, mounted = 0;
+	int ret = 1, mounted = 0, listenfd = -1;
 
 	if (parse_args(argc, argv, &o))
 		return 2;
@@ -255,6 +268,16 @@ int cmd_mount(int argc, char **argv)
 		return 1;
 	}
 	snprintf(n->mountpoint, sizeof(n->mountpoint), "%s", mp);
+	n->commit_write = o.repl.commit_write;
+	if (n->st.role == ROLE_FOLLOWER && !o.repl.npeers)
+		rlog(LOG_WARNING, "follower without --peer: serving '%s' read-only, following nobody", n->datadir);
+	if (o.repl.listen) {
+		listenfd = repl_listen_socket(o.repl.listen);
+		if (listenfd < 0) {
+			die_msg("unable to listen on '%s': %s", o.repl.listen, strerror(-listenfd));
+			goto out;
+		}
+	}
 	if (strpbrk(n->datadir, ",\\")) {
 		die_msg("data directory '%s' must not contain ',' or '\\'", n->datadir);
 		goto out;
@@ -279,6 +302,11 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
+	n->fuse = fuse;
+	if (ctl_open(&ctl, n)) {
+		die_msg("unable to create the control socket '%s/ctl.sock'", n->datadir);
+		goto out;
+	}
 	rlog(LOG_NOTICE, "mounted '%s' on '%s' as %s, epoch %" PRIu64 ", seq %" PRIu64, n->datadir, mp,
 	     role_name(n->st.role), n->st.epoch, oplog_last(n->log).seq);
 	if (fuse_daemonize(o.foreground)) {
@@ -286,10 +314,18 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	rlog_setup(n->st.name, n->logfile, o.foreground);
-	if (node_start(n) || ctl_start(&ctl, n)) {
+	if (node_start(n) || ctl_start(ctl)) {
 		rlog(LOG_ERR, "unable to start the node's threads");
 		goto out;
 	}
+	ret = repl_start(&repl, n, &o.repl, listenfd);
+	listenfd = -1;
+	if (ret) {
+		ret = 1;
+		rlog(LOG_ERR, "unable to start replication; unmounting");
+		goto out;
+	}
+	n->repl = repl;
 	if (fuse_set_signal_handlers(fuse_get_session(fuse))) {
 		rlog(LOG_ERR, "unable to set signal handlers");
 		goto out;
@@ -305,6 +341,11 @@ int cmd_mount(int argc, char **argv)
 out:
 	if (lc)
 		fuse_loop_cfg_destroy(lc);
+	if (n)
+		n->repl = NULL;
+	repl_stop(repl);
+	if (listenfd >= 0)
+		close(listenfd);
 	if (mounted)
 		fuse_unmount(fuse);
 	ctl_stop(ctl);

@@ -1,0 +1,919 @@
+/* repl.c -- the leader's senders and the follower's receiver (see repl.h) */
+#include "repl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../fs/node.h"
+#include "../lib/log.h"
+#include "../net/chan.h"
+#include "oplog.h"
+
+/* application messages inside the secure channel */
+enum msg {
+	MSG_HELLO = 1,	   /* follower: epoch u64, seq u64, mac[32], name[64] */
+	MSG_WELCOME = 2,   /* leader: epoch u64, last seq u64, name[64] */
+	MSG_REFUSE = 3,	   /* leader: a one-line reason */
+	MSG_RECORD = 4,	   /* leader: one encoded log record */
+	MSG_HEARTBEAT = 5, /* leader: epoch u64, last u64, durable u64, time_ns i64 */
+	MSG_ACK = 6,	   /* follower: received u64, durable u64, applied u64 */
+};
+
+#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64)
+#define HANDSHAKE_MS 5000
+#define MAX_CONNS 64
+
+struct peer {
+	int used;
+	int connected;
+	char name[64];
+	char addr[64];
+	uint64_t sent, received, durable, applied;
+	int64_t last_ack_ns;
+};
+
+struct repl {
+	struct node *n;
+	struct repl_opts o;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_new;	/* records committed, or stopping */
+	pthread_cond_t cv_ack;	/* an acknowledgement arrived, or stopping */
+	int stopping;		/* everything below under mu */
+	struct peer peers[REPL_MAX_PEERS];
+	int fell_back;		/* --sync-timeout expired: acting async until caught up */
+	int conns;		/* live connection threads */
+	int conn_fds[MAX_CONNS];
+	int listenfd;
+	int have_listener, have_follower;
+	pthread_t listener, follower;
+	/* follower side */
+	int following;
+	char leader[64];
+	char leader_addr[64];
+	uint64_t leader_seq;
+	int64_t last_heard_ns;
+	char last_error[400];
+};
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);	/* little-endian hosts only (README) */
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+int repl_parse_mode(const char *s, struct repl_opts *o)
+{
+	char *end;
+	long q;
+
+	if (!strcmp(s, "async")) {
+		o->mode = SYNC_ASYNC;
+		return 0;
+	}
+	if (!strcmp(s, "all")) {
+		o->mode = SYNC_ALL;
+		return 0;
+	}
+	if (strncmp(s, "quorum=", 7))
+		return -EINVAL;
+	q = strtol(s + 7, &end, 10);
+	if (*end || q < 1 || q > REPL_MAX_PEERS)
+		return -EINVAL;
+	o->mode = SYNC_QUORUM;
+	o->quorum = (int)q;
+	return 0;
+}
+
+static int split_hostport(const char *s, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *colon = strrchr(s, ':');
+
+	if (!colon || (size_t)(colon - s) >= hlen || strlen(colon + 1) >= plen)
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	snprintf(port, plen, "%s", colon + 1);
+	return 0;
+}
+
+static int tcp_socket(const char *hostport, int listening, int timeout_ms)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL, *ai;
+	char host[256], port[16];
+	int fd = -1, ret;
+
+	if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+		return -EINVAL;
+	hints.ai_flags = listening ? AI_PASSIVE : 0;
+	ret = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+	if (ret)
+		return -EHOSTUNREACH;
+	ret = -ECONNREFUSED;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (listening) {
+			int one = 1;
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) {
+				ret = 0;
+				break;
+			}
+		} else {
+			struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+				tv = (struct timeval){ 0, 0 };
+				setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+				ret = 0;
+				break;
+			}
+		}
+		ret = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return ret ? ret : fd;
+}
+
+/* Sleeps up to ms unless stopping; returns nonzero when stopping. */
+static int nap(struct repl *r, pthread_cond_t *cv, int ms)
+{
+	struct timespec until;
+	int stop;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->mu);
+	if (!r->stopping)
+		pthread_cond_timedwait(cv, &r->mu, &until);
+	stop = r->stopping;
+	pthread_mutex_unlock(&r->mu);
+	return stop;
+}
+
+static int track_fd(struct repl *r, int fd)
+{
+	int ret = -EMFILE;
+
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (r->conn_fds[i] < 0) {
+			r->conn_fds[i] = fd;
+			ret = 0;
+			break;
+		}
+	}
+	if (r->stopping)
+		ret = -ESHUTDOWN;
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
+static void untrack_fd(struct repl *r, int fd)
+{
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (r->conn_fds[i] == fd)
+			r->conn_fds[i] = -1;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ======================= LEADER ======================= */
+
+struct conn {
+	struct repl *r;
+	int fd;
+	struct chan *c;
+	struct peer *p;
+	int dead;	/* under r->mu */
+	char addr[64];
+};
+
+static struct peer *peer_get(struct repl *r, const char *name)
+{
+	struct peer *free_slot = NULL;
+
+	for (int i = 0; i < REPL_MAX_PEERS; i++) {
+		if (r->peers[i].used && !strcmp(r->peers[i].name, name))
+			return &r->peers[i];
+		if (!r->peers[i].used && !free_slot)
+			free_slot = &r->peers[i];
+	}
+	if (free_slot) {
+		memset(free_slot, 0, sizeof(*free_slot));
+		free_slot->used = 1;
+		snprintf(free_slot->name, sizeof(free_slot->name), "%.63s", name);
+	}
+	return free_slot;
+}
+
+static void *ack_main(void *arg)
+{
+	struct conn *cn = arg;
+	struct repl *r = cn->r;
+
+	for (;;) {
+		uint8_t type;
+		void *buf;
+		size_t len;
+		int ret = chan_recv(cn->c, &type, &buf, &len, -1);
+
+		if (ret <= 0)
+			break;
+		if (type != MSG_ACK || len != 24)
+			break;
+		pthread_mutex_lock(&r->mu);
+		cn->p->received = get64(buf);
+		cn->p->durable = get64((uint8_t *)buf + 8);
+		cn->p->applied = get64((uint8_t *)buf + 16);
+		cn->p->last_ack_ns = now_ns();
+		pthread_cond_broadcast(&r->cv_ack);
+		pthread_mutex_unlock(&r->mu);
+	}
+	pthread_mutex_lock(&r->mu);
+	cn->dead = 1;
+	pthread_cond_broadcast(&r->cv_new);
+	pthread_mutex_unlock(&r->mu);
+	shutdown(cn->fd, SHUT_RDWR);
+	return NULL;
+}
+
+static int send_refuse(struct chan *c, const char *why)
+{
+	rlog(LOG_WARNING, "%s", why);
+	return chan_send(c, MSG_REFUSE, why, strlen(why));
+}
+
+/* Checks that the follower's log ends at a record of ours. 0 or a refusal. */
+static int check_follower(struct repl *r, struct chan *c, const char *name, uint64_t seq, const uint8_t *mac)
+{
+	struct node *n = r->n;
+	struct oplog_reader *rd = NULL;
+	struct record rec;
+	char why[300];
+	uint64_t applied = node_applied(n);
+	int ok = 0;
+
+	if (seq == 0)
+		return oplog_first_seq(n->log) <= 1 ? 0 : -ERANGE;
+	if (seq > applied) {
+		snprintf(why, sizeof(why), "follower '%s' has records up to seq %" PRIu64 " but the leader only %" PRIu64
+			 "; it diverged", name, seq, applied);
+		send_refuse(c, why);
+		return -EPROTO;
+	}
+	if (seq < oplog_first_seq(n->log))
+		return -ERANGE;
+	if (oplog_reader_open(&rd, n->logdirfd, n->key, seq) == 0 && oplog_reader_next(rd, &rec) == 1 &&
+	    rec.seq == seq) {
+		size_t len;
+		const uint8_t *raw = oplog_reader_raw(rd, &len);
+		ok = mac_equal(record_mac_of(raw, len), mac) == 0;
+	}
+	oplog_reader_free(rd);
+	if (!ok) {
+		snprintf(why, sizeof(why), "follower '%s' diverged from the leader at or before seq %" PRIu64, name, seq);
+		send_refuse(c, why);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int send_heartbeat(struct repl *r, struct chan *c)
+{
+	uint8_t hb[32];
+	struct pos last = oplog_last(r->n->log);
+
+	put64(hb, last.epoch);
+	put64(hb + 8, node_applied(r->n));
+	put64(hb + 16, oplog_durable(r->n->log));
+	put64(hb + 24, (uint64_t)now_ns());
+	return chan_send(c, MSG_HEARTBEAT, hb, sizeof(hb));
+}
+
+/* Ships records after p->sent up to the committed position; heartbeats. */
+static void stream(struct conn *cn)
+{
+	struct repl *r = cn->r;
+	struct oplog_reader *rd = NULL;
+	int64_t next_hb = 0;
+
+	for (;;) {
+		uint64_t applied = node_applied(r->n), sent;
+		int dead, stop;
+
+		pthread_mutex_lock(&r->mu);
+		dead = cn->dead;
+		stop = r->stopping;
+		sent = cn->p->sent;
+		pthread_mutex_unlock(&r->mu);
+		if (dead || stop)
+			break;
+		if (applied > sent) {
+			struct record rec;
+			int ret;
+
+			if (!rd && oplog_reader_open(&rd, r->n->logdirfd, r->n->key, sent + 1))
+				break;
+			ret = oplog_reader_next(rd, &rec);
+			if (ret == 1 && rec.seq == sent + 1) {
+				size_t len;
+				const uint8_t *raw = oplog_reader_raw(rd, &len);
+				if (chan_send(cn->c, MSG_RECORD, raw, len))
+					break;
+				pthread_mutex_lock(&r->mu);
+				cn->p->sent = rec.seq;
+				pthread_mutex_unlock(&r->mu);
+				continue;
+			}
+			if (ret < 0) {
+				rlog(LOG_ERR, "unable to read the log at seq %" PRIu64 " for '%s'", sent + 1, cn->p->name);
+				break;
+			}
+			/* the end of what this reader saw (a new segment): reopen */
+			oplog_reader_free(rd);
+			rd = NULL;
+			if (ret == 0 && nap(r, &r->cv_new, 1))
+				break;
+			continue;
+		}
+		if (now_ns() >= next_hb) {
+			if (send_heartbeat(r, cn->c))
+				break;
+			next_hb = now_ns() + (int64_t)r->o.heartbeat_ms * 1000000;
+		}
+		pthread_mutex_lock(&r->mu);
+		if (!r->stopping && !cn->dead && node_applied(r->n) <= cn->p->sent) {
+			struct timespec until;
+			int64_t t = next_hb;
+			/* CLOCK_REALTIME deadline for the heartbeat */
+			until.tv_sec = (time_t)(t / 1000000000);
+			until.tv_nsec = (long)(t % 1000000000);
+			pthread_cond_timedwait(&r->cv_new, &r->mu, &until);
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	oplog_reader_free(rd);
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *cn = arg;
+	struct repl *r = cn->r;
+	uint8_t type, *hello;
+	void *buf;
+	size_t len;
+	char name[65];
+	pthread_t acker;
+	int ret, have_acker = 0;
+
+	ret = chan_handshake(&cn->c, cn->fd, r->n->key, 0, HANDSHAKE_MS);
+	if (ret) {
+		rlog(LOG_WARNING, "refused a connection from %s: %s", cn->addr, chan_strerror(ret));
+		goto out;
+	}
+	if (r->n->st.role != ROLE_LEADER) {
+		char why[120];
+		snprintf(why, sizeof(why), "'%s' is not the leader", r->n->st.name);
+		chan_send(cn->c, MSG_REFUSE, why, strlen(why));
+		goto out;
+	}
+	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
+	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
+		rlog(LOG_WARNING, "peer at %s did not say hello", cn->addr);
+		goto out;
+	}
+	hello = buf;
+	memcpy(name, hello + 48, 64);
+	name[64] = 0;
+	if (!*name || strchr(name, '"') || strchr(name, '\\')) {
+		send_refuse(cn->c, "invalid node name");
+		goto out;
+	}
+	if (get64(hello) > r->n->st.epoch) {
+		char why[160];
+		snprintf(why, sizeof(why), "follower '%s' is at epoch %" PRIu64 ", above this leader's", name,
+			 get64(hello));
+		send_refuse(cn->c, why);
+		goto out;
+	}
+	ret = check_follower(r, cn->c, name, get64(hello + 8), hello + 16);
+	if (ret == -ERANGE) {
+		char why[160];
+		snprintf(why, sizeof(why), "follower '%s' needs a resync: the leader no longer holds seq %" PRIu64, name,
+			 get64(hello + 8) + 1);
+		send_refuse(cn->c, why);
+	}
+	if (ret)
+		goto out;
+	pthread_mutex_lock(&r->mu);
+	cn->p = peer_get(r, name);
+	if (cn->p) {
+		cn->p->connected++;
+		cn->p->sent = cn->p->received = cn->p->durable = get64(hello + 8);
+		snprintf(cn->p->addr, sizeof(cn->p->addr), "%s", cn->addr);
+		cn->p->last_ack_ns = now_ns();
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (!cn->p) {
+		send_refuse(cn->c, "too many followers");
+		goto out;
+	}
+	{
+		uint8_t w[16 + 64] = { 0 };
+		put64(w, r->n->st.epoch);
+		put64(w + 8, node_applied(r->n));
+		snprintf((char *)w + 16, 64, "%s", r->n->st.name);
+		if (chan_send(cn->c, MSG_WELCOME, w, sizeof(w)))
+			goto out_peer;
+	}
+	rlog(LOG_NOTICE, "follower '%s' connected from %s at seq %" PRIu64, name, cn->addr, cn->p->sent);
+	if (pthread_create(&acker, NULL, ack_main, cn) == 0)
+		have_acker = 1;
+	else
+		goto out_peer;
+	stream(cn);
+	rlog(LOG_NOTICE, "follower '%s' disconnected", name);
+out_peer:
+	shutdown(cn->fd, SHUT_RDWR);
+	if (have_acker)
+		pthread_join(acker, NULL);
+	pthread_mutex_lock(&r->mu);
+	cn->p->connected--;
+	pthread_cond_broadcast(&r->cv_ack);
+	pthread_mutex_unlock(&r->mu);
+out:
+	chan_free(cn->c);
+	untrack_fd(r, cn->fd);
+	close(cn->fd);
+	pthread_mutex_lock(&r->mu);
+	r->conns--;
+	pthread_cond_broadcast(&r->cv_ack);
+	pthread_mutex_unlock(&r->mu);
+	free(cn);
+	return NULL;
+}
+
+static void *listen_main(void *arg)
+{
+	struct repl *r = arg;
+
+	for (;;) {
+		struct sockaddr_storage sa;
+		socklen_t salen = sizeof(sa);
+		struct conn *cn;
+		pthread_t t;
+		int fd = accept4(r->listenfd, (struct sockaddr *)&sa, &salen, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			break;	/* shut down */
+		}
+		cn = calloc(1, sizeof(*cn));
+		if (!cn || track_fd(r, fd)) {
+			free(cn);
+			close(fd);
+			continue;
+		}
+		cn->r = r;
+		cn->fd = fd;
+		if (sa.ss_family == AF_INET) {
+			struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+			char ip[INET_ADDRSTRLEN];
+			inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+			snprintf(cn->addr, sizeof(cn->addr), "%s:%u", ip, ntohs(in->sin_port));
+		} else {
+			snprintf(cn->addr, sizeof(cn->addr), "a peer");
+		}
+		pthread_mutex_lock(&r->mu);
+		r->conns++;
+		pthread_mutex_unlock(&r->mu);
+		if (pthread_create(&t, NULL, conn_main, cn)) {
+			pthread_mutex_lock(&r->mu);
+			r->conns--;
+			pthread_mutex_unlock(&r->mu);
+			untrack_fd(r, fd);
+			close(fd);
+			free(cn);
+			continue;
+		}
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+/* ======================= FOLLOWER ======================= */
+
+static void set_error(struct repl *r, const char *fmt, const char *a, const char *b)
+{
+	pthread_mutex_lock(&r->mu);
+	snprintf(r->last_error, sizeof(r->last_error), fmt, a, b);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int send_ack(struct repl *r, struct chan *c)
+{
+	uint8_t a[24];
+
+	put64(a, oplog_last(r->n->log).seq);
+	put64(a + 8, oplog_durable(r->n->log));
+	put64(a + 16, node_applied(r->n));
+	return chan_send(c, MSG_ACK, a, sizeof(a));
+}
+
+/* Receives records until the connection ends. */
+static void receive(struct repl *r, struct chan *c)
+{
+	unsigned pending = 0;
+
+	for (;;) {
+		uint8_t type;
+		void *buf;
+		size_t len;
+		int ret = chan_recv(c, &type, &buf, &len, r->o.leader_timeout_ms);
+
+		if (ret == -ETIMEDOUT) {
+			rlog(LOG_WARNING, "no word from the leader for %d ms; reconnecting", r->o.leader_timeout_ms);
+			break;
+		}
+		if (ret <= 0) {
+			if (ret < 0)
+				rlog(LOG_WARNING, "connection to the leader ended: %s", chan_strerror(ret));
+			break;
+		}
+		pthread_mutex_lock(&r->mu);
+		r->last_heard_ns = now_ns();
+		pthread_mutex_unlock(&r->mu);
+		if (type == MSG_RECORD) {
+			ret = node_follow_record(r->n, buf, len);
+			if (ret) {
+				char why[64];
+				snprintf(why, sizeof(why), "seq %" PRIu64, oplog_last(r->n->log).seq + 1);
+				set_error(r, "refused the record at %s from the leader: %s", why,
+					  ret == -EBADMSG ? "bad MAC, chain or sequence" : strerror(-ret));
+				rlog(LOG_ERR, "%s", r->last_error);
+				break;
+			}
+			pending++;
+			if (pending < 512 && chan_buffered(c))
+				continue;
+			{
+				struct pollfd p = { chan_fd(c), POLLIN, 0 };
+				if (pending < 512 && poll(&p, 1, 0) == 1)
+					continue;
+			}
+		} else if (type == MSG_HEARTBEAT && len == 32) {
+			pthread_mutex_lock(&r->mu);
+			r->leader_seq = get64((uint8_t *)buf + 8);
+			pthread_mutex_unlock(&r->mu);
+		} else {
+			rlog(LOG_WARNING, "unexpected message %u from the leader", type);
+			break;
+		}
+		/* a batch is in: make it durable, then acknowledge */
+		if (pending && node_sync(r->n, 0))
+			break;
+		pending = 0;
+		if (send_ack(r, c))
+			break;
+	}
+}
+
+/* One attempt at following the leader at addr. */
+static void follow_once(struct repl *r, const char *addr)
+{
+	uint8_t hello[HELLO_BYTES] = { 0 }, type;
+	struct chan *c = NULL;
+	struct pos last;
+	void *buf;
+	size_t len;
+	int fd, ret;
+
+	fd = tcp_socket(addr, 0, 2000);
+	if (fd < 0) {
+		set_error(r, "unable to reach '%s': %s", addr, strerror(-fd));
+		return;
+	}
+	if (track_fd(r, fd)) {
+		close(fd);
+		return;
+	}
+	ret = chan_handshake(&c, fd, r->n->key, 1, HANDSHAKE_MS);
+	if (ret) {
+		set_error(r, "peer '%s' refused: %s", addr, chan_strerror(ret));
+		rlog(LOG_WARNING, "%s", r->last_error);
+		goto out;
+	}
+	last = oplog_last(r->n->log);
+	put64(hello, r->n->st.epoch);
+	put64(hello + 8, last.seq);
+	oplog_last_mac(r->n->log, hello + 16);
+	snprintf((char *)hello + 48, 64, "%s", r->n->st.name);
+	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
+		goto out;
+	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
+	if (ret != 1)
+		goto out;
+	if (type == MSG_REFUSE) {
+		char why[160];
+		snprintf(why, sizeof(why), "%.*s", (int)(len < 150 ? len : 150), (char *)buf);
+		set_error(r, "leader at '%s' refused: %s", addr, why);
+		rlog(LOG_ERR, "%s", r->last_error);
+		goto out;
+	}
+	if (type != MSG_WELCOME || len != 80)
+		goto out;
+	pthread_mutex_lock(&r->mu);
+	r->following = 1;
+	snprintf(r->leader, sizeof(r->leader), "%.63s", (char *)buf + 16);
+	snprintf(r->leader_addr, sizeof(r->leader_addr), "%s", addr);
+	r->leader_seq = get64((uint8_t *)buf + 8);
+	r->last_heard_ns = now_ns();
+	r->last_error[0] = 0;
+	pthread_mutex_unlock(&r->mu);
+	rlog(LOG_NOTICE, "following '%s' at %s from seq %" PRIu64, r->leader, addr, last.seq);
+	if (send_ack(r, c) == 0)
+		receive(r, c);
+	pthread_mutex_lock(&r->mu);
+	r->following = 0;
+	pthread_mutex_unlock(&r->mu);
+out:
+	chan_free(c);
+	untrack_fd(r, fd);
+	close(fd);
+}
+
+static void *follow_main(void *arg)
+{
+	struct repl *r = arg;
+	int backoff = 100;
+
+	while (!nap(r, &r->cv_new, 0)) {
+		for (int i = 0; i < r->o.npeers; i++) {
+			int64_t t0 = now_ns();
+			follow_once(r, r->o.peers[i]);
+			if (now_ns() - t0 > 5000000000LL)
+				backoff = 100;	/* it was a working connection */
+		}
+		if (nap(r, &r->cv_new, backoff))
+			break;
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+	}
+	return NULL;
+}
+
+/* ======================= BOTH ======================= */
+
+int repl_listen_socket(const char *hostport)
+{
+	return tcp_socket(hostport, 1, 0);
+}
+
+int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int listenfd)
+{
+	struct repl *r;
+	int ret;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->n = n;
+	r->o = *o;
+	if (!r->o.heartbeat_ms)
+		r->o.heartbeat_ms = REPL_DEFAULT_HEARTBEAT_MS;
+	if (!r->o.leader_timeout_ms)
+		r->o.leader_timeout_ms = REPL_DEFAULT_LEADER_TIMEOUT_MS;
+	r->listenfd = listenfd;
+	for (int i = 0; i < MAX_CONNS; i++)
+		r->conn_fds[i] = -1;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv_new, NULL);
+	pthread_cond_init(&r->cv_ack, NULL);
+	if (r->listenfd >= 0) {
+		ret = -pthread_create(&r->listener, NULL, listen_main, r);
+		if (ret)
+			goto fail;
+		r->have_listener = 1;
+	}
+	if (n->st.role == ROLE_FOLLOWER && o->npeers) {
+		ret = -pthread_create(&r->follower, NULL, follow_main, r);
+		if (ret)
+			goto fail;
+		r->have_follower = 1;
+	}
+	*out = r;
+	return 0;
+fail:
+	repl_stop(r);
+	return ret;
+}
+
+void repl_stop(struct repl *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stopping = 1;
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (r->conn_fds[i] >= 0)
+			shutdown(r->conn_fds[i], SHUT_RDWR);
+	pthread_cond_broadcast(&r->cv_new);
+	pthread_cond_broadcast(&r->cv_ack);
+	pthread_mutex_unlock(&r->mu);
+	if (r->listenfd >= 0)
+		shutdown(r->listenfd, SHUT_RDWR);
+	if (r->have_listener)
+		pthread_join(r->listener, NULL);
+	if (r->have_follower)
+		pthread_join(r->follower, NULL);
+	pthread_mutex_lock(&r->mu);
+	while (r->conns > 0) {
+		for (int i = 0; i < MAX_CONNS; i++)
+			if (r->conn_fds[i] >= 0)
+				shutdown(r->conn_fds[i], SHUT_RDWR);
+		pthread_cond_broadcast(&r->cv_new);
+		pthread_mutex_unlock(&r->mu);
+		nap(r, &r->cv_ack, 50);
+		pthread_mutex_lock(&r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (r->listenfd >= 0)
+		close(r->listenfd);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cv_new);
+	pthread_cond_destroy(&r->cv_ack);
+	free(r);
+}
+
+void repl_notify(struct repl *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	pthread_cond_broadcast(&r->cv_new);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Called with mu held: how many followers hold seq durably, and how many are known. */
+static void count_durable(struct repl *r, uint64_t seq, int *have, int *known)
+{
+	*have = *known = 0;
+	for (int i = 0; i < REPL_MAX_PEERS; i++) {
+		if (!r->peers[i].used)
+			continue;
+		(*known)++;
+		if (r->peers[i].durable >= seq)
+			(*have)++;
+	}
+}
+
+int repl_wait(struct repl *r, uint64_t seq)
+{
+	int64_t deadline;
+	int ret = 0;
+
+	if (!r || r->o.mode == SYNC_ASYNC || r->n->st.role != ROLE_LEADER)
+		return 0;
+	deadline = r->o.sync_timeout_ms ? now_ns() + (int64_t)r->o.sync_timeout_ms * 1000000 : 0;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		int have, known, need;
+		struct timespec until;
+
+		count_durable(r, seq, &have, &known);
+		need = r->o.mode == SYNC_QUORUM ? r->o.quorum : known;
+		if (known == 0 && r->o.npeers == 0)
+			break;	/* standalone: nobody to wait for */
+		if (have >= need && need > 0) {
+			if (r->fell_back) {
+				r->fell_back = 0;
+				rlog(LOG_NOTICE, "followers caught up; synchronous replication resumed");
+			}
+			break;
+		}
+		if (r->fell_back)
+			break;
+		if (r->stopping) {
+			ret = -EIO;
+			break;
+		}
+		if (deadline && now_ns() >= deadline) {
+			r->fell_back = 1;
+			rlog(LOG_WARNING, "no durable acknowledgement within %d ms; falling back to async",
+			     r->o.sync_timeout_ms);
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 100000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->cv_ack, &r->mu, &until);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
+int repl_leader(struct repl *r, char *buf, size_t len)
+{
+	int ret = -ENOENT;
+
+	if (!r)
+		return ret;
+	pthread_mutex_lock(&r->mu);
+	if (r->following && r->leader[0]) {
+		snprintf(buf, len, "%s", r->leader);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
+int repl_status_json(struct repl *r, char *buf, size_t len)
+{
+	uint64_t applied, last;
+	int64_t now = now_ns();
+	size_t off = 0;
+	int n, known = 0;
+
+	if (!r)
+		return snprintf(buf, len, "\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]");
+	applied = node_applied(r->n);
+	last = oplog_last(r->n->log).seq;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < REPL_MAX_PEERS; i++)
+		known += r->peers[i].used;
+	n = snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s%s%s\",\"fell_back_to_async\":%s,",
+		     r->n->st.role == ROLE_FOLLOWER ? "follower" : (known || r->o.npeers) ? "replicating" : "standalone",
+		     r->o.mode == SYNC_ASYNC ? "async" : r->o.mode == SYNC_ALL ? "all" : "quorum=",
+		     r->o.mode == SYNC_QUORUM ? "" : "", r->o.commit_write ? " commit=write" : "",
+		     r->fell_back ? "true" : "false");
+	if (r->o.mode == SYNC_QUORUM && n > 0 && (size_t)n < len) {
+		/* put N after "quorum=" */
+		char *q = strstr(buf, "quorum=");
+		char tail[128];
+		snprintf(tail, sizeof(tail), "%s", q + 7);
+		snprintf(q + 7, len - (size_t)(q + 7 - buf), "%d%s", r->o.quorum, tail);
+		n = (int)strlen(buf);
+	}
+	off = n > 0 ? (size_t)n : 0;
+	if (r->n->st.role == ROLE_FOLLOWER) {
+		n = snprintf(buf + off, len - off,
+			     "\"following\":%s,\"leader_addr\":\"%s\",\"leader_seq\":%" PRIu64
+			     ",\"lag\":%" PRIu64 ",\"ms_since_leader\":%" PRId64 ",\"last_error\":\"%s\",",
+			     r->following ? "true" : "false", r->leader_addr, r->leader_seq,
+			     r->leader_seq > applied ? r->leader_seq - applied : 0,
+			     r->last_heard_ns ? (now - r->last_heard_ns) / 1000000 : -1, r->last_error);
+		off += n > 0 ? (size_t)n : 0;
+	}
+	n = snprintf(buf + off, len - off, "\"peers\":[");
+	off += n > 0 ? (size_t)n : 0;
+	for (int i = 0, first = 1; i < REPL_MAX_PEERS && off < len; i++) {
+		struct peer *p = &r->peers[i];
+		if (!p->used)
+			continue;
+		n = snprintf(buf + off, len - off,
+			     "%s{\"name\":\"%s\",\"addr\":\"%s\",\"connected\":%s,\"seq\":%" PRIu64 ",\"received\":%" PRIu64
+			     ",\"durable\":%" PRIu64 ",\"applied\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"lag\":%" PRIu64
+			     ",\"lag_ms\":%" PRId64 "}",
+			     first ? "" : ",", p->name, p->addr, p->connected > 0 ? "true" : "false", p->received,
+			     p->received, p->durable, p->applied, p->sent, last > p->applied ? last - p->applied : 0,
+			     last > p->applied ? (now - p->last_ack_ns) / 1000000 : 0);
+		off += n > 0 ? (size_t)n : 0;
+		first = 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (off < len)
+		off += (size_t)snprintf(buf + off, len - off, "]");
+	(void)applied;
+	return (int)off;
+}

@@ -1,0 +1,77 @@
+/* repl.h -- streaming the log from a leader to its followers
+ *
+ * Leader: a listener accepts followers that prove the cluster key (net/chan.h);
+ * per follower one thread streams committed records (never beyond the
+ * leader's applied position, so an undone record is never shipped) and
+ * heartbeats, and one thread reads the follower's acknowledgements
+ * (received, durable, applied). node_sync() waits in repl_wait() for the
+ * durable acknowledgements the mode requires.
+ *
+ * Follower: one thread connects to the leader among --peer addresses (with
+ * backoff), says where its log ends (seq and MAC, so the leader can check the
+ * follower's history is a prefix of its own), then appends each record it
+ * receives through oplog_append_raw() -- which checks the MAC, the chain and
+ * the epoch before anything touches the node -- applies it, fsyncs in
+ * batches and acknowledges.
+ *
+ * States of a follower, as the leader sees it:
+ *   connected   streaming; acks arrive
+ *   gone        the connection ended; still counted by --sync all (a down
+ *               follower blocks until --sync-timeout, then async fallback)
+ */
+#ifndef REPFS_REPL_H
+#define REPFS_REPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct node;
+struct repl;
+
+enum sync_mode { SYNC_ASYNC = 0, SYNC_QUORUM = 1, SYNC_ALL = 2 };
+
+#define REPL_MAX_PEERS 16
+#define REPL_DEFAULT_HEARTBEAT_MS 500
+#define REPL_DEFAULT_LEADER_TIMEOUT_MS 3000
+
+struct repl_opts {
+	const char *listen;		/* HOST:PORT or NULL */
+	const char *peers[REPL_MAX_PEERS];
+	int npeers;
+	enum sync_mode mode;
+	int quorum;			/* N of quorum=N */
+	int commit_write;		/* --commit write */
+	int sync_timeout_ms;		/* 0: wait forever */
+	int heartbeat_ms;
+	int leader_timeout_ms;
+};
+
+/* Parses "async", "all", "quorum=N". 0 or -EINVAL. */
+int repl_parse_mode(const char *s, struct repl_opts *o);
+
+/* Binds and listens on HOST:PORT (before daemonizing, so errors reach the user). fd or -errno. */
+int repl_listen_socket(const char *hostport);
+
+/*
+ * Starts serving followers on listenfd (-1: none; the repl takes it over) and,
+ * on a follower, following. Call after daemonizing: threads do not survive fork.
+ */
+int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int listenfd);
+void repl_stop(struct repl *r);	/* NULL is a no-op */
+
+/* Wakes the senders: records up to the node's applied position may be shipped. */
+void repl_notify(struct repl *r);
+
+/*
+ * Waits until the mode's followers hold every record up to seq durably.
+ * 0, or -EIO when the wait ended without them (never reported durable).
+ */
+int repl_wait(struct repl *r, uint64_t seq);
+
+/* The name of the leader a follower follows; -ENOENT if none now. */
+int repl_leader(struct repl *r, char *buf, size_t len);
+
+/* Appends the "mode", "sync" and "peers" members of the status JSON. */
+int repl_status_json(struct repl *r, char *buf, size_t len);
+
+#endif
