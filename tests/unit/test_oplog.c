@@ -1,0 +1,1282 @@
+/* test_oplog.c -- the operation log: appends, the MAC chain, torn tails,
+ * segments, undo, group commit and injected I/O faults
+ *
+ * Damage is done to the segment files directly (flip, cut, swap, repeat bytes
+ * of records whose offsets the test tracked while appending), then the
+ * verifying reader and oplog_open() must name the first bad position.
+ */
+#include <pthread.h>
+
+#include "../../replication/oplog.h"
+#include "unit.h"
+
+static struct unit_env oenv;
+static int ologfd = -1;		/* oenv.dir/log */
+
+static void oplog_setup(void)
+{
+	unit_env_init(&oenv);
+	cr_assert_eq(mkdirat(oenv.dirfd, "log", 0700), 0);
+	ologfd = openat(oenv.dirfd, "log", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(ologfd, 0);
+}
+
+static void oplog_teardown(void)
+{
+	if (ologfd >= 0)
+		close(ologfd);
+	ologfd = -1;
+	unit_env_fini(&oenv);
+}
+
+TestSuite(oplog, .init = oplog_setup, .fini = oplog_teardown);
+
+/* ---- helpers ---- */
+
+#define OL_SEG_HEADER 64	/* magic, first seq, prev MAC (oplog.h) */
+
+static const char *ol_seg_path(uint64_t first, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/log/%016llx.seg", oenv.dir, (unsigned long long)first);
+	return buf;
+}
+
+static struct oplog *ol_open_ok(void)
+{
+	struct oplog *log = NULL;
+	struct pos bad = { 0, 0 };
+	uint64_t cut = 99;
+	int ret = oplog_open(&log, ologfd, oenv.key, &cut, &bad);
+
+	cr_assert_eq(ret, 0, "oplog_open: %s (bad seq %llu)", strerror(-ret), (unsigned long long)bad.seq);
+	cr_assert_eq(cut, 0, "oplog_open cut %llu bytes of a clean log", (unsigned long long)cut);
+	return log;
+}
+
+/* The payload of record seq: its length and bytes are a function of seq. */
+static uint32_t ol_data_len(uint64_t seq)
+{
+	return 20 + (uint32_t)(seq * 37 % 211);
+}
+
+static void ol_fill(uint8_t *buf, uint64_t seq, uint32_t len)
+{
+	for (uint32_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seq * 31 + i);
+}
+
+/* Appends one WRITE record with the payload of the next seq; returns its seq. */
+static uint64_t ol_append(struct oplog *log, uint64_t epoch)
+{
+	uint64_t seq = oplog_last(log).seq + 1;
+	uint8_t data[256];
+	struct record r = { .type = REC_WRITE, .epoch = epoch, .path = "dir/file", .off = seq * 100 };
+	int ret;
+
+	r.data_len = ol_data_len(seq);
+	ol_fill(data, seq, r.data_len);
+	r.data = data;
+	r.time_ns = (int64_t)seq * 1000;
+	ret = oplog_append(log, &r);
+	cr_assert_eq(ret, 0, "oplog_append of seq %llu: %s", (unsigned long long)seq, strerror(-ret));
+	cr_assert_eq(r.seq, seq);
+	cr_assert_eq(oplog_last(log).seq, seq);
+	return seq;
+}
+
+/*
+ * Makes a one-segment log of n records (epoch 1), closed again. ends[k] is the
+ * offset in the segment just past record k (ends[0]: the segment header).
+ */
+static void ol_make(int n, uint64_t *ends)
+{
+	struct oplog *log = ol_open_ok();
+
+	ends[0] = oplog_bytes(log);
+	cr_assert_eq(ends[0], OL_SEG_HEADER);
+	for (int k = 1; k <= n; k++) {
+		ol_append(log, 1);
+		ends[k] = oplog_bytes(log);
+	}
+	cr_assert_eq(oplog_sync(log, (uint64_t)n), 0);
+	oplog_free(log);
+}
+
+/* Checks one record read back against what ol_append wrote. */
+static void ol_check_record(const struct record *r, uint64_t seq)
+{
+	uint8_t want[256];
+
+	cr_assert_eq(r->seq, seq, "reader returned seq %llu, expected %llu", (unsigned long long)r->seq,
+		     (unsigned long long)seq);
+	cr_assert_eq(r->type, REC_WRITE);
+	cr_assert_str_eq(r->path, "dir/file");
+	cr_assert_eq(r->off, seq * 100);
+	cr_assert_eq(r->data_len, ol_data_len(seq));
+	ol_fill(want, seq, r->data_len);
+	cr_assert_arr_eq(r->data, want, r->data_len, "payload of seq %llu differs", (unsigned long long)seq);
+}
+
+/*
+ * Reads the whole log from seq from with key k. Returns the reader's final
+ * result (0 at a clean end, -EBADMSG ...); *count: records returned (all
+ * checked); *where: the reader's position afterwards.
+ */
+static int ol_read_all(const struct key *k, uint64_t from, uint64_t *count, uint64_t *where)
+{
+	struct oplog_reader *rd;
+	struct record r;
+	uint64_t seq = from, n = 0;
+	int ret;
+
+	ret = oplog_reader_open(&rd, ologfd, k, from);
+	cr_assert_eq(ret, 0, "oplog_reader_open: %s", strerror(-ret));
+	while ((ret = oplog_reader_next(rd, &r)) == 1) {
+		ol_check_record(&r, seq);
+		seq++;
+		n++;
+	}
+	oplog_reader_where(rd, where, NULL, 0, NULL);
+	oplog_reader_free(rd);
+	*count = n;
+	return ret;
+}
+
+/* Expects a clean read of records 1..n. */
+static void ol_expect_clean(uint64_t n)
+{
+	uint64_t count, where;
+	int ret = ol_read_all(oenv.key, 1, &count, &where);
+
+	cr_assert_eq(ret, 0, "reader failed after %llu records at seq %llu: %s", (unsigned long long)count,
+		     (unsigned long long)where, strerror(-ret));
+	cr_assert_eq(count, n, "reader returned %llu records, expected %llu", (unsigned long long)count,
+		     (unsigned long long)n);
+}
+
+/* Expects the reader to return records 1..bad-1 and then -EBADMSG naming bad. */
+static void ol_expect_reader_bad(const struct key *k, uint64_t bad, const char *what)
+{
+	uint64_t count, where;
+	int ret = ol_read_all(k, 1, &count, &where);
+
+	cr_assert_eq(ret, -EBADMSG, "%s: reader returned %d after %llu records, expected -EBADMSG", what, ret,
+		     (unsigned long long)count);
+	cr_assert_eq(count, bad - 1, "%s: reader returned %llu records before the damage, expected %llu",
+		     what, (unsigned long long)count, (unsigned long long)(bad - 1));
+	cr_assert_eq(where, bad, "%s: oplog_reader_where names seq %llu, expected %llu", what,
+		     (unsigned long long)where, (unsigned long long)bad);
+}
+
+/* Expects oplog_open to refuse the log, naming seq bad, and to change no byte of seg 1. */
+static void ol_expect_open_bad(uint64_t bad, const char *what)
+{
+	struct oplog *log = NULL;
+	struct pos p = { 0, 0 };
+	uint64_t cut = 0;
+	size_t len0, len1;
+	char path[512];
+	uint8_t *before, *after;
+	int ret;
+
+	ol_seg_path(1, path, sizeof(path));
+	before = unit_read_file(path, &len0);
+	ret = oplog_open(&log, ologfd, oenv.key, &cut, &p);
+	if (ret == 0)
+		oplog_free(log);
+	cr_assert_eq(ret, -EBADMSG, "%s: oplog_open returned %d (cut %llu bytes), expected -EBADMSG", what, ret,
+		     (unsigned long long)cut);
+	cr_assert_eq(p.seq, bad, "%s: oplog_open names seq %llu, expected %llu", what,
+		     (unsigned long long)p.seq, (unsigned long long)bad);
+	cr_assert_null(log);
+	after = unit_read_file(path, &len1);
+	cr_assert_eq(len0, len1, "%s: refused log was changed", what);
+	cr_assert_arr_eq(before, after, len0, "%s: refused log was changed", what);
+	free(before);
+	free(after);
+}
+
+/* Replaces segment 1 by seg[0..len). */
+static void ol_put_seg1(const uint8_t *seg, size_t len)
+{
+	char path[512];
+
+	unit_write_file(ol_seg_path(1, path, sizeof(path)), seg, len);
+}
+
+static uint8_t *ol_get_seg1(size_t *len)
+{
+	char path[512];
+
+	return unit_read_file(ol_seg_path(1, path, sizeof(path)), len);
+}
+
+/* ---- appending and reading ---- */
+
+Test(oplog, empty_log)
+{
+	struct oplog *log = ol_open_ok();
+	uint8_t mac[CRYPTO_MAC_BYTES], zero[CRYPTO_MAC_BYTES] = { 0 };
+	char path[512];
+
+	cr_assert_eq(oplog_last(log).seq, 0);
+	cr_assert_eq(oplog_last(log).epoch, 0);
+	oplog_last_mac(log, mac);
+	cr_assert_arr_eq(mac, zero, sizeof(mac));
+	cr_assert_eq(oplog_first_seq(log), 1);
+	cr_assert_eq(oplog_durable(log), 0);
+	cr_assert_eq(oplog_failed(log), 0);
+	cr_assert_eq(oplog_undo_last(log), -EINVAL, "nothing to undo in an empty log");
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), OL_SEG_HEADER);
+	oplog_free(log);
+	oplog_free(NULL);
+	ol_expect_clean(0);
+}
+
+Test(oplog, append_reopen_read_in_order)
+{
+	uint8_t mac[CRYPTO_MAC_BYTES], mac2[CRYPTO_MAC_BYTES];
+	struct oplog *log = ol_open_ok();
+	struct oplog_reader *rd;
+	struct record r;
+	uint64_t bytes;
+	char seg[64];
+	uint64_t seq, off;
+	const uint8_t *raw;
+	size_t rawlen;
+
+	for (int i = 1; i <= 50; i++)
+		cr_assert_eq(ol_append(log, 1), (uint64_t)i);
+	cr_assert_eq(oplog_durable(log), 0, "nothing is durable before a sync");
+	cr_assert_eq(oplog_sync(log, 50), 0);
+	cr_assert_eq(oplog_durable(log), 50);
+	oplog_last_mac(log, mac);
+	bytes = oplog_bytes(log);
+	oplog_free(log);
+
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 50);
+	cr_assert_eq(oplog_last(log).epoch, 1);
+	cr_assert_eq(oplog_durable(log), 50);
+	cr_assert_eq(oplog_bytes(log), bytes);
+	oplog_last_mac(log, mac2);
+	cr_assert_arr_eq(mac, mac2, sizeof(mac), "last MAC changed across a reopen");
+	cr_assert_eq(ol_append(log, 1), 51);
+	oplog_free(log);
+	ol_expect_clean(51);
+
+	/* from the middle; raw bytes and position of each record */
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 17), 0);
+	for (uint64_t s = 17; s <= 51; s++) {
+		cr_assert_eq(oplog_reader_next(rd, &r), 1);
+		ol_check_record(&r, s);
+		raw = oplog_reader_raw(rd, &rawlen);
+		cr_assert_eq(record_peek_len(raw, rawlen), rawlen);
+		oplog_reader_where(rd, &seq, seg, sizeof(seg), &off);
+		cr_assert_eq(seq, s + 1);
+		cr_assert_str_eq(seg, "0000000000000001.seg");
+	}
+	cr_assert_eq(oplog_reader_next(rd, &r), 0);
+	cr_assert_eq(oplog_reader_next(rd, &r), 0, "the end stays the end");
+	oplog_reader_where(rd, NULL, NULL, 0, &off);
+	cr_assert_eq(off, bytes + ((uint64_t)rawlen), "offset after the last record is the file size");
+	oplog_reader_free(rd);
+}
+
+Test(oplog, reader_follows_a_live_log)
+{
+	struct oplog *log = ol_open_ok();
+	struct oplog_reader *rd;
+	struct record r;
+
+	ol_append(log, 1);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	ol_check_record(&r, 1);
+	cr_assert_eq(oplog_reader_next(rd, &r), 0);
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_reader_next(rd, &r), 1, "the reader does not see a record appended later");
+	ol_check_record(&r, 2);
+	cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	ol_check_record(&r, 3);
+	cr_assert_eq(oplog_reader_next(rd, &r), 0);
+	oplog_reader_free(rd);
+	oplog_free(log);
+}
+
+Test(oplog, epochs_only_grow)
+{
+	struct oplog *log = ol_open_ok();
+	struct record r = { .type = REC_BRANCH, .epoch = 1 };
+
+	ol_append(log, 1);
+	ol_append(log, 2);
+	r.epoch = 1;
+	cr_assert_eq(oplog_append(log, &r), -ESTALE, "a record of an older epoch was appended");
+	cr_assert_eq(oplog_last(log).seq, 2);
+	ol_append(log, 5);
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).epoch, 5);
+	r.epoch = 4;
+	cr_assert_eq(oplog_append(log, &r), -ESTALE, "the epoch was lost across a reopen");
+	oplog_free(log);
+	ol_expect_clean(3);
+}
+
+Test(oplog, append_refuses_oversized_record)
+{
+	struct oplog *log = ol_open_ok();
+	static uint8_t big[REC_MAX_DATA + 65536 + 1];
+	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "f", .data = big };
+	char path[512];
+
+	ol_append(log, 1);
+	r.data_len = sizeof(big);
+	cr_assert_eq(oplog_append(log, &r), -EINVAL);
+	cr_assert_eq(oplog_last(log).seq, 1);
+	cr_assert_eq(oplog_failed(log), 0);
+	ol_append(log, 1);
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), oplog_bytes(log));
+	oplog_free(log);
+	ol_expect_clean(2);
+}
+
+/* ---- the MAC chain ---- */
+
+Test(oplog, flipped_bit_in_middle_record_is_detected)
+{
+	uint64_t ends[9];
+	size_t len;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(len);
+	/* record 4: header fields, nonce, body, path, data, MAC, and bit 0 of its length */
+	{
+		uint64_t s = ends[3], e = ends[4];
+		uint64_t offs[] = { s + 0, s + 4, s + 8, s + 16, s + 24, s + 40, s + 50,
+				    s + REC_HEADER_BYTES + 3, s + REC_HEADER_BYTES + 60,
+				    s + REC_HEADER_BYTES + REC_BODY_BYTES + 2, e - CRYPTO_MAC_BYTES - 5,
+				    e - CRYPTO_MAC_BYTES, e - 1 };
+		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+			char what[80];
+			snprintf(what, sizeof(what), "bit flipped at offset %llu of record 4",
+				 (unsigned long long)(offs[i] - s));
+			memcpy(c, seg, len);
+			c[offs[i]] ^= 0x01;
+			ol_put_seg1(c, len);
+			ol_expect_reader_bad(oenv.key, 4, what);
+			ol_expect_open_bad(4, what);
+		}
+	}
+	/* the first and second to last records too */
+	memcpy(c, seg, len);
+	c[ends[0] + REC_HEADER_BYTES + REC_BODY_BYTES + 1] ^= 0x20;
+	ol_put_seg1(c, len);
+	ol_expect_reader_bad(oenv.key, 1, "bit flipped in record 1");
+	ol_expect_open_bad(1, "bit flipped in record 1");
+	memcpy(c, seg, len);
+	c[ends[7] - 1] ^= 0x80;
+	ol_put_seg1(c, len);
+	ol_expect_reader_bad(oenv.key, 7, "bit flipped in record 7");
+	ol_expect_open_bad(7, "bit flipped in record 7");
+	/* and the undamaged log is still fine */
+	ol_put_seg1(seg, len);
+	ol_expect_clean(8);
+	free(c);
+	free(seg);
+}
+
+/*
+ * A flipped high bit of a middle record's length makes the record seem to run
+ * past the end of the segment. That is damage followed by valid records, not a
+ * torn tail: the reader must not report a clean end, and oplog_open must not
+ * cut the valid records after it.
+ */
+Test(oplog, flipped_length_bit_in_middle_record_is_detected)
+{
+	uint64_t ends[9], count, where, cut = 0;
+	struct oplog *log = NULL;
+	struct pos bad = { 0, 0 };
+	size_t len;
+	uint8_t *seg = NULL;
+	int ret;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	cr_assert_lt(ends[8] - ends[3], 4096, "records too big for this test");
+	seg[ends[3] + 1] ^= 0x10;	/* length + 4096: past the end of the segment */
+	ol_put_seg1(seg, len);
+	free(seg);
+
+	ret = ol_read_all(oenv.key, 1, &count, &where);
+	cr_assert_eq(ret, -EBADMSG,
+		     "reader returned %d (a clean end) after %llu of 8 records: damage at seq 4 went unreported",
+		     ret, (unsigned long long)count);
+	cr_assert_eq(where, 4);
+	ret = oplog_open(&log, ologfd, oenv.key, &cut, &bad);
+	if (ret == 0)
+		oplog_free(log);
+	cr_assert_eq(ret, -EBADMSG, "oplog_open returned %d and cut %llu bytes: records 4..8 silently dropped",
+		     ret, (unsigned long long)cut);
+	cr_assert_eq(bad.seq, 4);
+}
+
+/* Builds seg 1 from its header and records in the given order (1-based; 0 ends). */
+static void ol_rebuild(const uint8_t *seg, const uint64_t *ends, const int *order, uint8_t *out, size_t *outlen)
+{
+	size_t n = OL_SEG_HEADER;
+
+	memcpy(out, seg, OL_SEG_HEADER);
+	for (int i = 0; order[i]; i++) {
+		int k = order[i];
+		memcpy(out + n, seg + ends[k - 1], ends[k] - ends[k - 1]);
+		n += ends[k] - ends[k - 1];
+	}
+	*outlen = n;
+}
+
+Test(oplog, dropped_record_is_detected)
+{
+	static const int order[] = { 1, 2, 3, 5, 6, 7, 8, 0 };
+	uint64_t ends[9];
+	size_t len, n;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(2 * len);
+	ol_rebuild(seg, ends, order, c, &n);
+	ol_put_seg1(c, n);
+	ol_expect_reader_bad(oenv.key, 4, "record 4 dropped");
+	ol_expect_open_bad(4, "record 4 dropped");
+	free(c);
+	free(seg);
+}
+
+Test(oplog, reordered_records_are_detected)
+{
+	static const int order[] = { 1, 2, 3, 5, 4, 6, 7, 8, 0 };
+	uint64_t ends[9];
+	size_t len, n;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(2 * len);
+	ol_rebuild(seg, ends, order, c, &n);
+	cr_assert_eq(n, len);
+	ol_put_seg1(c, n);
+	ol_expect_reader_bad(oenv.key, 4, "records 4 and 5 swapped");
+	ol_expect_open_bad(4, "records 4 and 5 swapped");
+	free(c);
+	free(seg);
+}
+
+Test(oplog, replayed_record_is_detected)
+{
+	static const int again[] = { 1, 2, 3, 4, 4, 5, 6, 7, 8, 0 };
+	static const int back[] = { 1, 2, 3, 4, 5, 6, 2, 7, 8, 0 };
+	uint64_t ends[9];
+	size_t len, n;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(2 * len);
+	ol_rebuild(seg, ends, again, c, &n);
+	ol_put_seg1(c, n);
+	ol_expect_reader_bad(oenv.key, 5, "record 4 repeated");
+	ol_expect_open_bad(5, "record 4 repeated");
+	ol_rebuild(seg, ends, back, c, &n);
+	ol_put_seg1(c, n);
+	ol_expect_reader_bad(oenv.key, 7, "record 2 replayed after 6");
+	ol_expect_open_bad(7, "record 2 replayed after 6");
+	free(c);
+	free(seg);
+}
+
+Test(oplog, truncated_record_in_middle_is_detected)
+{
+	uint64_t ends[9];
+	size_t len;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(len);
+	/* cut the last 10 bytes of record 4 out of the segment */
+	memcpy(c, seg, ends[4] - 10);
+	memcpy(c + ends[4] - 10, seg + ends[4], len - ends[4]);
+	ol_put_seg1(c, len - 10);
+	ol_expect_reader_bad(oenv.key, 4, "record 4 cut short");
+	ol_expect_open_bad(4, "record 4 cut short");
+	/* cut 60 bytes out of its middle */
+	memcpy(c, seg, ends[3] + 20);
+	memcpy(c + ends[3] + 20, seg + ends[3] + 80, len - ends[3] - 80);
+	ol_put_seg1(c, len - 60);
+	ol_expect_reader_bad(oenv.key, 4, "60 bytes of record 4 missing");
+	ol_expect_open_bad(4, "60 bytes of record 4 missing");
+	free(c);
+	free(seg);
+}
+
+Test(oplog, wrong_key_is_detected_at_first_record)
+{
+	uint64_t ends[9];
+	struct key *other;
+	char path[512];
+
+	ol_make(8, ends);
+	unit_new_key(oenv.dir, "other", path, sizeof(path), &other);
+	ol_expect_reader_bad(other, 1, "wrong key");
+	/* oplog_open with the wrong key refuses and changes nothing */
+	{
+		struct oplog *log = NULL;
+		struct pos bad = { 0, 0 };
+		uint64_t cut = 0;
+		int ret = oplog_open(&log, ologfd, other, &cut, &bad);
+		if (ret == 0)
+			oplog_free(log);
+		cr_assert_eq(ret, -EBADMSG);
+		cr_assert_eq(bad.seq, 1);
+		cr_assert_eq(cut, 0);
+	}
+	ol_expect_clean(8);
+	key_free(other);
+}
+
+/*
+ * With the wrong key every record fails its MAC, so a last segment holding a
+ * single record looks like "a last record that fails its MAC". oplog_open must
+ * still not destroy a valid record it merely cannot check.
+ */
+Test(oplog, wrong_key_open_cuts_nothing)
+{
+	uint64_t ends[2], cut = 0;
+	struct oplog *log = NULL;
+	struct pos bad = { 0, 0 };
+	struct key *other;
+	char path[512];
+	int ret;
+
+	ol_make(1, ends);
+	unit_new_key(oenv.dir, "other", path, sizeof(path), &other);
+	ret = oplog_open(&log, ologfd, other, &cut, &bad);
+	if (ret == 0)
+		oplog_free(log);
+	key_free(other);
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), ends[1],
+		     "oplog_open with a wrong key cut %llu bytes: the valid record 1 is gone",
+		     (unsigned long long)cut);
+	cr_assert_eq(ret, -EBADMSG, "oplog_open with a wrong key returned %d", ret);
+}
+
+/* ---- torn tails ---- */
+
+/* Opens a log whose tail was damaged: expects cut bytes, last seq n, then appends fine. */
+static void ol_expect_cut(uint64_t want_cut, uint64_t n, const uint64_t *ends, const char *what)
+{
+	uint8_t mac[CRYPTO_MAC_BYTES];
+	struct oplog_reader *rd;
+	struct oplog *log = NULL;
+	struct pos bad = { 0, 0 };
+	struct record r;
+	uint64_t cut = 0;
+	const uint8_t *raw;
+	size_t rawlen;
+	char path[512];
+	int ret;
+
+	ret = oplog_open(&log, ologfd, oenv.key, &cut, &bad);
+	cr_assert_eq(ret, 0, "%s: oplog_open: %s (bad seq %llu)", what, strerror(-ret),
+		     (unsigned long long)bad.seq);
+	cr_assert_eq(cut, want_cut, "%s: cut %llu bytes, expected %llu", what, (unsigned long long)cut,
+		     (unsigned long long)want_cut);
+	cr_assert_eq(oplog_last(log).seq, n, "%s: last seq %llu, expected %llu", what,
+		     (unsigned long long)oplog_last(log).seq, (unsigned long long)n);
+	cr_assert_eq(oplog_last(log).epoch, 1);
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), ends[n], "%s: file not cut back", what);
+	/* the last MAC is record n's */
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, n), 0);
+	cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	raw = oplog_reader_raw(rd, &rawlen);
+	oplog_last_mac(log, mac);
+	cr_assert_arr_eq(mac, record_mac_of(raw, rawlen), CRYPTO_MAC_BYTES);
+	oplog_reader_free(rd);
+	/* appends continue the chain */
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, n + 2), 0);
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, n + 2);
+	oplog_free(log);
+	ol_expect_clean(n + 2);
+}
+
+Test(oplog, torn_tail_partial_last_record_is_cut)
+{
+	uint64_t ends[7];
+	size_t len;
+	uint8_t *seg;
+
+	ol_make(6, ends);
+	seg = ol_get_seg1(&len);
+	/* a few bytes short, then only part of the header, then just 3 bytes */
+	ol_put_seg1(seg, len - 10);
+	ol_expect_cut(ends[6] - ends[5] - 10, 5, ends, "last record 10 bytes short");
+	free(seg);
+}
+
+Test(oplog, torn_tail_short_header_is_cut)
+{
+	static const uint64_t keep[] = { 1, 3, 4, 20, REC_HEADER_BYTES - 1, REC_HEADER_BYTES,
+					 REC_HEADER_BYTES + REC_BODY_BYTES + 5 };
+	uint64_t ends[7];
+	size_t len;
+	uint8_t *seg;
+
+	ol_make(6, ends);
+	seg = ol_get_seg1(&len);
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		char what[80];
+		snprintf(what, sizeof(what), "only %llu bytes of the last record", (unsigned long long)keep[i]);
+		/* back to 6 records, then tear the 6th */
+		ol_put_seg1(seg, ends[5] + keep[i]);
+		ol_expect_cut(keep[i], 5, ends, what);
+	}
+	free(seg);
+}
+
+Test(oplog, torn_tail_zero_fill_is_cut)
+{
+	static const size_t zeros[] = { 1, 4, 100, 4096, 70000 };
+	uint64_t ends[5];
+	size_t len;
+	uint8_t *seg, *c;
+
+	ol_make(4, ends);
+	seg = ol_get_seg1(&len);
+	c = calloc(1, len + 70000);
+	memcpy(c, seg, len);
+	for (size_t i = 0; i < sizeof(zeros) / sizeof(zeros[0]); i++) {
+		char what[80];
+		snprintf(what, sizeof(what), "%zu zero bytes after the last record", zeros[i]);
+		memset(c + ends[4], 0, zeros[i]);
+		ol_put_seg1(c, ends[4] + zeros[i]);
+		ol_expect_cut(zeros[i], 4, ends, what);
+		/* ol_expect_cut appended 2 records; start again from 4 */
+		ol_put_seg1(seg, len);
+	}
+	free(c);
+	free(seg);
+}
+
+Test(oplog, torn_tail_partial_next_header_is_cut)
+{
+	uint64_t ends[6];
+	size_t len;
+	uint8_t *seg, *c;
+
+	/* a valid log of 5; the first bytes of its 5th record appended again look
+	 * like the start of a 6th record that never finished */
+	ol_make(5, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(len + 200);
+	memcpy(c, seg, len);
+	memcpy(c + len, seg + ends[4], 100);
+	ol_put_seg1(c, len + 30);
+	ol_expect_cut(30, 5, ends, "30 bytes of a next header");
+	ol_put_seg1(c, len + 100);
+	ol_expect_cut(100, 5, ends, "100 bytes of a next record");
+	free(c);
+	free(seg);
+}
+
+Test(oplog, reader_treats_torn_tail_as_end)
+{
+	uint64_t ends[6], count, where;
+	size_t len;
+	uint8_t *seg;
+
+	ol_make(5, ends);
+	seg = ol_get_seg1(&len);
+	ol_put_seg1(seg, len - 7);
+	cr_assert_eq(ol_read_all(oenv.key, 1, &count, &where), 0, "a record still being written is the end");
+	cr_assert_eq(count, 4);
+	free(seg);
+}
+
+Test(oplog, damage_in_middle_is_not_a_torn_tail)
+{
+	uint64_t ends[9];
+	size_t len;
+	uint8_t *seg, *c;
+
+	ol_make(8, ends);
+	seg = ol_get_seg1(&len);
+	c = malloc(len);
+	/* zeros over record 3 only: damage, valid records follow */
+	memcpy(c, seg, len);
+	memset(c + ends[2], 0, ends[3] - ends[2]);
+	ol_put_seg1(c, len);
+	ol_expect_open_bad(3, "record 3 zeroed");
+	ol_expect_reader_bad(oenv.key, 3, "record 3 zeroed");
+	free(c);
+	free(seg);
+}
+
+/* ---- undo ---- */
+
+Test(oplog, undo_last_removes_the_record)
+{
+	struct oplog *log = ol_open_ok();
+	uint8_t mac2[CRYPTO_MAC_BYTES], mac[CRYPTO_MAC_BYTES];
+	uint64_t bytes2;
+	char path[512];
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	oplog_last_mac(log, mac2);
+	bytes2 = oplog_bytes(log);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_undo_last(log), 0);
+	cr_assert_eq(oplog_last(log).seq, 2);
+	cr_assert_eq(oplog_bytes(log), bytes2);
+	oplog_last_mac(log, mac);
+	cr_assert_arr_eq(mac, mac2, sizeof(mac));
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), bytes2, "undone bytes left in the file");
+	cr_assert_eq(oplog_undo_last(log), -EINVAL, "undo twice");
+	ol_expect_clean(2);
+	/* the seq is reused by the next append */
+	cr_assert_eq(ol_append(log, 1), 3);
+	cr_assert_eq(oplog_sync(log, 3), 0);
+	cr_assert_eq(oplog_undo_last(log), -EINVAL, "a durable record cannot be undone");
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 3);
+	oplog_free(log);
+	ol_expect_clean(3);
+}
+
+/* ---- group commit ---- */
+
+#define OL_THREADS 6
+#define OL_PER_THREAD 40
+
+struct ol_gc {
+	struct oplog *log;
+	pthread_mutex_t seq_lock;	/* the caller's sequencer lock: one appender at a time */
+	int errors;
+	char msg[200];
+};
+
+static void *ol_gc_worker(void *arg)
+{
+	struct ol_gc *g = arg;
+	uint8_t data[64];
+
+	memset(data, 'g', sizeof(data));
+	for (int i = 0; i < OL_PER_THREAD; i++) {
+		struct record r = { .type = REC_WRITE, .epoch = 1, .path = "g", .data = data, .data_len = 64 };
+		int ret;
+		pthread_mutex_lock(&g->seq_lock);
+		ret = oplog_append(g->log, &r);
+		pthread_mutex_unlock(&g->seq_lock);
+		if (!ret)
+			ret = oplog_sync(g->log, r.seq);
+		if (!ret && oplog_durable(g->log) < r.seq)
+			ret = -ERANGE;
+		if (ret) {
+			pthread_mutex_lock(&g->seq_lock);
+			if (!g->errors++)
+				snprintf(g->msg, sizeof(g->msg), "seq %llu: %s", (unsigned long long)r.seq,
+					 strerror(-ret));
+			pthread_mutex_unlock(&g->seq_lock);
+		}
+	}
+	return NULL;
+}
+
+Test(oplog, group_commit_from_many_threads)
+{
+	struct ol_gc g = { .errors = 0 };
+	pthread_t t[OL_THREADS];
+	struct oplog_reader *rd;
+	struct record r;
+	uint64_t n = 0;
+	int ret;
+
+	g.log = ol_open_ok();
+	pthread_mutex_init(&g.seq_lock, NULL);
+	for (int i = 0; i < OL_THREADS; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, ol_gc_worker, &g), 0);
+	for (int i = 0; i < OL_THREADS; i++)
+		pthread_join(t[i], NULL);
+	pthread_mutex_destroy(&g.seq_lock);
+	cr_assert_eq(g.errors, 0, "%d failures, first: %s", g.errors, g.msg);
+	cr_assert_eq(oplog_last(g.log).seq, OL_THREADS * OL_PER_THREAD);
+	cr_assert_eq(oplog_durable(g.log), OL_THREADS * OL_PER_THREAD);
+	cr_assert_eq(oplog_sync(g.log, 1), 0, "sync of an already durable seq");
+	oplog_free(g.log);
+	g.log = ol_open_ok();
+	cr_assert_eq(oplog_last(g.log).seq, OL_THREADS * OL_PER_THREAD);
+	oplog_free(g.log);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	while ((ret = oplog_reader_next(rd, &r)) == 1)
+		cr_assert_eq(r.seq, ++n);
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(n, OL_THREADS * OL_PER_THREAD);
+	oplog_reader_free(rd);
+}
+
+struct ol_sync_waiter {
+	struct oplog *log;
+	uint64_t seq;
+	int ret;
+};
+
+static void *ol_sync_only(void *arg)
+{
+	struct ol_sync_waiter *w = arg;
+
+	w->ret = oplog_sync(w->log, w->seq);
+	return NULL;
+}
+
+Test(oplog, concurrent_syncs_of_one_batch)
+{
+	struct ol_sync_waiter w[8];
+	pthread_t t[8];
+	struct oplog *log = ol_open_ok();
+
+	for (int i = 0; i < 100; i++)
+		ol_append(log, 1);
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct ol_sync_waiter){ log, (uint64_t)(i * 12 + 5), -1 };
+		cr_assert_eq(pthread_create(&t[i], NULL, ol_sync_only, &w[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(w[i].ret, 0, "sync to %llu: %s", (unsigned long long)w[i].seq, strerror(-w[i].ret));
+	}
+	cr_assert_geq(oplog_durable(log), 89);
+	cr_assert_eq(oplog_sync(log, 100), 0);
+	cr_assert_eq(oplog_durable(log), 100);
+	oplog_free(log);
+}
+
+/* ---- injected faults ---- */
+
+Test(oplog, write_fault_leaves_no_bytes)
+{
+	struct oplog *log = ol_open_ok();
+	uint8_t mac[CRYPTO_MAC_BYTES], mac2[CRYPTO_MAC_BYTES];
+	uint8_t data[32] = { 0 };
+	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "f", .data = data, .data_len = 32 };
+	char path[512];
+	uint64_t size;
+
+	ol_seg_path(1, path, sizeof(path));
+	for (int i = 0; i < 3; i++)
+		ol_append(log, 1);
+	/* the 1st append from now fails */
+	size = unit_file_size(path);
+	oplog_last_mac(log, mac);
+	oplog_inject_fault(log, OPLOG_FAULT_WRITE, 1, EIO);
+	cr_assert_eq(oplog_append(log, &r), -EIO);
+	cr_assert_eq(unit_file_size(path), size, "a failed append left bytes");
+	cr_assert_eq(oplog_last(log).seq, 3);
+	oplog_last_mac(log, mac2);
+	cr_assert_arr_eq(mac, mac2, sizeof(mac));
+	/* the 3rd from now fails with ENOSPC; the two before it work */
+	oplog_inject_fault(log, OPLOG_FAULT_WRITE, 3, ENOSPC);
+	ol_append(log, 1);
+	ol_append(log, 1);
+	size = unit_file_size(path);
+	cr_assert_eq(oplog_append(log, &r), -ENOSPC);
+	cr_assert_eq(unit_file_size(path), size, "a failed append left bytes");
+	cr_assert_eq(oplog_last(log).seq, 5);
+	cr_assert_eq(oplog_failed(log), 0, "a failed write that was undone does not fail the log");
+	oplog_free(log);
+
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 5);
+	ol_append(log, 1);
+	oplog_free(log);
+	ol_expect_clean(6);
+}
+
+Test(oplog, sync_fault_fails_the_log)
+{
+	struct oplog *log = ol_open_ok();
+	struct record r = { .type = REC_BRANCH, .epoch = 1 };
+	char path[512];
+
+	for (int i = 0; i < 3; i++)
+		ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 3), 0);
+	ol_append(log, 1);
+	ol_append(log, 1);
+	oplog_inject_fault(log, OPLOG_FAULT_SYNC, 1, EIO);
+	cr_assert_eq(oplog_sync(log, 5), -EIO);
+	cr_assert_neq(oplog_failed(log), 0);
+	cr_assert_eq(oplog_durable(log), 3, "a failed sync made records durable");
+	cr_assert_eq(oplog_append(log, &r), -EIO, "append after a failed sync");
+	cr_assert_eq(oplog_sync(log, 5), -EIO, "sync after a failed sync");
+	cr_assert_eq(oplog_sync(log, 2), -EIO, "sync after a failed sync");
+	cr_assert_eq(oplog_last(log).seq, 5);
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), oplog_bytes(log));
+	oplog_free(log);
+
+	/* a restart finds everything that was written, and it verifies */
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 5);
+	cr_assert_eq(oplog_failed(log), 0);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 6), 0);
+	oplog_free(log);
+	ol_expect_clean(6);
+}
+
+Test(oplog, sync_fault_on_nth_sync)
+{
+	struct oplog *log = ol_open_ok();
+
+	oplog_inject_fault(log, OPLOG_FAULT_SYNC, 3, EIO);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 1), 0);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 2), 0);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 3), -EIO);
+	cr_assert_neq(oplog_failed(log), 0);
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 3);
+	oplog_free(log);
+	ol_expect_clean(3);
+}
+
+/* ---- segments ---- */
+
+/*
+ * Segment files whose header's prev MAC is not the MAC of the record before
+ * them. ours: prev = the true last MAC (a clean continuation); otherwise a
+ * different 32 bytes, with records 6 and 7 correctly chained on them: a
+ * segment of another history spliced in.
+ */
+static void ol_write_seg(uint64_t first, const uint8_t prev[CRYPTO_MAC_BYTES], int nrec, uint64_t epoch)
+{
+	uint8_t hdr[OL_SEG_HEADER] = { 0 }, chain[CRYPTO_MAC_BYTES];
+	uint8_t *out = malloc(1 << 16), data[256];
+	size_t n = OL_SEG_HEADER;
+	char path[512];
+
+	memcpy(hdr, "REPFSLG1", 8);
+	for (int i = 0; i < 8; i++)
+		hdr[8 + i] = (uint8_t)(first >> (8 * i));
+	memcpy(hdr + 24, prev, CRYPTO_MAC_BYTES);
+	memcpy(out, hdr, sizeof(hdr));
+	memcpy(chain, prev, sizeof(chain));
+	for (int k = 0; k < nrec; k++) {
+		uint64_t seq = first + (uint64_t)k;
+		struct record r = { .type = REC_WRITE, .epoch = epoch, .seq = seq, .path = "dir/file", .off = seq * 100 };
+		uint8_t *buf;
+		size_t len;
+		r.data_len = ol_data_len(seq);
+		ol_fill(data, seq, r.data_len);
+		r.data = data;
+		crypto_random(r.nonce, sizeof(r.nonce));
+		cr_assert_eq(record_encode(oenv.key, chain, &r, &buf, &len), 0);
+		memcpy(out + n, buf, len);
+		memcpy(chain, record_mac_of(buf, len), CRYPTO_MAC_BYTES);
+		n += len;
+		free(buf);
+	}
+	unit_write_file(ol_seg_path(first, path, sizeof(path)), out, n);
+	free(out);
+}
+
+Test(oplog, segment_written_by_hand_continues_the_chain)
+{
+	uint8_t mac[CRYPTO_MAC_BYTES];
+	struct oplog *log = ol_open_ok();
+
+	/* checks that ol_write_seg writes what oplog writes (for the next test) */
+	for (int i = 0; i < 5; i++)
+		ol_append(log, 1);
+	oplog_last_mac(log, mac);
+	oplog_free(log);
+	ol_write_seg(6, mac, 2, 1);
+	ol_expect_clean(7);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 7);
+	ol_append(log, 1);
+	oplog_free(log);
+	ol_expect_clean(8);
+}
+
+/* Segments 1 (records 1..5, appended), 6 (6..7, epoch 4, by hand), 8 (empty). */
+static void ol_three_segments(void)
+{
+	uint8_t mac[CRYPTO_MAC_BYTES];
+	struct oplog *log = ol_open_ok();
+	struct oplog_reader *rd;
+	struct record r;
+	const uint8_t *raw;
+	size_t rawlen;
+
+	for (int i = 0; i < 5; i++)
+		ol_append(log, 1);
+	oplog_last_mac(log, mac);
+	oplog_free(log);
+	ol_write_seg(6, mac, 2, 4);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	raw = oplog_reader_raw(rd, &rawlen);
+	memcpy(mac, record_mac_of(raw, rawlen), sizeof(mac));
+	oplog_reader_free(rd);
+	ol_write_seg(8, mac, 0, 4);
+}
+
+Test(oplog, reader_opens_in_a_later_segment)
+{
+	struct oplog_reader *rd;
+	struct record r;
+	int ret;
+
+	ol_three_segments();
+	ol_expect_clean(7);
+	for (uint64_t from = 1; from <= 7; from++) {
+		ret = oplog_reader_open(&rd, ologfd, oenv.key, from);
+		cr_assert_eq(ret, 0, "oplog_reader_open from seq %llu: %s", (unsigned long long)from, strerror(-ret));
+		cr_assert_eq(oplog_reader_next(rd, &r), 1);
+		cr_assert_eq(r.seq, from);
+		oplog_reader_free(rd);
+	}
+}
+
+Test(oplog, epoch_of_empty_last_segment_comes_from_the_one_before)
+{
+	struct record old = { .type = REC_BRANCH, .epoch = 1 };
+	struct oplog *log;
+	struct pos last;
+	int ret;
+
+	ol_three_segments();
+	log = ol_open_ok();
+	last = oplog_last(log);
+	ret = oplog_append(log, &old);
+	oplog_free(log);
+	cr_assert_eq(last.seq, 7);
+	cr_assert_eq(last.epoch, 4, "last epoch after reopen is %llu, not 4", (unsigned long long)last.epoch);
+	cr_assert_eq(ret, -ESTALE, "a record of epoch 1 appended after epoch 4");
+}
+
+/* ---- append_raw: records encoded elsewhere (a follower) ---- */
+
+Test(oplog, append_raw_copies_a_log_and_refuses_what_breaks_the_chain)
+{
+	struct oplog *src = ol_open_ok(), *dst;
+	struct oplog_reader *rd;
+	struct record r, got;
+	uint8_t *bufs[6], mac_a[CRYPTO_MAC_BYTES], mac_b[CRYPTO_MAC_BYTES], *bad;
+	size_t lens[6];
+	const uint8_t *raw;
+	uint64_t size;
+	int dfd, ret;
+
+	for (int i = 0; i < 6; i++)
+		ol_append(src, 2);
+	oplog_last_mac(src, mac_a);
+	oplog_free(src);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	for (int i = 0; i < 6; i++) {
+		cr_assert_eq(oplog_reader_next(rd, &r), 1);
+		raw = oplog_reader_raw(rd, &lens[i]);
+		bufs[i] = malloc(lens[i]);
+		memcpy(bufs[i], raw, lens[i]);
+	}
+	oplog_reader_free(rd);
+
+	cr_assert_eq(mkdirat(oenv.dirfd, "log2", 0700), 0);
+	dfd = openat(oenv.dirfd, "log2", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_eq(oplog_open(&dst, dfd, oenv.key, NULL, NULL), 0);
+	/* out of order: record 2 first */
+	cr_assert_eq(oplog_append_raw(dst, bufs[1], lens[1], NULL), -EBADMSG);
+	cr_assert_eq(oplog_last(dst).seq, 0);
+	size = oplog_bytes(dst);
+	for (int i = 0; i < 3; i++) {
+		ret = oplog_append_raw(dst, bufs[i], lens[i], &got);
+		cr_assert_eq(ret, 0, "append_raw of seq %d: %s", i + 1, strerror(-ret));
+		ol_check_record(&got, (uint64_t)i + 1);
+	}
+	/* repeated, skipped ahead, damaged, cut short: all refused, nothing written */
+	size = oplog_bytes(dst);
+	cr_assert_eq(oplog_append_raw(dst, bufs[2], lens[2], NULL), -EBADMSG, "a repeated record");
+	cr_assert_eq(oplog_append_raw(dst, bufs[4], lens[4], NULL), -EBADMSG, "a skipped record");
+	bad = malloc(lens[3]);
+	memcpy(bad, bufs[3], lens[3]);
+	bad[lens[3] / 2] ^= 4;
+	cr_assert_eq(oplog_append_raw(dst, bad, lens[3], NULL), -EBADMSG, "a damaged record");
+	cr_assert_eq(oplog_append_raw(dst, bufs[3], lens[3] - 1, NULL), -EBADMSG, "a short record");
+	cr_assert_eq(oplog_bytes(dst), size);
+	cr_assert_eq(oplog_last(dst).seq, 3);
+	for (int i = 3; i < 6; i++)
+		cr_assert_eq(oplog_append_raw(dst, bufs[i], lens[i], NULL), 0);
+	oplog_last_mac(dst, mac_b);
+	cr_assert_arr_eq(mac_a, mac_b, sizeof(mac_a));
+	cr_assert_eq(oplog_last(dst).epoch, 2);
+	cr_assert_eq(oplog_sync(dst, 6), 0);
+	oplog_free(dst);
+	/* both logs are byte for byte the same */
+	{
+		char pa[512], pb[512];
+		size_t la, lb;
+		uint8_t *a, *b;
+		snprintf(pb, sizeof(pb), "%s/log2/0000000000000001.seg", oenv.dir);
+		a = unit_read_file(ol_seg_path(1, pa, sizeof(pa)), &la);
+		b = unit_read_file(pb, &lb);
+		cr_assert_eq(la, lb);
+		cr_assert_arr_eq(a, b, la);
+		free(a);
+		free(b);
+	}
+	for (int i = 0; i < 6; i++)
+		free(bufs[i]);
+	free(bad);
+	close(dfd);
+}
+
+Test(oplog, spliced_segment_breaks_the_chain)
+{
+	uint8_t mac[CRYPTO_MAC_BYTES];
+	struct oplog *log = ol_open_ok();
+
+	for (int i = 0; i < 5; i++)
+		ol_append(log, 1);
+	oplog_last_mac(log, mac);
+	oplog_free(log);
+	mac[0] ^= 1;	/* records 6 and 7 of another history */
+	ol_write_seg(6, mac, 2, 1);
+	ol_expect_reader_bad(oenv.key, 6,
+			     "segment 6 chained on a MAC other than record 5's (the reader trusts the header's prev MAC)");
+}
+
+static void ol_big_fill(uint8_t *data, uint64_t seq)
+{
+	memcpy(data, &seq, sizeof(seq));
+	data[REC_MAX_DATA - 1] = (uint8_t)~seq;
+}
+
+Test(oplog, rollover_crosses_segments_and_detects_missing_one)
+{
+	uint8_t *data = calloc(1, REC_MAX_DATA);
+	struct record r = { .type = REC_WRITE, .epoch = 3, .path = "big" };
+	struct oplog_reader *rd;
+	struct oplog *log;
+	struct stat st;
+	uint64_t seq, total = 0, per_seg = 0;
+	char path[512], seg[64], prevseg[64] = "";
+	int ret, nseg = 0;
+
+	cr_assert_not_null(data);
+	log = ol_open_ok();
+	r.data = data;
+	r.data_len = REC_MAX_DATA;
+	for (seq = 1; seq == 1 || seq <= per_seg; seq++) {
+		ol_big_fill(data, seq);
+		cr_assert_eq(oplog_append(log, &r), 0, "append %llu", (unsigned long long)seq);
+		if (seq == 1)	/* records per segment: as many as fit after the header */
+			per_seg = (OPLOG_SEGMENT_BYTES - OL_SEG_HEADER) / (oplog_bytes(log) - OL_SEG_HEADER);
+	}
+	cr_assert_gt(per_seg, 30);
+	cr_assert_eq(stat(ol_seg_path(per_seg + 1, path, sizeof(path)), &st), -1, "rolled too early");
+	ol_big_fill(data, seq);
+	/* seq is the first record of segment 2: make it fail after the roll */
+	oplog_inject_fault(log, OPLOG_FAULT_WRITE, 1, EIO);
+	cr_assert_eq(oplog_append(log, &r), -EIO);
+	cr_assert_eq(oplog_last(log).seq, per_seg);
+	cr_assert_eq(stat(ol_seg_path(seq, path, sizeof(path)), &st), 0, "no segment %llu after the roll",
+		     (unsigned long long)seq);
+	cr_assert_eq(st.st_size, OL_SEG_HEADER);
+	oplog_free(log);
+
+	/* reopen onto an empty last segment: seq and epoch come from the one before */
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, per_seg);
+	cr_assert_eq(oplog_last(log).epoch, 3);
+	{
+		struct record old = { .type = REC_BRANCH, .epoch = 2 };
+		cr_assert_eq(oplog_append(log, &old), -ESTALE);
+	}
+	/* fill segment 2 and start segment 3 */
+	for (seq = per_seg + 1; seq <= 2 * per_seg + 2; seq++) {
+		ol_big_fill(data, seq);
+		cr_assert_eq(oplog_append(log, &r), 0, "append %llu", (unsigned long long)seq);
+	}
+	cr_assert_eq(oplog_sync(log, 2 * per_seg + 2), 0);
+	for (uint64_t first = 1; first <= 2 * per_seg + 1; first += per_seg) {
+		cr_assert_eq(stat(ol_seg_path(first, path, sizeof(path)), &st), 0, "no segment %llu",
+			     (unsigned long long)first);
+		cr_assert_leq((uint64_t)st.st_size, OPLOG_SEGMENT_BYTES);
+		total += (uint64_t)st.st_size;
+		nseg++;
+	}
+	cr_assert_eq(nseg, 3);
+	cr_assert_eq(oplog_bytes(log), total);
+	oplog_free(log);
+
+	/* reopen, append */
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 2 * per_seg + 2);
+	cr_assert_eq(oplog_first_seq(log), 1);
+	oplog_free(log);
+
+	/* the reader crosses both boundaries */
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	for (seq = 1; (ret = oplog_reader_next(rd, &r)) == 1; seq++) {
+		uint64_t got;
+		cr_assert_eq(r.seq, seq);
+		cr_assert_eq(r.data_len, REC_MAX_DATA);
+		memcpy(&got, r.data, sizeof(got));
+		cr_assert_eq(got, seq);
+		cr_assert_eq(((const uint8_t *)r.data)[REC_MAX_DATA - 1], (uint8_t)~seq);
+		oplog_reader_where(rd, NULL, seg, sizeof(seg), NULL);
+		if (strcmp(seg, prevseg)) {
+			char want[64];
+			snprintf(want, sizeof(want), "%016llx.seg", (unsigned long long)seq);
+			cr_assert_str_eq(seg, want, "record %llu read from %s", (unsigned long long)seq, seg);
+			snprintf(prevseg, sizeof(prevseg), "%s", seg);
+		}
+	}
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(seq, 2 * per_seg + 3);
+	oplog_reader_free(rd);
+
+	/* a missing middle segment */
+	cr_assert_eq(unlink(ol_seg_path(per_seg + 1, path, sizeof(path))), 0);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	for (seq = 1; (ret = oplog_reader_next(rd, &r)) == 1; seq++)
+		cr_assert_eq(r.seq, seq);
+	cr_assert_eq(ret, -EBADMSG, "a missing segment was not noticed (reader returned %d at seq %llu)", ret,
+		     (unsigned long long)seq);
+	cr_assert_eq(seq, per_seg + 1);
+	oplog_reader_where(rd, &seq, NULL, 0, NULL);
+	cr_assert_eq(seq, per_seg + 1, "the reader names seq %llu", (unsigned long long)seq);
+	oplog_reader_free(rd);
+	free(data);
+
+	/* starting in the last segment (the one before it is gone: fine, pruned) */
+	ret = oplog_reader_open(&rd, ologfd, oenv.key, 2 * per_seg + 2);
+	cr_assert_eq(ret, 0, "oplog_reader_open in segment 3: %s", strerror(-ret));
+	cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	cr_assert_eq(r.seq, 2 * per_seg + 2);
+	oplog_reader_free(rd);
+}
