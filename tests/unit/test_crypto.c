@@ -270,3 +270,33 @@ Test(crypto, free_null_is_noop)
 {
 	key_free(NULL);
 }
+
+static void crypto_tag(const struct key *k, const char *nonce, const char *data, uint8_t tag[CRYPTO_TAG_BYTES])
+{
+	data_tag(k, nonce, strlen(nonce), data, strlen(data), tag);
+}
+
+Test(crypto, data_tag_depends_on_key_nonce_and_data)
+{
+	uint8_t a[CRYPTO_TAG_BYTES], b[CRYPTO_TAG_BYTES];
+	struct key *other;
+	char path[512];
+
+	crypto_tag(cenv.key, "header-1", "some data", a);
+	crypto_tag(cenv.key, "header-1", "some data", b);
+	cr_assert_arr_eq(a, b, sizeof(a), "one key, nonce and message, two tags");
+	crypto_tag(cenv.key, "header-2", "some data", b);
+	cr_assert_arr_neq(a, b, sizeof(a), "the tag must depend on the nonce");
+	crypto_tag(cenv.key, "header-1", "some datb", b);
+	cr_assert_arr_neq(a, b, sizeof(a), "the tag must depend on the data");
+	crypto_tag(cenv.key, "header-1", "some data ", b);
+	cr_assert_arr_neq(a, b, sizeof(a), "the tag must depend on the data's length");
+	unit_new_key(cenv.dir, "other", path, sizeof(path), &other);
+	crypto_tag(other, "header-1", "some data", b);
+	cr_assert_arr_neq(a, b, sizeof(a), "the tag must depend on the key");
+	/* empty data still gets a nonce-dependent tag */
+	crypto_tag(cenv.key, "header-1", "", a);
+	crypto_tag(cenv.key, "header-2", "", b);
+	cr_assert_arr_neq(a, b, sizeof(a));
+	key_free(other);
+}
