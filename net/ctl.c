@@ -150,17 +150,20 @@ void ctl_stop(struct ctl_server *s)
 int ctl_request(const char *datadir, const char *request, char *buf, size_t len)
 {
 	struct sockaddr_un sa;
+	char line[256];
 	size_t got = 0;
 	int fd, ret;
 
+	if ((size_t)snprintf(line, sizeof(line), "%s\n", request) >= sizeof(line))
+		return -EINVAL;
 	ret = sock_addr(&sa, datadir);
 	if (ret)
 		return ret;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    send(fd, request, strlen(request), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0) {
+	/* one send: the daemon answers after one read and closes */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || send(fd, line, strlen(line), MSG_NOSIGNAL) < 0) {
 		ret = -errno;
 		goto out;
 	}
