@@ -345,8 +345,8 @@ static int apply_fallocate(struct store *st, const struct record *r, unsigned fl
 		return (flags & APPLY_STRICT) ? ret : 1;
 	if (fallocate(fd, (int)r->op_flags, (off_t)r->off, (off_t)r->len) < 0)
 		ret = -errno;
-	if (!ret && r->op_flags != FALLOC_FL_KEEP_SIZE)
-		ret = set_fd_mtime(fd, r->time_ns);
+	if (!ret)
+		ret = set_fd_mtime(fd, r->time_ns);	/* ext4 stamps even KEEP_SIZE */
 	close_obj(fd, hint_fd);
 	return ret;
 }

@@ -23,6 +23,7 @@ struct oplog {
 	pthread_cond_t synced;
 	int fd;			/* current segment, O_APPEND is not used: we track size */
 	uint64_t seg_first;	/* first seq of the current segment */
+	uint64_t seg_gstart;	/* its position in the whole log's byte history */
 	uint64_t size;		/* bytes in the current segment */
 	uint64_t older_bytes;	/* bytes in all earlier segments */
 	uint64_t first_seq;	/* oldest seq held */
@@ -140,7 +141,7 @@ static int write_all_at(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int read_seg_header(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTES])
+static int read_seg_header(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTES], uint64_t *gstart)
 {
 	uint8_t h[SEG_HEADER_BYTES];
 	int ret = pread_all(fd, h, sizeof(h), 0);
@@ -150,11 +151,13 @@ static int read_seg_header(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTE
 	if (memcmp(h, SEG_MAGIC, 8))
 		return -EBADMSG;
 	memcpy(first, h + 8, 8);	/* little-endian hosts only, see docs */
+	memcpy(gstart, h + 16, 8);
 	memcpy(prev, h + 24, CRYPTO_MAC_BYTES);
 	return 0;
 }
 
-static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[CRYPTO_MAC_BYTES])
+static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[CRYPTO_MAC_BYTES],
+			  uint64_t gstart)
 {
 	uint8_t h[SEG_HEADER_BYTES] = { 0 };
 	char name[32];
@@ -166,6 +169,7 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 		return -errno;
 	memcpy(h, SEG_MAGIC, 8);
 	memcpy(h + 8, &first, 8);
+	memcpy(h + 16, &gstart, 8);
 	memcpy(h + 24, prev, CRYPTO_MAC_BYTES);
 	ret = write_all_at(fd, h, sizeof(h), 0);
 	if (!ret && fdatasync(fd) < 0)
@@ -179,6 +183,7 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 	}
 	log->fd = fd;
 	log->seg_first = first;
+	log->seg_gstart = gstart;
 	log->size = SEG_HEADER_BYTES;
 	return 0;
 }
@@ -199,12 +204,13 @@ static int all_zero(const uint8_t *buf, size_t len)
 static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 {
 	uint8_t prev[CRYPTO_MAC_BYTES];
-	uint64_t first, off = SEG_HEADER_BYTES, fsize;
+	uint64_t first, off = SEG_HEADER_BYTES, fsize, gstart;
 	uint8_t *buf = NULL;
 	struct stat st;
 	int ret;
 
-	ret = read_seg_header(log->fd, &first, prev);
+	ret = read_seg_header(log->fd, &first, prev, &gstart);
+	log->seg_gstart = gstart;
 	if (ret)
 		return ret;
 	if (fstat(log->fd, &st) < 0)
@@ -221,12 +227,18 @@ static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 	while (off < fsize) {
 		const uint8_t *p = buf + (off - SEG_HEADER_BYTES);
 		uint64_t avail = fsize - off;
-		uint32_t len = record_peek_len(p, avail);
+		uint32_t len = record_peek_len(p, avail), implied = record_implied_len(p, avail);
 		struct record r;
-		int whole = len && len <= avail;
-		int ok = whole && record_decode(p, len, &r) == 0 && record_verify(log->key, prev, p, len) == 0 &&
-			 r.seq == log->last.seq + 1 && r.epoch >= log->last.epoch;
+		int torn, ok;
 
+		/*
+		 * Torn: a prefix of a consistent record running past the end,
+		 * or zero fill. Anything else that does not verify is damage.
+		 */
+		torn = all_zero(p, avail) || (avail < 4) || (len && len > avail && (!implied || implied == len));
+		ok = !torn && len && len <= avail && (!implied || implied == len) && record_decode(p, len, &r) == 0 &&
+		     record_verify(log->key, prev, p, len) == 0 && r.seq == log->last.seq + 1 &&
+		     r.epoch >= log->last.epoch;
 		if (ok) {
 			memcpy(prev, record_mac_of(p, len), CRYPTO_MAC_BYTES);
 			log->last.seq = r.seq;
@@ -234,8 +246,7 @@ static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 			off += len;
 			continue;
 		}
-		/* torn: runs past the end, is the very last thing, or is zero fill */
-		if (avail < REC_HEADER_BYTES || (len && len >= avail) || all_zero(p, avail)) {
+		if (torn) {
 			if (ftruncate(log->fd, (off_t)off) < 0 || fdatasync(log->fd) < 0) {
 				ret = -errno;
 				goto out;
@@ -283,9 +294,22 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	ret = list_segments(dirfd, &segs, &nseg);
 	if (ret)
 		goto out;
+	/* a crash while starting a segment leaves it without a whole header: drop it */
+	while (nseg > 0) {
+		char name[32];
+		struct stat st;
+		seg_name(name, sizeof(name), segs[nseg - 1]);
+		if (fstatat(dirfd, name, &st, 0) < 0 || st.st_size >= SEG_HEADER_BYTES)
+			break;
+		if (unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		nseg--;
+	}
 	if (nseg == 0) {
 		uint8_t zero[CRYPTO_MAC_BYTES] = { 0 };
-		ret = create_segment(log, 1, zero);
+		ret = create_segment(log, 1, zero, 0);
 		if (ret)
 			goto out;
 		log->first_seq = 1;
@@ -375,6 +399,16 @@ uint64_t oplog_first_seq(struct oplog *log)
 	return log->first_seq;
 }
 
+uint64_t oplog_end_pos(struct oplog *log)
+{
+	uint64_t p;
+
+	pthread_mutex_lock(&log->mu);
+	p = log->seg_gstart + log->size;
+	pthread_mutex_unlock(&log->mu);
+	return p;
+}
+
 uint64_t oplog_bytes(struct oplog *log)
 {
 	uint64_t b;
@@ -443,15 +477,16 @@ static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
 static int roll_segment(struct oplog *log, uint64_t next_seq)
 {
 	int oldfd = log->fd, ret;
-	uint64_t oldsize = log->size, oldfirst = log->seg_first;
+	uint64_t oldsize = log->size, oldfirst = log->seg_first, oldgstart = log->seg_gstart;
 
 	if (fdatasync(oldfd) < 0)
 		return -errno;
-	ret = create_segment(log, next_seq, log->last_mac);
+	ret = create_segment(log, next_seq, log->last_mac, log->seg_gstart + oldsize);
 	if (ret) {
 		log->fd = oldfd;
 		log->size = oldsize;
 		log->seg_first = oldfirst;
+		log->seg_gstart = oldgstart;
 		return ret;
 	}
 	log->durable = log->last.seq;
@@ -560,7 +595,7 @@ int oplog_undo_last(struct oplog *log)
 	int ret = 0;
 
 	pthread_mutex_lock(&log->mu);
-	if (!log->can_undo || log->durable >= log->last.seq) {
+	if (!log->can_undo) {
 		ret = -EINVAL;
 		goto out;
 	}
@@ -569,12 +604,51 @@ int oplog_undo_last(struct oplog *log)
 		log->failed = errno;
 		goto out;
 	}
+	/* a group commit may have made it durable meanwhile: make its removal durable too */
+	if (log->durable >= log->last.seq) {
+		if (fdatasync(log->fd) < 0) {
+			ret = -errno;
+			log->failed = errno;
+			goto out;
+		}
+		log->durable = log->undo_last.seq;
+	}
 	log->size = log->undo_size;
 	log->last = log->undo_last;
 	memcpy(log->last_mac, log->undo_mac, CRYPTO_MAC_BYTES);
 	log->can_undo = 0;
 out:
 	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
+int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t *removed_bytes)
+{
+	uint64_t *segs = NULL, removed = 0;
+	size_t n = 0;
+	int ret;
+
+	pthread_mutex_lock(&log->mu);
+	ret = list_segments(log->dirfd, &segs, &n);
+	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i] != log->seg_first; i++) {
+		char name[32];
+		struct stat st;
+
+		seg_name(name, sizeof(name), segs[i]);
+		if (fstatat(log->dirfd, name, &st, 0) < 0 || unlinkat(log->dirfd, name, 0) < 0) {
+			ret = -errno;
+			break;
+		}
+		removed += (uint64_t)st.st_size;
+		log->older_bytes -= (uint64_t)st.st_size;
+		log->first_seq = segs[i + 1];
+	}
+	if (removed && fsync(log->dirfd) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_unlock(&log->mu);
+	free(segs);
+	if (removed_bytes)
+		*removed_bytes = removed;
 	return ret;
 }
 
@@ -615,9 +689,7 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 			log->failed = -ret;
 			ret = -EIO;
 		} else if (target > log->durable) {
-			log->durable = target;
-			if (log->can_undo && log->durable >= log->last.seq)
-				log->can_undo = 0;
+			log->durable = target < log->last.seq ? target : log->last.seq;
 		}
 		pthread_cond_broadcast(&log->synced);
 		if (ret)
@@ -643,6 +715,8 @@ struct oplog_reader {
 	uint8_t *buf;
 	size_t buflen, bufcap;
 	char segname[32];
+	int opened;		/* a segment was opened before (chain across segments) */
+	uint64_t base;		/* the current segment's position in the log's byte history */
 };
 
 static int reader_open_seg(struct oplog_reader *rd, size_t i)
@@ -658,13 +732,21 @@ static int reader_open_seg(struct oplog_reader *rd, size_t i)
 	rd->fd = openat(rd->dirfd, rd->segname, O_RDONLY | O_CLOEXEC);
 	if (rd->fd < 0)
 		return -errno;
-	ret = read_seg_header(rd->fd, &first, rd->prev);
-	if (ret)
-		return ret;
+	{
+		uint8_t prev[CRYPTO_MAC_BYTES];
+		ret = read_seg_header(rd->fd, &first, prev, &rd->base);
+		if (ret)
+			return ret;
+		/* a segment continues the chain exactly where the one before ended */
+		if (rd->opened && mac_equal(prev, rd->prev) != 0)
+			return -EBADMSG;
+		memcpy(rd->prev, prev, CRYPTO_MAC_BYTES);
+	}
 	if (first != rd->segs[i])
 		return -EBADMSG;
-	if (i > 0 && first != rd->expect)
+	if (rd->opened && first != rd->expect)
 		return -EBADMSG;	/* a segment is missing or misnamed */
+	rd->opened = 1;
 	rd->expect = first;
 	if (fstat(rd->fd, &st) < 0)
 		return -errno;
@@ -746,6 +828,14 @@ int oplog_reader_next(struct oplog_reader *rd, struct record *r)
 		len = record_peek_len(head, 4);
 		if (!len)
 			return -EBADMSG;
+		if (rd->off + REC_HEADER_BYTES + REC_BODY_BYTES <= rd->fsize) {
+			uint8_t hb[REC_HEADER_BYTES + REC_BODY_BYTES];
+			ret = pread_all(rd->fd, hb, sizeof(hb), rd->off);
+			if (ret)
+				return ret == -ENODATA ? 0 : ret;
+			if (record_implied_len(hb, sizeof(hb)) != len)
+				return -EBADMSG;	/* a damaged length, not a torn tail */
+		}
 		if (rd->off + len > rd->fsize) {
 			if (rd->cur + 1 < rd->nseg)
 				return -EBADMSG;
@@ -776,6 +866,11 @@ void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_
 		snprintf(seg, seglen, "%s", rd->segname);
 	if (offset)
 		*offset = rd->off;
+}
+
+uint64_t oplog_reader_pos(struct oplog_reader *rd)
+{
+	return rd->base + rd->off;
 }
 
 const uint8_t *oplog_reader_raw(struct oplog_reader *rd, size_t *len)

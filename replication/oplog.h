@@ -70,6 +70,12 @@ int oplog_undo_last(struct oplog *log);
  */
 int oplog_sync(struct oplog *log, uint64_t seq);
 
+/*
+ * Deletes whole segments holding only records below keep_from (never the
+ * current one). *removed_bytes (may be NULL) says how much went.
+ */
+int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t *removed_bytes);
+
 /* Nonzero errno if the log has failed (a write or sync error it cannot undo). */
 int oplog_failed(struct oplog *log);
 
@@ -91,6 +97,13 @@ int oplog_reader_next(struct oplog_reader *rd, struct record *r);
 /* Position (expected seq) and segment file of the last error or record. */
 void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_t seglen,
 			uint64_t *offset);
+/*
+ * Positions in the log's byte history: every segment header records where it
+ * starts in it, so positions survive trimming and restarts.
+ */
+uint64_t oplog_end_pos(struct oplog *log);
+/* Byte position (as oplog_end_pos() counts) after the record last returned. */
+uint64_t oplog_reader_pos(struct oplog_reader *rd);
 /* The encoded bytes of the record last returned. */
 const uint8_t *oplog_reader_raw(struct oplog_reader *rd, size_t *len);
 void oplog_reader_free(struct oplog_reader *rd);

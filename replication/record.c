@@ -137,6 +137,18 @@ uint32_t record_peek_len(const uint8_t *buf, size_t avail)
 	return len;
 }
 
+uint32_t record_implied_len(const uint8_t *buf, size_t avail)
+{
+	const uint8_t *b = buf + REC_HEADER_BYTES;
+	uint64_t len;
+
+	if (avail < REC_HEADER_BYTES + REC_BODY_BYTES)
+		return 0;
+	len = (uint64_t)REC_HEADER_BYTES + REC_BODY_BYTES + get32(b + 96) + get32(b + 100) + get32(b + 104) +
+	      get32(b + 108) + CRYPTO_MAC_BYTES;
+	return len > REC_MAX_BYTES ? UINT32_MAX : (uint32_t)len;
+}
+
 /* Checks that s[0..n) is a string whose only NUL is its last byte. */
 static int valid_str(const uint8_t *s, uint32_t n)
 {
@@ -148,7 +160,7 @@ int record_decode(const uint8_t *buf, size_t len, struct record *r)
 	const uint8_t *b = buf + REC_HEADER_BYTES, *t;
 	uint32_t lp, lp2, ln, ld;
 
-	if (record_peek_len(buf, len) != len)
+	if (len < REC_HEADER_BYTES + REC_BODY_BYTES || record_peek_len(buf, len) != len)
 		return -EBADMSG;
 	if (get32(buf + 32) != REC_BODY_BYTES)
 		return -EBADMSG;

@@ -110,6 +110,14 @@ void record_mac(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const
 uint32_t record_peek_len(const uint8_t *buf, size_t avail);
 
 /*
+ * The length the body's four length fields imply, once avail covers the
+ * header and body (0 before; UINT32_MAX if absurd). A torn write leaves a
+ * prefix of a consistent record, so a header whose length disagrees with it
+ * was damaged, not torn.
+ */
+uint32_t record_implied_len(const uint8_t *buf, size_t avail);
+
+/*
  * Decodes the whole record in buf[0..len) (MAC included, not checked here) into
  * *r, pointing into buf. -EBADMSG if it is malformed. Checking the MAC is
  * record_verify()'s job.

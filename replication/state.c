@@ -91,9 +91,15 @@ int state_load(int dirfd, struct node_state *s)
 		return -errno;
 	buf[n] = 0;
 	sum = strstr(buf, "checksum ");
-	if (!sum || sscanf(sum, "checksum %16llx\n", &want) != 1 ||
-	    XXH64(buf, (size_t)(sum - buf), 0) != want)
+	if (!sum || sscanf(sum, "checksum %16llx", &want) != 1)
 		return -EBADMSG;
+	{
+		/* the file must end exactly with the checksum line */
+		char line[32];
+		snprintf(line, sizeof(line), "checksum %016llx\n", want);
+		if (strcmp(sum, line) || XXH64(buf, (size_t)(sum - buf), 0) != want)
+			return -EBADMSG;
+	}
 	*sum = 0;
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (!strcmp(line, "repfs-state 1"))
