@@ -194,3 +194,181 @@ void crypto_wipe(void *buf, size_t len)
 {
 	sodium_memzero(buf, len);
 }
+
+/* ---- the secure channel's session keys (net/chan.c) ---- */
+
+_Static_assert(SESSION_PUBLIC_BYTES == crypto_kx_PUBLICKEYBYTES, "kx public key size");
+_Static_assert(crypto_kx_SESSIONKEYBYTES == CRYPTO_KEY_BYTES, "kx session key size");
+_Static_assert(SESSION_HEADER_BYTES == crypto_secretstream_xchacha20poly1305_HEADERBYTES,
+	       "secretstream header size");
+_Static_assert(SESSION_ABYTES == crypto_secretstream_xchacha20poly1305_ABYTES, "secretstream overhead");
+_Static_assert(crypto_secretstream_xchacha20poly1305_KEYBYTES == CRYPTO_KEY_BYTES, "secretstream key size");
+
+/*
+ * Lifecycle: NEW (hskey, psk, key pair) -> session_derive -> KEYS (rxkey,
+ * txkey; hskey, psk, sk wiped) -> push_init / pull_init (each wipes its key)
+ * -> streaming, until FINAL ends a direction.
+ */
+enum { SS_NEW, SS_KEYS };
+enum { DIR_OFF, DIR_ON, DIR_DONE };
+
+struct session {
+	uint8_t hskey[CRYPTO_KEY_BYTES];	/* "repfsnet" 1 */
+	uint8_t psk[CRYPTO_KEY_BYTES];		/* "repfsnet" 2 */
+	uint8_t pk[crypto_kx_PUBLICKEYBYTES];
+	uint8_t sk[crypto_kx_SECRETKEYBYTES];
+	uint8_t rxkey[CRYPTO_KEY_BYTES];
+	uint8_t txkey[CRYPTO_KEY_BYTES];
+	int state;
+	/* the sender's half */
+	crypto_secretstream_xchacha20poly1305_state tx;
+	int tx_state;
+	/* the receiver's half */
+	crypto_secretstream_xchacha20poly1305_state rx;
+	int rx_state;
+};
+
+int session_new(struct session **out, const struct key *k, uint8_t pub[SESSION_PUBLIC_BYTES])
+{
+	struct session *s;
+
+	*out = NULL;
+	s = sodium_malloc(sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	sodium_memzero(s, sizeof(*s));
+	crypto_kdf_derive_from_key(s->hskey, sizeof(s->hskey), 1, "repfsnet", k->master);
+	crypto_kdf_derive_from_key(s->psk, sizeof(s->psk), 2, "repfsnet", k->master);
+	crypto_kx_keypair(s->pk, s->sk);
+	memcpy(pub, s->pk, SESSION_PUBLIC_BYTES);
+	s->state = SS_NEW;
+	*out = s;
+	return 0;
+}
+
+void session_free(struct session *s)
+{
+	if (s)
+		sodium_free(s);	/* wipes before releasing */
+}
+
+int session_mac(const struct session *s, const void *msg, size_t len, uint8_t out[CRYPTO_MAC_BYTES])
+{
+	if (s->state != SS_NEW) {
+		sodium_memzero(out, CRYPTO_MAC_BYTES);
+		return -EINVAL;
+	}
+	crypto_generichash(out, CRYPTO_MAC_BYTES, msg, len, s->hskey, sizeof(s->hskey));
+	return 0;
+}
+
+/* out = BLAKE2b-256(key = psk; label || kx || transcript) */
+static void mix_psk(uint8_t out[CRYPTO_KEY_BYTES], const uint8_t psk[CRYPTO_KEY_BYTES], const char *label,
+		    const uint8_t kx[CRYPTO_KEY_BYTES], const void *transcript, size_t len)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, psk, CRYPTO_KEY_BYTES, CRYPTO_KEY_BYTES);
+	crypto_generichash_update(&st, (const uint8_t *)label, strlen(label));
+	crypto_generichash_update(&st, kx, CRYPTO_KEY_BYTES);
+	crypto_generichash_update(&st, transcript, len);
+	crypto_generichash_final(&st, out, CRYPTO_KEY_BYTES);
+	sodium_memzero(&st, sizeof(st));
+}
+
+int session_derive(struct session *s, int initiator, const uint8_t peer[SESSION_PUBLIC_BYTES],
+		   const void *transcript, size_t len)
+{
+	static const char i2r[] = "repfs chan i2r", r2i[] = "repfs chan r2i";
+	uint8_t rx[crypto_kx_SESSIONKEYBYTES], tx[crypto_kx_SESSIONKEYBYTES];
+	int ret = 0;
+
+	if (s->state != SS_NEW)
+		return -EINVAL;
+	if (initiator)
+		ret = crypto_kx_client_session_keys(rx, tx, s->pk, s->sk, peer);
+	else
+		ret = crypto_kx_server_session_keys(rx, tx, s->pk, s->sk, peer);
+	if (ret) {
+		ret = -EINVAL;
+		goto out;
+	}
+	mix_psk(s->txkey, s->psk, initiator ? i2r : r2i, tx, transcript, len);
+	mix_psk(s->rxkey, s->psk, initiator ? r2i : i2r, rx, transcript, len);
+	s->state = SS_KEYS;
+out:
+	sodium_memzero(rx, sizeof(rx));
+	sodium_memzero(tx, sizeof(tx));
+	sodium_memzero(s->sk, sizeof(s->sk));
+	sodium_memzero(s->hskey, sizeof(s->hskey));
+	sodium_memzero(s->psk, sizeof(s->psk));
+	if (ret)
+		s->state = -1;	/* spent: nothing more can be done with it */
+	return ret;
+}
+
+int session_push_init(struct session *s, uint8_t header[SESSION_HEADER_BYTES])
+{
+	if (s->state != SS_KEYS || s->tx_state != DIR_OFF)
+		return -EINVAL;
+	crypto_secretstream_xchacha20poly1305_init_push(&s->tx, header, s->txkey);
+	sodium_memzero(s->txkey, sizeof(s->txkey));
+	s->tx_state = DIR_ON;
+	return 0;
+}
+
+int session_pull_init(struct session *s, const uint8_t header[SESSION_HEADER_BYTES])
+{
+	if (s->state != SS_KEYS || s->rx_state != DIR_OFF)
+		return -EINVAL;
+	/* fails only for an invalid header, and any header is valid in 1.0.18 */
+	if (crypto_secretstream_xchacha20poly1305_init_pull(&s->rx, header, s->rxkey) != 0) {
+		sodium_memzero(s->rxkey, sizeof(s->rxkey));
+		s->rx_state = DIR_DONE;
+		return -EBADMSG;
+	}
+	sodium_memzero(s->rxkey, sizeof(s->rxkey));
+	s->rx_state = DIR_ON;
+	return 0;
+}
+
+int session_seal(struct session *s, uint8_t *c, const void *m, size_t mlen, int final)
+{
+	uint8_t tag = final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+			    : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+
+	if (s->tx_state != DIR_ON || mlen > crypto_secretstream_xchacha20poly1305_MESSAGEBYTES_MAX)
+		return -EINVAL;
+	crypto_secretstream_xchacha20poly1305_push(&s->tx, c, NULL, m, mlen, NULL, 0, tag);
+	if (final) {
+		sodium_memzero(&s->tx, sizeof(s->tx));
+		s->tx_state = DIR_DONE;
+	}
+	return 0;
+}
+
+int session_open(struct session *s, void *m, size_t *mlen, const uint8_t *c, size_t clen, int *final)
+{
+	unsigned long long n = 0;
+	unsigned char tag = 0;
+
+	*mlen = 0;
+	*final = 0;
+	if (s->rx_state != DIR_ON || clen < SESSION_ABYTES)
+		return -EBADMSG;
+	if (crypto_secretstream_xchacha20poly1305_pull(&s->rx, m, &n, &tag, c, clen, NULL, 0) != 0 ||
+	    (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE &&
+	     tag != crypto_secretstream_xchacha20poly1305_TAG_FINAL)) {
+		/* a stream that failed once is never trusted again */
+		sodium_memzero(&s->rx, sizeof(s->rx));
+		s->rx_state = DIR_DONE;
+		return -EBADMSG;
+	}
+	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+		sodium_memzero(&s->rx, sizeof(s->rx));
+		s->rx_state = DIR_DONE;
+		*final = 1;
+	}
+	*mlen = (size_t)n;
+	return 0;
+}

@@ -71,4 +71,63 @@ void key_derive(const struct key *k, uint64_t id, const char ctx[8], uint8_t out
 /* Wipes memory the compiler may not optimise away. */
 void crypto_wipe(void *buf, size_t len);
 
+/*
+ * The secure channel's keys (net/chan.c; docs/protocol.md). A session holds,
+ * in sodium_malloc'd memory, the two channel subkeys of the cluster key
+ * (context "repfsnet": 1 = handshake MAC key, 2 = PSK), an ephemeral X25519
+ * key pair, and then one crypto_secretstream_xchacha20poly1305 state per
+ * direction. Secrets are wiped as soon as they are spent and on free.
+ * Sealing (tx) and opening (rx) touch disjoint state: one thread may seal
+ * while another opens.
+ */
+#define SESSION_PUBLIC_BYTES 32		/* an X25519 public key */
+#define SESSION_HEADER_BYTES 24		/* a secretstream header */
+#define SESSION_ABYTES 17		/* secretstream overhead per message */
+
+struct session;
+
+/* Derives the channel subkeys of k and makes a fresh key pair, whose public half goes to pub. -ENOMEM. */
+int session_new(struct session **out, const struct key *k, uint8_t pub[SESSION_PUBLIC_BYTES]);
+void session_free(struct session *s);	/* NULL is a no-op; wipes everything */
+
+/*
+ * BLAKE2b-256 keyed with the handshake subkey over msg: the handshake's proof
+ * of the cluster key. Compare results with mac_equal(). Not usable after
+ * session_derive() (-EINVAL then, out zeroed).
+ */
+int session_mac(const struct session *s, const void *msg, size_t len, uint8_t out[CRYPTO_MAC_BYTES]);
+
+/*
+ * The session keys: crypto_kx between our key pair and peer (the initiator is
+ * the kx client), each direction's key then mixed with the PSK and the
+ * handshake transcript: BLAKE2b-256(key = PSK; label || kx key || transcript),
+ * label "repfs chan i2r" or "repfs chan r2i". Wipes the ephemeral secret key,
+ * the handshake key and the PSK. -EINVAL if peer is a degenerate (low-order)
+ * point or the keys were already derived. The session functions below
+ * return -EINVAL when called out of this order.
+ */
+int session_derive(struct session *s, int initiator, const uint8_t peer[SESSION_PUBLIC_BYTES],
+		   const void *transcript, size_t len);
+
+/* Starts our sending stream; its header (to send first) goes to header. Wipes the tx key. */
+int session_push_init(struct session *s, uint8_t header[SESSION_HEADER_BYTES]);
+/* Starts the peer's stream from its header. Wipes the rx key. */
+int session_pull_init(struct session *s, const uint8_t header[SESSION_HEADER_BYTES]);
+
+/*
+ * Encrypts m[0..mlen) into c[0..mlen + SESSION_ABYTES), tagged FINAL if final
+ * (the stream's last message). -EINVAL before session_push_init() or after FINAL.
+ */
+int session_seal(struct session *s, uint8_t *c, const void *m, size_t mlen, int final);
+
+/*
+ * Decrypts and authenticates c[0..clen) into m (room for clen - SESSION_ABYTES),
+ * setting *mlen and *final. -EBADMSG if it fails (wrong key, any changed,
+ * dropped, repeated or reordered message), if its tag is neither MESSAGE nor
+ * FINAL, or before session_pull_init() or after FINAL. A failure ends the
+ * stream (every later call fails too); m's contents are then unspecified.
+ */
+__attribute__((warn_unused_result)) int session_open(struct session *s, void *m, size_t *mlen,
+						     const uint8_t *c, size_t clen, int *final);
+
 #endif
