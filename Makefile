@@ -78,3 +78,33 @@ clean:
 	rm -rf build build-san
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+
+# libFuzzer targets (clang): `make fuzz` builds them and runs each for FUZZ_SECONDS;
+# the corpus is kept in build/fuzz/corpus-*, anything found in build/fuzz/crashes/.
+FUZZ_SECONDS ?= 10
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
+
+build/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c net/frame.c net/frame.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_frame.c net/frame.c
+
+build/fuzz/fuzz_record: tests/fuzz/fuzz_record.c replication/record.c replication/record.h lib/crypto.c lib/crypto.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c replication/record.c lib/crypto.c -lsodium
+
+fuzz: build/fuzz/fuzz_frame build/fuzz/fuzz_record
+	@mkdir -p build/fuzz/crashes
+	@for t in frame record; do \
+		mkdir -p build/fuzz/corpus-$$t; \
+		echo "=== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+		if build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/crashes/$$t- \
+			build/fuzz/corpus-$$t >build/fuzz/$$t.log 2>&1; then \
+			tail -n 1 build/fuzz/$$t.log; \
+		else \
+			grep -E -m1 -A14 'ERROR|runtime error|deadly signal' build/fuzz/$$t.log; \
+			grep -E 'SUMMARY|Test unit written' build/fuzz/$$t.log; \
+			echo "fuzz_$$t failed: see build/fuzz/$$t.log"; exit 1; \
+		fi; \
+	done

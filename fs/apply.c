@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -185,12 +186,17 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 			return -EEXIST;
 		break;	/* made but not finished before a crash: finish it */
 	case MATCH_NONE:
+		/* replayed onto a newer tree: the object lives elsewhere now, or died later */
+		if (!(flags & APPLY_STRICT) && store_id_state(st, r->id) != ID_UNKNOWN)
+			return 1;
 		ret = make_object(st, r, rel, &fd);
 		if (ret)
 			return ret;
 		break;
 	}
 	ret = finish_object(st, r, rel, fd);
+	if (!ret)
+		ret = store_id_born(st, r->id);
 	if (ret) {
 		if (fd >= 0)
 			close(fd);
@@ -219,21 +225,35 @@ static int apply_link(struct store *st, const struct record *r, unsigned flags)
 	return touch_parent(st, to, r->time_ns);
 }
 
+/* True if removing the name rel removes the object itself (its last name). */
+static int last_name(struct store *st, const char *rel)
+{
+	struct stat sb;
+
+	if (fstatat(store_rootfd(st), rel, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return S_ISDIR(sb.st_mode) || sb.st_nlink <= 1;
+}
+
 static int apply_remove(struct store *st, const struct record *r, unsigned flags)
 {
 	const char *rel = store_rel(r->path);
+	int last, ret;
 
 	if (id_at(st, rel, r->id) != MATCH_YES)
 		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	last = last_name(st, rel);
 	if (unlinkat(store_rootfd(st), rel, r->type == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
 		return -errno;
+	if (last && (ret = store_id_died(st, r->id, r->seq)))
+		return ret;
 	return touch_parent(st, rel, r->time_ns);
 }
 
 static int apply_rename(struct store *st, const struct record *r, unsigned flags)
 {
 	const char *from = store_rel(r->path), *to = store_rel(r->path2);
-	int root = store_rootfd(st), ret;
+	int root = store_rootfd(st), ret, replaced;
 	enum match src = id_at(st, from, r->id), dst = id_at(st, to, r->id2);
 
 	if (r->op_flags & RENAME_EXCHANGE) {
@@ -249,8 +269,12 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 				return 1;	/* a newer object is there now */
 		}
 	}
+	replaced = !(r->op_flags & RENAME_EXCHANGE) && dst == MATCH_YES && !id_is_zero(r->id2) &&
+		   last_name(st, to);
 	if (renameat2(root, from, root, to, r->op_flags) < 0)
 		return -errno;
+	if (replaced && (ret = store_id_died(st, r->id2, r->seq)))
+		return ret;
 	ret = touch_parent(st, from, r->time_ns);
 	if (!ret)
 		ret = touch_parent(st, to, r->time_ns);
@@ -364,6 +388,18 @@ static int apply_copy(struct store *st, const struct record *r, unsigned flags, 
 		ret = (flags & APPLY_STRICT) ? ret : 1;
 		goto out;
 	}
+	if (!(flags & APPLY_STRICT) && r->data_len == STORE_DIGEST_BYTES) {
+		/* replayed onto a newer tree where the source has changed since: the
+		 * destination got the old bytes then, and later records own it now */
+		uint8_t d[STORE_DIGEST_BYTES];
+		ret = store_range_digest(in, r->off, r->len, d);
+		if (ret)
+			goto out;
+		if (memcmp(d, r->data, STORE_DIGEST_BYTES)) {
+			ret = 1;
+			goto out;
+		}
+	}
 	while (left) {
 		ssize_t n = copy_file_range(in, &off_in, out, &off_out, left, 0);
 		if (n < 0) {
@@ -447,4 +483,141 @@ int apply_record(struct store *st, const struct record *r, unsigned flags, int h
 	default:
 		return -EINVAL;
 	}
+}
+
+/* ---- replaying a range ---- */
+
+#define REPLAY_MAX_DIRS 4096
+
+struct replay {
+	struct {
+		char *path;
+		int64_t t;
+	} dirs[REPLAY_MAX_DIRS];
+	int n;
+	int overflow;
+};
+
+int replay_begin(struct replay **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+/* Notes that directory dir (relative, "." for the root) ends with mtime t so far. */
+static void note_path(struct replay *rp, const char *dir, int64_t t)
+{
+	for (int i = 0; i < rp->n; i++) {
+		if (!strcmp(rp->dirs[i].path, dir)) {
+			rp->dirs[i].t = t;
+			return;
+		}
+	}
+	if (rp->n == REPLAY_MAX_DIRS || !(rp->dirs[rp->n].path = strdup(dir))) {
+		rp->overflow = 1;
+		return;
+	}
+	rp->dirs[rp->n++].t = t;
+}
+
+static void note_dir(struct replay *rp, const char *rel, int64_t t)
+{
+	char parent[PATH_MAX];
+
+	parent_of(rel, parent, sizeof(parent));
+	note_path(rp, parent, t);
+}
+
+static int under(const char *p, const char *dir, size_t dl)
+{
+	return !strncmp(p, dir, dl) && (!p[dl] || p[dl] == '/');
+}
+
+/* A directory moved from "from" to "to": so do the notes about it and below it. */
+static void note_moved(struct replay *rp, const char *from, const char *to, int replace)
+{
+	size_t fl = strlen(from), tl = strlen(to);
+
+	/* what "to" named before is gone */
+	for (int i = 0; replace && i < rp->n; i++) {
+		if (under(rp->dirs[i].path, to, tl) && !under(rp->dirs[i].path, from, fl)) {
+			free(rp->dirs[i].path);
+			rp->dirs[i--] = rp->dirs[--rp->n];
+		}
+	}
+	for (int i = 0; i < rp->n; i++) {
+		char *p = rp->dirs[i].path, *np;
+		if (strncmp(p, from, fl) || (p[fl] && p[fl] != '/'))
+			continue;
+		if (asprintf(&np, "%s%s", to, p + fl) < 0) {
+			rp->overflow = 1;
+			return;
+		}
+		free(p);
+		rp->dirs[i].path = np;
+	}
+}
+
+static int is_dir_at(struct store *st, const char *rel)
+{
+	struct stat sb;
+
+	return fstatat(store_rootfd(st), rel, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int replay_apply(struct replay *rp, struct store *st, const struct record *r)
+{
+	int ret = apply_record(st, r, 0, -1, NULL);
+
+	if (r->flags & REC_F_NOPATH)
+		return ret;
+	switch (r->type) {
+	case REC_CREATE:
+		note_dir(rp, store_rel(r->path), r->time_ns);
+		if ((r->mode & S_IFMT) == S_IFDIR)
+			note_path(rp, store_rel(r->path), r->time_ns);	/* a new directory's own time */
+		break;
+	case REC_UNLINK:
+	case REC_RMDIR:
+		note_dir(rp, store_rel(r->path), r->time_ns);
+		break;
+	case REC_LINK:
+		note_dir(rp, store_rel(r->path2), r->time_ns);
+		break;
+	case REC_RENAME:
+		if (r->op_flags & RENAME_EXCHANGE) {
+			note_moved(rp, store_rel(r->path), "\x01", 0);
+			note_moved(rp, store_rel(r->path2), store_rel(r->path), 0);
+			note_moved(rp, "\x01", store_rel(r->path2), 0);
+		} else {
+			note_moved(rp, store_rel(r->path), store_rel(r->path2), 1);
+		}
+		note_dir(rp, store_rel(r->path), r->time_ns);
+		note_dir(rp, store_rel(r->path2), r->time_ns);
+		break;
+	case REC_SETATTR:
+		/* an explicit time on a directory (tar restores them last) */
+		if ((r->op_flags & SA_MTIME) && is_dir_at(st, store_rel(r->path)))
+			note_path(rp, store_rel(r->path), r->mtime_ns);
+		break;
+	default:
+		break;
+	}
+	return ret;
+}
+
+int replay_finish(struct replay *rp, struct store *st)
+{
+	int ret = 0;
+
+	if (!rp)
+		return 0;
+	for (int i = 0; i < rp->n; i++) {
+		int r = rp->overflow ? 0 : set_mtime_at(st, rp->dirs[i].path, rp->dirs[i].t);
+		if (r && r != -ENOENT && r != -ENOTDIR && !ret)
+			ret = r;
+		free(rp->dirs[i].path);
+	}
+	free(rp);
+	return ret;
 }

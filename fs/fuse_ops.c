@@ -8,6 +8,7 @@
  */
 #include "fuse_ops.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +49,21 @@ struct hidden {
 
 #define HIDDEN_PREFIX ".fuse_hidden"
 
+/*
+ * Hard links. libfuse's path-based API gives each name of a file its own
+ * kernel inode, each with its own cached attributes and pages. So that a
+ * change through one name shows at once through the others (as on ext4), we
+ * remember the names of multiply-linked files the kernel has asked about and
+ * invalidate the other names' caches after every change of such a file.
+ */
+#define LINKS_MAX 1024
+struct links {
+	uint64_t ino[LINKS_MAX];
+	char *path[LINKS_MAX];
+	int next;	/* ring: the oldest entry is replaced first */
+	int used;
+};
+
 struct dirhandle {
 	DIR *dp;
 	struct dirent *entry;
@@ -80,15 +96,35 @@ static const char *rec_path(const char *path)
 	return path ? path : "";
 }
 
-/* The hidden name in path (see struct hidden), or NULL. */
+/*
+ * The name in path if it has the form libfuse gives hidden files
+ * (".fuse_hidden" and 16 hex digits), else NULL. Whether it really is one of
+ * ours is up to the hidden table: a user's own file may bear such a name.
+ */
 static const char *hidden_name(const char *path)
 {
 	const char *base = path ? strrchr(path, '/') : NULL;
+	size_t plen = sizeof(HIDDEN_PREFIX) - 1;
 
 	base = base ? base + 1 : path;
-	if (!base || strncmp(base, HIDDEN_PREFIX, sizeof(HIDDEN_PREFIX) - 1) || strlen(base) >= 64)
+	if (!base || strncmp(base, HIDDEN_PREFIX, plen) || strlen(base) != plen + 16)
 		return NULL;
+	for (const char *p = base + plen; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return NULL;
 	return base;
+}
+
+/* 1 if some open handle has this id. */
+static int is_open(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	int open = 0;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *h = n->open_files; h && !open; h = h->next)
+		open = !memcmp(h->id, id, FILE_ID_BYTES);
+	pthread_mutex_unlock(&n->open_lock);
+	return open;
 }
 
 static void track_handle(struct node *n, struct handle *h)
@@ -198,12 +234,20 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 0;	/* see struct hidden */
 	cfg->nullpath_ok = 0;
 	if (!is_follower(n)) {
-		/* every change goes through us, so the kernel's caches stay true */
-		cfg->entry_timeout = cfg->attr_timeout = cfg->negative_timeout = REPFS_LEADER_CACHE_S;
-		cfg->kernel_cache = 1;
-		/* --commit write needs every write to reach us when it is made */
-		if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) && !n->commit_write)
-			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		/*
+		 * Every change goes through us, so names can be cached long.
+		 * libfuse's path-based API gives each hard link its own kernel
+		 * inode, so attributes are cached briefly and pages are kept
+		 * only while the file's mtime and size are unchanged
+		 * (auto_cache), lest one name show stale data written through
+		 * another. No writeback cache, for the same reason: with it the
+		 * kernel keeps each inode's own mtime and size and never takes
+		 * ours again; and --commit write needs every write to reach us
+		 * when it is made.
+		 */
+		cfg->entry_timeout = cfg->negative_timeout = REPFS_LEADER_CACHE_S;
+		cfg->attr_timeout = 1.0;
+		cfg->auto_cache = 1;
 	} else {
 		/*
 		 * Records change the tree behind the kernel's back: names are
@@ -214,32 +258,95 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 		cfg->attr_timeout = 1.0;
 	}
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;	/* truncation arrives as a setattr record */
+	n->links = calloc(1, sizeof(*n->links));
 	conn->max_write = REC_MAX_DATA;
 	conn->max_readahead = 1 << 20;
 	return n;
 }
 
+static void links_note(struct node *n, const char *path, const struct stat *st)
+{
+	struct links *l = n->links;
+
+	if (!l || !path || S_ISDIR(st->st_mode) || st->st_nlink < 2)
+		return;
+	pthread_mutex_lock(&n->open_lock);
+	for (int i = 0; i < l->used; i++) {
+		if (l->ino[i] == st->st_ino && !strcmp(l->path[i], path))
+			goto out;
+	}
+	free(l->path[l->next]);
+	l->path[l->next] = strdup(path);
+	l->ino[l->next] = l->path[l->next] ? st->st_ino : 0;
+	l->next = (l->next + 1) % LINKS_MAX;
+	if (l->used < LINKS_MAX)
+		l->used++;
+out:
+	pthread_mutex_unlock(&n->open_lock);
+}
+
+/* After a change of the file with inode ino made through path: drop the other names' caches. */
+static void links_changed(struct node *n, uint64_t ino, const char *path)
+{
+	struct links *l = n->links;
+	char *others[16];
+	int k = 0;
+
+	if (!l || !ino || !n->fuse)
+		return;
+	pthread_mutex_lock(&n->open_lock);
+	for (int i = 0; i < l->used && k < 16; i++)
+		if (l->ino[i] == ino && (!path || strcmp(l->path[i], path)))
+			others[k++] = strdup(l->path[i]);
+	pthread_mutex_unlock(&n->open_lock);
+	for (int i = 0; i < k; i++) {
+		if (others[i])
+			fuse_invalidate_path(n->fuse, others[i]);
+		free(others[i]);
+	}
+}
+
+/* The inode number behind an open file or a path, if the links table has any entries. */
+static uint64_t links_ino(struct node *n, const char *path, int fd)
+{
+	struct stat st;
+	int used;
+
+	pthread_mutex_lock(&n->open_lock);
+	used = n->links ? n->links->used : 0;
+	pthread_mutex_unlock(&n->open_lock);
+	if (!used)
+		return 0;
+	if (fd >= 0 ? fstat(fd, &st) : fstatat(store_rootfd(n->store), store_rel(path), &st, AT_SYMLINK_NOFOLLOW))
+		return 0;
+	return S_ISDIR(st.st_mode) ? 0 : st.st_ino;
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct node *n = node_of();
-
 	const char *hid = hidden_name(path);
+	int ret;
 
-	if (fi && fstat(fh_of(fi)->fd, st) == 0)
+	if (fi && fstat(fh_of(fi)->fd, st) == 0) {
+		links_note(n, path, st);
 		return 0;
+	}
 	if (hid) {
 		uint8_t id[FILE_ID_BYTES];
 		int fd = hidden_fd(n, hid, id), ret = 0;
-		if (fd < 0)
-			return fd;
-		if (fstat(fd, st) < 0)
-			ret = -errno;
-		close(fd);
-		return ret;
+		if (fd >= 0) {
+			if (fstat(fd, st) < 0)
+				ret = -errno;
+			close(fd);
+			return ret;
+		}
+		/* not ours: an ordinary name */
 	}
-	if (fstatat(store_rootfd(n->store), store_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	return 0;
+	ret = fstatat(store_rootfd(n->store), store_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (!ret)
+		links_note(n, path, st);
+	return ret;
 }
 
 static int op_readlink(const char *path, char *buf, size_t size)
@@ -328,20 +435,27 @@ static int remove_object(const char *path, int type)
 {
 	struct node *n = node_of();
 	struct record r = { .type = (uint16_t)type };
+	uint64_t ino;
 	int ret;
 
 	REFUSE_ON_FOLLOWER(n);
 	r.path = rec_path(path);
 	ret = id_of(n, path, r.id);
-	return ret ? ret : node_commit(n, &r, -1, NULL);
+	if (ret)
+		return ret;
+	ino = type == REC_UNLINK ? links_ino(n, path, -1) : 0;
+	ret = node_commit(n, &r, -1, NULL);
+	if (!ret)
+		links_changed(n, ino, path);
+	return ret;
 }
 
 static int op_unlink(const char *path)
 {
 	const char *hid = hidden_name(path);
 
-	if (hid)
-		return unhide(node_of(), hid);	/* the last close of an unlinked file */
+	if (hid && unhide(node_of(), hid) == 0)
+		return 0;	/* the last close of an unlinked file */
 	return remove_object(path, REC_UNLINK);
 }
 
@@ -359,15 +473,12 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	REFUSE_ON_FOLLOWER(n);
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
-	if (hidden_name(from))
-		return -ENOENT;
-	if (hidden_name(to) && !flags) {
+	if (hidden_name(to) && !flags && id_of(n, from, r.id) == 0 && is_open(n, r.id) &&
+	    id_of(n, to, r.id2) == -ENOENT) {
 		/* libfuse hiding a file that is unlinked while open */
 		r.type = REC_UNLINK;
 		r.path = rec_path(from);
-		ret = id_of(n, from, r.id);
-		if (!ret)
-			ret = hide(n, hidden_name(to), r.id);
+		ret = hide(n, hidden_name(to), r.id);
 		if (!ret) {
 			ret = node_commit(n, &r, -1, NULL);
 			if (ret)
@@ -401,7 +512,17 @@ static int op_link(const char *from, const char *to)
 	r.path = rec_path(from);
 	r.path2 = rec_path(to);
 	ret = id_of(n, from, r.id);
-	return ret ? ret : node_commit(n, &r, -1, NULL);
+	if (!ret)
+		ret = node_commit(n, &r, -1, NULL);
+	if (!ret) {
+		struct stat st;
+		/* the other names' link counts changed */
+		if (fstatat(store_rootfd(n->store), store_rel(to), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			links_note(n, from, &st);
+			links_changed(n, st.st_ino, to);
+		}
+	}
+	return ret;
 }
 
 /* A setattr record for path or the open file fi. */
@@ -413,10 +534,8 @@ static int setattr_common(const char *path, struct fuse_file_info *fi, struct re
 	REFUSE_ON_FOLLOWER(n);
 	r->type = REC_SETATTR;
 	r->path = rec_path(path);
-	if (!fi && hidden_name(path)) {
-		int fd = hidden_fd(n, hidden_name(path), r->id);
-		if (fd < 0)
-			return fd;
+	if (!fi && hidden_name(path) && (ret = hidden_fd(n, hidden_name(path), r->id)) >= 0) {
+		int fd = ret;
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 		ret = node_commit(n, r, fd, NULL);
@@ -432,7 +551,10 @@ static int setattr_common(const char *path, struct fuse_file_info *fi, struct re
 		if (ret)
 			return ret;
 	}
-	return node_commit(n, r, hint, NULL);
+	ret = node_commit(n, r, hint, NULL);
+	if (!ret)
+		links_changed(n, links_ino(n, path, hint), path);
+	return ret;
 }
 
 static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -489,10 +611,9 @@ static int op_utimens(const char *path, const struct timespec tv[2], struct fuse
 
 static int backing_flags(struct node *n, int flags)
 {
+	/* the kernel gives every write its offset (O_APPEND included); we log that */
+	(void)n;
 	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_SYNC | O_DSYNC | O_DIRECT | O_NOCTTY);
-	/* with the writeback cache the kernel may read pages of a write-only file */
-	if (!is_follower(n) && (flags & O_ACCMODE) == O_WRONLY)
-		flags = (flags & ~O_ACCMODE) | O_RDWR;
 	return flags | O_CLOEXEC | O_NOFOLLOW;
 }
 
@@ -521,17 +642,15 @@ static int new_handle(struct fuse_file_info *fi, int fd, int flags)
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct node *n = node_of();
-	int fd;
+	uint8_t id[FILE_ID_BYTES];
+	int fd, old;
 
 	if (is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
 		return -EROFS;
-	if (hidden_name(path)) {
+	old = hidden_name(path) ? hidden_fd(n, hidden_name(path), id) : -1;
+	if (old >= 0) {
 		/* reopened through /proc/self/fd of an unlinked file */
-		uint8_t id[FILE_ID_BYTES];
 		char proc[64];
-		int old = hidden_fd(n, hidden_name(path), id);
-		if (old < 0)
-			return old;
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", old);
 		fd = open(proc, backing_flags(n, fi->flags) & ~O_NOFOLLOW);
 		close(old);
@@ -582,6 +701,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	ret = node_commit(n, &r, h->fd, NULL);
 	if (ret)
 		return ret;
+	links_changed(n, links_ino(n, NULL, h->fd), path);
 	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
 		if (ret)
@@ -628,6 +748,12 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	return node_sync(node_of(), 0);
 }
 
+/* trusted.* is for CAP_SYS_ADMIN: the kernel leaves that check to us, as we run as root */
+static int trusted_denied(const char *name)
+{
+	return !strncmp(name, "trusted.", 8) && fuse_get_context()->uid != 0;
+}
+
 /*
  * Where the xattr calls for path go: a path for the l*xattr calls (*fd < 0),
  * or, for an unlinked-while-open file, a descriptor (*fd >= 0, close it).
@@ -639,7 +765,9 @@ static int xattr_target(struct node *n, const char *path, char *xp, size_t len, 
 	*fd = *tmpfd = -1;
 	if (hidden_name(path)) {
 		*fd = hidden_fd(n, hidden_name(path), id);
-		return *fd < 0 ? *fd : 0;
+		if (*fd >= 0)
+			return 0;
+		*fd = -1;	/* not ours: an ordinary name */
 	}
 	return store_xpath(n->store, store_rel(path), xp, len, tmpfd);
 }
@@ -658,21 +786,21 @@ static int xattr_change(const char *path, struct record *r)
 	int ret, fd = -1;
 
 	REFUSE_ON_FOLLOWER(n);
-	if (store_hidden_xattr(r->name))
+	if (store_hidden_xattr(r->name) || trusted_denied(r->name))
 		return -EPERM;
 	r->path = rec_path(path);
-	if (hidden_name(path)) {
-		fd = hidden_fd(n, hidden_name(path), r->id);
-		if (fd < 0)
-			return fd;
+	if (hidden_name(path) && (fd = hidden_fd(n, hidden_name(path), r->id)) >= 0) {
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 	} else {
+		fd = -1;
 		ret = id_of(n, path, r->id);
 		if (ret)
 			return ret;
 	}
 	ret = node_commit(n, r, fd, NULL);
+	if (!ret)
+		links_changed(n, links_ino(n, path, fd), path);
 	if (fd >= 0)
 		close(fd);
 	return ret;
@@ -708,7 +836,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	int tmp, fd, ret;
 	ssize_t r;
 
-	if (store_hidden_xattr(name))
+	if (store_hidden_xattr(name) || trusted_denied(name))
 		return -ENODATA;
 	ret = xattr_target(n, path, xp, sizeof(xp), &tmp, &fd, id);
 	if (ret)
@@ -753,7 +881,7 @@ static int op_listxattr(const char *path, char *list, size_t size)
 	}
 	for (char *p = all; p < all + len; p += strlen(p) + 1) {
 		size_t l = strlen(p) + 1;
-		if (store_hidden_xattr(p))
+		if (store_hidden_xattr(p) || trusted_denied(p))
 			continue;
 		if (size) {
 			if (out + l > size) {
@@ -854,6 +982,7 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len, struct
 	struct node *n = node_of();
 	struct handle *h = fh_of(fi);
 	struct record r = { .type = REC_FALLOCATE };
+	int ret;
 
 	REFUSE_ON_FOLLOWER(n);
 	if (off < 0 || len <= 0)
@@ -863,7 +992,10 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len, struct
 	r.op_flags = (uint32_t)mode;
 	r.off = (uint64_t)off;
 	r.len = (uint64_t)len;
-	return node_commit(n, &r, h->fd, NULL);
+	ret = node_commit(n, &r, h->fd, NULL);
+	if (!ret)
+		links_changed(n, links_ino(n, NULL, h->fd), path);
+	return ret;
 }
 
 static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi_in, off_t off_in,
@@ -872,6 +1004,7 @@ static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi
 {
 	struct node *n = node_of();
 	struct record r = { .type = REC_COPY };
+	uint8_t digest[16];
 	struct stat st;
 	int ret;
 
@@ -888,6 +1021,15 @@ static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi
 		size = (size_t)(st.st_size - off_in);
 	if (size > (1u << 30))
 		size = 1u << 30;
+	{
+		/* the source range's digest lets a replay tell whether the source still holds it */
+		static_assert(sizeof(digest) == STORE_DIGEST_BYTES, "digest size");
+		ret = store_range_digest(fh_of(fi_in)->fd, (uint64_t)off_in, size, digest);
+		if (ret)
+			return ret;
+		r.data = digest;
+		r.data_len = STORE_DIGEST_BYTES;
+	}
 	r.path = rec_path(path_in);
 	memcpy(r.id, fh_of(fi_in)->id, FILE_ID_BYTES);
 	r.off = (uint64_t)off_in;
@@ -896,6 +1038,8 @@ static ssize_t op_copy_file_range(const char *path_in, struct fuse_file_info *fi
 	r.off2 = (uint64_t)off_out;
 	r.len = size;
 	ret = node_commit(n, &r, fh_of(fi_out)->fd, NULL);
+	if (!ret)
+		links_changed(n, links_ino(n, NULL, fh_of(fi_out)->fd), path_out);
 	return ret ? ret : (ssize_t)size;
 }
 
@@ -929,13 +1073,27 @@ void fuse_ops_invalidate(struct node *n, const struct record *r)
 {
 	if (r->flags & REC_F_NOPATH)
 		return;
+	if (r->type != REC_UNLINK && r->type != REC_RMDIR && r->type != REC_RENAME)
+		links_changed(n, links_ino(n, r->type == REC_LINK ? r->path2 : r->path, -1), NULL);
 	invalidate_with_parent(n->fuse, r->path);
 	if (r->path2 && *r->path2)
 		invalidate_with_parent(n->fuse, r->path2);
 }
 
+static void op_destroy(void *private_data)
+{
+	struct node *n = private_data;
+
+	if (n->links)
+		for (int i = 0; i < LINKS_MAX; i++)
+			free(n->links->path[i]);
+	free(n->links);
+	n->links = NULL;
+}
+
 const struct fuse_operations repfs_fuse_ops = {
 	.init = op_init,
+	.destroy = op_destroy,
 	.getattr = op_getattr,
 	.readlink = op_readlink,
 	.mknod = op_mknod,

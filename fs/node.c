@@ -15,6 +15,7 @@
 
 #include "../lib/crypto.h"
 #include "../lib/log.h"
+#include "../lib/util.h"
 #include "../replication/repl.h"
 #include "fuse_ops.h"
 
@@ -61,10 +62,78 @@ static int key_error(char *err, size_t len, const char *path, int ret)
 	return ret;
 }
 
+/*
+ * DATADIR/applied holds the seq of the last record applied to the tree,
+ * written (not synced) after every apply, and the boot id of the machine that
+ * wrote it. After kill -9 the page cache still holds both the tree and this
+ * file, so recovery replays only what the tree lacks, never onto a newer
+ * tree. After a reboot (another boot id) the page cache is gone and with it
+ * any promise about the order in which things reached the disk: recovery
+ * falls back to the checkpoint.
+ */
+#define APPLIED_BYTES 64
+
+static void boot_id(char out[40])
+{
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, out, 39) : -1;
+
+	out[n > 0 ? n : 0] = 0;
+	out[strcspn(out, "\n")] = 0;
+	if (fd >= 0)
+		close(fd);
+}
+
+static uint64_t applied_hint(struct node *n)
+{
+	uint8_t buf[APPLIED_BYTES] = { 0 };
+	char now[40];
+	uint64_t seq;
+
+	boot_id(now);
+	if (pread(n->appliedfd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf) || !now[0] ||
+	    strncmp((char *)buf + 8, now, 40))
+		return 0;
+	memcpy(&seq, buf, 8);
+	return seq;
+}
+
+static void applied_mark(struct node *n, uint64_t seq)
+{
+	if (pwrite(n->appliedfd, &seq, 8, 0) != 8) {
+		/* only a hint for recovery: it falls back to the checkpoint */
+	}
+}
+
+static int applied_open(struct node *n)
+{
+	uint8_t buf[APPLIED_BYTES] = { 0 };
+	struct stat st;
+
+	n->appliedfd = openat(n->dfd, "applied", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (n->appliedfd < 0 || fstat(n->appliedfd, &st) < 0)
+		return -errno;
+	if (st.st_size == APPLIED_BYTES)
+		return 0;
+	return pwrite(n->appliedfd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) ? 0 : -EIO;
+}
+
+/* After recovery: this boot's id, and where the tree stands. */
+static void applied_reset(struct node *n)
+{
+	uint8_t buf[APPLIED_BYTES] = { 0 };
+
+	memcpy(buf, &n->applied, 8);
+	boot_id((char *)buf + 8);
+	if (pwrite(n->appliedfd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+		rlog(LOG_WARNING, "unable to write '%s/applied'", n->datadir);
+}
+
 /* Replays the log after the checkpoint onto the tree (crash recovery). */
 static int recover(struct node *n, char *err, size_t errlen)
 {
 	struct oplog_reader *rd = NULL;
+	struct replay *rp = NULL;
 	struct record r;
 	uint64_t from = n->st.checkpoint + 1, last = oplog_last(n->log).seq;
 	int ret;
@@ -77,6 +146,13 @@ static int recover(struct node *n, char *err, size_t errlen)
 		n->applied = last;
 		return 0;
 	}
+	{
+		uint64_t hint = applied_hint(n);
+		if (hint > n->st.checkpoint && hint <= last) {
+			from = hint + 1;
+			n->applied = hint;
+		}
+	}
 	if (from > last)
 		return 0;
 	if (from < oplog_first_seq(n->log))
@@ -86,14 +162,22 @@ static int recover(struct node *n, char *err, size_t errlen)
 		say(err, errlen, "unable to read the log of '%s': %s", n->datadir, strerror(-ret));
 		return ret;
 	}
+	ret = replay_begin(&rp);
+	if (ret) {
+		oplog_reader_free(rd);
+		say(err, errlen, "out of memory");
+		return ret;
+	}
 	while ((ret = oplog_reader_next(rd, &r)) == 1) {
-		int a = apply_record(n->store, &r, 0, -1, NULL);
+		int a = replay_apply(rp, n->store, &r);
 		if (a < 0)
 			rlog(LOG_WARNING, "replay of %s at %" PRIu64 ".%" PRIu64 " on '%s' failed: %s",
 			     record_type_name(r.type), r.epoch, r.seq, r.path, strerror(-a));
 		n->applied = r.seq;
 		n->replayed_at_start++;
 	}
+	if (replay_finish(rp, n->store))
+		rlog(LOG_WARNING, "unable to restore directory times after replay");
 	if (ret < 0) {
 		uint64_t seq;
 		oplog_reader_where(rd, &seq, NULL, 0, NULL);
@@ -133,13 +217,29 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return -ENOMEM;
-	n->dfd = n->logdirfd = n->lockfd = n->logfile = -1;
+	n->dfd = n->logdirfd = n->lockfd = n->logfile = n->appliedfd = -1;
 	pthread_mutex_init(&n->seq_lock, NULL);
 	pthread_mutex_init(&n->bg_lock, NULL);
 	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
 	n->started_ns = now_ns();
+	n->log_retain = o->log_retain ? o->log_retain : NODE_DEFAULT_LOG_RETAIN;
 
+	/* check what can be checked before anything is created or locked */
+	ret = key_load(&n->key, o->keyfile);
+	if (ret) {
+		key_error(err, errlen, o->keyfile, ret);
+		goto fail;
+	}
+	{
+		char probe[PATH_MAX + 16];
+		snprintf(probe, sizeof(probe), "%s/state", o->datadir);
+		if (!o->role && access(probe, F_OK) < 0 && errno == ENOENT) {
+			ret = -EINVAL;
+			say(err, errlen, "first start of '%s' needs --role leader or --role follower", o->datadir);
+			goto fail;
+		}
+	}
 	if (mkdir(o->datadir, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
 		say(err, errlen, "unable to create data directory '%s': %s", o->datadir, strerror(errno));
@@ -165,11 +265,6 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	if (flock(n->lockfd, LOCK_EX | LOCK_NB) < 0) {
 		ret = -EBUSY;
 		say(err, errlen, "data directory '%s' is in use by another repfs daemon", n->datadir);
-		goto fail;
-	}
-	ret = key_load(&n->key, o->keyfile);
-	if (ret) {
-		key_error(err, errlen, o->keyfile, ret);
 		goto fail;
 	}
 	ret = state_load(n->dfd, &n->st);
@@ -232,9 +327,15 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 		    n->datadir, strerror(-ret));
 		goto fail;
 	}
+	ret = applied_open(n);
+	if (ret) {
+		say(err, errlen, "unable to create '%s/applied': %s", n->datadir, strerror(-ret));
+		goto fail;
+	}
 	ret = recover(n, err, errlen);
 	if (ret)
 		goto fail;
+	applied_reset(n);
 	if (n->replayed_at_start)
 		rlog(LOG_NOTICE, "crash recovery replayed %" PRIu64 " records up to seq %" PRIu64,
 		     n->replayed_at_start, n->applied);
@@ -262,6 +363,7 @@ fail:
 
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 {
+	struct stat before = { .st_size = -1 };
 	int ret;
 
 	pthread_mutex_lock(&n->seq_lock);
@@ -278,9 +380,18 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 			ret = -EIO;
 		goto out;
 	}
+	if (hint_fd >= 0 && (r->type == REC_WRITE || r->type == REC_FALLOCATE || r->type == REC_COPY) &&
+	    fstat(hint_fd, &before) < 0)
+		before.st_size = -1;
 	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
 	if (ret == 1)
 		ret = -ESTALE;
+	if (ret && before.st_size >= 0 && (uint64_t)before.st_size <= r->off) {
+		/* a full disk stopped an extension half way: take back what it wrote */
+		struct timespec ts[2] = { { 0, UTIME_OMIT }, before.st_mtim };
+		if (ftruncate(hint_fd, before.st_size) < 0 || futimens(hint_fd, ts) < 0)
+			rlog(LOG_WARNING, "unable to take back a partial write: %s", strerror(errno));
+	}
 	if (ret) {
 		if (oplog_undo_last(n->log) < 0) {
 			/* the record cannot be taken back: stop accepting changes */
@@ -291,6 +402,7 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 		goto out;
 	}
 	n->applied = r->seq;
+	applied_mark(n, r->seq);
 out:
 	pthread_mutex_unlock(&n->seq_lock);
 	if (!ret)
@@ -330,6 +442,7 @@ int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
 		rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
 		     r.path, strerror(-a));
 	n->applied = r.seq;
+	applied_mark(n, r.seq);
 	if (r.epoch > n->st.epoch)
 		n->st.epoch = r.epoch;
 out:
@@ -345,9 +458,17 @@ int node_sync(struct node *n, uint64_t seq)
 
 	if (!seq)
 		seq = oplog_last(n->log).seq;
+	ret = node_sync_local(n, seq);
+	return ret ? ret : repl_wait(n->repl, seq);
+}
+
+int node_sync_local(struct node *n, uint64_t seq)
+{
+	int ret;
+
+	if (!seq)
+		seq = oplog_last(n->log).seq;
 	ret = oplog_sync(n->log, seq);
-	if (!ret)
-		return repl_wait(n->repl, seq);
 	if (ret) {
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->fault) {
@@ -358,6 +479,8 @@ int node_sync(struct node *n, uint64_t seq)
 	}
 	return ret;
 }
+
+static void node_trim(struct node *n, uint64_t checkpoint);
 
 int node_checkpoint(struct node *n)
 {
@@ -379,7 +502,28 @@ int node_checkpoint(struct node *n)
 	st = n->st;
 	ret = state_save(n->dfd, &st);
 	pthread_mutex_unlock(&n->seq_lock);
+	if (!ret)
+		node_trim(n, st.checkpoint);
 	return ret;
+}
+
+/*
+ * Retention: the log keeps what crash recovery needs (after the checkpoint)
+ * and what every known follower still lacks, unless that passes log_retain
+ * bytes: then the laggards lose it and will need a resync (status says so).
+ * Dead id markers below the checkpoint can never matter again.
+ */
+static void node_trim(struct node *n, uint64_t checkpoint)
+{
+	uint64_t keep = checkpoint + 1, need = repl_min_durable(n->repl), removed = 0, pruned = 0;
+
+	if (need != UINT64_MAX && need + 1 < keep && oplog_bytes(n->log) <= n->log_retain)
+		keep = need + 1;
+	if (oplog_trim(n->log, keep, &removed) == 0 && removed)
+		rlog(LOG_INFO, "log trimmed: %" PRIu64 " bytes before seq %" PRIu64 " removed", removed,
+		     oplog_first_seq(n->log));
+	if (store_prune_ids(n->store, checkpoint, &pruned) == 0 && pruned)
+		rlog(LOG_DEBUG, "pruned %" PRIu64 " dead id markers", pruned);
 }
 
 static void *flusher_main(void *arg)
@@ -402,7 +546,7 @@ static void *flusher_main(void *arg)
 			break;
 		pthread_mutex_unlock(&n->bg_lock);
 		if (oplog_durable(n->log) < oplog_last(n->log).seq)
-			node_sync(n, 0);
+			node_sync_local(n, 0);
 		if (now_ns() - last_ckpt > (int64_t)NODE_CHECKPOINT_INTERVAL_S * 1000000000) {
 			int ret = node_checkpoint(n);
 			if (ret)
@@ -429,7 +573,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 {
 	struct pos last = oplog_last(n->log);
 	uint64_t applied, durable = oplog_durable(n->log), ckpt;
-	char name[64], repl[8192], leader[80];
+	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
 	int fault, logfault = oplog_failed(n->log);
 
@@ -455,7 +599,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), last.epoch, last.seq, applied, durable, ckpt,
-			leader, repl, n->datadir, n->mountpoint, oplog_first_seq(n->log),
+			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start,
 			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
@@ -485,6 +629,8 @@ void node_close(struct node *n)
 		close(n->logdirfd);
 	if (n->logfile >= 0)
 		close(n->logfile);
+	if (n->appliedfd >= 0)
+		close(n->appliedfd);
 	if (n->lockfd >= 0)
 		close(n->lockfd);
 	if (n->dfd >= 0)

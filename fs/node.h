@@ -25,12 +25,14 @@
 
 #define NODE_COMMIT_INTERVAL_MS 100	/* bound on un-synced changes (group commit) */
 #define NODE_CHECKPOINT_INTERVAL_S 30
+#define NODE_DEFAULT_LOG_RETAIN (1ull << 30)	/* bytes of log kept for lagging followers */
 
 struct node_opts {
 	const char *datadir;
 	const char *keyfile;
 	const char *name;	/* NULL: keep the stored one (or the host name) */
 	enum role role;		/* 0: keep the stored one */
+	uint64_t log_retain;	/* 0: NODE_DEFAULT_LOG_RETAIN */
 };
 
 struct node {
@@ -40,6 +42,7 @@ struct node {
 	int logdirfd;		/* DATADIR/log */
 	int lockfd;		/* DATADIR/lock, flock'd for our lifetime */
 	int logfile;		/* DATADIR/repfs.log */
+	int appliedfd;		/* DATADIR/applied: last applied seq and boot id (see node.c) */
 	struct key *key;
 	struct store *store;
 	struct oplog *log;
@@ -61,11 +64,13 @@ struct node {
 	struct repl *repl;		/* replication, NULL until started */
 	struct fuse *fuse;		/* the mount, for cache invalidation on followers */
 	int commit_write;		/* --commit write: every write waits like an fsync */
+	uint64_t log_retain;
 
 	/* open files and unlinked-while-open names, for fs/fuse_ops.c */
 	pthread_mutex_t open_lock;
 	struct handle *open_files;	/* protected by open_lock */
 	struct hidden *hidden;		/* protected by open_lock */
+	struct links *links;		/* protected by open_lock */
 };
 
 /*
@@ -96,8 +101,13 @@ uint64_t node_applied(struct node *n);
  */
 int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
 
-/* Waits until every record up to seq (0: everything so far) is durable. */
+/*
+ * Waits until every record up to seq (0: everything so far) is durable here
+ * and, on a leader, on the followers the sync mode requires.
+ */
 int node_sync(struct node *n, uint64_t seq);
+/* The same, here only (group commit, follower batches). */
+int node_sync_local(struct node *n, uint64_t seq);
 
 /* Flushes the tree and records the applied position in the state file. */
 int node_checkpoint(struct node *n);

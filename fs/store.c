@@ -1,6 +1,7 @@
 /* store.c -- the backing tree: opening it, file ids, xattr paths */
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -10,15 +11,107 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "../lib/crypto.h"
 
 const uint8_t store_root_id[FILE_ID_BYTES] = { 'r', 'e', 'p', 'f', 's', '-', 'r', 'o', 'o', 't' };
 
 struct store {
 	int rootfd;
+	int idxfd;	/* <tree>.ids: one marker per id ever created (see store.h) */
 	char *path;	/* absolute path of the tree */
 	size_t pathlen;
 };
+
+static void id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = 0; i < FILE_ID_BYTES; i++) {
+		out[2 * i] = digits[id[i] >> 4];
+		out[2 * i + 1] = digits[id[i] & 15];
+	}
+	out[2 * FILE_ID_BYTES] = 0;
+}
+
+static int open_index(struct store *st)
+{
+	char idx[PATH_MAX];
+
+	if ((size_t)snprintf(idx, sizeof(idx), "%s.ids", st->path) >= sizeof(idx))
+		return -ENAMETOOLONG;
+	if (mkdir(idx, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	st->idxfd = open(idx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return st->idxfd < 0 ? -errno : 0;
+}
+
+int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+	struct stat sb;
+
+	id_hex(id, hex);
+	if (fstatat(st->idxfd, hex, &sb, 0) < 0)
+		return errno == ENOENT ? ID_UNKNOWN : -errno;
+	return (sb.st_mode & 0777) ? ID_ALIVE : ID_DEAD;
+}
+
+int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES])
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+	int fd;
+
+	id_hex(id, hex);
+	fd = openat(st->idxfd, hex, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq)
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)seq, 0 } };
+
+	id_hex(id, hex);
+	if (fchmodat(st->idxfd, hex, 0, 0) < 0 && errno != ENOENT)
+		return -errno;
+	/* the marker's mtime remembers the seq of the death, for store_prune_ids() */
+	if (utimensat(st->idxfd, hex, ts, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, n = 0;
+
+	fd = openat(st->idxfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat sb;
+		if (de->d_name[0] == '.' || fstatat(st->idxfd, de->d_name, &sb, 0) < 0)
+			continue;
+		if (!(sb.st_mode & 0777) && (uint64_t)sb.st_mtim.tv_sec <= upto &&
+		    unlinkat(st->idxfd, de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (pruned)
+		*pruned = (uint64_t)n;
+	return 0;
+}
 
 int store_open(struct store **out, const char *path)
 {
@@ -37,16 +130,22 @@ int store_open(struct store **out, const char *path)
 		return ret;
 	}
 	st->pathlen = strlen(st->path);
+	st->idxfd = -1;
 	st->rootfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->rootfd < 0) {
 		ret = -errno;
 		goto fail;
 	}
+	ret = open_index(st);
+	if (ret)
+		goto fail;
 	/* every node's root has the same id, so records about "/" apply anywhere */
 	ret = store_fget_id(st->rootfd, id);
 	if (ret == -ENODATA || (!ret && memcmp(id, store_root_id, FILE_ID_BYTES))) {
 		ret = fsetxattr(st->rootfd, ID_XATTR, store_root_id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
 	}
+	if (!ret)
+		ret = store_id_born(st, store_root_id);
 	if (ret)
 		goto fail;
 	*out = st;
@@ -62,6 +161,8 @@ void store_free(struct store *st)
 		return;
 	if (st->rootfd >= 0)
 		close(st->rootfd);
+	if (st->idxfd >= 0)
+		close(st->idxfd);
 	free(st->path);
 	free(st);
 }
@@ -143,4 +244,39 @@ int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES])
 	if (n < 0)
 		return -errno;
 	return n == FILE_ID_BYTES ? 0 : -ENODATA;
+}
+
+int store_range_digest(int fd, uint64_t off, uint64_t len, uint8_t out[STORE_DIGEST_BYTES])
+{
+	XXH3_state_t *x = XXH3_createState();
+	size_t bufsz = 256 << 10;
+	uint8_t *buf = malloc(bufsz);
+	XXH128_canonical_t c;
+	int ret = 0;
+
+	if (!x || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	XXH3_128bits_reset(x);
+	while (len) {
+		ssize_t n = pread(fd, buf, len < bufsz ? (size_t)len : bufsz, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;	/* the range ends at the end of the file */
+		XXH3_128bits_update(x, buf, (size_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(x));
+	memcpy(out, c.digest, STORE_DIGEST_BYTES);
+out:
+	XXH3_freeState(x);
+	free(buf);
+	return ret;
 }

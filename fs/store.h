@@ -51,6 +51,24 @@ void store_new_id(uint8_t id[FILE_ID_BYTES]);
  */
 int store_xpath(struct store *st, const char *rel, char *buf, size_t len, int *tmpfd);
 
+/*
+ * The id index, a directory "<tree>.ids" beside the tree with one marker
+ * file per id ever created here: alive while the object has a name, dead
+ * (mode 0, mtime = the seq of its death) afterwards. Replay consults it so
+ * that a create replayed onto a newer tree never makes a second copy of an
+ * object that lives elsewhere now or died later. Dead markers below the
+ * checkpoint can never matter again and are pruned.
+ */
+enum { ID_UNKNOWN = 0, ID_ALIVE = 1, ID_DEAD = 2 };
+int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES]);
+int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES]);
+int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq);
+int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
+
+/* XXH3-128 of the bytes of fd in [off, off+len) (fewer at the end of the file). */
+#define STORE_DIGEST_BYTES 16
+int store_range_digest(int fd, uint64_t off, uint64_t len, uint8_t out[STORE_DIGEST_BYTES]);
+
 /* True for the names the mount hides (our own metadata). */
 int store_hidden_xattr(const char *name);
 
@@ -66,5 +84,20 @@ int store_hidden_xattr(const char *name);
  * descriptor of the new file.
  */
 int apply_record(struct store *st, const struct record *r, unsigned flags, int hint_fd, int *out_fd);
+
+/*
+ * Replaying a range of records onto a tree that may already hold some of
+ * them (crash recovery after power loss, snapshot + replay): a record whose
+ * precondition happens to hold again (a link re-made, then removed again by
+ * the next record) can leave a directory's mtime older than the last record
+ * that touched it. replay_note() remembers, per directory, the time of the
+ * last record in the range that touched it; replay_finish() sets those times.
+ */
+struct replay;
+int replay_begin(struct replay **out);
+/* Applies r (replay flags) and notes the directories it touches. Returns apply_record()'s result. */
+int replay_apply(struct replay *rp, struct store *st, const struct record *r);
+/* Sets the noted directory times; frees rp. NULL is a no-op. */
+int replay_finish(struct replay *rp, struct store *st);
 
 #endif

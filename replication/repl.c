@@ -17,6 +17,7 @@
 
 #include "../fs/node.h"
 #include "../lib/log.h"
+#include "../lib/util.h"
 #include "../net/chan.h"
 #include "oplog.h"
 
@@ -41,6 +42,11 @@ struct peer {
 	char addr[64];
 	uint64_t sent, received, durable, applied;
 	int64_t last_ack_ns;
+	int needs_resync;	/* refused: the leader no longer holds what it lacks */
+	/* byte positions of recently sent records, for the lag in bytes */
+	uint64_t ring_seq[256], ring_pos[256];
+	int64_t ring_time[256];	/* and when the leader committed them, for the lag in ms */
+	uint64_t applied_pos;	/* log byte position after the record it applied */
 };
 
 struct repl {
@@ -242,10 +248,15 @@ static void *ack_main(void *arg)
 		uint8_t type;
 		void *buf;
 		size_t len;
-		int ret = chan_recv(cn->c, &type, &buf, &len, -1);
+		/* acks come with every heartbeat: silence means the follower is gone */
+		int ret = chan_recv(cn->c, &type, &buf, &len, r->o.heartbeat_ms + r->o.leader_timeout_ms);
 
-		if (ret <= 0)
+		if (ret <= 0) {
+			if (ret == -ETIMEDOUT)
+				rlog(LOG_WARNING, "no word from follower '%s' for %d ms; dropping it", cn->p->name,
+				     r->o.heartbeat_ms + r->o.leader_timeout_ms);
 			break;
+		}
 		if (type != MSG_ACK || len != 24)
 			break;
 		pthread_mutex_lock(&r->mu);
@@ -253,6 +264,8 @@ static void *ack_main(void *arg)
 		cn->p->durable = get64((uint8_t *)buf + 8);
 		cn->p->applied = get64((uint8_t *)buf + 16);
 		cn->p->last_ack_ns = now_ns();
+		if (cn->p->ring_seq[cn->p->applied % 256] == cn->p->applied)
+			cn->p->applied_pos = cn->p->ring_pos[cn->p->applied % 256];
 		pthread_cond_broadcast(&r->cv_ack);
 		pthread_mutex_unlock(&r->mu);
 	}
@@ -345,10 +358,16 @@ static void stream(struct conn *cn)
 			if (ret == 1 && rec.seq == sent + 1) {
 				size_t len;
 				const uint8_t *raw = oplog_reader_raw(rd, &len);
+				uint64_t pos = oplog_reader_pos(rd);
 				if (chan_send(cn->c, MSG_RECORD, raw, len))
 					break;
 				pthread_mutex_lock(&r->mu);
 				cn->p->sent = rec.seq;
+				cn->p->ring_seq[rec.seq % 256] = rec.seq;
+				cn->p->ring_pos[rec.seq % 256] = pos;
+				cn->p->ring_time[rec.seq % 256] = rec.time_ns;
+				if (!cn->p->applied_pos || cn->p->applied < rec.seq - 1)
+					cn->p->applied_pos = cn->p->applied_pos ? cn->p->applied_pos : pos - len;
 				pthread_mutex_unlock(&r->mu);
 				continue;
 			}
@@ -426,6 +445,12 @@ static void *conn_main(void *arg)
 	ret = check_follower(r, cn->c, name, get64(hello + 8), hello + 16);
 	if (ret == -ERANGE) {
 		char why[160];
+		struct peer *p;
+		pthread_mutex_lock(&r->mu);
+		p = peer_get(r, name);
+		if (p)
+			p->needs_resync = 1;
+		pthread_mutex_unlock(&r->mu);
 		snprintf(why, sizeof(why), "follower '%s' needs a resync: the leader no longer holds seq %" PRIu64, name,
 			 get64(hello + 8) + 1);
 		send_refuse(cn->c, why);
@@ -436,6 +461,8 @@ static void *conn_main(void *arg)
 	cn->p = peer_get(r, name);
 	if (cn->p) {
 		cn->p->connected++;
+		cn->p->needs_resync = 0;
+		cn->p->applied_pos = 0;
 		cn->p->sent = cn->p->received = cn->p->durable = get64(hello + 8);
 		snprintf(cn->p->addr, sizeof(cn->p->addr), "%s", cn->addr);
 		cn->p->last_ack_ns = now_ns();
@@ -843,6 +870,20 @@ int repl_wait(struct repl *r, uint64_t seq)
 	return ret;
 }
 
+uint64_t repl_min_durable(struct repl *r)
+{
+	uint64_t m = UINT64_MAX;
+
+	if (!r)
+		return m;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < REPL_MAX_PEERS; i++)
+		if (r->peers[i].used && r->peers[i].durable < m)
+			m = r->peers[i].durable;
+	pthread_mutex_unlock(&r->mu);
+	return m;
+}
+
 int repl_leader(struct repl *r, char *buf, size_t len)
 {
 	int ret = -ENOENT;
@@ -860,7 +901,7 @@ int repl_leader(struct repl *r, char *buf, size_t len)
 
 int repl_status_json(struct repl *r, char *buf, size_t len)
 {
-	uint64_t applied, last;
+	uint64_t applied, last, end;
 	int64_t now = now_ns();
 	size_t off = 0;
 	int n, known = 0;
@@ -869,6 +910,7 @@ int repl_status_json(struct repl *r, char *buf, size_t len)
 		return snprintf(buf, len, "\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]");
 	applied = node_applied(r->n);
 	last = oplog_last(r->n->log).seq;
+	end = oplog_end_pos(r->n->log);
 	pthread_mutex_lock(&r->mu);
 	for (int i = 0; i < REPL_MAX_PEERS; i++)
 		known += r->peers[i].used;
@@ -887,27 +929,37 @@ int repl_status_json(struct repl *r, char *buf, size_t len)
 	}
 	off = n > 0 ? (size_t)n : 0;
 	if (r->n->st.role == ROLE_FOLLOWER) {
+		char err[2 * sizeof(r->last_error)];
 		n = snprintf(buf + off, len - off,
 			     "\"following\":%s,\"leader_addr\":\"%s\",\"leader_seq\":%" PRIu64
 			     ",\"lag\":%" PRIu64 ",\"ms_since_leader\":%" PRId64 ",\"last_error\":\"%s\",",
 			     r->following ? "true" : "false", r->leader_addr, r->leader_seq,
 			     r->leader_seq > applied ? r->leader_seq - applied : 0,
-			     r->last_heard_ns ? (now - r->last_heard_ns) / 1000000 : -1, r->last_error);
+			     r->last_heard_ns ? (now - r->last_heard_ns) / 1000000 : -1,
+			     json_escape(err, sizeof(err), r->last_error));
 		off += n > 0 ? (size_t)n : 0;
 	}
 	n = snprintf(buf + off, len - off, "\"peers\":[");
 	off += n > 0 ? (size_t)n : 0;
 	for (int i = 0, first = 1; i < REPL_MAX_PEERS && off < len; i++) {
 		struct peer *p = &r->peers[i];
+		uint64_t next;
+		int64_t lag_ms;
 		if (!p->used)
 			continue;
+		/* how old the oldest record it lacks is */
+		next = p->applied + 1;
+		lag_ms = last <= p->applied ? 0
+			 : p->ring_seq[next % 256] == next ? (now - p->ring_time[next % 256]) / 1000000
+							   : (now - p->last_ack_ns) / 1000000;
 		n = snprintf(buf + off, len - off,
 			     "%s{\"name\":\"%s\",\"addr\":\"%s\",\"connected\":%s,\"seq\":%" PRIu64 ",\"received\":%" PRIu64
 			     ",\"durable\":%" PRIu64 ",\"applied\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"lag\":%" PRIu64
-			     ",\"lag_ms\":%" PRId64 "}",
+			     ",\"lag_bytes\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"needs_resync\":%s}",
 			     first ? "" : ",", p->name, p->addr, p->connected > 0 ? "true" : "false", p->received,
 			     p->received, p->durable, p->applied, p->sent, last > p->applied ? last - p->applied : 0,
-			     last > p->applied ? (now - p->last_ack_ns) / 1000000 : 0);
+			     last > p->applied && end > p->applied_pos ? end - p->applied_pos : 0,
+			     lag_ms, p->needs_resync ? "true" : "false");
 		off += n > 0 ? (size_t)n : 0;
 		first = 0;
 	}

@@ -68,6 +68,9 @@ void repl_notify(struct repl *r);
  */
 int repl_wait(struct repl *r, uint64_t seq);
 
+/* The lowest durable position of the known followers; UINT64_MAX if none (or r is NULL). */
+uint64_t repl_min_durable(struct repl *r);
+
 /* The name of the leader a follower follows; -ENOENT if none now. */
 int repl_leader(struct repl *r, char *buf, size_t len);
 

@@ -1,4 +1,5 @@
 /* inspect.c -- 'repfs status', 'repfs log' and 'repfs replay' */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -262,6 +263,21 @@ static int open_log_dir(struct log_args *a, char *datadir, size_t len, int *logf
 			ret == -EINVAL ? "not a repfs key" : ret == -EPERM ? "readable by others" : strerror(-ret));
 		return -1;
 	}
+	{
+		/* a wrong key would read as damage at seq 1: say what it is */
+		struct node_state st;
+		uint8_t fpr[CRYPTO_MAC_BYTES];
+		int dfd = open(datadir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		ret = dfd < 0 ? -errno : state_load(dfd, &st);
+		if (dfd >= 0)
+			close(dfd);
+		key_fingerprint(*k, fpr);
+		if (!ret && mac_equal(fpr, st.key_fpr) != 0) {
+			die_msg("key file '%s' is not the key of data directory '%s'", a->keyfile, datadir);
+			key_free(*k);
+			return -1;
+		}
+	}
 	snprintf(path, sizeof(path), "%s/log", datadir);
 	*logfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (*logfd < 0) {
@@ -343,6 +359,7 @@ int cmd_replay(int argc, char **argv)
 	struct log_args a = { 0 };
 	char datadir[PATH_MAX];
 	struct oplog_reader *rd = NULL;
+	struct replay *rp = NULL;
 	struct store *st = NULL;
 	struct key *k = NULL;
 	struct record r;
@@ -358,6 +375,19 @@ int cmd_replay(int argc, char **argv)
 		die_msg("unable to create '%s': %s", a.outdir, strerror(errno));
 		goto out;
 	}
+	{
+		DIR *d = opendir(a.outdir);
+		struct dirent *de;
+		int entries = 0;
+		while (d && (de = readdir(d)))
+			entries += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+		if (d)
+			closedir(d);
+		if (!d || entries) {
+			die_msg("'%s' must be an empty directory", a.outdir);
+			goto out;
+		}
+	}
 	ret = store_open(&st, a.outdir);
 	if (ret) {
 		die_msg("unable to use '%s' as a tree: %s", a.outdir, strerror(-ret));
@@ -368,8 +398,11 @@ int cmd_replay(int argc, char **argv)
 		die_msg("unable to read the log of '%s': %s", datadir, strerror(-ret));
 		goto out;
 	}
+	ret = replay_begin(&rp);
+	if (ret)
+		goto out;
 	while ((ret = oplog_reader_next(rd, &r)) == 1) {
-		int a2 = apply_record(st, &r, 0, -1, NULL);
+		int a2 = replay_apply(rp, st, &r);
 		if (a2 < 0) {
 			die_msg("replay of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
 				r.path, strerror(-a2));
@@ -380,6 +413,12 @@ int cmd_replay(int argc, char **argv)
 		else
 			applied++;
 	}
+	if (replay_finish(rp, st) < 0) {
+		rp = NULL;
+		die_msg("unable to set directory times in '%s'", a.outdir);
+		goto out;
+	}
+	rp = NULL;
 	if (ret < 0) {
 		die_msg("log of '%s' is damaged (see 'repfs log --verify')", datadir);
 		goto out;
@@ -387,6 +426,8 @@ int cmd_replay(int argc, char **argv)
 	printf("replayed %" PRIu64 " records (%" PRIu64 " skipped) into '%s'\n", applied, skipped, a.outdir);
 	rc = 0;
 out:
+	if (rp)
+		replay_finish(rp, st);
 	oplog_reader_free(rd);
 	store_free(st);
 	key_free(k);

@@ -39,7 +39,7 @@ static void mount_usage(FILE *f)
 	      "  --sync-timeout MS        fall back to async after MS without acknowledgements (default: never)\n"
 	      "  --heartbeat MS           heartbeat interval (default 500)\n"
 	      "  --leader-timeout MS      a silent leader is given up after MS (default 3000)\n"
-	      "  --log-retain SIZE        accepted; log trimming is not implemented yet (the log is kept whole)\n"
+	      "  --log-retain SIZE        log kept for lagging followers, e.g. 512M (default 1G)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -93,7 +93,7 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+fo:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:fo:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			o->foreground = 1;
@@ -165,12 +165,19 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 			if (parse_ms("--leader-timeout", optarg, &o->repl.leader_timeout_ms))
 				return -1;
 			break;
-		case OPT_LOG_RETAIN:
-			if (strtoull(optarg, NULL, 10) == 0) {
-				die_msg("invalid size '%s' for --log-retain", optarg);
+		case OPT_LOG_RETAIN: {
+			char *end;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			int shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : *end == 'T' ? 40 : 0;
+			if (shift)
+				end++;
+			if (!v || *end || *optarg == '-' || v > (~0ull >> shift)) {
+				die_msg("invalid size '%s' for --log-retain (bytes, or with K, M, G or T)", optarg);
 				return -1;
 			}
+			o->node.log_retain = (uint64_t)v << shift;
 			break;
+		}
 		case OPT_HELP:
 			mount_usage(stdout);
 			exit(0);
@@ -284,8 +291,9 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (remember_keyfile(n, o.node.keyfile))
 		rlog(LOG_WARNING, "unable to remember the key file path in '%s/keyfile'", n->datadir);
-	snprintf(fsopts, sizeof(fsopts), "default_permissions,fsname=repfs:%s,subtype=repfs%s", n->datadir,
-		 geteuid() == 0 ? ",allow_other" : "");
+	/* a follower's mount is read-only for the kernel too: EROFS, and ST_RDONLY in statvfs */
+	snprintf(fsopts, sizeof(fsopts), "default_permissions,fsname=repfs:%s,subtype=repfs%s%s", n->datadir,
+		 geteuid() == 0 ? ",allow_other" : "", n->st.role == ROLE_FOLLOWER ? ",ro" : "");
 	if (fuse_opt_add_arg(&args, "repfs") || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, fsopts))
 		goto out;

@@ -347,7 +347,16 @@ static void ap_falloc(const char *path, int id, uint32_t mode, uint64_t off, uin
 static void ap_copy(const char *from, int id, uint64_t off, const char *to, int id2, uint64_t off2, uint64_t len)
 {
 	struct record r = { .type = REC_COPY, .path = from, .off = off, .path2 = to, .off2 = off2, .len = len };
+	uint8_t digest[STORE_DIGEST_BYTES];
+	int fd;
 
+	/* as the leader does: the digest of the source range at the time of the copy */
+	fd = openat(store_rootfd(ast), store_rel(from), O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open '%s': %s", from, strerror(errno));
+	cr_assert_eq(store_range_digest(fd, off, len, digest), 0);
+	close(fd);
+	r.data = digest;
+	r.data_len = STORE_DIGEST_BYTES;
 	ap_id(r.id, id);
 	ap_id(r.id2, id2);
 	ap_ok(&r);
@@ -425,11 +434,14 @@ static void ap_scenario(void)
 /* Replays records [from, aplog.n) onto st as crash recovery does. */
 static void ap_replay(struct store *st, int from, int expect_applied, const char *what)
 {
+	struct replay *rp;
+
+	cr_assert_eq(replay_begin(&rp), 0);
 	for (int i = from; i < aplog.n; i++) {
 		struct record r;
 		int ret;
 		ap_decode(i, &r);
-		ret = apply_record(st, &r, 0, -1, NULL);
+		ret = replay_apply(rp, st, &r);
 		cr_assert(ret == 0 || ret == 1, "%s: replay of %s '%s' (seq %llu) returned %d (%s)", what,
 			  record_type_name(r.type), r.path, (unsigned long long)r.seq, ret,
 			  ret < 0 ? strerror(-ret) : "");
@@ -437,6 +449,7 @@ static void ap_replay(struct store *st, int from, int expect_applied, const char
 			cr_assert_eq(ret, 0, "%s: %s '%s' (seq %llu) skipped", what, record_type_name(r.type), r.path,
 				     (unsigned long long)r.seq);
 	}
+	cr_assert_eq(replay_finish(rp, st), 0, "%s: restoring directory times", what);
 }
 
 static void ap_stat(const char *rel, struct stat *st)
