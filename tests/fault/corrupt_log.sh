@@ -5,7 +5,7 @@
 # (tree, state, log) is changed by the attempts. Also: a flipped byte in the
 # last record, one that was durable and checkpointed, must not be silently
 # dropped as if it were a torn write (G6).
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 SEG() { python3 "$TOOLS_DIR/segtool.py" "$@"; }
 D=$T/data

@@ -2,7 +2,7 @@
 # crash_fsync.sh -- G3 on one node: every record whose fsync() returned 0 before
 # the daemon was killed with SIGKILL is there after a restart; the log
 # verifies and mount == tree == replay. Three rounds, killed at different points.
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 W=$HELPERS/ackwriter
 [ -x "$W" ] || fail "helper '$W' is not built"

@@ -4,7 +4,7 @@
 # the leader comes up, status reports the bytes cut, the log verifies, and
 # nothing stored is lost. Pure garbage at the tail is either cut the same way
 # or refused with a clear error naming the position, losing nothing.
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 SEG() { python3 "$TOOLS_DIR/segtool.py" "$@"; }
 D=$T/data

@@ -6,9 +6,11 @@
  *            "ack N" once record N's fsync has returned 0. On an error prints
  *            "error N ERRNONAME: message" (N: the record that failed) and exits 1.
  *        ackwriter check FILE ACKED [RECSIZE]
- *            Checks that records 1..ACKED are in FILE intact, in order; what
- *            follows may only be further whole records or one partial record
- *            at the end. Prints "ok N whole records" or what is wrong (exit 1).
+ *            Checks that records 1..ACKED are in FILE intact, in order (exit 1
+ *            if not). What follows should be further whole records or one
+ *            partial record at the end; anything else there is reported
+ *            ("unacknowledged record N is damaged") but exits 0. Prints
+ *            "ok N whole records ..." at the end.
  *
  * A record is "rec NNNNNNNNNN " followed by filler derived from N and a
  * final newline, so any damage or misplacement is detected.
@@ -96,7 +98,7 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 {
 	char *want = malloc(size), *got = malloc(size);
 	struct stat st;
-	unsigned long n;
+	unsigned long n, unacked_bad = 0;
 	int fd;
 
 	if (!want || !got)
@@ -125,20 +127,27 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 			if (n <= acked || memcmp(got, want, (size_t)r)) {
 				printf("record %lu is cut short (%zd of %zu bytes)%s\n", n, r, size,
 				       n <= acked ? " but was acknowledged" : " and is not a prefix");
-				return 1;
+				if (n <= acked)
+					return 1;
+				unacked_bad++;
 			}
 			break;
 		}
 		if (memcmp(got, want, size)) {
-			printf("record %lu is damaged: '%.20s'\n", n, got);
-			return 1;
+			printf("%s record %lu is damaged: '%.20s'\n", n <= acked ? "acknowledged" : "unacknowledged",
+			       n, got);
+			if (n <= acked)
+				return 1;
+			unacked_bad++;
+			break;
 		}
 	}
 	if (n - 1 < acked) {
 		printf("only %lu whole records, but %lu were acknowledged\n", n - 1, acked);
 		return 1;
 	}
-	printf("ok %lu whole records (%lu acknowledged)\n", n - 1, acked);
+	printf("ok %lu whole records (%lu acknowledged)%s\n", n - 1, acked,
+	       unacked_bad ? "; past them, data that was never acknowledged is wrong (see above)" : "");
 	close(fd);
 	free(want);
 	free(got);

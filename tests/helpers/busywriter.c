@@ -42,7 +42,7 @@ static double now_s(void)
 
 static int one_op(int k, char *why, size_t whylen)
 {
-	static char buf[200000];
+	static char buf[32768];
 	char a[64], b[64];
 	int fd, r = 0;
 	unsigned long op = rnd() % 100;
@@ -73,7 +73,7 @@ static int one_op(int k, char *why, size_t whylen)
 		return r;
 	}
 	if (op < 50)
-		r = truncate(a, (off_t)(rnd() % 300000));
+		r = truncate(a, (off_t)(rnd() % 100000));
 	else if (op < 60)
 		r = rename(a, b);
 	else if (op < 65)

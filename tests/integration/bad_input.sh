@@ -3,7 +3,7 @@
 # DATADIR or mountpoint in use, malformed options: each gets a clear one-line
 # error ("repfs: " + lower case, the subject quoted) and a non-zero exit,
 # nothing is mounted or changed, and no key bytes appear anywhere.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 
 D=$T/data
 M=$T/mnt

@@ -1,7 +1,7 @@
 #!/bin/bash
 # failed_ops.sh -- an operation that fails leaves no record in the log (and no
 # trace in the tree): the record count is unchanged after each failed call.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 
 D=$T/data
 M=$T/mnt

@@ -213,12 +213,26 @@ log_verify() { # DATA: repfs log --verify must pass
 	out=$("$REPFS" log "$1" --verify 2>&1) || fail "repfs log --verify '$1' failed: $out"
 }
 
-# compare3 MNT DATA [WHEN]: mount == tree == replay of the log (a soft failure)
+# compare3 MNT DATA [WHEN]: mount == tree == replay of the log (a soft failure).
+# A log that no longer starts at seq 1 (trimmed after a checkpoint) cannot be
+# replayed into an empty directory: then only mount == tree is checked.
 compare3() {
-	local mnt=$1 data=$2 out=$T/replay.$RANDOM
-	replay "$data" "$out"
-	treecmp "$mnt" "$data/tree" "$out" || soft_fail "trees differ (mount / tree / replay)${3:+ $3}"
-	rm -rf "$out"
+	local mnt=$1 data=$2 out=$T/replay.$RANDOM v
+	v=$("$REPFS" log "$data" --verify 2>&1) || {
+		soft_fail "repfs log --verify failed${3:+ $3}: $v"
+		return
+	}
+	case "$v" in
+	*" seq 1.."*)
+		replay "$data" "$out"
+		treecmp --max 25 "$mnt" "$data/tree" "$out" || soft_fail "trees differ (mount / tree / replay)${3:+ $3}"
+		rm -rf "$out"
+		;;
+	*)
+		note "the log was trimmed ($v); comparing the mount with the tree only"
+		treecmp --max 25 "$mnt" "$data/tree" || soft_fail "trees differ (mount / tree)${3:+ $3}"
+		;;
+	esac
 }
 
 _cleanup() {

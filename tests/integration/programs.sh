@@ -2,7 +2,7 @@
 # programs.sh -- ordinary programs on a leader mount (cp -a, tar, git, sqlite3,
 # dd, mv, ln, chmod, chown, xattrs, touch -d), then the mount, its DATADIR/tree
 # and a `repfs replay` of its log must be identical, also after a restart.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 
 D=$T/data
 M=$T/mnt

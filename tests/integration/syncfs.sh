@@ -1,7 +1,7 @@
 #!/bin/bash
 # syncfs.sh -- sync/fsync on the mount succeed after ordinary work: files
 # written and then removed or replaced must not make syncfs() or fsync() fail.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib.sh" || exit 1
 
 D=$T/data
 M=$T/mnt

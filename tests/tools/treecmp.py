@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """treecmp.py -- compare two or more directory trees exactly, for repfs tests
 
-usage: treecmp.py [--ignore FIELD,...] [--root-meta] A B [C ...]
+usage: treecmp.py [--ignore FIELD,...] [--root-meta] [--max N] A B [C ...]
 
 Every tree is compared with the first. For each object (root excluded, see
 below) it compares: presence and type, mode (all bits), uid, gid, size (not
@@ -18,6 +18,8 @@ mtime and xattrs; its mode, uid and gid only with --root-meta (the root of a
 
 --ignore takes field names (type mode uid gid size mtime nlink rdev target
 xattr content holes links) to skip, e.g. for file systems that lack holes.
+
+--max N prints at most N differences (and how many there were).
 
 Prints one line per difference and exits 1 if there is any, 0 otherwise,
 2 on usage errors.
@@ -246,12 +248,17 @@ def compare(a, b, ignore, root_meta):
 def main(argv):
     ignore = set()
     root_meta = False
+    limit = None
     roots = []
     i = 1
     while i < len(argv):
         a = argv[i]
         if a == "--ignore" and i + 1 < len(argv):
             ignore |= set(x for x in argv[i + 1].split(",") if x)
+            i += 2
+            continue
+        if a == "--max" and i + 1 < len(argv):
+            limit = int(argv[i + 1])
             i += 2
             continue
         if a == "--root-meta":
@@ -264,7 +271,7 @@ def main(argv):
         i += 1
     bad = ignore - set(FIELDS)
     if len(roots) < 2 or bad:
-        print("usage: treecmp.py [--ignore FIELD,...] [--root-meta] A B [C ...]%s" %
+        print("usage: treecmp.py [--ignore FIELD,...] [--root-meta] [--max N] A B [C ...]%s" %
               ("; unknown field(s) " + ",".join(sorted(bad)) if bad else ""), file=sys.stderr)
         return 2
     for r in roots:
@@ -277,8 +284,10 @@ def main(argv):
         diffs += ["error: " + e for e in t.errors]
     for t in trees[1:]:
         diffs += compare(trees[0], t, ignore, root_meta)
-    for d in diffs:
+    for d in diffs[:limit]:
         print(d)
+    if limit is not None and len(diffs) > limit:
+        print("... and %d more" % (len(diffs) - limit))
     if diffs:
         print("treecmp: %d difference(s)" % len(diffs))
         return 1
