@@ -508,20 +508,24 @@ int node_checkpoint(struct node *n)
 }
 
 /*
- * Retention: the log keeps what crash recovery needs (after the checkpoint)
- * and what every known follower still lacks, unless that passes log_retain
- * bytes: then the laggards lose it and will need a resync (status says so).
+ * Retention (like PostgreSQL's wal_keep_size and replication slots): the log
+ * is kept whole up to log_retain bytes, so followers that were away can catch
+ * up from it and `repfs replay` reproduces the tree. Past that, the oldest
+ * segments go -- first those every known follower holds, then, if still
+ * over, those a laggard lacks (it will need a resync; status says so) --
+ * but never what crash recovery needs (after the checkpoint).
  * Dead id markers below the checkpoint can never matter again.
  */
 static void node_trim(struct node *n, uint64_t checkpoint)
 {
-	uint64_t keep = checkpoint + 1, need = repl_min_durable(n->repl), removed = 0, pruned = 0;
+	uint64_t need = repl_min_durable(n->repl), removed = 0, pruned = 0, more = 0;
 
-	if (need != UINT64_MAX && need + 1 < keep && oplog_bytes(n->log) <= n->log_retain)
-		keep = need + 1;
-	if (oplog_trim(n->log, keep, &removed) == 0 && removed)
-		rlog(LOG_INFO, "log trimmed: %" PRIu64 " bytes before seq %" PRIu64 " removed", removed,
-		     oplog_first_seq(n->log));
+	if (need != UINT64_MAX && need < checkpoint)
+		oplog_trim(n->log, need + 1, n->log_retain, &removed);
+	oplog_trim(n->log, checkpoint + 1, n->log_retain, &more);
+	if (removed + more)
+		rlog(LOG_INFO, "log over its %" PRIu64 " byte budget: %" PRIu64 " bytes before seq %" PRIu64 " removed",
+		     n->log_retain, removed + more, oplog_first_seq(n->log));
 	if (store_prune_ids(n->store, checkpoint, &pruned) == 0 && pruned)
 		rlog(LOG_DEBUG, "pruned %" PRIu64 " dead id markers", pruned);
 }

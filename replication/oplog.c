@@ -622,7 +622,7 @@ out:
 	return ret;
 }
 
-int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t *removed_bytes)
+int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes)
 {
 	uint64_t *segs = NULL, removed = 0;
 	size_t n = 0;
@@ -630,7 +630,9 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t *removed_bytes)
 
 	pthread_mutex_lock(&log->mu);
 	ret = list_segments(log->dirfd, &segs, &n);
-	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i] != log->seg_first; i++) {
+	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i] != log->seg_first &&
+			   log->older_bytes + log->size > budget;
+	     i++) {
 		char name[32];
 		struct stat st;
 

@@ -71,10 +71,11 @@ int oplog_undo_last(struct oplog *log);
 int oplog_sync(struct oplog *log, uint64_t seq);
 
 /*
- * Deletes whole segments holding only records below keep_from (never the
- * current one). *removed_bytes (may be NULL) says how much went.
+ * While the log holds more than budget bytes, deletes its oldest segment if
+ * that holds only records below keep_from (never the current one).
+ * *removed_bytes (may be NULL) says how much went.
  */
-int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t *removed_bytes);
+int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes);
 
 /* Nonzero errno if the log has failed (a write or sync error it cannot undo). */
 int oplog_failed(struct oplog *log);
