@@ -61,13 +61,10 @@ int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
 int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES])
 {
 	char hex[2 * FILE_ID_BYTES + 1];
-	int fd;
 
 	id_hex(id, hex);
-	fd = openat(st->idxfd, hex, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
+	if (mknodat(st->idxfd, hex, S_IFREG | 0600, 0) < 0 && errno != EEXIST)
 		return -errno;
-	close(fd);
 	return 0;
 }
 

@@ -32,6 +32,9 @@ struct oplog {
 	uint64_t durable;
 	int syncing;
 	int failed;		/* errno after an unrecoverable error */
+	/* closed segments whose writeback started at the roll; the next sync makes them durable */
+	int pending[8];
+	int npending;
 	/* undo state for the last append */
 	int can_undo;
 	uint64_t undo_size;
@@ -362,6 +365,8 @@ void oplog_free(struct oplog *log)
 		return;
 	if (log->fd >= 0)
 		close(log->fd);
+	for (int i = 0; i < log->npending; i++)
+		close(log->pending[i]);
 	pthread_mutex_destroy(&log->mu);
 	pthread_cond_destroy(&log->synced);
 	free(log);
@@ -473,14 +478,24 @@ static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
 	return 0;
 }
 
-/* Called with mu held: closes the current segment and starts the next one. */
+/*
+ * Called with mu held: closes the current segment and starts the next one.
+ * The old segment's writeback is only started here; the next oplog_sync()
+ * waits for it, so that a roll does not stall the writer.
+ */
 static int roll_segment(struct oplog *log, uint64_t next_seq)
 {
 	int oldfd = log->fd, ret;
 	uint64_t oldsize = log->size, oldfirst = log->seg_first, oldgstart = log->seg_gstart;
 
-	if (fdatasync(oldfd) < 0)
-		return -errno;
+	if (log->npending == (int)(sizeof(log->pending) / sizeof(log->pending[0]))) {
+		/* rolls outran syncs: settle the oldest now */
+		if (fdatasync(log->pending[0]) < 0)
+			return -errno;
+		close(log->pending[0]);
+		memmove(log->pending, log->pending + 1, (size_t)--log->npending * sizeof(int));
+	}
+	sync_file_range(oldfd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	ret = create_segment(log, next_seq, log->last_mac, log->seg_gstart + oldsize);
 	if (ret) {
 		log->fd = oldfd;
@@ -489,9 +504,8 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 		log->seg_gstart = oldgstart;
 		return ret;
 	}
-	log->durable = log->last.seq;
 	log->older_bytes += oldsize;
-	close(oldfd);
+	log->pending[log->npending++] = oldfd;
 	return 0;
 }
 
@@ -661,7 +675,7 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
 		uint64_t target;
-		int fd;
+		int fd, npend, pend[8];
 
 		if (log->failed) {
 			ret = -EIO;
@@ -676,10 +690,19 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		log->syncing = 1;
 		target = log->last.seq;
 		fd = dup(log->fd);
+		npend = log->npending;
+		memcpy(pend, log->pending, sizeof(pend));
+		log->npending = 0;
 		ret = take_fault(&log->fault_sync, log->fault_sync_err);
 		pthread_mutex_unlock(&log->mu);
 		if (fd < 0 && !ret)
 			ret = -errno;
+		/* segments closed since the last sync first, then the current one */
+		for (int i = 0; i < npend; i++) {
+			if (!ret && fdatasync(pend[i]) < 0)
+				ret = -errno;
+			close(pend[i]);
+		}
 		if (!ret && fdatasync(fd) < 0)
 			ret = -errno;
 		if (fd >= 0)
