@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -371,6 +372,10 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 		ret = -EIO;
 		goto out;
 	}
+	if (n->st.role != ROLE_LEADER) {
+		ret = -EROFS;	/* stepped down meanwhile */
+		goto out;
+	}
 	r->epoch = n->st.epoch;
 	r->time_ns = now_ns();
 	ret = oplog_append(n->log, r);
@@ -408,6 +413,91 @@ out:
 	if (!ret)
 		repl_notify(n->repl);
 	return ret;
+}
+
+enum role node_role(struct node *n)
+{
+	enum role r;
+
+	pthread_mutex_lock(&n->seq_lock);
+	r = n->st.role;
+	pthread_mutex_unlock(&n->seq_lock);
+	return r;
+}
+
+/* Flips the mount between read-only and read-write without unmounting it. */
+static int remount(struct node *n, int rw)
+{
+	char src[PATH_MAX + 8];
+	unsigned long flags = MS_REMOUNT | MS_NOSUID | MS_NODEV | (rw ? 0 : MS_RDONLY);
+
+	if (!n->mountpoint[0] || !n->fuse)
+		return 0;	/* not mounted yet: the mount will be made as the role says */
+	snprintf(src, sizeof(src), "repfs:%s", n->datadir);
+	if (mount(src, n->mountpoint, "fuse.repfs", flags, NULL) < 0) {
+		rlog(LOG_ERR, "unable to remount '%s' %s: %s", n->mountpoint, rw ? "read-write" : "read-only",
+		     strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+int node_promote(struct node *n, uint64_t epoch)
+{
+	struct record b = { .type = REC_BRANCH };
+	struct node_state save;
+	struct pos prev;
+	int ret;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->st.role == ROLE_LEADER) {
+		pthread_mutex_unlock(&n->seq_lock);
+		return -EALREADY;
+	}
+	prev = oplog_last(n->log);
+	if (epoch <= n->st.epoch || epoch <= prev.epoch)
+		epoch = (n->st.epoch > prev.epoch ? n->st.epoch : prev.epoch) + 1;
+	save = n->st;
+	n->st.role = ROLE_LEADER;
+	n->st.epoch = epoch;
+	/* the new epoch is on disk before its first record */
+	ret = state_save(n->dfd, &n->st);
+	if (ret)
+		n->st = save;
+	pthread_mutex_unlock(&n->seq_lock);
+	if (ret)
+		return ret;
+	b.off = prev.epoch;
+	b.len = prev.seq;
+	ret = node_commit(n, &b, -1, NULL);
+	if (!ret)
+		ret = node_sync_local(n, b.seq);
+	if (!ret)
+		ret = remount(n, 1);
+	if (!ret)
+		rlog(LOG_NOTICE, "promoted: leader of epoch %" PRIu64 ", branching after %" PRIu64 ".%" PRIu64, epoch,
+		     prev.epoch, prev.seq);
+	return ret;
+}
+
+int node_step_down(struct node *n, uint64_t epoch)
+{
+	struct node_state save;
+	int ret;
+
+	pthread_mutex_lock(&n->seq_lock);
+	save = n->st;
+	n->st.role = ROLE_FOLLOWER;
+	if (epoch > n->st.epoch)
+		n->st.epoch = epoch;
+	ret = state_save(n->dfd, &n->st);
+	if (ret)
+		n->st = save;
+	pthread_mutex_unlock(&n->seq_lock);
+	if (ret)
+		return ret;
+	rlog(LOG_NOTICE, "stepped down: now a follower (epoch %" PRIu64 ")", n->st.epoch);
+	return remount(n, 0);
 }
 
 uint64_t node_applied(struct node *n)

@@ -90,6 +90,24 @@ int node_start(struct node *n);
  */
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
 
+/* The node's role now (it changes on promotion and step-down). */
+enum role node_role(struct node *n);
+
+/*
+ * Promotion: persists role = leader at epoch (above every epoch known)
+ * before anything of the new epoch is written, appends the epoch's branch
+ * record (where it starts: the previous record's epoch and seq), makes it
+ * durable and remounts the mount read-write. -EALREADY on a leader.
+ */
+int node_promote(struct node *n, uint64_t epoch);
+
+/*
+ * Stepping down: persists role = follower (and epoch, if higher), refuses
+ * changes from then on, remounts read-only. What was committed keeps
+ * streaming to the followers (the hand-over).
+ */
+int node_step_down(struct node *n, uint64_t epoch);
+
 /* The last record applied to the tree (on a leader: the last committed one). */
 uint64_t node_applied(struct node *n);
 

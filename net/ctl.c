@@ -16,6 +16,8 @@
 
 #include "../fs/node.h"
 #include "../lib/log.h"
+#include "../lib/util.h"
+#include "../replication/repl.h"
 
 struct ctl_server {
 	struct node *node;
@@ -49,9 +51,15 @@ static void serve_one(struct ctl_server *s, int c)
 	reply = malloc(len);
 	if (!reply)
 		return;
-	if (!strcmp(req, "status"))
+	if (!strcmp(req, "status")) {
 		node_status_json(s->node, reply, len);
-	else
+	} else if (!strcmp(req, "promote") || !strcmp(req, "promote force")) {
+		char msg[512], esc[1100];
+		int ret = s->node->repl ? repl_promote(s->node->repl, !strcmp(req, "promote force"), msg, sizeof(msg))
+					: (snprintf(msg, sizeof(msg), "replication is not running"), -EINVAL);
+		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
+			 json_escape(esc, sizeof(esc), msg));
+	} else
 		snprintf(reply, len, "{\"error\":\"unknown request\"}\n");
 	if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
 		rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));

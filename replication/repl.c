@@ -29,7 +29,12 @@ enum msg {
 	MSG_RECORD = 4,	   /* leader: one encoded log record */
 	MSG_HEARTBEAT = 5, /* leader: epoch u64, last u64, durable u64, time_ns i64 */
 	MSG_ACK = 6,	   /* follower: received u64, durable u64, applied u64 */
+	MSG_PROBE = 7,	   /* anyone: who are you? answered by MSG_INFO */
+	MSG_INFO = 8,	   /* role u64, epoch u64, last seq u64, applied u64, name[64] */
+	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
 };
+
+#define INFO_BYTES (32 + 64)
 
 #define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64)
 #define HANDSHAKE_MS 5000
@@ -64,6 +69,8 @@ struct repl {
 	int have_listener, have_follower;
 	pthread_t listener, follower;
 	/* follower side */
+	int follow_fd;		/* the connection to the leader, -1 if none */
+	char extra_peer[64];	/* the new leader's address, learnt at a switchover */
 	int following;
 	char leader[64];
 	char leader_addr[64];
@@ -348,6 +355,8 @@ static void stream(struct conn *cn)
 		pthread_mutex_unlock(&r->mu);
 		if (dead || stop)
 			break;
+		if (applied <= sent && node_role(r->n) != ROLE_LEADER)
+			break;	/* stepped down and handed everything over: let it find the new leader */
 		if (applied > sent) {
 			struct record rec;
 			int ret;
@@ -401,6 +410,41 @@ static void stream(struct conn *cn)
 	oplog_reader_free(rd);
 }
 
+static void put_info(struct repl *r, uint8_t info[INFO_BYTES])
+{
+	memset(info, 0, INFO_BYTES);
+	put64(info, (uint64_t)node_role(r->n));
+	put64(info + 8, r->n->st.epoch);
+	put64(info + 16, oplog_last(r->n->log).seq);
+	put64(info + 24, node_applied(r->n));
+	snprintf((char *)info + 32, 64, "%s", r->n->st.name);
+}
+
+static int start_following(struct repl *r, const char *addr);
+
+/* PROBE: say who we are. STEPDOWN: a follower is being promoted; hand over. */
+static void answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8_t *buf, size_t len)
+{
+	uint8_t info[INFO_BYTES];
+
+	if (type == MSG_STEPDOWN && len >= 8 && node_role(r->n) == ROLE_LEADER) {
+		char addr[64] = "";
+		snprintf(addr, sizeof(addr), "%.*s", (int)(len - 8 < 63 ? len - 8 : 63), (const char *)buf + 8);
+		rlog(LOG_NOTICE, "switchover: a follower%s%s is taking over; stepping down", *addr ? " at " : "",
+		     addr);
+		/* no new writes from here; what is committed keeps streaming to followers */
+		if (node_step_down(r->n, get64(buf)) == 0) {
+			pthread_mutex_lock(&r->mu);
+			pthread_cond_broadcast(&r->cv_ack);	/* waiting fsyncs fail: not durable here now */
+			pthread_mutex_unlock(&r->mu);
+			start_following(r, *addr ? addr : NULL);
+		}
+	}
+	put_info(r, info);
+	chan_send(c, MSG_INFO, info, sizeof(info));
+	chan_close(c);
+}
+
 static void *conn_main(void *arg)
 {
 	struct conn *cn = arg;
@@ -417,15 +461,19 @@ static void *conn_main(void *arg)
 		rlog(LOG_WARNING, "refused a connection from %s: %s", cn->addr, chan_strerror(ret));
 		goto out;
 	}
-	if (r->n->st.role != ROLE_LEADER) {
+	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
+	if (ret == 1 && (type == MSG_PROBE || type == MSG_STEPDOWN)) {
+		answer_probe(r, cn->c, type, buf, len);
+		goto out;
+	}
+	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
+		rlog(LOG_WARNING, "peer at %s did not say hello", cn->addr);
+		goto out;
+	}
+	if (node_role(r->n) != ROLE_LEADER) {
 		char why[120];
 		snprintf(why, sizeof(why), "'%s' is not the leader", r->n->st.name);
 		chan_send(cn->c, MSG_REFUSE, why, strlen(why));
-		goto out;
-	}
-	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
-	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
-		rlog(LOG_WARNING, "peer at %s did not say hello", cn->addr);
 		goto out;
 	}
 	hello = buf;
@@ -586,6 +634,8 @@ static void receive(struct repl *r, struct chan *c)
 		size_t len;
 		int ret = chan_recv(c, &type, &buf, &len, r->o.leader_timeout_ms);
 
+		if (node_role(r->n) != ROLE_FOLLOWER)
+			break;	/* promoted */
 		if (ret == -ETIMEDOUT) {
 			rlog(LOG_WARNING, "no word from the leader for %d ms; reconnecting", r->o.leader_timeout_ms);
 			break;
@@ -625,8 +675,10 @@ static void receive(struct repl *r, struct chan *c)
 			break;
 		}
 		/* a batch is in: make it durable, then acknowledge */
-		if (pending && node_sync(r->n, 0))
+		if (pending && node_sync_local(r->n, 0)) {
+			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
 			break;
+		}
 		pending = 0;
 		if (send_ack(r, c))
 			break;
@@ -652,6 +704,9 @@ static void follow_once(struct repl *r, const char *addr)
 		close(fd);
 		return;
 	}
+	pthread_mutex_lock(&r->mu);
+	r->follow_fd = fd;
+	pthread_mutex_unlock(&r->mu);
 	ret = chan_handshake(&c, fd, r->n->key, 1, HANDSHAKE_MS);
 	if (ret) {
 		set_error(r, "peer '%s' refused: %s", addr, chan_strerror(ret));
@@ -671,6 +726,11 @@ static void follow_once(struct repl *r, const char *addr)
 	if (type == MSG_REFUSE) {
 		char why[160];
 		snprintf(why, sizeof(why), "%.*s", (int)(len < 150 ? len : 150), (char *)buf);
+		if (strstr(why, "is not the leader")) {
+			/* looking for the leader among the peers: not an error */
+			rlog(LOG_DEBUG, "peer '%s': %s", addr, why);
+			goto out;
+		}
 		set_error(r, "leader at '%s' refused: %s", addr, why);
 		rlog(LOG_ERR, "%s", r->last_error);
 		goto out;
@@ -692,6 +752,9 @@ static void follow_once(struct repl *r, const char *addr)
 	r->following = 0;
 	pthread_mutex_unlock(&r->mu);
 out:
+	pthread_mutex_lock(&r->mu);
+	r->follow_fd = -1;
+	pthread_mutex_unlock(&r->mu);
 	chan_free(c);
 	untrack_fd(r, fd);
 	close(fd);
@@ -702,10 +765,17 @@ static void *follow_main(void *arg)
 	struct repl *r = arg;
 	int backoff = 100;
 
-	while (!nap(r, &r->cv_new, 0)) {
-		for (int i = 0; i < r->o.npeers; i++) {
+	while (!nap(r, &r->cv_new, 0) && node_role(r->n) == ROLE_FOLLOWER) {
+		char extra[64];
+		pthread_mutex_lock(&r->mu);
+		snprintf(extra, sizeof(extra), "%s", r->extra_peer);
+		pthread_mutex_unlock(&r->mu);
+		for (int i = -1; i < r->o.npeers && node_role(r->n) == ROLE_FOLLOWER; i++) {
 			int64_t t0 = now_ns();
-			follow_once(r, r->o.peers[i]);
+			const char *addr = i < 0 ? extra : r->o.peers[i];
+			if (!*addr || (i >= 0 && !strcmp(addr, extra)))
+				continue;
+			follow_once(r, addr);
 			if (now_ns() - t0 > 5000000000LL)
 				backoff = 100;	/* it was a working connection */
 		}
@@ -714,6 +784,166 @@ static void *follow_main(void *arg)
 		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
 	}
 	return NULL;
+}
+
+/* Starts the follower thread (at start, or after a step-down); addr: another peer to try first. */
+static int start_following(struct repl *r, const char *addr)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&r->mu);
+	if (addr)
+		snprintf(r->extra_peer, sizeof(r->extra_peer), "%s", addr);
+	if (r->have_follower) {
+		/* an earlier follower thread (before a promotion) has ended or is ending */
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(r->follower, NULL);
+		pthread_mutex_lock(&r->mu);
+		r->have_follower = 0;
+	}
+	if (!r->stopping && (r->o.npeers || r->extra_peer[0])) {
+		ret = -pthread_create(&r->follower, NULL, follow_main, r);
+		if (!ret)
+			r->have_follower = 1;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
+/* ======================= PROMOTION ======================= */
+
+struct info {
+	enum role role;
+	uint64_t epoch, seq, applied;
+	char name[65];
+};
+
+/* Asks the node at addr who it is (MSG_PROBE), or tells it to step down (MSG_STEPDOWN). */
+static int ask_peer(const struct key *k, const char *addr, uint8_t type, const void *payload, size_t plen,
+		    struct info *out)
+{
+	struct chan *c = NULL;
+	uint8_t t;
+	void *buf;
+	size_t len;
+	int fd, ret;
+
+	fd = tcp_socket(addr, 0, 1000);
+	if (fd < 0)
+		return fd;
+	ret = chan_handshake(&c, fd, k, 1, 2000);
+	if (!ret)
+		ret = chan_send(c, type, payload, plen);
+	if (!ret) {
+		ret = chan_recv(c, &t, &buf, &len, 5000);
+		if (ret == 1 && t == MSG_INFO && len == INFO_BYTES) {
+			const uint8_t *b = buf;
+			out->role = (enum role)get64(b);
+			out->epoch = get64(b + 8);
+			out->seq = get64(b + 16);
+			out->applied = get64(b + 24);
+			snprintf(out->name, sizeof(out->name), "%.64s", (const char *)b + 32);
+			ret = 0;
+		} else if (ret >= 0) {
+			ret = -EPROTO;
+		}
+	}
+	chan_free(c);
+	close(fd);
+	return ret;
+}
+
+int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers, uint64_t *epoch, char *who,
+		       size_t wholen)
+{
+	int reached = 0;
+
+	*epoch = 0;
+	for (int i = 0; i < npeers; i++) {
+		struct info in;
+		if (ask_peer(k, peers[i], MSG_PROBE, NULL, 0, &in))
+			continue;
+		reached++;
+		if (in.epoch > *epoch) {
+			*epoch = in.epoch;
+			snprintf(who, wholen, "%s", in.name);
+		}
+	}
+	return reached;
+}
+
+int repl_promote(struct repl *r, int force, char *msg, size_t len)
+{
+	struct node *n = r->n;
+	uint64_t best_epoch = n->st.epoch, my_seq, leader_seq = 0;
+	const char *leader_addr = NULL;
+	char better[65] = "";
+	uint64_t better_seq = 0;
+	int ret;
+
+	if (node_role(n) == ROLE_LEADER) {
+		snprintf(msg, len, "'%s' is already the leader (epoch %" PRIu64 ")", n->st.name, n->st.epoch);
+		return -EALREADY;
+	}
+	my_seq = oplog_last(n->log).seq;
+	for (int i = 0; i < r->o.npeers; i++) {
+		struct info in;
+		if (ask_peer(n->key, r->o.peers[i], MSG_PROBE, NULL, 0, &in))
+			continue;
+		if (in.epoch > best_epoch)
+			best_epoch = in.epoch;
+		if (in.role == ROLE_LEADER && in.epoch >= n->st.epoch) {
+			leader_addr = r->o.peers[i];
+			leader_seq = in.seq;
+		} else if (in.role == ROLE_FOLLOWER && in.seq > my_seq && in.seq > better_seq) {
+			better_seq = in.seq;
+			snprintf(better, sizeof(better), "%s", in.name);
+		}
+	}
+	if (leader_addr) {
+		/* switchover: the leader stops, hands over what it has, then we take over */
+		uint8_t req[8 + 64] = { 0 };
+		struct info in;
+		int64_t deadline = now_ns() + 5000000000LL;
+
+		put64(req, best_epoch + 1);
+		snprintf((char *)req + 8, 64, "%s", r->o.listen ? r->o.listen : "");
+		ret = ask_peer(n->key, leader_addr, MSG_STEPDOWN, req, 8 + strlen((char *)req + 8), &in);
+		if (ret) {
+			snprintf(msg, len, "the leader at '%s' did not step down: %s", leader_addr, strerror(-ret));
+			return ret;
+		}
+		leader_seq = in.seq;
+		while (node_applied(n) < leader_seq && now_ns() < deadline)
+			nap(r, &r->cv_new, 10);
+		if (node_applied(n) < leader_seq) {
+			snprintf(msg, len,
+				 "the old leader stepped down but handed over only up to seq %" PRIu64 " of %" PRIu64
+				 "; not promoting (run again, or --force)",
+				 node_applied(n), leader_seq);
+			if (!force)
+				return -ETIMEDOUT;
+		}
+	} else if (better[0] && !force) {
+		snprintf(msg, len,
+			 "'%s' is behind '%s' (seq %" PRIu64 " < %" PRIu64 "); promote '%s', or use --force", n->st.name,
+			 better, my_seq, better_seq, better);
+		return -EAGAIN;
+	}
+	/* stop following before the first write of the new epoch */
+	pthread_mutex_lock(&r->mu);
+	if (r->follow_fd >= 0)
+		shutdown(r->follow_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&r->mu);
+	ret = node_promote(n, best_epoch + 1);
+	if (ret) {
+		snprintf(msg, len, "promotion of '%s' failed: %s", n->st.name, strerror(-ret));
+		return ret;
+	}
+	repl_notify(r);
+	snprintf(msg, len, "'%s' is the leader of epoch %" PRIu64 " from seq %" PRIu64 "%s", n->st.name, n->st.epoch,
+		 oplog_last(n->log).seq, leader_addr ? " (switchover: nothing lost)" : "");
+	return 0;
 }
 
 /* ======================= BOTH ======================= */
@@ -739,6 +969,7 @@ int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int
 	if (!r->o.leader_timeout_ms)
 		r->o.leader_timeout_ms = REPL_DEFAULT_LEADER_TIMEOUT_MS;
 	r->listenfd = listenfd;
+	r->follow_fd = -1;
 	for (int i = 0; i < MAX_CONNS; i++)
 		r->conn_fds[i] = -1;
 	pthread_mutex_init(&r->mu, NULL);
@@ -751,10 +982,9 @@ int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int
 		r->have_listener = 1;
 	}
 	if (n->st.role == ROLE_FOLLOWER && o->npeers) {
-		ret = -pthread_create(&r->follower, NULL, follow_main, r);
+		ret = start_following(r, NULL);
 		if (ret)
 			goto fail;
-		r->have_follower = 1;
 	}
 	*out = r;
 	return 0;
@@ -827,8 +1057,10 @@ int repl_wait(struct repl *r, uint64_t seq)
 	int64_t deadline;
 	int ret = 0;
 
-	if (!r || r->o.mode == SYNC_ASYNC || r->n->st.role != ROLE_LEADER)
+	if (!r || r->o.mode == SYNC_ASYNC)
 		return 0;
+	if (node_role(r->n) != ROLE_LEADER)
+		return -EIO;	/* stepped down: this node can no longer promise it */
 	deadline = r->o.sync_timeout_ms ? now_ns() + (int64_t)r->o.sync_timeout_ms * 1000000 : 0;
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -848,7 +1080,7 @@ int repl_wait(struct repl *r, uint64_t seq)
 		}
 		if (r->fell_back)
 			break;
-		if (r->stopping) {
+		if (r->stopping || r->n->st.role != ROLE_LEADER) {
 			ret = -EIO;
 			break;
 		}

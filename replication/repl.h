@@ -68,6 +68,21 @@ void repl_notify(struct repl *r);
  */
 int repl_wait(struct repl *r, uint64_t seq);
 
+/*
+ * Promotes this follower (see docs): refuses if a reachable follower is
+ * further ahead (naming it) unless force; a reachable leader is asked to step
+ * down and hand over first (switchover). A one-line outcome goes to msg.
+ */
+int repl_promote(struct repl *r, int force, char *msg, size_t len);
+
+/*
+ * Asks the peers for their epochs (before a leader starts serving): returns
+ * how many answered, the highest epoch in *epoch and its holder's name in who.
+ */
+struct key;
+int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers, uint64_t *epoch, char *who,
+		       size_t wholen);
+
 /* The lowest durable position of the known followers; UINT64_MAX if none (or r is NULL). */
 uint64_t repl_min_durable(struct repl *r);
 

@@ -435,3 +435,41 @@ out:
 		close(logfd);
 	return rc;
 }
+
+int cmd_promote(int argc, char **argv)
+{
+	char datadir[PATH_MAX], reply[2048], msg[2100];
+	const char *target = NULL;
+	int force = 0, ret;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--force"))
+			force = 1;
+		else if (argv[i][0] == '-' || target) {
+			die_msg("usage: repfs promote DATADIR|MOUNTPOINT [--force]");
+			return 2;
+		} else
+			target = argv[i];
+	}
+	if (!target) {
+		die_msg("usage: repfs promote DATADIR|MOUNTPOINT [--force]");
+		return 2;
+	}
+	if (resolve_datadir(target, datadir, sizeof(datadir))) {
+		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", target);
+		return 1;
+	}
+	ret = ctl_request(datadir, force ? "promote force" : "promote", reply, sizeof(reply));
+	if (ret) {
+		die_msg("the node of '%s' is not running (%s); start it to promote it", datadir, strerror(-ret));
+		return 1;
+	}
+	if (json_field(reply, "message", msg, sizeof(msg)))
+		snprintf(msg, sizeof(msg), "%s", reply);
+	if (strstr(reply, "\"ok\":true")) {
+		printf("%s\n", msg);
+		return 0;
+	}
+	die_msg("%s", msg);
+	return 1;
+}

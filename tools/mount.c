@@ -278,6 +278,22 @@ int cmd_mount(int argc, char **argv)
 	n->commit_write = o.repl.commit_write;
 	if (n->st.role == ROLE_FOLLOWER && !o.repl.npeers)
 		rlog(LOG_WARNING, "follower without --peer: serving '%s' read-only, following nobody", n->datadir);
+	if (n->st.role == ROLE_LEADER && o.repl.npeers) {
+		/* never act as leader before asking the peers whether another one took over */
+		uint64_t epoch = 0;
+		char who[65] = "";
+		repl_highest_epoch(n->key, o.repl.peers, o.repl.npeers, &epoch, who, sizeof(who));
+		if (epoch > n->st.epoch) {
+			rlog(LOG_WARNING,
+			     "peer '%s' is at epoch %" PRIu64 " (ours is %" PRIu64 "): another node was promoted; "
+			     "starting as a follower",
+			     who, epoch, n->st.epoch);
+			if (node_step_down(n, epoch)) {
+				die_msg("unable to record the step-down in '%s/state'", n->datadir);
+				goto out;
+			}
+		}
+	}
 	if (o.repl.listen) {
 		listenfd = repl_listen_socket(o.repl.listen);
 		if (listenfd < 0) {

@@ -120,6 +120,7 @@ static void usage(FILE *f)
 	      "  log DATADIR [--from SEQ] [--verify] [--key KEYFILE]\n"
 	      "                                          print or check the operation log\n"
 	      "  replay DATADIR OUTDIR [--key KEYFILE]   apply the whole log to an empty directory\n"
+	      "  promote DATADIR|MOUNTPOINT [--force]    make this follower the leader of a new epoch\n"
 	      "stop a node with: fusermount3 -u MOUNTPOINT\n",
 	      f);
 }
@@ -145,6 +146,8 @@ int main(int argc, char **argv)
 		return cmd_log(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "replay"))
 		return cmd_replay(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "promote"))
+		return cmd_promote(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
 		usage(stdout);
 		return 0;
