@@ -57,7 +57,7 @@ static const char *errname(int e)
 static int do_write(const char *path, unsigned long count, size_t size)
 {
 	char *buf = malloc(size);
-	int fd;
+	int fd = -1, ret = 1;
 
 	if (!buf)
 		return 2;
@@ -65,7 +65,7 @@ static int do_write(const char *path, unsigned long count, size_t size)
 	fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
 	if (fd < 0) {
 		printf("error 1 %s: open: %s\n", errname(errno), strerror(errno));
-		return 1;
+		goto out;
 	}
 	for (unsigned long n = 1; count == 0 || n <= count; n++) {
 		size_t done = 0;
@@ -77,21 +77,25 @@ static int do_write(const char *path, unsigned long count, size_t size)
 				if (errno == EINTR)
 					continue;
 				printf("error %lu %s: write: %s\n", n, errname(errno), strerror(errno));
-				return 1;
+				goto out;
 			}
 			done += (size_t)w;
 		}
 		if (fsync(fd) < 0) {
 			printf("error %lu %s: fsync: %s\n", n, errname(errno), strerror(errno));
-			return 1;
+			goto out;
 		}
 		printf("ack %lu\n", n);
 	}
-	if (close(fd) < 0) {
+	ret = close(fd) < 0 ? 1 : 0;
+	fd = -1;
+	if (ret)
 		printf("error 0 %s: close: %s\n", errname(errno), strerror(errno));
-		return 1;
-	}
-	return 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return ret;
 }
 
 static int do_check(const char *path, unsigned long acked, size_t size)
@@ -99,17 +103,21 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 	char *want = malloc(size), *got = malloc(size);
 	struct stat st;
 	unsigned long n, unacked_bad = 0;
-	int fd;
+	int fd = -1, ret = 1;
 
-	if (!want || !got)
-		return 2;
+	if (!want || !got) {
+		ret = 2;
+		goto out;
+	}
 	fd = open(path, O_RDONLY);
 	if (fd < 0) {
 		printf("unable to open '%s': %s\n", path, strerror(errno));
-		return 1;
+		goto out;
 	}
-	if (fstat(fd, &st) < 0)
-		return 2;
+	if (fstat(fd, &st) < 0) {
+		printf("unable to stat '%s': %s\n", path, strerror(errno));
+		goto out;
+	}
 	for (n = 1;; n++) {
 		off_t off = (off_t)((n - 1) * size);
 		ssize_t r;
@@ -119,7 +127,7 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 		r = pread(fd, got, size, off);
 		if (r < 0) {
 			printf("read error at record %lu: %s\n", n, strerror(errno));
-			return 1;
+			goto out;
 		}
 		make_record(want, size, n);
 		if ((size_t)r < size) {
@@ -128,7 +136,7 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 				printf("record %lu is cut short (%zd of %zu bytes)%s\n", n, r, size,
 				       n <= acked ? " but was acknowledged" : " and is not a prefix");
 				if (n <= acked)
-					return 1;
+					goto out;
 				unacked_bad++;
 			}
 			break;
@@ -137,21 +145,24 @@ static int do_check(const char *path, unsigned long acked, size_t size)
 			printf("%s record %lu is damaged: '%.20s'\n", n <= acked ? "acknowledged" : "unacknowledged",
 			       n, got);
 			if (n <= acked)
-				return 1;
+				goto out;
 			unacked_bad++;
 			break;
 		}
 	}
 	if (n - 1 < acked) {
 		printf("only %lu whole records, but %lu were acknowledged\n", n - 1, acked);
-		return 1;
+		goto out;
 	}
 	printf("ok %lu whole records (%lu acknowledged)%s\n", n - 1, acked,
 	       unacked_bad ? "; past them, data that was never acknowledged is wrong (see above)" : "");
-	close(fd);
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
 	free(want);
 	free(got);
-	return 0;
+	return ret;
 }
 
 int main(int argc, char **argv)

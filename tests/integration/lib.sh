@@ -1,7 +1,7 @@
 # lib.sh -- shared helpers for the integration and fault tests (sourced, not run)
 #
-# Each test script does:   . "$(dirname "$0")/../integration/lib.sh"
-# and gets: a private temp dir $T (removed on exit), a key $KEY, the binary
+# Each test script does   . "$(dirname "$0")/lib.sh" || exit 1
+# (from tests/fault/: "$(dirname "$0")/../integration/lib.sh") and gets: a private temp dir $T (removed on exit), a key $KEY, the binary
 # $REPFS and the helpers dir $HELPERS, and these functions:
 #
 #   fail MSG...               print "FAIL: MSG" and exit 1
@@ -15,12 +15,16 @@
 #   stop_node MNT             clean unmount, wait for the daemon to exit
 #   kill_node DATA MNT        kill -9 the daemon of DATA, lazy-unmount the dead mount
 #   daemon_pid DATA           pid of the process holding DATA/lock
-#   status_json TARGET        `repfs status TARGET --json` (retried: see below)
+#   status_json TARGET        `repfs status TARGET --json` (retried a few times;
+#                             cli.sh asserts that single calls never fail)
 #   json_get JSON FIELD       value of a top-level field
 #   treecmp A B [C...]        tests/tools/treecmp.py
 #   compare3 MNT DATA [WHEN]  mount == DATA/tree == replay (soft)
 #   replay DATA OUT           `repfs replay` into a fresh dir
 #   log_count DATA            number of records in the log
+#   log_verify DATA           `repfs log --verify` must pass
+#   make_key [FILE]           `repfs keygen` ($KEY by default)
+#   is_mounted DIR / pid_alive PID
 #   track_pid PID / track_mount DIR / track_tmpfs DIR   cleaned up on exit
 #
 # Cleanup (trap on EXIT): unmounts every mount the test made (fusermount3 -u,
@@ -123,8 +127,8 @@ daemon_pid() {
 	find /proc/[0-9]*/fd -maxdepth 1 -lname "$lock" 2>/dev/null | cut -d/ -f3 | sort -un
 }
 
-# status_json TARGET: the daemon's status. `repfs status` is retried a few
-# times because it can fail spuriously (see status.sh, which asserts it must not).
+# status_json TARGET: the daemon's status, retried a few times so that other
+# tests do not depend on it (cli.sh asserts that every single call succeeds).
 status_json() {
 	local i out
 	for i in 1 2 3 4 5 6 7 8 9 10; do
