@@ -549,7 +549,9 @@ int node_sync(struct node *n, uint64_t seq)
 	if (!seq)
 		seq = oplog_last(n->log).seq;
 	ret = node_sync_local(n, seq);
-	return ret ? ret : repl_wait(n->repl, seq);
+	if (ret || node_role(n) != ROLE_LEADER)
+		return ret;	/* a follower has nothing of its own to replicate */
+	return repl_wait(n->repl, seq);
 }
 
 int node_sync_local(struct node *n, uint64_t seq)

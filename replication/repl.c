@@ -1059,8 +1059,6 @@ int repl_wait(struct repl *r, uint64_t seq)
 
 	if (!r || r->o.mode == SYNC_ASYNC)
 		return 0;
-	if (node_role(r->n) != ROLE_LEADER)
-		return -EIO;	/* stepped down: this node can no longer promise it */
 	deadline = r->o.sync_timeout_ms ? now_ns() + (int64_t)r->o.sync_timeout_ms * 1000000 : 0;
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -1081,7 +1079,7 @@ int repl_wait(struct repl *r, uint64_t seq)
 		if (r->fell_back)
 			break;
 		if (r->stopping || r->n->st.role != ROLE_LEADER) {
-			ret = -EIO;
+			ret = -EIO;	/* stepped down while waiting: this node can no longer promise it */
 			break;
 		}
 		if (deadline && now_ns() >= deadline) {
