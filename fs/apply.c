@@ -533,6 +533,19 @@ static int under(const char *p, const char *dir, size_t dl)
 	return !strncmp(p, dir, dl) && (!p[dl] || p[dl] == '/');
 }
 
+/* The directory at path is gone: so are the notes about it and below it. */
+static void note_gone(struct replay *rp, const char *path)
+{
+	size_t pl = strlen(path);
+
+	for (int i = 0; i < rp->n; i++) {
+		if (under(rp->dirs[i].path, path, pl)) {
+			free(rp->dirs[i].path);
+			rp->dirs[i--] = rp->dirs[--rp->n];
+		}
+	}
+}
+
 /* A directory moved from "from" to "to": so do the notes about it and below it. */
 static void note_moved(struct replay *rp, const char *from, const char *to, int replace)
 {
@@ -577,8 +590,11 @@ int replay_apply(struct replay *rp, struct store *st, const struct record *r)
 		if ((r->mode & S_IFMT) == S_IFDIR)
 			note_path(rp, store_rel(r->path), r->time_ns);	/* a new directory's own time */
 		break;
-	case REC_UNLINK:
 	case REC_RMDIR:
+		note_gone(rp, store_rel(r->path));
+		note_dir(rp, store_rel(r->path), r->time_ns);
+		break;
+	case REC_UNLINK:
 		note_dir(rp, store_rel(r->path), r->time_ns);
 		break;
 	case REC_LINK:
@@ -613,7 +629,8 @@ int replay_finish(struct replay *rp, struct store *st)
 	if (!rp)
 		return 0;
 	for (int i = 0; i < rp->n; i++) {
-		int r = rp->overflow ? 0 : set_mtime_at(st, rp->dirs[i].path, rp->dirs[i].t);
+		int r = rp->overflow || !is_dir_at(st, rp->dirs[i].path) ? 0
+									   : set_mtime_at(st, rp->dirs[i].path, rp->dirs[i].t);
 		if (r && r != -ENOENT && r != -ENOTDIR && !ret)
 			ret = r;
 		free(rp->dirs[i].path);

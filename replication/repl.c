@@ -246,6 +246,21 @@ static struct peer *peer_get(struct repl *r, const char *name)
 	return free_slot;
 }
 
+static void count_durable(struct repl *r, uint64_t seq, int *have, int *known);
+
+/* Called with mu held after --sync-timeout fell back: back to the mode once the followers have caught up. */
+static void maybe_resume(struct repl *r)
+{
+	int have, known, need;
+
+	count_durable(r, oplog_last(r->n->log).seq, &have, &known);
+	need = r->o.mode == SYNC_QUORUM ? r->o.quorum : known;
+	if (need > 0 && have >= need) {
+		r->fell_back = 0;
+		rlog(LOG_NOTICE, "followers caught up; synchronous replication resumed");
+	}
+}
+
 static void *ack_main(void *arg)
 {
 	struct conn *cn = arg;
@@ -273,6 +288,8 @@ static void *ack_main(void *arg)
 		cn->p->last_ack_ns = now_ns();
 		if (cn->p->ring_seq[cn->p->applied % 256] == cn->p->applied)
 			cn->p->applied_pos = cn->p->ring_pos[cn->p->applied % 256];
+		if (r->fell_back)
+			maybe_resume(r);
 		pthread_cond_broadcast(&r->cv_ack);
 		pthread_mutex_unlock(&r->mu);
 	}
