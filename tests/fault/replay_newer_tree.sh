@@ -32,6 +32,8 @@ start_leader "$D" "$M"
 	echo p >p; chmod 600 p; chown 1000:1000 p; chmod 640 p; chown 0:0 p
 	mkdir -p tree/a/b; echo deep >tree/a/b/f; mv tree/a tree/z; mkdir tree/a; echo new >tree/a/f
 	echo gone >tmp1; mv tmp1 tmp2; mv tmp2 tmp1; rm tmp1; mkdir tmp1
+	# written through a second name that is then removed and used by another file
+	echo original >hl; ln hl hl2; echo "via the link" >hl2; rm hl2; echo other >hl2
 ) || fail "the scripted history failed in the mount"
 python3 - "$M" <<'EOF' || fail "the copy/exchange history failed in the mount"
 import ctypes, os, sys
@@ -76,6 +78,8 @@ st=$(status_json "$D")
 note "recovery replayed $(json_get "$st" replayed_at_start) records (checkpoint was $ckpt, seq $(json_get "$st" seq))"
 [ "$(json_get "$st" replayed_at_start)" -ge $((seq - ckpt - 5)) ] ||
 	note "recovery replayed fewer records than expected: a checkpoint came in between"
+check_eq "$(cat "$M/hl")" "via the link" "a file written through a hard link whose name was reused, after recovery"
+check_eq "$(cat "$M/ex2")" "1" "ex2 after recovery (renameat2 RENAME_EXCHANGE)"
 compare3 "$M" "$D" "after recovery replayed the workload onto the final tree"
 # a crash during (or right after) recovery, and recovery again
 kill_node "$D" "$M"
