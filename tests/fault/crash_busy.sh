@@ -21,11 +21,11 @@ mkdir "$M/work"
 
 for round in 1 2; do
 	seq0=$(json_get "$(status_json "$D")" seq)
-	"$B" "$M/work" 4 6 "$round" >"$T/busy$round" 2>&1 &
+	"$B" "$M/work" 4 4 "$round" >"$T/busy$round" 2>&1 &
 	bpid=$!
 	track_pid "$bpid"
 	wait_for 20 started "$T/busy$round"
-	wait_for 20 seq_at_least "$D" $((seq0 + 400))
+	wait_for 20 seq_at_least "$D" $((seq0 + 300))
 	note "round $round: killing the daemon at seq $(json_get "$(status_json "$D")" seq)"
 	kill_node "$D" "$M"
 	wait_for 30 _dead "$bpid"

@@ -54,7 +54,4 @@ getfattr --absolute-names -n trusted.repfs.id "$D/tree/shared/userfile" >/dev/nu
 compare3 "$M" "$D"
 log_verify "$D"
 stop_node "$M" "$D"
-start_leader "$D" "$M"
-compare3 "$M" "$D" "after a restart"
-stop_node "$M" "$D"
 exit 0
