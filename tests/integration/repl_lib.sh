@@ -60,7 +60,12 @@ REPFS = os.environ["REPFS"]
 def status(data, tries=40):
     err = ""
     for _ in range(tries):
-        p = subprocess.run([REPFS, "status", data, "--json"], capture_output=True, text=True)
+        try:
+            p = subprocess.run([REPFS, "status", data, "--json"], capture_output=True, text=True)
+        except OSError as e:	# the binary being rebuilt right now (ETXTBSY, EACCES)
+            err = str(e)
+            time.sleep(0.1)
+            continue
         if p.returncode == 0:
             try:
                 return json.loads(p.stdout)
@@ -375,6 +380,7 @@ rl_wait_exit() { # SECS PID MSG: sets RL_RC to its exit status (if it is our chi
 	done
 	wait "$2" 2>/dev/null
 	RL_RC=$?
+	_rl_forget "$2"
 }
 
 rl_bg() { # CMD...: in the background, in its own process group
@@ -383,21 +389,44 @@ rl_bg() { # CMD...: in the background, in its own process group
 	RL_BG_PIDS+=("$RL_BG_PID")
 }
 
+# _rl_ours PID: PID is alive and still our child (not a reused pid)
+_rl_ours() {
+	local ppid
+	pid_alive "$1" || return 1
+	ppid=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2)
+	[ "$ppid" = "$$" ]
+}
+
+_rl_forget() { # PID: no longer ours to end at exit
+	local keep=() p
+	for p in "${RL_BG_PIDS[@]}"; do
+		[ "$p" = "$1" ] || keep+=("$p")
+	done
+	RL_BG_PIDS=("${keep[@]}")
+}
+
 rl_bg_kill() { # PID: ends the job and its process group
 	# A process inside a FUSE request the daemon is still working on (an fsync
 	# waiting for followers) cannot be killed until the daemon answers or
 	# dies, so this never waits long: lib.sh's cleanup ends the daemons next.
 	local p=$1 i
-	pid_alive "$p" || { wait "$p" 2>/dev/null; return 0; }
+	if ! _rl_ours "$p"; then
+		wait "$p" 2>/dev/null
+		_rl_forget "$p"
+		return 0
+	fi
 	kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
 	for i in $(seq 1 20); do
 		pid_alive "$p" || break
 		sleep 0.05
 	done
-	kill -KILL -- "-$p" 2>/dev/null
-	kill -KILL "$p" 2>/dev/null
+	_rl_ours "$p" && { kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; }
 	for i in $(seq 1 20); do
-		pid_alive "$p" || { wait "$p" 2>/dev/null; return 0; }
+		if ! pid_alive "$p"; then
+			wait "$p" 2>/dev/null
+			_rl_forget "$p"
+			return 0
+		fi
 		sleep 0.05
 	done
 	note "background job $p is stuck (in a FUSE request?); the daemons' end will release it"
@@ -427,7 +456,7 @@ rl_proxy() { # LISTEN_PORT(0: any) TARGET_PORT [EXTRA tcpproxy OPTIONS before th
 
 rl_proxy_stop() {
 	[ -n "$RL_PROXY_PID" ] || return 0
-	kill -TERM "$RL_PROXY_PID" 2>/dev/null
+	_rl_ours "$RL_PROXY_PID" && kill -TERM "$RL_PROXY_PID"
 	rl_wait_exit 10 "$RL_PROXY_PID" "tcpproxy did not stop"
 	RL_PROXY_PID=
 }
@@ -437,9 +466,9 @@ _rl_exit() {
 	set +e
 	for p in "${RL_BG_PIDS[@]}"; do
 		if [ "$p" = "$RL_PROXY_PID" ]; then
-			kill -TERM "$p" 2>/dev/null
+			_rl_ours "$p" && kill -TERM "$p"
 			sleep 0.1
-			kill -KILL "$p" 2>/dev/null
+			_rl_ours "$p" && kill -KILL "$p"
 		else
 			rl_bg_kill "$p"
 		fi
@@ -527,6 +556,9 @@ $((b - ended0)) connection ends in F1's log, following=false seen: $seen_off"
 	[ -e "$F1M/$tag/records" ] && { out=$("$HELPERS/ackwriter" check "$F1M/$tag/records" 0) ||
 		fail "round $tag: the frozen follower's copy of the records is not a prefix: $out"; }
 	assert_eq "$(rl_get "$F1" faults)" "[]" "round $tag: faults in F1's status"
+	# the channel catches every fault on the wire: none reaches the log's own checks
+	grep -q "refused the record" "$F1/repfs.log" &&
+		fail "round $tag: a damaged record got through the channel: $(grep "refused the record" "$F1/repfs.log" | head -n 1)"
 	note "round $tag: frozen at seq $(rl_get "$F1" applied) of the leader's $(rl_get "$L" seq); a prefix"
 
 	# heal: the follower reconnects and converges to exactly the leader

@@ -27,7 +27,7 @@ rl_wait_get 20 "$L" peers.F1.connected true
 note "async replication lag under a sustained write stream (busywriter, 2 workers, 5 s)"
 mkdir "$LM/busy"
 rl_bg "$HELPERS/busywriter" "$LM/busy" 2 5 11 >"$T/busy.out" 2>&1
-lag=$(rl_py lag "$L" "$F1" "$RL_BG_PID") || fail "lag sampling failed: $lag"
+lag=$(rl_py lag "$L" "$F1" "$RL_BG_PID" 2>&1) || fail "lag sampling failed: $lag"
 measure "async_lag $lag"
 rl_wait_converged 30 "$L" "$F1"
 treecmp "$LM" "$F1M" || fail "the follower differs from the leader after the stream"
