@@ -93,13 +93,15 @@ static int open_obj(struct store *st, const struct record *r, const char *path, 
 		*fd = hint_fd;
 		return 0;
 	}
-	if (r->flags & REC_F_NOPATH)
-		return -ENOENT;
+	if (r->flags & REC_F_NOPATH) {
+		ret = -ENOENT;
+		goto by_id;
+	}
 	*fd = openat(store_rootfd(st), store_rel(path), flags | O_NOFOLLOW | O_CLOEXEC);
 	if (*fd < 0) {
 		ret = -errno;
 		*fd = -1;
-		return ret;
+		goto by_id;
 	}
 	ret = store_fget_id(*fd, have);
 	if (!ret && memcmp(have, id, FILE_ID_BYTES))
@@ -107,7 +109,14 @@ static int open_obj(struct store *st, const struct record *r, const char *path, 
 	if (ret) {
 		close(*fd);
 		*fd = -1;
+		goto by_id;
 	}
+	return 0;
+by_id:
+	/* its name now belongs to another object (or to none): reach the file by its id */
+	if ((ret == -ENOENT || ret == -ESTALE) && (*fd = store_open_by_id(st, id, flags)) >= 0)
+		return 0;
+	*fd = -1;
 	return ret;
 }
 
@@ -196,7 +205,7 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	}
 	ret = finish_object(st, r, rel, fd);
 	if (!ret)
-		ret = store_id_born(st, r->id);
+		ret = store_id_born(st, r->id, rel, (r->mode & S_IFMT) == S_IFDIR);
 	if (ret) {
 		if (fd >= 0)
 			close(fd);
@@ -232,7 +241,7 @@ static int last_name(struct store *st, const char *rel)
 
 	if (fstatat(store_rootfd(st), rel, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
-	return S_ISDIR(sb.st_mode) || sb.st_nlink <= 1;
+	return S_ISDIR(sb.st_mode) || store_nlink(&sb) <= 1;
 }
 
 static int apply_remove(struct store *st, const struct record *r, unsigned flags)
@@ -281,18 +290,11 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 	return ret;
 }
 
-static int apply_setattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+static int setattr_on(struct store *st, const struct record *r, unsigned flags, const char *rel, int root,
+		      int hint_fd, struct timespec ts[2])
 {
-	const char *rel = store_rel(r->path);
-	int root = store_rootfd(st), ret = 0, fd = -1;
-	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
+	int ret = 0, fd = -1;
 
-	if (hint_fd < 0) {
-		if (r->flags & REC_F_NOPATH)
-			return 1;
-		if (id_at(st, rel, r->id) != MATCH_YES)
-			return (flags & APPLY_STRICT) ? -ENOENT : 1;
-	}
 	if (r->op_flags & (SA_UID | SA_GID)) {
 		uid_t u = (r->op_flags & SA_UID) ? r->uid : (uid_t)-1;
 		gid_t g = (r->op_flags & SA_GID) ? r->gid : (gid_t)-1;
@@ -323,6 +325,28 @@ static int apply_setattr(struct store *st, const struct record *r, unsigned flag
 			return -errno;
 	}
 	return 0;
+}
+
+
+static int apply_setattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	const char *rel = store_rel(r->path);
+	int root = store_rootfd(st), ret, own = -1;
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_OMIT } };
+
+	if (hint_fd < 0 && ((r->flags & REC_F_NOPATH) || id_at(st, rel, r->id) != MATCH_YES)) {
+		if (flags & APPLY_STRICT)
+			return -ENOENT;
+		/* its name now belongs to another object (or none): reach the file by its id */
+		own = store_open_by_id(st, r->id, (r->op_flags & SA_SIZE) ? O_WRONLY : O_RDONLY);
+		if (own < 0)
+			return 1;
+		hint_fd = own;
+	}
+	ret = setattr_on(st, r, flags, rel, root, hint_fd, ts);
+	if (own >= 0)
+		close(own);
+	return ret;
 }
 
 static int set_fd_mtime(int fd, int64_t t)
@@ -434,10 +458,17 @@ static int apply_xattr(struct store *st, const struct record *r, unsigned flags,
 			ret = fremovexattr(hint_fd, r->name);
 		return ret < 0 ? -errno : 0;
 	}
-	if (r->flags & REC_F_NOPATH)
-		return 1;
-	if (id_at(st, rel, r->id) != MATCH_YES)
-		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	if ((r->flags & REC_F_NOPATH) || id_at(st, rel, r->id) != MATCH_YES) {
+		int own;
+		if (flags & APPLY_STRICT)
+			return -ENOENT;
+		own = store_open_by_id(st, r->id, O_RDONLY);
+		if (own < 0)
+			return 1;
+		ret = apply_xattr(st, r, flags, own);
+		close(own);
+		return (ret == -EEXIST || ret == -ENODATA) ? 1 : ret;
+	}
 	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
 	if (ret)
 		return ret;

@@ -330,6 +330,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	int ret;
 
 	if (fi && fstat(fh_of(fi)->fd, st) == 0) {
+		st->st_nlink = store_nlink(st);
 		links_note(n, path, st);
 		return 0;
 	}
@@ -339,14 +340,18 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		if (fd >= 0) {
 			if (fstat(fd, st) < 0)
 				ret = -errno;
+			else
+				st->st_nlink = store_nlink(st);
 			close(fd);
 			return ret;
 		}
 		/* not ours: an ordinary name */
 	}
 	ret = fstatat(store_rootfd(n->store), store_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-	if (!ret)
+	if (!ret) {
+		st->st_nlink = store_nlink(st);
 		links_note(n, path, st);
+	}
 	return ret;
 }
 
@@ -960,6 +965,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 		memset(&st, 0, sizeof(st));
 		if ((flags & FUSE_READDIR_PLUS) &&
 		    fstatat(dirfd(d->dp), d->entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			st.st_nlink = store_nlink(&st);
 			fill |= FUSE_FILL_DIR_PLUS;
 		} else {
 			st.st_ino = d->entry->d_ino;

@@ -435,11 +435,27 @@ static int remount(struct node *n, int rw)
 		return 0;	/* not mounted yet: the mount will be made as the role says */
 	snprintf(src, sizeof(src), "repfs:%s", n->datadir);
 	if (mount(src, n->mountpoint, "fuse.repfs", flags, NULL) < 0) {
+		int err = errno;
+		if (err == EBUSY && !rw) {
+			/* files still open for writing: changes are refused anyway (EROFS);
+			 * node_settle_mount() retries until the kernel agrees */
+			rlog(LOG_NOTICE, "'%s' stays mounted read-write while files are open for writing; "
+					 "changes are refused", n->mountpoint);
+			n->mount_rw = 1;
+			return 0;
+		}
 		rlog(LOG_ERR, "unable to remount '%s' %s: %s", n->mountpoint, rw ? "read-write" : "read-only",
-		     strerror(errno));
-		return -errno;
+		     strerror(err));
+		return -err;
 	}
+	n->mount_rw = rw;
 	return 0;
+}
+
+void node_settle_mount(struct node *n)
+{
+	if (n->fuse && n->mount_rw && node_role(n) != ROLE_LEADER)
+		remount(n, 0);
 }
 
 int node_promote(struct node *n, uint64_t epoch)
@@ -668,7 +684,7 @@ int node_start(struct node *n)
 int node_status_json(struct node *n, char *buf, size_t len)
 {
 	struct pos last = oplog_last(n->log);
-	uint64_t applied, durable = oplog_durable(n->log), ckpt;
+	uint64_t applied, durable = oplog_durable(n->log), ckpt, epoch;
 	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
 	int fault, logfault = oplog_failed(n->log);
@@ -677,6 +693,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	applied = n->applied;
 	ckpt = n->st.checkpoint;
 	role = n->st.role;
+	epoch = n->st.epoch;
 	fault = n->fault;
 	snprintf(name, sizeof(name), "%s", n->st.name);
 	pthread_mutex_unlock(&n->seq_lock);
@@ -688,13 +705,15 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	else
 		snprintf(leader, sizeof(leader), "null");
 	return snprintf(buf, len,
-			"{\"name\":\"%s\",\"role\":\"%s\",\"running\":true,\"epoch\":%" PRIu64 ",\"seq\":%" PRIu64
+			"{\"name\":\"%s\",\"role\":\"%s\",\"running\":true,\"epoch\":%" PRIu64
+			",\"log_epoch\":%" PRIu64 ",\"seq\":%" PRIu64
 			",\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 ",\"checkpoint\":%" PRIu64
 			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
-			name, role_name(role), last.epoch, last.seq, applied, durable, ckpt,
+			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
+			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start,
 			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",

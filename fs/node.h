@@ -64,6 +64,7 @@ struct node {
 	struct repl *repl;		/* replication, NULL until started */
 	struct fuse *fuse;		/* the mount, for cache invalidation on followers */
 	int commit_write;		/* --commit write: every write waits like an fsync */
+	int mount_rw;			/* the mount is read-write for the kernel (remount) */
 	uint64_t log_retain;
 
 	/* open files and unlinked-while-open names, for fs/fuse_ops.c */
@@ -107,6 +108,9 @@ int node_promote(struct node *n, uint64_t epoch);
  * streaming to the followers (the hand-over).
  */
 int node_step_down(struct node *n, uint64_t epoch);
+
+/* A follower whose mount could not yet be remounted read-only (files open for writing): try again. */
+void node_settle_mount(struct node *n);
 
 /* The last record applied to the tree (on a leader: the last committed one). */
 uint64_t node_applied(struct node *n);

@@ -49,37 +49,64 @@ static int open_index(struct store *st)
 
 int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
 {
-	char hex[2 * FILE_ID_BYTES + 1];
+	char hex[2 * FILE_ID_BYTES + 3];
 	struct stat sb;
 
 	id_hex(id, hex);
-	if (fstatat(st->idxfd, hex, &sb, 0) < 0)
-		return errno == ENOENT ? ID_UNKNOWN : -errno;
-	return (sb.st_mode & 0777) ? ID_ALIVE : ID_DEAD;
+	if (fstatat(st->idxfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+		return ID_ALIVE;
+	if (errno != ENOENT)
+		return -errno;
+	strcat(hex, ".d");
+	if (fstatat(st->idxfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+		return ID_DEAD;
+	return errno == ENOENT ? ID_UNKNOWN : -errno;
 }
 
-int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES])
+int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char *rel, int isdir)
 {
 	char hex[2 * FILE_ID_BYTES + 1];
+	int ret;
 
 	id_hex(id, hex);
-	if (mknodat(st->idxfd, hex, S_IFREG | 0600, 0) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	/* a file is linked into the index under its id; a directory gets a marker */
+	if (isdir)
+		ret = mknodat(st->idxfd, hex, S_IFREG | 0600, 0);
+	else
+		ret = linkat(st->rootfd, rel, st->idxfd, hex, 0);
+	return ret < 0 && errno != EEXIST ? -errno : 0;
 }
 
 int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq)
 {
-	char hex[2 * FILE_ID_BYTES + 1];
+	char hex[2 * FILE_ID_BYTES + 3];
 	struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)seq, 0 } };
+	int fd;
 
 	id_hex(id, hex);
-	if (fchmodat(st->idxfd, hex, 0, 0) < 0 && errno != ENOENT)
+	if (unlinkat(st->idxfd, hex, 0) < 0 && errno != ENOENT)
 		return -errno;
-	/* the marker's mtime remembers the seq of the death, for store_prune_ids() */
-	if (utimensat(st->idxfd, hex, ts, 0) < 0 && errno != ENOENT)
+	strcat(hex, ".d");
+	/* the tombstone's mtime remembers the seq of the death, for store_prune_ids() */
+	fd = openat(st->idxfd, hex, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
 		return -errno;
+	if (futimens(fd, ts) < 0) {
+		close(fd);
+		return -errno;
+	}
+	close(fd);
 	return 0;
+}
+
+int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags)
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+	int fd;
+
+	id_hex(id, hex);
+	fd = openat(st->idxfd, hex, flags | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
@@ -98,9 +125,10 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 	}
 	while ((de = readdir(d))) {
 		struct stat sb;
-		if (de->d_name[0] == '.' || fstatat(st->idxfd, de->d_name, &sb, 0) < 0)
+		if (de->d_name[0] == '.' || fstatat(st->idxfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (!(sb.st_mode & 0777) && (uint64_t)sb.st_mtim.tv_sec <= upto &&
+		size_t l = strlen(de->d_name);
+		if (l > 2 && !strcmp(de->d_name + l - 2, ".d") && (uint64_t)sb.st_mtim.tv_sec <= upto &&
 		    unlinkat(st->idxfd, de->d_name, 0) == 0)
 			n++;
 	}
@@ -142,7 +170,7 @@ int store_open(struct store **out, const char *path)
 		ret = fsetxattr(st->rootfd, ID_XATTR, store_root_id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
 	}
 	if (!ret)
-		ret = store_id_born(st, store_root_id);
+		ret = store_id_born(st, store_root_id, ".", 1);
 	if (ret)
 		goto fail;
 	*out = st;
@@ -276,4 +304,12 @@ out:
 	XXH3_freeState(x);
 	free(buf);
 	return ret;
+}
+
+nlink_t store_nlink(const struct stat *sb)
+{
+	/* every live non-directory has one more link: its entry in the id index */
+	if (S_ISDIR(sb->st_mode) || sb->st_nlink == 0)
+		return sb->st_nlink;
+	return sb->st_nlink - 1;
 }

@@ -52,18 +52,27 @@ void store_new_id(uint8_t id[FILE_ID_BYTES]);
 int store_xpath(struct store *st, const char *rel, char *buf, size_t len, int *tmpfd);
 
 /*
- * The id index, a directory "<tree>.ids" beside the tree with one marker
- * file per id ever created here: alive while the object has a name, dead
- * (mode 0, mtime = the seq of its death) afterwards. Replay consults it so
- * that a create replayed onto a newer tree never makes a second copy of an
- * object that lives elsewhere now or died later. Dead markers below the
- * checkpoint can never matter again and are pruned.
+ * The id index, a directory "<tree>.ids" beside the tree (as GlusterFS's
+ * .glusterfs): every live file, symlink or special file is hard-linked there
+ * under its id (hex), every live directory has an empty marker there, and
+ * every object that died leaves a tombstone "<id>.d" (mtime = the seq of its
+ * death). Replay consults it so that a create replayed onto a newer tree
+ * never makes a second copy of an object that lives elsewhere now or died
+ * later, and so that a change to a file reaches it by id when its old name
+ * now belongs to another file. Tombstones below the checkpoint can never
+ * matter again and are pruned. The index link is one more link of each
+ * file: store_nlink() takes it back out of what the mount reports.
  */
 enum { ID_UNKNOWN = 0, ID_ALIVE = 1, ID_DEAD = 2 };
 int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES]);
-int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES]);
+/* rel: the object's path in the tree (linked into the index unless isdir). */
+int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char *rel, int isdir);
 int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq);
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
+/* Opens a live non-directory by id through the index; -ENOENT if it has none. */
+int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);
+/* The link count to show for sb of an object in the tree (without the index link). */
+nlink_t store_nlink(const struct stat *sb);
 
 /* XXH3-128 of the bytes of fd in [off, off+len) (fewer at the end of the file). */
 #define STORE_DIGEST_BYTES 16

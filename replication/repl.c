@@ -32,7 +32,10 @@ enum msg {
 	MSG_PROBE = 7,	   /* anyone: who are you? answered by MSG_INFO */
 	MSG_INFO = 8,	   /* role u64, epoch u64, last seq u64, applied u64, name[64] */
 	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
+	MSG_CLAIM = 10,	   /* a promoting follower to the others: epoch u64, seq u64, name[64]; answered by MSG_INFO */
 };
+
+#define CLAIM_BYTES (16 + 64)
 
 #define INFO_BYTES (32 + 64)
 
@@ -66,8 +69,8 @@ struct repl {
 	int conns;		/* live connection threads */
 	int conn_fds[MAX_CONNS];
 	int listenfd;
-	int have_listener, have_follower;
-	pthread_t listener, follower;
+	int have_listener, have_follower, have_watch;
+	pthread_t listener, follower, watch;
 	/* follower side */
 	int follow_fd;		/* the connection to the leader, -1 if none */
 	char extra_peer[64];	/* the new leader's address, learnt at a switchover */
@@ -77,6 +80,9 @@ struct repl {
 	uint64_t leader_seq;
 	int64_t last_heard_ns;
 	char last_error[400];
+	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
+	uint64_t promised_epoch, promised_seq;
+	char promised_to[65];
 };
 
 static void put64(uint8_t *p, uint64_t v)
@@ -438,8 +444,33 @@ static void put_info(struct repl *r, uint8_t info[INFO_BYTES])
 }
 
 static int start_following(struct repl *r, const char *addr);
+int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers, uint64_t *epoch, char *who,
+		       size_t wholen);
 
-/* PROBE: say who we are. STEPDOWN: a follower is being promoted; hand over. */
+/*
+ * Promises epoch to the candidate (name, seq) unless it is already promised
+ * to a better one: the higher seq wins, then the lower name. Every node ranks
+ * candidates the same way, so of two concurrent promotions exactly one gets
+ * every promise. 1 if the promise is (now) the candidate's.
+ */
+static int promise(struct repl *r, uint64_t epoch, uint64_t seq, const char *name)
+{
+	int ours;
+
+	pthread_mutex_lock(&r->mu);
+	if (epoch > r->promised_epoch ||
+	    (epoch == r->promised_epoch &&
+	     (seq > r->promised_seq || (seq == r->promised_seq && strcmp(name, r->promised_to) < 0)))) {
+		r->promised_epoch = epoch;
+		r->promised_seq = seq;
+		snprintf(r->promised_to, sizeof(r->promised_to), "%s", name);
+	}
+	ours = r->promised_epoch == epoch && !strcmp(r->promised_to, name);
+	pthread_mutex_unlock(&r->mu);
+	return ours;
+}
+
+/* PROBE: say who we are. STEPDOWN: a follower is being promoted; hand over. CLAIM: see promise(). */
 static void answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8_t *buf, size_t len)
 {
 	uint8_t info[INFO_BYTES];
@@ -457,7 +488,19 @@ static void answer_probe(struct repl *r, struct chan *c, uint8_t type, const uin
 			start_following(r, *addr ? addr : NULL);
 		}
 	}
+	if (type == MSG_CLAIM && len == CLAIM_BYTES) {
+		char name[65];
+		snprintf(name, sizeof(name), "%.64s", (const char *)buf + 16);
+		/* answered with our info: role leader or a promise to another means "no" */
+		promise(r, get64(buf), get64(buf + 8), name);
+	}
 	put_info(r, info);
+	if (type == MSG_CLAIM) {
+		pthread_mutex_lock(&r->mu);
+		snprintf((char *)info + 32, 64, "%.63s", r->promised_to);	/* whom we promised it to */
+		put64(info + 8, r->promised_epoch);
+		pthread_mutex_unlock(&r->mu);
+	}
 	chan_send(c, MSG_INFO, info, sizeof(info));
 	chan_close(c);
 }
@@ -479,7 +522,7 @@ static void *conn_main(void *arg)
 		goto out;
 	}
 	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
-	if (ret == 1 && (type == MSG_PROBE || type == MSG_STEPDOWN)) {
+	if (ret == 1 && (type == MSG_PROBE || type == MSG_STEPDOWN || type == MSG_CLAIM)) {
 		answer_probe(r, cn->c, type, buf, len);
 		goto out;
 	}
@@ -889,6 +932,39 @@ int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers
 	return reached;
 }
 
+/*
+ * Fencing for a leader cut off while another node was promoted: nobody tells
+ * it, so it asks. While it leads, every second it probes its peers; one at a
+ * higher epoch means it was superseded: it steps down and follows.
+ */
+static void *watch_main(void *arg)
+{
+	struct repl *r = arg;
+
+	while (!nap(r, &r->cv_ack, 1000)) {
+		uint64_t epoch = 0;
+		char who[65] = "";
+
+		if (node_role(r->n) != ROLE_LEADER) {
+			node_settle_mount(r->n);
+			continue;
+		}
+		repl_highest_epoch(r->n->key, r->o.peers, r->o.npeers, &epoch, who, sizeof(who));
+		if (epoch <= r->n->st.epoch || node_role(r->n) != ROLE_LEADER)
+			continue;
+		rlog(LOG_WARNING, "peer '%s' is at epoch %" PRIu64 " (ours is %" PRIu64 "): superseded; stepping down",
+		     who, epoch, r->n->st.epoch);
+		if (node_step_down(r->n, epoch) == 0) {
+			pthread_mutex_lock(&r->mu);
+			pthread_cond_broadcast(&r->cv_ack);
+			pthread_cond_broadcast(&r->cv_new);
+			pthread_mutex_unlock(&r->mu);
+			start_following(r, NULL);
+		}
+	}
+	return NULL;
+}
+
 int repl_promote(struct repl *r, int force, char *msg, size_t len)
 {
 	struct node *n = r->n;
@@ -922,7 +998,18 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 		uint8_t req[8 + 64] = { 0 };
 		struct info in;
 		int64_t deadline = now_ns() + 5000000000LL;
+		int following;
 
+		pthread_mutex_lock(&r->mu);
+		following = r->following && !strcmp(r->leader_addr, leader_addr);
+		pthread_mutex_unlock(&r->mu);
+		if (!following || my_seq > leader_seq) {
+			/* only a follower whose log is a prefix of the leader's can take over from it */
+			snprintf(msg, len,
+				 "'%s' is not following the leader at '%s'%s; a switchover needs a follower that is",
+				 n->st.name, leader_addr, my_seq > leader_seq ? " (its log diverged)" : "");
+			return -EAGAIN;
+		}
 		put64(req, best_epoch + 1);
 		snprintf((char *)req + 8, 64, "%s", r->o.listen ? r->o.listen : "");
 		ret = ask_peer(n->key, leader_addr, MSG_STEPDOWN, req, 8 + strlen((char *)req + 8), &in);
@@ -946,6 +1033,33 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 			 "'%s' is behind '%s' (seq %" PRIu64 " < %" PRIu64 "); promote '%s', or use --force", n->st.name,
 			 better, my_seq, better_seq, better);
 		return -EAGAIN;
+	} else {
+		/* no leader: make sure no other promotion takes the same epoch */
+		uint8_t claim[CLAIM_BYTES] = { 0 };
+		uint64_t e = best_epoch + 1, claim_seq = force ? UINT64_MAX : my_seq;
+
+		if (!promise(r, e, claim_seq, n->st.name)) {
+			snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting", e, r->promised_to);
+			return -EBUSY;
+		}
+		put64(claim, e);
+		put64(claim + 8, claim_seq);
+		snprintf((char *)claim + 16, 64, "%s", n->st.name);
+		for (int i = 0; i < r->o.npeers; i++) {
+			struct info in;
+			if (ask_peer(n->key, r->o.peers[i], MSG_CLAIM, claim, sizeof(claim), &in))
+				continue;	/* unreachable: it cannot be promoting either */
+			if (in.role == ROLE_LEADER || in.epoch > e || strcmp(in.name, n->st.name)) {
+				snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting",
+					 in.epoch > e ? in.epoch : e, in.role == ROLE_LEADER ? "a leader" : in.name);
+				return -EBUSY;
+			}
+		}
+		/* a better candidate's claim may have arrived meanwhile */
+		if (!promise(r, e, claim_seq, n->st.name)) {
+			snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting", e, r->promised_to);
+			return -EBUSY;
+		}
 	}
 	/* stop following before the first write of the new epoch */
 	pthread_mutex_lock(&r->mu);
@@ -1003,6 +1117,12 @@ int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int
 		if (ret)
 			goto fail;
 	}
+	if (o->npeers) {
+		ret = -pthread_create(&r->watch, NULL, watch_main, r);
+		if (ret)
+			goto fail;
+		r->have_watch = 1;
+	}
 	*out = r;
 	return 0;
 fail:
@@ -1028,6 +1148,8 @@ void repl_stop(struct repl *r)
 		pthread_join(r->listener, NULL);
 	if (r->have_follower)
 		pthread_join(r->follower, NULL);
+	if (r->have_watch)
+		pthread_join(r->watch, NULL);
 	pthread_mutex_lock(&r->mu);
 	while (r->conns > 0) {
 		for (int i = 0; i < MAX_CONNS; i++)

@@ -327,6 +327,7 @@ int cmd_mount(int argc, char **argv)
 	}
 	mounted = 1;
 	n->fuse = fuse;
+	n->mount_rw = n->st.role == ROLE_LEADER;
 	if (ctl_open(&ctl, n)) {
 		die_msg("unable to create the control socket '%s/ctl.sock'", n->datadir);
 		goto out;

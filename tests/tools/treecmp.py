@@ -121,6 +121,9 @@ class Tree:
 
     def __init__(self, root):
         self.root = root
+        # a raw store tree (DATADIR/tree, a replay dir) has an id index beside it,
+        # which holds one more link of every live non-directory (fs/store.h)
+        self.index_links = os.path.isdir(root.rstrip("/") + ".ids")
         self.objs = {}        # relpath ("/" for the root) -> dict of fields
         self.inodes = {}      # (dev, ino) -> [relpath]
         self.errors = []
@@ -143,7 +146,7 @@ class Tree:
             "uid": st.st_uid,
             "gid": st.st_gid,
             "mtime": fmt_ns(st.st_mtime_ns),
-            "nlink": st.st_nlink,
+            "nlink": st.st_nlink - (1 if self.index_links and not stat.S_ISDIR(m) and st.st_nlink > 0 else 0),
         }
         if not stat.S_ISDIR(m):
             d["size"] = st.st_size

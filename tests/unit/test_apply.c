@@ -513,7 +513,8 @@ Test(apply, every_record_type_builds_the_tree)
 	cr_assert_eq(st.st_uid, 1001);
 	cr_assert_eq(st.st_gid, 1002);
 	cr_assert_eq(st.st_size, 6000);
-	cr_assert_eq(st.st_nlink, 1);
+	cr_assert_eq(store_nlink(&st), 1, "one name (and its entry in the id index)");
+	cr_assert_eq(st.st_nlink, 2);
 	memset(want, 0, 6000);
 	memcpy(want, "hello, world", 12);
 	ap_expect_content("d/f", want, 6000);
