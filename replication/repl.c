@@ -701,8 +701,10 @@ static void receive(struct repl *r, struct chan *c)
 			break;
 		}
 		if (ret <= 0) {
-			if (ret < 0)
-				rlog(LOG_WARNING, "connection to the leader ended: %s", chan_strerror(ret));
+			if (ret < 0) {
+				set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
+				rlog(LOG_WARNING, "%s", r->last_error);
+			}
 			break;
 		}
 		pthread_mutex_lock(&r->mu);
@@ -740,8 +742,12 @@ static void receive(struct repl *r, struct chan *c)
 			break;
 		}
 		pending = 0;
-		if (send_ack(r, c))
+		ret = send_ack(r, c);
+		if (ret) {
+			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
+			rlog(LOG_WARNING, "%s", r->last_error);
 			break;
+		}
 	}
 }
 
