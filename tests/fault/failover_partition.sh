@@ -10,7 +10,7 @@
 
 fo_ports
 rl_proxy 0 "$FO_PORT_A"
-FO_VIA_A=$RL_PROXY_PORT
+FO_VIA_A=$RL_PROXY_PORT FO_PINNED=A
 fo_cluster --sync quorum=1
 mkdir "$AM/d" && echo one >"$AM/d/one" || fail "writes on the leader failed"
 out=$(timeout 20 "$HELPERS/ackwriter" write "$AM/records" 20) || fail "fsync'd writes on A failed: $out"

@@ -54,9 +54,13 @@ rl_log_prefix "$A" "$B" equal
 fo_erofs "$AM" "the old leader A following B"
 
 note "a stale leader of epoch 1 (the copy of A, knowing no peers)"
-PS=$(rl_free_port)
-while [ "$PS" = "$FO_PORT_A" ] || [ "$PS" = "$FO_PORT_B" ] || [ "$PS" = "$FO_PORT_C" ]; do PS=$(rl_free_port); done
-rl_restart "$S" "$SM" --name S --listen "127.0.0.1:$PS"
+for try in 1 2 3 4 5; do
+	PS=$(rl_free_port)
+	while [ "$PS" = "$FO_PORT_A" ] || [ "$PS" = "$FO_PORT_B" ] || [ "$PS" = "$FO_PORT_C" ]; do PS=$(rl_free_port); done
+	rl_mount "$S" "$SM" --key "$KEY" --name S --listen "127.0.0.1:$PS" && break
+	case $RL_MOUNT_ERR in *"unable to listen"*) [ "$try" -lt 5 ] ;; *) false ;; esac ||
+		fail "start of the stale leader failed: $RL_MOUNT_ERR"
+done
 assert_eq "$(fo_get "$S" role)" leader "the stale copy's role"
 assert_eq "$(fo_get "$S" epoch)" 1 "the stale copy's epoch"
 echo stale >"$SM/stale-only" || fail "a write on the stale leader failed"

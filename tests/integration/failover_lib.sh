@@ -9,9 +9,14 @@
 #   fo_cluster [LEADER_OPTS...]   A leads, B and C follow; waits until both are
 #                                 connected. Sets A B C (data dirs), AM BM CM
 #                                 (mounts), and the ports in FO_PORT_<NAME>
-#                                 (picked by fo_ports unless done before).
-#                                 FO_VIA_<NAME>=PORT: the others reach NAME
-#                                 there (a proxy) instead of at its port.
+#                                 (picked by fo_ports unless done before; if
+#                                 a port is taken meanwhile, the cluster is
+#                                 made again on others, except for the nodes
+#                                 named in FO_PINNED). FO_VIA_<NAME>=PORT: the
+#                                 others reach NAME there (a proxy) instead of
+#                                 at its port; FO_VIA_<FROM>_<NAME>: only FROM.
+#   fo_proxy ID TARGET_PORT       another tcpproxy (sets FO_PROXY_PORT);
+#   fo_proxy_mode ID MODE...      switches it
 #   fo_data NAME / fo_mnt NAME    DATADIR / mountpoint of node NAME
 #   fo_start NAME [OPTS...]       later start of NAME (no --role) with its
 #                                 --listen and --peer options
@@ -127,24 +132,51 @@ fo_data() { echo "$T/$(echo "$1" | tr 'A-Z' 'a-z')"; }
 fo_mnt() { echo "$T/$(echo "$1" | tr 'A-Z' 'a-z')m"; }
 fo_port() { eval "echo \$FO_PORT_$1"; }
 fo_addr() { echo "127.0.0.1:$(fo_port "$1")"; }
-# where the others reach NAME: FO_VIA_<NAME> (a proxy's port) if set
+# fo_peer_addr FROM TO: where FROM reaches TO: FO_VIA_<FROM>_<TO> or
+# FO_VIA_<TO> (a proxy's port) if set, else TO's port
 fo_peer_addr() {
 	local via
-	via=$(eval "echo \${FO_VIA_$1:-}")
-	echo "127.0.0.1:${via:-$(fo_port "$1")}"
+	via=$(eval "echo \${FO_VIA_$1_$2:-\${FO_VIA_$2:-}}")
+	echo "127.0.0.1:${via:-$(fo_port "$2")}"
 }
 
 # --peer options for every node but NAME
 fo_peer_opts() {
 	local n
 	for n in $FO_NODES; do
-		[ "$n" = "$1" ] || printf -- '--peer\n%s\n' "$(fo_peer_addr "$n")"
+		[ "$n" = "$1" ] || printf -- '--peer\n%s\n' "$(fo_peer_addr "$1" "$n")"
 	done
 }
 
-fo_ports() {
-	local n p used=" "
+# fo_proxy ID TARGET_PORT: another tcpproxy (besides repl_lib's rl_proxy), on
+# a free port (FO_PROXY_PORT), passing everything; fo_proxy_mode ID MODE...
+# switches it (see tests/helpers/tcpproxy.c). Ended at exit.
+fo_proxy() {
+	local id=$1 i pid
+	fo_proxy_mode "$id" pass
+	"$HELPERS/tcpproxy" -c "$T/proxy.$id.ctl" 0 "$2" >>"$T/proxy.$id.out" 2>&1 &
+	pid=$!
+	RL_BG_PIDS+=("$pid")
+	for i in $(seq 1 200); do
+		FO_PROXY_PORT=$(sed -n 's/^[0-9.]* listening \([0-9]*\)$/\1/p' "$T/proxy.$id.out" | tail -n 1)
+		[ -n "$FO_PROXY_PORT" ] && return 0
+		pid_alive "$pid" || fail "tcpproxy did not start: $(tail -n 3 "$T/proxy.$id.out")"
+		sleep 0.02
+	done
+	fail "tcpproxy did not say where it listens"
+}
+fo_proxy_mode() { # ID MODE [N [DIR]]
+	local id=$1
+	shift
+	echo "$*" >"$T/proxy.$id.ctl.tmp" && mv -f "$T/proxy.$id.ctl.tmp" "$T/proxy.$id.ctl"
+}
+
+fo_ports() { # [NAME...]: free ports for these nodes (default: all), distinct from the others'
+	local n p used=" " names=${*:-$FO_NODES}
 	for n in $FO_NODES; do
+		case " $names " in *" $n "*) ;; *) used="$used$(fo_port "$n") " ;; esac
+	done
+	for n in $names; do
 		p=$(rl_free_port)
 		while [[ "$used" == *" $p "* ]]; do p=$(rl_free_port); done
 		used="$used$p "
@@ -152,17 +184,34 @@ fo_ports() {
 	done
 }
 
-fo_cluster() { # [LEADER_OPTS...]
+_fo_cluster_try() { # [LEADER_OPTS...]: 1 with RL_MOUNT_ERR if a mount fails
 	local n peers
-	[ -e "$KEY" ] || make_key
-	[ -n "${FO_PORT_A:-}" ] || fo_ports
 	mapfile -t peers < <(fo_peer_opts A)
-	rl_mount "$A" "$AM" --role leader --name A --listen "$(fo_addr A)" "${peers[@]}" --key "$KEY" "$@" ||
-		fail "mount of leader A failed: $RL_MOUNT_ERR"
+	rl_mount "$A" "$AM" --role leader --name A --listen "$(fo_addr A)" "${peers[@]}" --key "$KEY" "$@" || return 1
 	for n in B C; do
 		mapfile -t peers < <(fo_peer_opts "$n")
 		rl_mount "$(fo_data "$n")" "$(fo_mnt "$n")" --role follower --name "$n" --listen "$(fo_addr "$n")" \
-			"${peers[@]}" --key "$KEY" || fail "mount of follower $n failed: $RL_MOUNT_ERR"
+			"${peers[@]}" --key "$KEY" || return 1
+	done
+}
+
+fo_cluster() { # [LEADER_OPTS...]
+	local n try
+	[ -e "$KEY" ] || make_key
+	[ -n "${FO_PORT_A:-}" ] || fo_ports
+	for try in 1 2 3 4 5; do
+		_fo_cluster_try "$@" && break
+		case $RL_MOUNT_ERR in
+		*"unable to listen"*) [ "$try" -lt 5 ] || fail "no free ports for the cluster: $RL_MOUNT_ERR" ;;
+		*) fail "mount failed: $RL_MOUNT_ERR" ;;
+		esac
+		# a port was taken meanwhile (tests run in parallel): start over with others
+		note "$RL_MOUNT_ERR; again with other ports"
+		for n in A B C; do
+			is_mounted "$(fo_mnt "$n")" && rl_stop "$(fo_data "$n")" "$(fo_mnt "$n")"
+			rm -rf "$(fo_data "$n")"
+		done
+		fo_ports $(for n in $FO_NODES; do [[ " ${FO_PINNED:-} " == *" $n "* ]] || echo "$n"; done)
 	done
 	fo_wait_get 20 "$A" peers.B.connected true
 	fo_wait_get 20 "$A" peers.C.connected true
