@@ -245,7 +245,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 		 * ours again; and --commit write needs every write to reach us
 		 * when it is made.
 		 */
-		cfg->entry_timeout = cfg->negative_timeout = REPFS_LEADER_CACHE_S;
+		cfg->entry_timeout = REPFS_LEADER_CACHE_S;
+		cfg->negative_timeout = 1.0;	/* short: a leader may step down and follow */
 		cfg->attr_timeout = 1.0;
 		cfg->auto_cache = 1;
 	} else {

@@ -19,7 +19,11 @@ struct record;
 /* On a follower: drops the kernel's cached names, attributes and pages that r changed. */
 void fuse_ops_invalidate(struct node *n, const struct record *r);
 
-/* Kernel cache lifetime of names and attributes on a leader (seconds). */
-#define REPFS_LEADER_CACHE_S 60.0
+/*
+ * Kernel cache lifetime of names on a leader (seconds): long enough for warm
+ * lookups, short enough that a leader that steps down sees the new leader's
+ * renames soon (its own caches are not invalidated by records it follows).
+ */
+#define REPFS_LEADER_CACHE_S 10.0
 
 #endif

@@ -407,6 +407,15 @@ static void stream(struct conn *cn)
 				rlog(LOG_ERR, "unable to read the log at seq %" PRIu64 " for '%s'", sent + 1, cn->p->name);
 				break;
 			}
+			if (ret == 1) {
+				/* the record it needs was trimmed past --log-retain */
+				rlog(LOG_WARNING, "follower '%s' needs seq %" PRIu64 ", no longer in the log; it needs a resync",
+				     cn->p->name, sent + 1);
+				pthread_mutex_lock(&r->mu);
+				cn->p->needs_resync = 1;
+				pthread_mutex_unlock(&r->mu);
+				break;
+			}
 			/* the end of what this reader saw (a new segment): reopen */
 			oplog_reader_free(rd);
 			rd = NULL;
@@ -559,8 +568,9 @@ static void *conn_main(void *arg)
 		if (p)
 			p->needs_resync = 1;
 		pthread_mutex_unlock(&r->mu);
-		snprintf(why, sizeof(why), "follower '%s' needs a resync: the leader no longer holds seq %" PRIu64, name,
-			 get64(hello + 8) + 1);
+		snprintf(why, sizeof(why),
+			 "follower '%s' needs a resync: it is at seq %" PRIu64 " and the leader's log starts at seq %" PRIu64,
+			 name, get64(hello + 8), oplog_first_seq(r->n->log));
 		send_refuse(cn->c, why);
 	}
 	if (ret)
@@ -947,10 +957,15 @@ static void *watch_main(void *arg)
 {
 	struct repl *r = arg;
 
+	int64_t next = 0;
+
 	while (!nap(r, &r->cv_ack, 1000)) {
 		uint64_t epoch = 0;
 		char who[65] = "";
 
+		if (now_ns() < next)
+			continue;	/* woken early (acks): once a second is enough */
+		next = now_ns() + 1000000000LL;
 		if (node_role(r->n) != ROLE_LEADER) {
 			node_settle_mount(r->n);
 			continue;
@@ -1189,8 +1204,8 @@ static void count_durable(struct repl *r, uint64_t seq, int *have, int *known)
 {
 	*have = *known = 0;
 	for (int i = 0; i < REPL_MAX_PEERS; i++) {
-		if (!r->peers[i].used)
-			continue;
+		if (!r->peers[i].used || r->peers[i].needs_resync)
+			continue;	/* one that needs a resync cannot acknowledge anything until it has one */
 		(*known)++;
 		if (r->peers[i].durable >= seq)
 			(*have)++;

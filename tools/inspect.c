@@ -75,9 +75,21 @@ static void print_human(const char *json)
 	const char *peers, *p;
 	char v[4096], head[16384];
 
-	/* the node's own fields come before its peers' */
+	/* the node's own fields: everything but the peers array */
 	peers = strstr(json, "\"peers\":[");
-	snprintf(head, sizeof(head), "%.*s", peers ? (int)(peers - json) : (int)strlen(json), json);
+	if (peers) {
+		const char *end = peers;
+		int depth = 0;
+		for (; *end; end++) {
+			if (*end == '[')
+				depth++;
+			else if (*end == ']' && --depth == 0)
+				break;
+		}
+		snprintf(head, sizeof(head), "%.*s%s", (int)(peers - json), json, *end ? end + 1 : "");
+	} else {
+		snprintf(head, sizeof(head), "%s", json);
+	}
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		if (json_field(head, rows[i][0], v, sizeof(v)))
 			continue;
@@ -93,10 +105,10 @@ static void print_human(const char *json)
 		return;
 	p = peers + 9;
 	if (*p != ']')
-		printf("%-10s %-22s %-9s %10s %10s %10s %8s %8s\n", "follower", "address", "connected", "received",
-		       "durable", "applied", "lag", "lag ms");
+		printf("%-10s %-22s %-9s %10s %10s %10s %8s %10s %8s %s\n", "follower", "address", "connected", "received",
+		       "durable", "applied", "lag", "lag bytes", "lag ms", "resync");
 	while ((p = strchr(p, '{'))) {
-		char name[80], addr[80], conn[8], rcv[24], dur[24], app[24], lag[24], lagms[24];
+		char name[80], addr[80], conn[8], rcv[24], dur[24], app[24], lag[24], lagms[24], lagb[24], rs[8];
 		const char *end = strchr(p, '}');
 		char obj[1024];
 
@@ -109,7 +121,12 @@ static void print_human(const char *json)
 		    json_field(obj, "durable", dur, sizeof(dur)) || json_field(obj, "applied", app, sizeof(app)) ||
 		    json_field(obj, "lag", lag, sizeof(lag)) || json_field(obj, "lag_ms", lagms, sizeof(lagms)))
 			break;
-		printf("%-10s %-22s %-9s %10s %10s %10s %8s %8s\n", name, addr, conn, rcv, dur, app, lag, lagms);
+		if (json_field(obj, "lag_bytes", lagb, sizeof(lagb)))
+			snprintf(lagb, sizeof(lagb), "?");
+		if (json_field(obj, "needs_resync", rs, sizeof(rs)))
+			snprintf(rs, sizeof(rs), "?");
+		printf("%-10s %-22s %-9s %10s %10s %10s %8s %10s %8s %s\n", name, addr, conn, rcv, dur, app, lag, lagb,
+		       lagms, !strcmp(rs, "true") ? "needed" : "-");
 		p = end + 1;
 	}
 }
@@ -343,8 +360,8 @@ int cmd_log(int argc, char **argv)
 		goto out;
 	}
 	if (a.verify)
-		printf("log of '%s' is intact: %" PRIu64 " records, seq %" PRIu64 "..%" PRIu64 "\n", datadir, count,
-		       first, last);
+		printf("log of '%s' is intact: %" PRIu64 " records, seq %" PRIu64 "..%" PRIu64 "%s\n", datadir, count,
+		       first, last, first > 1 ? " (older records were trimmed)" : "");
 	rc = 0;
 out:
 	oplog_reader_free(rd);
@@ -393,6 +410,20 @@ int cmd_replay(int argc, char **argv)
 		die_msg("unable to use '%s' as a tree: %s", a.outdir, strerror(-ret));
 		goto out;
 	}
+	ret = oplog_reader_open(&rd, logfd, k, 1);
+	if (ret) {
+		die_msg("unable to read the log of '%s': %s", datadir, strerror(-ret));
+		goto out;
+	}
+	ret = oplog_reader_next(rd, &r);
+	if (ret == 1 && r.seq != 1) {
+		die_msg("the log of '%s' starts at seq %" PRIu64 " (older records were trimmed past --log-retain): "
+			"replay needs it whole",
+			datadir, r.seq);
+		goto out;
+	}
+	oplog_reader_free(rd);
+	rd = NULL;
 	ret = oplog_reader_open(&rd, logfd, k, 1);
 	if (ret) {
 		die_msg("unable to read the log of '%s': %s", datadir, strerror(-ret));
