@@ -44,7 +44,7 @@ out=$(timeout 20 "$HELPERS/ackwriter" write "$BM/b-records" 10) || fail "fsync'd
 
 note "the partition heals: A steps down; its waiting fsync fails"
 rl_proxy_mode pass
-rl_wait_exit 20 "$W" "the writer's fsync on A still waits after the partition healed"
+rl_wait_exit 15 "$W" "the writer's fsync on A still waits after the partition healed"
 [ "$RL_RC" != 0 ] || fail "the writer on A ended without an error: $(tail -n 2 "$T/writer.out")"
 grep -q '^ack' "$T/writer.out" && fail "the cut-off A acknowledged an fsync: $(grep '^ack' "$T/writer.out" | head -n 1)"
 note "the writer on A: $(tail -n 1 "$T/writer.out")"

@@ -4,8 +4,10 @@
 # the most up-to-date follower: every acknowledged record is on it, its mount
 # takes writes, the other follower follows it and converges, and the old
 # leader, restarted without --role, comes back as a follower of the new epoch
-# and converges too. Prints the time from kill -9 to the first write the
-# promoted mount took (not asserted).
+# and converges too. (Rarely A was killed holding a record no follower got,
+# never acknowledged: then it diverged -- G9, not implemented yet, see
+# failover_divergent.sh -- and must stay read-only and say so.) Prints the
+# time from kill -9 to the first write the promoted mount took (not asserted).
 . "$(dirname "$0")/failover_lib.sh"
 
 fo_cluster --sync quorum=1
@@ -104,6 +106,7 @@ if out=$(rl_py log-prefix "$A" "$PD"); then diverged=0; else diverged=1; fi
 fo_start A
 fo_erofs "$AM" "A after its restart"
 assert_eq "$(fo_get "$A" role)" follower "A's role after its restart"
+assert_eq "$(fo_get "$A" epoch)" 2 "A's epoch after its restart"
 grep -q "another node was promoted; starting as a follower" "$A/repfs.log" ||
 	fail "A's log does not say why it started as a follower"
 if [ "$diverged" = 0 ]; then

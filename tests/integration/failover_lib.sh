@@ -30,8 +30,6 @@
 #   fo_wait_leader SECS NAME LEADER   NAME's status says it follows LEADER
 #   fo_acked FILE                 the last record number acknowledged in a
 #                                 writer's output ("ack N ..."), 0 if none
-#   fo_settled SECS DATA...       waits until each node's seq and applied stay
-#                                 put for 300 ms (nothing more is coming)
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	echo "failover_lib.sh is the library of the failover_* tests, not a test"
@@ -302,17 +300,4 @@ fo_acked() { # FILE: last "ack N" of a writer's output
 	local n
 	n=$(awk '$1 == "ack" { n = $2 } END { print n + 0 }' "$1")
 	echo "$n"
-}
-
-fo_settled() { # SECS DATA...
-	local secs=$1 end a b
-	shift
-	end=$(($(now_ms) + secs * 1000))
-	while :; do
-		a=$(for d in "$@"; do fo_get "$d" seq; fo_get "$d" applied; done | tr '\n' ' ')
-		sleep 0.3
-		b=$(for d in "$@"; do fo_get "$d" seq; fo_get "$d" applied; done | tr '\n' ' ')
-		[ "$a" = "$b" ] && return 0
-		[ "$(now_ms)" -lt "$end" ] || fail "positions of $* still moving after $secs s: $a / $b"
-	done
 }

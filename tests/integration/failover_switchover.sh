@@ -58,6 +58,9 @@ esac
 assert_eq "$(fo_get "$B" role)" leader "B's role after the switchover"
 assert_eq "$(fo_get "$B" epoch)" 2 "B's epoch after the switchover"
 assert_eq "$(fo_get "$A" role)" follower "A's role after the switchover"
+fo_promote B
+[ "$FO_RC" = 1 ] || fail "a second promote of the leader B: exit $FO_RC, want 1: $FO_OUT"
+case $FO_OUT in *"'B' is already the leader (epoch 2)"*) ;; *) fail "a second promote of B said: $FO_OUT" ;; esac
 
 rl_wait_exit 30 "$W" "the writer did not finish on B"
 [ "$RL_RC" = 0 ] || fail "the writer failed (exit $RL_RC): $(grep -v '^ack' "$T/writer.out" | tail -n 3)"
