@@ -659,7 +659,9 @@ static void *flusher_main(void *arg)
 		pthread_mutex_unlock(&n->bg_lock);
 		if (oplog_durable(n->log) < oplog_last(n->log).seq)
 			node_sync_local(n, 0);
-		if (now_ns() - last_ckpt > (int64_t)NODE_CHECKPOINT_INTERVAL_S * 1000000000) {
+		/* a log over its budget can only shrink down to the checkpoint: take one now */
+		if (now_ns() - last_ckpt > (int64_t)NODE_CHECKPOINT_INTERVAL_S * 1000000000 ||
+		    oplog_bytes(n->log) > n->log_retain + OPLOG_SEGMENT_BYTES) {
 			int ret = node_checkpoint(n);
 			if (ret)
 				rlog(LOG_ERR, "checkpoint failed: %s", strerror(-ret));

@@ -95,6 +95,11 @@ int oplog_reader_open(struct oplog_reader **out, int dirfd, const struct key *k,
  * -errno on I/O errors. A record still being written at the end reads as the end.
  */
 int oplog_reader_next(struct oplog_reader *rd, struct record *r);
+/*
+ * Skips checking MACs (the structure is still checked): for a leader shipping
+ * its own log to followers, who check every record themselves.
+ */
+void oplog_reader_trust(struct oplog_reader *rd);
 /* Position (expected seq) and segment file of the last error or record. */
 void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_t seglen,
 			uint64_t *offset);
