@@ -1070,7 +1070,7 @@ static off_t op_lseek(const char *path, off_t off, int whence, struct fuse_file_
 	return r < 0 ? -errno : r;
 }
 
-static void invalidate_with_parent(struct fuse *f, const char *rel)
+static void invalidate_with_parent(struct fuse *f, const char *rel, int parent)
 {
 	char path[PATH_MAX + 2];
 	char *slash;
@@ -1079,6 +1079,8 @@ static void invalidate_with_parent(struct fuse *f, const char *rel)
 		return;
 	snprintf(path, sizeof(path), "/%s", rel);
 	fuse_invalidate_path(f, path);
+	if (!parent)
+		return;
 	slash = strrchr(path, '/');
 	if (slash == path)
 		path[1] = 0;
@@ -1093,9 +1095,13 @@ void fuse_ops_invalidate(struct node *n, const struct record *r)
 		return;
 	if (r->type != REC_UNLINK && r->type != REC_RMDIR && r->type != REC_RENAME)
 		links_changed(n, links_ino(n, r->type == REC_LINK ? r->path2 : r->path, -1), NULL);
-	invalidate_with_parent(n->fuse, r->path);
+	/* only changes of names touch the parent directory */
+	int names = r->type == REC_CREATE || r->type == REC_UNLINK || r->type == REC_RMDIR ||
+		    r->type == REC_RENAME || r->type == REC_LINK;
+
+	invalidate_with_parent(n->fuse, r->path, names);
 	if (r->path2 && *r->path2)
-		invalidate_with_parent(n->fuse, r->path2);
+		invalidate_with_parent(n->fuse, r->path2, names);
 }
 
 static void op_destroy(void *private_data)

@@ -496,6 +496,23 @@ int node_promote(struct node *n, uint64_t epoch)
 	return ret;
 }
 
+int node_raise_epoch(struct node *n, uint64_t epoch)
+{
+	struct node_state save;
+	int ret = 0;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (epoch > n->st.epoch && n->st.role != ROLE_LEADER) {
+		save = n->st;
+		n->st.epoch = epoch;
+		ret = state_save(n->dfd, &n->st);
+		if (ret)
+			n->st = save;
+	}
+	pthread_mutex_unlock(&n->seq_lock);
+	return ret;
+}
+
 int node_step_down(struct node *n, uint64_t epoch)
 {
 	struct node_state save;

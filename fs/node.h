@@ -103,6 +103,12 @@ enum role node_role(struct node *n);
 int node_promote(struct node *n, uint64_t epoch);
 
 /*
+ * A follower that granted a promotion claim for epoch: from now on it refuses
+ * records of older epochs (Raft's term adoption). Persisted.
+ */
+int node_raise_epoch(struct node *n, uint64_t epoch);
+
+/*
  * Stepping down: persists role = follower (and epoch, if higher), refuses
  * changes from then on, remounts read-only. What was committed keeps
  * streaming to the followers (the hand-over).

@@ -503,8 +503,15 @@ static void answer_probe(struct repl *r, struct chan *c, uint8_t type, const uin
 	if (type == MSG_CLAIM && len == CLAIM_BYTES) {
 		char name[65];
 		snprintf(name, sizeof(name), "%.64s", (const char *)buf + 16);
-		/* answered with our info: role leader or a promise to another means "no" */
-		promise(r, get64(buf), get64(buf + 8), name);
+		/* answered with our info: role leader or a promise to another means "no";
+		 * a follower that grants it leaves the old epoch behind (fencing) */
+		if (node_role(r->n) == ROLE_FOLLOWER && promise(r, get64(buf), get64(buf + 8), name) &&
+		    node_raise_epoch(r->n, get64(buf)) == 0) {
+			pthread_mutex_lock(&r->mu);
+			if (r->follow_fd >= 0)
+				shutdown(r->follow_fd, SHUT_RDWR);	/* stop acknowledging the old epoch */
+			pthread_mutex_unlock(&r->mu);
+		}
 	}
 	put_info(r, info);
 	if (type == MSG_CLAIM) {
@@ -560,6 +567,13 @@ static void *conn_main(void *arg)
 		snprintf(why, sizeof(why), "follower '%s' is at epoch %" PRIu64 ", above this leader's", name,
 			 get64(hello));
 		send_refuse(cn->c, why);
+		/* another node was promoted: this one is superseded */
+		if (node_role(r->n) == ROLE_LEADER && node_step_down(r->n, get64(hello)) == 0) {
+			pthread_mutex_lock(&r->mu);
+			pthread_cond_broadcast(&r->cv_ack);
+			pthread_mutex_unlock(&r->mu);
+			start_following(r, NULL);
+		}
 		goto out;
 	}
 	ret = check_follower(r, cn->c, name, get64(hello + 8), hello + 16);

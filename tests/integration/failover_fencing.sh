@@ -80,8 +80,12 @@ case $err in
 esac
 # a while later: still nothing taken from it
 grep -q "follower 'C' is at epoch 2, above this leader's" "$S/repfs.log" || fail "the stale leader's log names no refusal"
-_refusals() { [ "$(grep -c "follower 'C' is at epoch 2" "$S/repfs.log")" -ge "$1" ]; }
-wait_for 20 _refusals 3
+# hearing of epoch 2, the stale leader steps down at once (G9: a superseded node
+# never goes on acting as leader) and its mount refuses changes from then on
+_stale_stepped_down() { [ "$(fo_get "$S" role)" = follower ]; }
+wait_for 20 _stale_stepped_down
+assert_eq "$(fo_get "$S" epoch)" 2 "the stale copy's epoch after hearing of epoch 2"
+fo_erofs "$SM" "the stale leader after it stepped down"
 assert_eq "$(fo_get "$C" following)" false "C following the stale leader"
 assert_eq "$(fo_get "$C" leader)" null "C's leader"
 assert_eq "$(fo_get "$C" seq)" "$c_seq" "C's seq"
