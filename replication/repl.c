@@ -1,4 +1,4 @@
-/* repl.c -- the leader's senders and the follower's receiver (see repl.h) */
+/* repl.c -- replication's lifecycle and the leader's side: listening, streaming, waiting for acks */
 #include "repl.h"
 
 #include <arpa/inet.h>
@@ -20,83 +20,7 @@
 #include "../lib/util.h"
 #include "../net/chan.h"
 #include "oplog.h"
-
-/* application messages inside the secure channel */
-enum msg {
-	MSG_HELLO = 1,	   /* follower: epoch u64, seq u64, mac[32], name[64] */
-	MSG_WELCOME = 2,   /* leader: epoch u64, last seq u64, name[64] */
-	MSG_REFUSE = 3,	   /* leader: a one-line reason */
-	MSG_RECORD = 4,	   /* leader: one encoded log record */
-	MSG_HEARTBEAT = 5, /* leader: epoch u64, last u64, durable u64, time_ns i64 */
-	MSG_ACK = 6,	   /* follower: received u64, durable u64, applied u64 */
-	MSG_PROBE = 7,	   /* anyone: who are you? answered by MSG_INFO */
-	MSG_INFO = 8,	   /* role u64, epoch u64, last seq u64, applied u64, name[64] */
-	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
-	MSG_CLAIM = 10,	   /* a promoting follower to the others: epoch u64, seq u64, name[64]; answered by MSG_INFO */
-};
-
-#define CLAIM_BYTES (16 + 64)
-
-#define INFO_BYTES (32 + 64)
-
-#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64)
-#define HANDSHAKE_MS 5000
-#define MAX_CONNS 64
-
-struct peer {
-	int used;
-	int connected;
-	char name[64];
-	char addr[64];
-	uint64_t sent, received, durable, applied;
-	int64_t last_ack_ns;
-	int needs_resync;	/* refused: the leader no longer holds what it lacks */
-	/* byte positions of recently sent records, for the lag in bytes */
-	uint64_t ring_seq[256], ring_pos[256];
-	int64_t ring_time[256];	/* and when the leader committed them, for the lag in ms */
-	uint64_t applied_pos;	/* log byte position after the record it applied */
-};
-
-struct repl {
-	struct node *n;
-	struct repl_opts o;
-	pthread_mutex_t mu;
-	pthread_cond_t cv_new;	/* records committed, or stopping */
-	pthread_cond_t cv_ack;	/* an acknowledgement arrived, or stopping */
-	int stopping;		/* everything below under mu */
-	struct peer peers[REPL_MAX_PEERS];
-	int fell_back;		/* --sync-timeout expired: acting async until caught up */
-	int conns;		/* live connection threads */
-	int conn_fds[MAX_CONNS];
-	int listenfd;
-	int have_listener, have_follower, have_watch;
-	pthread_t listener, follower, watch;
-	/* follower side */
-	int follow_fd;		/* the connection to the leader, -1 if none */
-	char extra_peer[64];	/* the new leader's address, learnt at a switchover */
-	int following;
-	char leader[64];
-	char leader_addr[64];
-	uint64_t leader_seq;
-	int64_t last_heard_ns;
-	char last_error[400];
-	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
-	uint64_t promised_epoch, promised_seq;
-	char promised_to[65];
-};
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);	/* little-endian hosts only (README) */
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return v;
-}
+#include "repl_int.h"
 
 int repl_parse_mode(const char *s, struct repl_opts *o)
 {
@@ -133,7 +57,7 @@ static int split_hostport(const char *s, char *host, size_t hlen, char *port, si
 	return 0;
 }
 
-static int tcp_socket(const char *hostport, int listening, int timeout_ms)
+int repl_tcp_socket(const char *hostport, int listening, int timeout_ms)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL, *ai;
 	char host[256], port[16];
@@ -176,7 +100,7 @@ static int tcp_socket(const char *hostport, int listening, int timeout_ms)
 }
 
 /* Sleeps up to ms unless stopping; returns nonzero when stopping. */
-static int nap(struct repl *r, pthread_cond_t *cv, int ms)
+int repl_nap(struct repl *r, pthread_cond_t *cv, int ms)
 {
 	struct timespec until;
 	int stop;
@@ -196,7 +120,7 @@ static int nap(struct repl *r, pthread_cond_t *cv, int ms)
 	return stop;
 }
 
-static int track_fd(struct repl *r, int fd)
+int repl_track_fd(struct repl *r, int fd)
 {
 	int ret = -EMFILE;
 
@@ -214,7 +138,7 @@ static int track_fd(struct repl *r, int fd)
 	return ret;
 }
 
-static void untrack_fd(struct repl *r, int fd)
+void repl_untrack_fd(struct repl *r, int fd)
 {
 	pthread_mutex_lock(&r->mu);
 	for (int i = 0; i < MAX_CONNS; i++)
@@ -252,14 +176,13 @@ static struct peer *peer_get(struct repl *r, const char *name)
 	return free_slot;
 }
 
-static void count_durable(struct repl *r, uint64_t seq, int *have, int *known);
 
 /* Called with mu held after --sync-timeout fell back: back to the mode once the followers have caught up. */
 static void maybe_resume(struct repl *r)
 {
 	int have, known, need;
 
-	count_durable(r, oplog_last(r->n->log).seq, &have, &known);
+	repl_count_durable(r, oplog_last(r->n->log).seq, &have, &known);
 	need = r->o.mode == SYNC_QUORUM ? r->o.quorum : known;
 	if (need > 0 && have >= need) {
 		r->fell_back = 0;
@@ -288,9 +211,9 @@ static void *ack_main(void *arg)
 		if (type != MSG_ACK || len != 24)
 			break;
 		pthread_mutex_lock(&r->mu);
-		cn->p->received = get64(buf);
-		cn->p->durable = get64((uint8_t *)buf + 8);
-		cn->p->applied = get64((uint8_t *)buf + 16);
+		cn->p->received = repl_get64(buf);
+		cn->p->durable = repl_get64((uint8_t *)buf + 8);
+		cn->p->applied = repl_get64((uint8_t *)buf + 16);
 		cn->p->last_ack_ns = now_ns();
 		if (cn->p->ring_seq[cn->p->applied % 256] == cn->p->applied)
 			cn->p->applied_pos = cn->p->ring_pos[cn->p->applied % 256];
@@ -353,10 +276,10 @@ static int send_heartbeat(struct repl *r, struct chan *c)
 	uint8_t hb[32];
 	struct pos last = oplog_last(r->n->log);
 
-	put64(hb, last.epoch);
-	put64(hb + 8, node_applied(r->n));
-	put64(hb + 16, oplog_durable(r->n->log));
-	put64(hb + 24, (uint64_t)now_ns());
+	repl_put64(hb, last.epoch);
+	repl_put64(hb + 8, node_applied(r->n));
+	repl_put64(hb + 16, oplog_durable(r->n->log));
+	repl_put64(hb + 24, (uint64_t)now_ns());
 	return chan_send(c, MSG_HEARTBEAT, hb, sizeof(hb));
 }
 
@@ -422,7 +345,7 @@ static void stream(struct conn *cn)
 			/* the end of what this reader saw (a new segment): reopen */
 			oplog_reader_free(rd);
 			rd = NULL;
-			if (ret == 0 && nap(r, &r->cv_new, 1))
+			if (ret == 0 && repl_nap(r, &r->cv_new, 1))
 				break;
 			continue;
 		}
@@ -445,85 +368,6 @@ static void stream(struct conn *cn)
 	oplog_reader_free(rd);
 }
 
-static void put_info(struct repl *r, uint8_t info[INFO_BYTES])
-{
-	memset(info, 0, INFO_BYTES);
-	put64(info, (uint64_t)node_role(r->n));
-	put64(info + 8, r->n->st.epoch);
-	put64(info + 16, oplog_last(r->n->log).seq);
-	put64(info + 24, node_applied(r->n));
-	snprintf((char *)info + 32, 64, "%s", r->n->st.name);
-}
-
-static int start_following(struct repl *r, const char *addr);
-int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers, uint64_t *epoch, char *who,
-		       size_t wholen);
-
-/*
- * Promises epoch to the candidate (name, seq) unless it is already promised
- * to a better one: the higher seq wins, then the lower name. Every node ranks
- * candidates the same way, so of two concurrent promotions exactly one gets
- * every promise. 1 if the promise is (now) the candidate's.
- */
-static int promise(struct repl *r, uint64_t epoch, uint64_t seq, const char *name)
-{
-	int ours;
-
-	pthread_mutex_lock(&r->mu);
-	if (epoch > r->promised_epoch ||
-	    (epoch == r->promised_epoch &&
-	     (seq > r->promised_seq || (seq == r->promised_seq && strcmp(name, r->promised_to) < 0)))) {
-		r->promised_epoch = epoch;
-		r->promised_seq = seq;
-		snprintf(r->promised_to, sizeof(r->promised_to), "%s", name);
-	}
-	ours = r->promised_epoch == epoch && !strcmp(r->promised_to, name);
-	pthread_mutex_unlock(&r->mu);
-	return ours;
-}
-
-/* PROBE: say who we are. STEPDOWN: a follower is being promoted; hand over. CLAIM: see promise(). */
-static void answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8_t *buf, size_t len)
-{
-	uint8_t info[INFO_BYTES];
-
-	if (type == MSG_STEPDOWN && len >= 8 && node_role(r->n) == ROLE_LEADER) {
-		char addr[64] = "";
-		snprintf(addr, sizeof(addr), "%.*s", (int)(len - 8 < 63 ? len - 8 : 63), (const char *)buf + 8);
-		rlog(LOG_NOTICE, "switchover: a follower%s%s is taking over; stepping down", *addr ? " at " : "",
-		     addr);
-		/* no new writes from here; what is committed keeps streaming to followers */
-		if (node_step_down(r->n, get64(buf)) == 0) {
-			pthread_mutex_lock(&r->mu);
-			pthread_cond_broadcast(&r->cv_ack);	/* waiting fsyncs fail: not durable here now */
-			pthread_mutex_unlock(&r->mu);
-			start_following(r, *addr ? addr : NULL);
-		}
-	}
-	if (type == MSG_CLAIM && len == CLAIM_BYTES) {
-		char name[65];
-		snprintf(name, sizeof(name), "%.64s", (const char *)buf + 16);
-		/* answered with our info: role leader or a promise to another means "no";
-		 * a follower that grants it leaves the old epoch behind (fencing) */
-		if (node_role(r->n) == ROLE_FOLLOWER && promise(r, get64(buf), get64(buf + 8), name) &&
-		    node_raise_epoch(r->n, get64(buf)) == 0) {
-			pthread_mutex_lock(&r->mu);
-			if (r->follow_fd >= 0)
-				shutdown(r->follow_fd, SHUT_RDWR);	/* stop acknowledging the old epoch */
-			pthread_mutex_unlock(&r->mu);
-		}
-	}
-	put_info(r, info);
-	if (type == MSG_CLAIM) {
-		pthread_mutex_lock(&r->mu);
-		snprintf((char *)info + 32, 64, "%.63s", r->promised_to);	/* whom we promised it to */
-		put64(info + 8, r->promised_epoch);
-		pthread_mutex_unlock(&r->mu);
-	}
-	chan_send(c, MSG_INFO, info, sizeof(info));
-	chan_close(c);
-}
-
 static void *conn_main(void *arg)
 {
 	struct conn *cn = arg;
@@ -542,7 +386,7 @@ static void *conn_main(void *arg)
 	}
 	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
 	if (ret == 1 && (type == MSG_PROBE || type == MSG_STEPDOWN || type == MSG_CLAIM)) {
-		answer_probe(r, cn->c, type, buf, len);
+		repl_answer_probe(r, cn->c, type, buf, len);
 		goto out;
 	}
 	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
@@ -562,21 +406,21 @@ static void *conn_main(void *arg)
 		send_refuse(cn->c, "invalid node name");
 		goto out;
 	}
-	if (get64(hello) > r->n->st.epoch) {
+	if (repl_get64(hello) > r->n->st.epoch) {
 		char why[160];
 		snprintf(why, sizeof(why), "follower '%s' is at epoch %" PRIu64 ", above this leader's", name,
-			 get64(hello));
+			 repl_get64(hello));
 		send_refuse(cn->c, why);
 		/* another node was promoted: this one is superseded */
-		if (node_role(r->n) == ROLE_LEADER && node_step_down(r->n, get64(hello)) == 0) {
+		if (node_role(r->n) == ROLE_LEADER && node_step_down(r->n, repl_get64(hello)) == 0) {
 			pthread_mutex_lock(&r->mu);
 			pthread_cond_broadcast(&r->cv_ack);
 			pthread_mutex_unlock(&r->mu);
-			start_following(r, NULL);
+			repl_start_following(r, NULL);
 		}
 		goto out;
 	}
-	ret = check_follower(r, cn->c, name, get64(hello + 8), hello + 16);
+	ret = check_follower(r, cn->c, name, repl_get64(hello + 8), hello + 16);
 	if (ret == -ERANGE) {
 		char why[160];
 		struct peer *p;
@@ -587,7 +431,7 @@ static void *conn_main(void *arg)
 		pthread_mutex_unlock(&r->mu);
 		snprintf(why, sizeof(why),
 			 "follower '%s' needs a resync: it is at seq %" PRIu64 " and the leader's log starts at seq %" PRIu64,
-			 name, get64(hello + 8), oplog_first_seq(r->n->log));
+			 name, repl_get64(hello + 8), oplog_first_seq(r->n->log));
 		send_refuse(cn->c, why);
 	}
 	if (ret)
@@ -598,7 +442,7 @@ static void *conn_main(void *arg)
 		cn->p->connected++;
 		cn->p->needs_resync = 0;
 		cn->p->applied_pos = 0;
-		cn->p->sent = cn->p->received = cn->p->durable = get64(hello + 8);
+		cn->p->sent = cn->p->received = cn->p->durable = repl_get64(hello + 8);
 		snprintf(cn->p->addr, sizeof(cn->p->addr), "%s", cn->addr);
 		cn->p->last_ack_ns = now_ns();
 	}
@@ -609,8 +453,8 @@ static void *conn_main(void *arg)
 	}
 	{
 		uint8_t w[16 + 64] = { 0 };
-		put64(w, r->n->st.epoch);
-		put64(w + 8, node_applied(r->n));
+		repl_put64(w, r->n->st.epoch);
+		repl_put64(w + 8, node_applied(r->n));
 		snprintf((char *)w + 16, 64, "%s", r->n->st.name);
 		if (chan_send(cn->c, MSG_WELCOME, w, sizeof(w)))
 			goto out_peer;
@@ -632,7 +476,7 @@ out_peer:
 	pthread_mutex_unlock(&r->mu);
 out:
 	chan_free(cn->c);
-	untrack_fd(r, cn->fd);
+	repl_untrack_fd(r, cn->fd);
 	close(cn->fd);
 	pthread_mutex_lock(&r->mu);
 	r->conns--;
@@ -659,7 +503,7 @@ static void *listen_main(void *arg)
 			break;	/* shut down */
 		}
 		cn = calloc(1, sizeof(*cn));
-		if (!cn || track_fd(r, fd)) {
+		if (!cn || repl_track_fd(r, fd)) {
 			free(cn);
 			close(fd);
 			continue;
@@ -681,7 +525,7 @@ static void *listen_main(void *arg)
 			pthread_mutex_lock(&r->mu);
 			r->conns--;
 			pthread_mutex_unlock(&r->mu);
-			untrack_fd(r, fd);
+			repl_untrack_fd(r, fd);
 			close(fd);
 			free(cn);
 			continue;
@@ -691,435 +535,11 @@ static void *listen_main(void *arg)
 	return NULL;
 }
 
-/* ======================= FOLLOWER ======================= */
-
-static void set_error(struct repl *r, const char *fmt, const char *a, const char *b)
-{
-	pthread_mutex_lock(&r->mu);
-	snprintf(r->last_error, sizeof(r->last_error), fmt, a, b);
-	pthread_mutex_unlock(&r->mu);
-}
-
-static int send_ack(struct repl *r, struct chan *c)
-{
-	uint8_t a[24];
-
-	put64(a, oplog_last(r->n->log).seq);
-	put64(a + 8, oplog_durable(r->n->log));
-	put64(a + 16, node_applied(r->n));
-	return chan_send(c, MSG_ACK, a, sizeof(a));
-}
-
-/* Receives records until the connection ends. */
-static void receive(struct repl *r, struct chan *c)
-{
-	unsigned pending = 0;
-
-	for (;;) {
-		uint8_t type;
-		void *buf;
-		size_t len;
-		int ret = chan_recv(c, &type, &buf, &len, r->o.leader_timeout_ms);
-
-		if (node_role(r->n) != ROLE_FOLLOWER)
-			break;	/* promoted */
-		if (ret == -ETIMEDOUT) {
-			rlog(LOG_WARNING, "no word from the leader for %d ms; reconnecting", r->o.leader_timeout_ms);
-			break;
-		}
-		if (ret <= 0) {
-			if (ret < 0) {
-				set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
-				rlog(LOG_WARNING, "%s", r->last_error);
-			}
-			break;
-		}
-		pthread_mutex_lock(&r->mu);
-		r->last_heard_ns = now_ns();
-		pthread_mutex_unlock(&r->mu);
-		if (type == MSG_RECORD) {
-			ret = node_follow_record(r->n, buf, len);
-			if (ret) {
-				char why[64];
-				snprintf(why, sizeof(why), "seq %" PRIu64, oplog_last(r->n->log).seq + 1);
-				set_error(r, "refused the record at %s from the leader: %s", why,
-					  ret == -EBADMSG ? "bad MAC, chain or sequence" : strerror(-ret));
-				rlog(LOG_ERR, "%s", r->last_error);
-				break;
-			}
-			pending++;
-			if (pending < 512 && chan_buffered(c))
-				continue;
-			{
-				struct pollfd p = { chan_fd(c), POLLIN, 0 };
-				if (pending < 512 && poll(&p, 1, 0) == 1)
-					continue;
-			}
-		} else if (type == MSG_HEARTBEAT && len == 32) {
-			pthread_mutex_lock(&r->mu);
-			r->leader_seq = get64((uint8_t *)buf + 8);
-			pthread_mutex_unlock(&r->mu);
-		} else {
-			rlog(LOG_WARNING, "unexpected message %u from the leader", type);
-			break;
-		}
-		/* a batch is in: make it durable, then acknowledge */
-		if (pending && node_sync_local(r->n, 0)) {
-			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
-			break;
-		}
-		pending = 0;
-		ret = send_ack(r, c);
-		if (ret) {
-			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
-			rlog(LOG_WARNING, "%s", r->last_error);
-			break;
-		}
-	}
-}
-
-/* One attempt at following the leader at addr. */
-static void follow_once(struct repl *r, const char *addr)
-{
-	uint8_t hello[HELLO_BYTES] = { 0 }, type;
-	struct chan *c = NULL;
-	struct pos last;
-	void *buf;
-	size_t len;
-	int fd, ret;
-
-	fd = tcp_socket(addr, 0, 2000);
-	if (fd < 0) {
-		set_error(r, "unable to reach '%s': %s", addr, strerror(-fd));
-		return;
-	}
-	if (track_fd(r, fd)) {
-		close(fd);
-		return;
-	}
-	pthread_mutex_lock(&r->mu);
-	r->follow_fd = fd;
-	pthread_mutex_unlock(&r->mu);
-	ret = chan_handshake(&c, fd, r->n->key, 1, HANDSHAKE_MS);
-	if (ret) {
-		set_error(r, "peer '%s' refused: %s", addr, chan_strerror(ret));
-		rlog(LOG_WARNING, "%s", r->last_error);
-		goto out;
-	}
-	last = oplog_last(r->n->log);
-	put64(hello, r->n->st.epoch);
-	put64(hello + 8, last.seq);
-	oplog_last_mac(r->n->log, hello + 16);
-	snprintf((char *)hello + 48, 64, "%s", r->n->st.name);
-	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
-		goto out;
-	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
-	if (ret != 1)
-		goto out;
-	if (type == MSG_REFUSE) {
-		char why[160];
-		snprintf(why, sizeof(why), "%.*s", (int)(len < 150 ? len : 150), (char *)buf);
-		if (strstr(why, "is not the leader")) {
-			/* looking for the leader among the peers: not an error */
-			rlog(LOG_DEBUG, "peer '%s': %s", addr, why);
-			goto out;
-		}
-		set_error(r, "leader at '%s' refused: %s", addr, why);
-		rlog(LOG_ERR, "%s", r->last_error);
-		goto out;
-	}
-	if (type != MSG_WELCOME || len != 80)
-		goto out;
-	pthread_mutex_lock(&r->mu);
-	r->following = 1;
-	snprintf(r->leader, sizeof(r->leader), "%.63s", (char *)buf + 16);
-	snprintf(r->leader_addr, sizeof(r->leader_addr), "%s", addr);
-	r->leader_seq = get64((uint8_t *)buf + 8);
-	r->last_heard_ns = now_ns();
-	r->last_error[0] = 0;
-	pthread_mutex_unlock(&r->mu);
-	rlog(LOG_NOTICE, "following '%s' at %s from seq %" PRIu64, r->leader, addr, last.seq);
-	if (send_ack(r, c) == 0)
-		receive(r, c);
-	pthread_mutex_lock(&r->mu);
-	r->following = 0;
-	pthread_mutex_unlock(&r->mu);
-out:
-	pthread_mutex_lock(&r->mu);
-	r->follow_fd = -1;
-	pthread_mutex_unlock(&r->mu);
-	chan_free(c);
-	untrack_fd(r, fd);
-	close(fd);
-}
-
-static void *follow_main(void *arg)
-{
-	struct repl *r = arg;
-	int backoff = 100;
-
-	while (!nap(r, &r->cv_new, 0) && node_role(r->n) == ROLE_FOLLOWER) {
-		char extra[64];
-		pthread_mutex_lock(&r->mu);
-		snprintf(extra, sizeof(extra), "%s", r->extra_peer);
-		pthread_mutex_unlock(&r->mu);
-		for (int i = -1; i < r->o.npeers && node_role(r->n) == ROLE_FOLLOWER; i++) {
-			int64_t t0 = now_ns();
-			const char *addr = i < 0 ? extra : r->o.peers[i];
-			if (!*addr || (i >= 0 && !strcmp(addr, extra)))
-				continue;
-			follow_once(r, addr);
-			if (now_ns() - t0 > 5000000000LL)
-				backoff = 100;	/* it was a working connection */
-		}
-		if (nap(r, &r->cv_new, backoff))
-			break;
-		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-	}
-	return NULL;
-}
-
-/* Starts the follower thread (at start, or after a step-down); addr: another peer to try first. */
-static int start_following(struct repl *r, const char *addr)
-{
-	int ret = 0;
-
-	pthread_mutex_lock(&r->mu);
-	if (addr)
-		snprintf(r->extra_peer, sizeof(r->extra_peer), "%s", addr);
-	if (r->have_follower) {
-		/* an earlier follower thread (before a promotion) has ended or is ending */
-		pthread_mutex_unlock(&r->mu);
-		pthread_join(r->follower, NULL);
-		pthread_mutex_lock(&r->mu);
-		r->have_follower = 0;
-	}
-	if (!r->stopping && (r->o.npeers || r->extra_peer[0])) {
-		ret = -pthread_create(&r->follower, NULL, follow_main, r);
-		if (!ret)
-			r->have_follower = 1;
-	}
-	pthread_mutex_unlock(&r->mu);
-	return ret;
-}
-
-/* ======================= PROMOTION ======================= */
-
-struct info {
-	enum role role;
-	uint64_t epoch, seq, applied;
-	char name[65];
-};
-
-/* Asks the node at addr who it is (MSG_PROBE), or tells it to step down (MSG_STEPDOWN). */
-static int ask_peer(const struct key *k, const char *addr, uint8_t type, const void *payload, size_t plen,
-		    struct info *out)
-{
-	struct chan *c = NULL;
-	uint8_t t;
-	void *buf;
-	size_t len;
-	int fd, ret;
-
-	fd = tcp_socket(addr, 0, 1000);
-	if (fd < 0)
-		return fd;
-	ret = chan_handshake(&c, fd, k, 1, 2000);
-	if (!ret)
-		ret = chan_send(c, type, payload, plen);
-	if (!ret) {
-		ret = chan_recv(c, &t, &buf, &len, 5000);
-		if (ret == 1 && t == MSG_INFO && len == INFO_BYTES) {
-			const uint8_t *b = buf;
-			out->role = (enum role)get64(b);
-			out->epoch = get64(b + 8);
-			out->seq = get64(b + 16);
-			out->applied = get64(b + 24);
-			snprintf(out->name, sizeof(out->name), "%.64s", (const char *)b + 32);
-			ret = 0;
-		} else if (ret >= 0) {
-			ret = -EPROTO;
-		}
-	}
-	chan_free(c);
-	close(fd);
-	return ret;
-}
-
-int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers, uint64_t *epoch, char *who,
-		       size_t wholen)
-{
-	int reached = 0;
-
-	*epoch = 0;
-	for (int i = 0; i < npeers; i++) {
-		struct info in;
-		if (ask_peer(k, peers[i], MSG_PROBE, NULL, 0, &in))
-			continue;
-		reached++;
-		if (in.epoch > *epoch) {
-			*epoch = in.epoch;
-			snprintf(who, wholen, "%s", in.name);
-		}
-	}
-	return reached;
-}
-
-/*
- * Fencing for a leader cut off while another node was promoted: nobody tells
- * it, so it asks. While it leads, every second it probes its peers; one at a
- * higher epoch means it was superseded: it steps down and follows.
- */
-static void *watch_main(void *arg)
-{
-	struct repl *r = arg;
-
-	int64_t next = 0;
-
-	while (!nap(r, &r->cv_ack, 1000)) {
-		uint64_t epoch = 0;
-		char who[65] = "";
-
-		if (now_ns() < next)
-			continue;	/* woken early (acks): once a second is enough */
-		next = now_ns() + 1000000000LL;
-		if (node_role(r->n) != ROLE_LEADER) {
-			node_settle_mount(r->n);
-			continue;
-		}
-		repl_highest_epoch(r->n->key, r->o.peers, r->o.npeers, &epoch, who, sizeof(who));
-		if (epoch <= r->n->st.epoch || node_role(r->n) != ROLE_LEADER)
-			continue;
-		rlog(LOG_WARNING, "peer '%s' is at epoch %" PRIu64 " (ours is %" PRIu64 "): superseded; stepping down",
-		     who, epoch, r->n->st.epoch);
-		if (node_step_down(r->n, epoch) == 0) {
-			pthread_mutex_lock(&r->mu);
-			pthread_cond_broadcast(&r->cv_ack);
-			pthread_cond_broadcast(&r->cv_new);
-			pthread_mutex_unlock(&r->mu);
-			start_following(r, NULL);
-		}
-	}
-	return NULL;
-}
-
-int repl_promote(struct repl *r, int force, char *msg, size_t len)
-{
-	struct node *n = r->n;
-	uint64_t best_epoch = n->st.epoch, my_seq, leader_seq = 0;
-	const char *leader_addr = NULL;
-	char better[65] = "";
-	uint64_t better_seq = 0;
-	int ret;
-
-	if (node_role(n) == ROLE_LEADER) {
-		snprintf(msg, len, "'%s' is already the leader (epoch %" PRIu64 ")", n->st.name, n->st.epoch);
-		return -EALREADY;
-	}
-	my_seq = oplog_last(n->log).seq;
-	for (int i = 0; i < r->o.npeers; i++) {
-		struct info in;
-		if (ask_peer(n->key, r->o.peers[i], MSG_PROBE, NULL, 0, &in))
-			continue;
-		if (in.epoch > best_epoch)
-			best_epoch = in.epoch;
-		if (in.role == ROLE_LEADER && in.epoch >= n->st.epoch) {
-			leader_addr = r->o.peers[i];
-			leader_seq = in.seq;
-		} else if (in.role == ROLE_FOLLOWER && in.seq > my_seq && in.seq > better_seq) {
-			better_seq = in.seq;
-			snprintf(better, sizeof(better), "%s", in.name);
-		}
-	}
-	if (leader_addr) {
-		/* switchover: the leader stops, hands over what it has, then we take over */
-		uint8_t req[8 + 64] = { 0 };
-		struct info in;
-		int64_t deadline = now_ns() + 5000000000LL;
-		int following;
-
-		pthread_mutex_lock(&r->mu);
-		following = r->following && !strcmp(r->leader_addr, leader_addr);
-		pthread_mutex_unlock(&r->mu);
-		if (!following || my_seq > leader_seq) {
-			/* only a follower whose log is a prefix of the leader's can take over from it */
-			snprintf(msg, len,
-				 "'%s' is not following the leader at '%s'%s; a switchover needs a follower that is",
-				 n->st.name, leader_addr, my_seq > leader_seq ? " (its log diverged)" : "");
-			return -EAGAIN;
-		}
-		put64(req, best_epoch + 1);
-		snprintf((char *)req + 8, 64, "%s", r->o.listen ? r->o.listen : "");
-		ret = ask_peer(n->key, leader_addr, MSG_STEPDOWN, req, 8 + strlen((char *)req + 8), &in);
-		if (ret) {
-			snprintf(msg, len, "the leader at '%s' did not step down: %s", leader_addr, strerror(-ret));
-			return ret;
-		}
-		leader_seq = in.seq;
-		while (node_applied(n) < leader_seq && now_ns() < deadline)
-			nap(r, &r->cv_new, 10);
-		if (node_applied(n) < leader_seq) {
-			snprintf(msg, len,
-				 "the old leader stepped down but handed over only up to seq %" PRIu64 " of %" PRIu64
-				 "; not promoting (run again, or --force)",
-				 node_applied(n), leader_seq);
-			if (!force)
-				return -ETIMEDOUT;
-		}
-	} else if (better[0] && !force) {
-		snprintf(msg, len,
-			 "'%s' is behind '%s' (seq %" PRIu64 " < %" PRIu64 "); promote '%s', or use --force", n->st.name,
-			 better, my_seq, better_seq, better);
-		return -EAGAIN;
-	} else {
-		/* no leader: make sure no other promotion takes the same epoch */
-		uint8_t claim[CLAIM_BYTES] = { 0 };
-		uint64_t e = best_epoch + 1, claim_seq = force ? UINT64_MAX : my_seq;
-
-		if (!promise(r, e, claim_seq, n->st.name)) {
-			snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting", e, r->promised_to);
-			return -EBUSY;
-		}
-		put64(claim, e);
-		put64(claim + 8, claim_seq);
-		snprintf((char *)claim + 16, 64, "%s", n->st.name);
-		for (int i = 0; i < r->o.npeers; i++) {
-			struct info in;
-			if (ask_peer(n->key, r->o.peers[i], MSG_CLAIM, claim, sizeof(claim), &in))
-				continue;	/* unreachable: it cannot be promoting either */
-			if (in.role == ROLE_LEADER || in.epoch > e || strcmp(in.name, n->st.name)) {
-				snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting",
-					 in.epoch > e ? in.epoch : e, in.role == ROLE_LEADER ? "a leader" : in.name);
-				return -EBUSY;
-			}
-		}
-		/* a better candidate's claim may have arrived meanwhile */
-		if (!promise(r, e, claim_seq, n->st.name)) {
-			snprintf(msg, len, "epoch %" PRIu64 " is being taken by '%s'; not promoting", e, r->promised_to);
-			return -EBUSY;
-		}
-	}
-	/* stop following before the first write of the new epoch */
-	pthread_mutex_lock(&r->mu);
-	if (r->follow_fd >= 0)
-		shutdown(r->follow_fd, SHUT_RDWR);
-	pthread_mutex_unlock(&r->mu);
-	ret = node_promote(n, best_epoch + 1);
-	if (ret) {
-		snprintf(msg, len, "promotion of '%s' failed: %s", n->st.name, strerror(-ret));
-		return ret;
-	}
-	repl_notify(r);
-	snprintf(msg, len, "'%s' is the leader of epoch %" PRIu64 " from seq %" PRIu64 "%s", n->st.name, n->st.epoch,
-		 oplog_last(n->log).seq, leader_addr ? " (switchover: nothing lost)" : "");
-	return 0;
-}
-
 /* ======================= BOTH ======================= */
 
 int repl_listen_socket(const char *hostport)
 {
-	return tcp_socket(hostport, 1, 0);
+	return repl_tcp_socket(hostport, 1, 0);
 }
 
 int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int listenfd)
@@ -1151,12 +571,12 @@ int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int
 		r->have_listener = 1;
 	}
 	if (n->st.role == ROLE_FOLLOWER && o->npeers) {
-		ret = start_following(r, NULL);
+		ret = repl_start_following(r, NULL);
 		if (ret)
 			goto fail;
 	}
 	if (o->npeers) {
-		ret = -pthread_create(&r->watch, NULL, watch_main, r);
+		ret = -pthread_create(&r->watch, NULL, repl_watch_main, r);
 		if (ret)
 			goto fail;
 		r->have_watch = 1;
@@ -1195,7 +615,7 @@ void repl_stop(struct repl *r)
 				shutdown(r->conn_fds[i], SHUT_RDWR);
 		pthread_cond_broadcast(&r->cv_new);
 		pthread_mutex_unlock(&r->mu);
-		nap(r, &r->cv_ack, 50);
+		repl_nap(r, &r->cv_ack, 50);
 		pthread_mutex_lock(&r->mu);
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -1217,7 +637,7 @@ void repl_notify(struct repl *r)
 }
 
 /* Called with mu held: how many followers hold seq durably, and how many are known. */
-static void count_durable(struct repl *r, uint64_t seq, int *have, int *known)
+void repl_count_durable(struct repl *r, uint64_t seq, int *have, int *known)
 {
 	*have = *known = 0;
 	for (int i = 0; i < REPL_MAX_PEERS; i++) {
@@ -1242,7 +662,7 @@ int repl_wait(struct repl *r, uint64_t seq)
 		int have, known, need;
 		struct timespec until;
 
-		count_durable(r, seq, &have, &known);
+		repl_count_durable(r, seq, &have, &known);
 		need = r->o.mode == SYNC_QUORUM ? r->o.quorum : known;
 		if (known == 0 && r->o.npeers == 0)
 			break;	/* standalone: nobody to wait for */

@@ -1,0 +1,236 @@
+/* follower.c -- the follower's side: finding the leader, receiving, acknowledging */
+#include "repl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../fs/node.h"
+#include "../lib/log.h"
+#include "../lib/util.h"
+#include "../net/chan.h"
+#include "oplog.h"
+#include "repl_int.h"
+
+/* ======================= FOLLOWER ======================= */
+
+static void set_error(struct repl *r, const char *fmt, const char *a, const char *b)
+{
+	pthread_mutex_lock(&r->mu);
+	snprintf(r->last_error, sizeof(r->last_error), fmt, a, b);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int send_ack(struct repl *r, struct chan *c)
+{
+	uint8_t a[24];
+
+	repl_put64(a, oplog_last(r->n->log).seq);
+	repl_put64(a + 8, oplog_durable(r->n->log));
+	repl_put64(a + 16, node_applied(r->n));
+	return chan_send(c, MSG_ACK, a, sizeof(a));
+}
+
+/* Receives records until the connection ends. */
+static void receive(struct repl *r, struct chan *c)
+{
+	unsigned pending = 0;
+
+	for (;;) {
+		uint8_t type;
+		void *buf;
+		size_t len;
+		int ret = chan_recv(c, &type, &buf, &len, r->o.leader_timeout_ms);
+
+		if (node_role(r->n) != ROLE_FOLLOWER)
+			break;	/* promoted */
+		if (ret == -ETIMEDOUT) {
+			rlog(LOG_WARNING, "no word from the leader for %d ms; reconnecting", r->o.leader_timeout_ms);
+			break;
+		}
+		if (ret <= 0) {
+			if (ret < 0) {
+				set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
+				rlog(LOG_WARNING, "%s", r->last_error);
+			}
+			break;
+		}
+		pthread_mutex_lock(&r->mu);
+		r->last_heard_ns = now_ns();
+		pthread_mutex_unlock(&r->mu);
+		if (type == MSG_RECORD) {
+			ret = node_follow_record(r->n, buf, len);
+			if (ret) {
+				char why[64];
+				snprintf(why, sizeof(why), "seq %" PRIu64, oplog_last(r->n->log).seq + 1);
+				set_error(r, "refused the record at %s from the leader: %s", why,
+					  ret == -EBADMSG ? "bad MAC, chain or sequence" : strerror(-ret));
+				rlog(LOG_ERR, "%s", r->last_error);
+				break;
+			}
+			pending++;
+			if (pending < 512 && chan_buffered(c))
+				continue;
+			{
+				struct pollfd p = { chan_fd(c), POLLIN, 0 };
+				if (pending < 512 && poll(&p, 1, 0) == 1)
+					continue;
+			}
+		} else if (type == MSG_HEARTBEAT && len == 32) {
+			pthread_mutex_lock(&r->mu);
+			r->leader_seq = repl_get64((uint8_t *)buf + 8);
+			pthread_mutex_unlock(&r->mu);
+		} else {
+			rlog(LOG_WARNING, "unexpected message %u from the leader", type);
+			break;
+		}
+		/* a batch is in: make it durable, then acknowledge */
+		if (pending && node_sync_local(r->n, 0)) {
+			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
+			break;
+		}
+		pending = 0;
+		ret = send_ack(r, c);
+		if (ret) {
+			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
+			rlog(LOG_WARNING, "%s", r->last_error);
+			break;
+		}
+	}
+}
+
+/* One attempt at following the leader at addr. */
+static void follow_once(struct repl *r, const char *addr)
+{
+	uint8_t hello[HELLO_BYTES] = { 0 }, type;
+	struct chan *c = NULL;
+	struct pos last;
+	void *buf;
+	size_t len;
+	int fd, ret;
+
+	fd = repl_tcp_socket(addr, 0, 2000);
+	if (fd < 0) {
+		set_error(r, "unable to reach '%s': %s", addr, strerror(-fd));
+		return;
+	}
+	if (repl_track_fd(r, fd)) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&r->mu);
+	r->follow_fd = fd;
+	pthread_mutex_unlock(&r->mu);
+	ret = chan_handshake(&c, fd, r->n->key, 1, HANDSHAKE_MS);
+	if (ret) {
+		set_error(r, "peer '%s' refused: %s", addr, chan_strerror(ret));
+		rlog(LOG_WARNING, "%s", r->last_error);
+		goto out;
+	}
+	last = oplog_last(r->n->log);
+	repl_put64(hello, r->n->st.epoch);
+	repl_put64(hello + 8, last.seq);
+	oplog_last_mac(r->n->log, hello + 16);
+	snprintf((char *)hello + 48, 64, "%s", r->n->st.name);
+	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
+		goto out;
+	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
+	if (ret != 1)
+		goto out;
+	if (type == MSG_REFUSE) {
+		char why[160];
+		snprintf(why, sizeof(why), "%.*s", (int)(len < 150 ? len : 150), (char *)buf);
+		if (strstr(why, "is not the leader")) {
+			/* looking for the leader among the peers: not an error */
+			rlog(LOG_DEBUG, "peer '%s': %s", addr, why);
+			goto out;
+		}
+		set_error(r, "leader at '%s' refused: %s", addr, why);
+		rlog(LOG_ERR, "%s", r->last_error);
+		goto out;
+	}
+	if (type != MSG_WELCOME || len != 80)
+		goto out;
+	pthread_mutex_lock(&r->mu);
+	r->following = 1;
+	snprintf(r->leader, sizeof(r->leader), "%.63s", (char *)buf + 16);
+	snprintf(r->leader_addr, sizeof(r->leader_addr), "%s", addr);
+	r->leader_seq = repl_get64((uint8_t *)buf + 8);
+	r->last_heard_ns = now_ns();
+	r->last_error[0] = 0;
+	pthread_mutex_unlock(&r->mu);
+	rlog(LOG_NOTICE, "following '%s' at %s from seq %" PRIu64, r->leader, addr, last.seq);
+	if (send_ack(r, c) == 0)
+		receive(r, c);
+	pthread_mutex_lock(&r->mu);
+	r->following = 0;
+	pthread_mutex_unlock(&r->mu);
+out:
+	pthread_mutex_lock(&r->mu);
+	r->follow_fd = -1;
+	pthread_mutex_unlock(&r->mu);
+	chan_free(c);
+	repl_untrack_fd(r, fd);
+	close(fd);
+}
+
+static void *follow_main(void *arg)
+{
+	struct repl *r = arg;
+	int backoff = 100;
+
+	while (!repl_nap(r, &r->cv_new, 0) && node_role(r->n) == ROLE_FOLLOWER) {
+		char extra[64];
+		pthread_mutex_lock(&r->mu);
+		snprintf(extra, sizeof(extra), "%s", r->extra_peer);
+		pthread_mutex_unlock(&r->mu);
+		for (int i = -1; i < r->o.npeers && node_role(r->n) == ROLE_FOLLOWER; i++) {
+			int64_t t0 = now_ns();
+			const char *addr = i < 0 ? extra : r->o.peers[i];
+			if (!*addr || (i >= 0 && !strcmp(addr, extra)))
+				continue;
+			follow_once(r, addr);
+			if (now_ns() - t0 > 5000000000LL)
+				backoff = 100;	/* it was a working connection */
+		}
+		if (repl_nap(r, &r->cv_new, backoff))
+			break;
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+	}
+	return NULL;
+}
+
+/* Starts the follower thread (at start, or after a step-down); addr: another peer to try first. */
+int repl_start_following(struct repl *r, const char *addr)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&r->mu);
+	if (addr)
+		snprintf(r->extra_peer, sizeof(r->extra_peer), "%s", addr);
+	if (r->have_follower) {
+		/* an earlier follower thread (before a promotion) has ended or is ending */
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(r->follower, NULL);
+		pthread_mutex_lock(&r->mu);
+		r->have_follower = 0;
+	}
+	if (!r->stopping && (r->o.npeers || r->extra_peer[0])) {
+		ret = -pthread_create(&r->follower, NULL, follow_main, r);
+		if (!ret)
+			r->have_follower = 1;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+

@@ -1,0 +1,116 @@
+/* repl_int.h -- what the parts of replication share: messages, state, helpers
+ *
+ * Internal to replication/: repl.c (the leader's side and the lifecycle),
+ * follower.c (the follower's side), promote.c (probes, claims, promotion,
+ * the epoch watch). Everything in struct repl marked "under mu" is read and
+ * written with r->mu held.
+ */
+#ifndef REPFS_REPL_INT_H
+#define REPFS_REPL_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../lib/crypto.h"
+#include "repl.h"
+
+struct chan;
+
+/* application messages inside the secure channel */
+enum msg {
+	MSG_HELLO = 1,	   /* follower: epoch u64, seq u64, mac[32], name[64] */
+	MSG_WELCOME = 2,   /* leader: epoch u64, last seq u64, name[64] */
+	MSG_REFUSE = 3,	   /* leader: a one-line reason */
+	MSG_RECORD = 4,	   /* leader: one encoded log record */
+	MSG_HEARTBEAT = 5, /* leader: epoch u64, last u64, durable u64, time_ns i64 */
+	MSG_ACK = 6,	   /* follower: received u64, durable u64, applied u64 */
+	MSG_PROBE = 7,	   /* anyone: who are you? answered by MSG_INFO */
+	MSG_INFO = 8,	   /* role u64, epoch u64, last seq u64, applied u64, name[64] */
+	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
+	MSG_CLAIM = 10,	   /* a promoting follower to the others: epoch u64, seq u64, name[64]; answered by MSG_INFO */
+};
+
+#define CLAIM_BYTES (16 + 64)
+
+#define INFO_BYTES (32 + 64)
+
+#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64)
+#define HANDSHAKE_MS 5000
+#define MAX_CONNS 64
+
+struct peer {
+	int used;
+	int connected;
+	char name[64];
+	char addr[64];
+	uint64_t sent, received, durable, applied;
+	int64_t last_ack_ns;
+	int needs_resync;	/* refused: the leader no longer holds what it lacks */
+	/* byte positions of recently sent records, for the lag in bytes */
+	uint64_t ring_seq[256], ring_pos[256];
+	int64_t ring_time[256];	/* and when the leader committed them, for the lag in ms */
+	uint64_t applied_pos;	/* log byte position after the record it applied */
+};
+
+struct repl {
+	struct node *n;
+	struct repl_opts o;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_new;	/* records committed, or stopping */
+	pthread_cond_t cv_ack;	/* an acknowledgement arrived, or stopping */
+	int stopping;		/* everything below under mu */
+	struct peer peers[REPL_MAX_PEERS];
+	int fell_back;		/* --sync-timeout expired: acting async until caught up */
+	int conns;		/* live connection threads */
+	int conn_fds[MAX_CONNS];
+	int listenfd;
+	int have_listener, have_follower, have_watch;
+	pthread_t listener, follower, watch;
+	/* follower side */
+	int follow_fd;		/* the connection to the leader, -1 if none */
+	char extra_peer[64];	/* the new leader's address, learnt at a switchover */
+	int following;
+	char leader[64];
+	char leader_addr[64];
+	uint64_t leader_seq;
+	int64_t last_heard_ns;
+	char last_error[400];
+	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
+	uint64_t promised_epoch, promised_seq;
+	char promised_to[65];
+};
+
+static inline void repl_put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);	/* little-endian hosts only (README) */
+}
+
+static inline uint64_t repl_get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* A connected TCP socket to HOST:PORT (listening: bound and listening), or -errno. */
+int repl_tcp_socket(const char *hostport, int listening, int timeout_ms);
+/* Sleeps up to ms on cv unless stopping; nonzero when stopping. */
+int repl_nap(struct repl *r, pthread_cond_t *cv, int ms);
+/* Connections to shut down at stop. */
+int repl_track_fd(struct repl *r, int fd);
+void repl_untrack_fd(struct repl *r, int fd);
+/* Called with mu held: followers holding seq durably, and followers that count. */
+void repl_count_durable(struct repl *r, uint64_t seq, int *have, int *known);
+
+/* follower.c: starts the follower thread; addr, if any, is tried first. */
+int repl_start_following(struct repl *r, const char *addr);
+
+/* promote.c */
+int repl_promise(struct repl *r, uint64_t epoch, uint64_t seq, const char *name);
+void repl_put_info(struct repl *r, uint8_t info[INFO_BYTES]);
+void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8_t *buf, size_t len);
+void *repl_watch_main(void *arg);
+
+#endif
