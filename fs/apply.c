@@ -93,6 +93,10 @@ static int open_obj(struct store *st, const struct record *r, const char *path, 
 		*fd = hint_fd;
 		return 0;
 	}
+	/* replay and followers: records name files by id, and live files are linked by id */
+	if ((*fd = store_cached_fd(st, id)) >= 0)
+		return 0;
+	*fd = -1;
 	if (r->flags & REC_F_NOPATH) {
 		ret = -ENOENT;
 		goto by_id;

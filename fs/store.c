@@ -17,9 +17,17 @@
 
 const uint8_t store_root_id[FILE_ID_BYTES] = { 'r', 'e', 'p', 'f', 's', '-', 'r', 'o', 'o', 't' };
 
+#define FDCACHE_SIZE 64
+
 struct store {
 	int rootfd;
 	int idxfd;	/* <tree>.ids: one marker per id ever created (see store.h) */
+	/* open files by id, for followers applying streams of writes (see store_cached_fd) */
+	struct {
+		uint8_t id[FILE_ID_BYTES];
+		int fd;
+	} fdcache[FDCACHE_SIZE];
+	int fdcache_next;
 	char *path;	/* absolute path of the tree */
 	size_t pathlen;
 };
@@ -77,12 +85,45 @@ int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char 
 	return ret < 0 && errno != EEXIST ? -errno : 0;
 }
 
+static int fdcache_find(struct store *st, const uint8_t id[FILE_ID_BYTES])
+{
+	for (int i = 0; i < FDCACHE_SIZE; i++)
+		if (st->fdcache[i].fd >= 0 && !memcmp(st->fdcache[i].id, id, FILE_ID_BYTES))
+			return i;
+	return -1;
+}
+
+int store_cached_fd(struct store *st, const uint8_t id[FILE_ID_BYTES])
+{
+	int i = fdcache_find(st, id);
+	int fd;
+
+	if (i >= 0) {
+		fd = dup(st->fdcache[i].fd);
+		return fd < 0 ? -errno : fd;
+	}
+	fd = store_open_by_id(st, id, O_RDWR);
+	if (fd < 0)
+		return fd;
+	i = st->fdcache_next;
+	st->fdcache_next = (i + 1) % FDCACHE_SIZE;
+	if (st->fdcache[i].fd >= 0)
+		close(st->fdcache[i].fd);
+	memcpy(st->fdcache[i].id, id, FILE_ID_BYTES);
+	st->fdcache[i].fd = dup(fd);
+	return fd;
+}
+
 int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq)
 {
 	char hex[2 * FILE_ID_BYTES + 3];
 	struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)seq, 0 } };
-	int fd;
+	int fd, i = fdcache_find(st, id);
 
+	if (i >= 0) {
+		close(st->fdcache[i].fd);
+		st->fdcache[i].fd = -1;
+	}
 	id_hex(id, hex);
 	if (unlinkat(st->idxfd, hex, 0) < 0 && errno != ENOENT)
 		return -errno;
@@ -156,6 +197,8 @@ int store_open(struct store **out, const char *path)
 	}
 	st->pathlen = strlen(st->path);
 	st->idxfd = -1;
+	for (int i = 0; i < FDCACHE_SIZE; i++)
+		st->fdcache[i].fd = -1;
 	st->rootfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->rootfd < 0) {
 		ret = -errno;
@@ -188,6 +231,9 @@ void store_free(struct store *st)
 		close(st->rootfd);
 	if (st->idxfd >= 0)
 		close(st->idxfd);
+	for (int i = 0; i < FDCACHE_SIZE; i++)
+		if (st->fdcache[i].fd >= 0)
+			close(st->fdcache[i].fd);
 	free(st->path);
 	free(st);
 }

@@ -71,6 +71,14 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */
 int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);
+/*
+ * A read-write descriptor of the live file id (yours to close), from a small
+ * cache of open files by id: a follower applying a stream of writes to the
+ * same files opens each once. Callers apply records one at a time (the
+ * node's sequencer). -ENOENT if the file has no index entry.
+ */
+int store_cached_fd(struct store *st, const uint8_t id[FILE_ID_BYTES]);
+
 /* The link count to show for sb of an object in the tree (without the index link). */
 nlink_t store_nlink(const struct stat *sb);
 
