@@ -730,11 +730,11 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
-			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
+			",\"divergent\":%d,\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
-			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start,
+			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
 			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");

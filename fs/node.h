@@ -118,6 +118,16 @@ int node_step_down(struct node *n, uint64_t epoch);
 /* A follower whose mount could not yet be remounted read-only (files open for writing): try again. */
 void node_settle_mount(struct node *n);
 
+/*
+ * A diverged follower (an old leader that wrote what the new history lacks):
+ * keeps its records after seq and the files they touched under
+ * DATADIR/divergent/, rebuilds its tree from its log up to seq (which must
+ * carry mac), and cuts the log back to seq (fs/rewind.c). On failure err says why.
+ */
+int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES], char *err, size_t errlen);
+/* How many entries DATADIR/divergent/ holds. */
+int node_divergent_count(struct node *n);
+
 /* The last record applied to the tree (on a leader: the last committed one). */
 uint64_t node_applied(struct node *n);
 

@@ -359,3 +359,36 @@ nlink_t store_nlink(const struct stat *sb)
 		return sb->st_nlink;
 	return sb->st_nlink - 1;
 }
+
+int store_reopen(struct store *st)
+{
+	char idx[PATH_MAX];
+	int root, ids, ret = 0;
+
+	root = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return -errno;
+	snprintf(idx, sizeof(idx), "%s.ids", st->path);
+	ids = open(idx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ids < 0) {
+		ret = -errno;
+		close(root);
+		return ret;
+	}
+	/* dup3 swaps what the descriptor numbers name at once: calls in flight keep the old tree */
+	if (dup3(root, st->rootfd, O_CLOEXEC) < 0 || dup3(ids, st->idxfd, O_CLOEXEC) < 0)
+		ret = -errno;
+	close(root);
+	close(ids);
+	for (int i = 0; i < FDCACHE_SIZE; i++) {
+		if (st->fdcache[i].fd >= 0)
+			close(st->fdcache[i].fd);
+		st->fdcache[i].fd = -1;
+	}
+	return ret;
+}
+
+const char *store_path(const struct store *st)
+{
+	return st->path;
+}

@@ -79,6 +79,14 @@ int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flag
  */
 int store_cached_fd(struct store *st, const uint8_t id[FILE_ID_BYTES]);
 
+/*
+ * After the directory at the store's path (and its index) were replaced by
+ * renames: makes the open store use the new ones. Safe while other threads
+ * use the store: the descriptors are swapped in place.
+ */
+int store_reopen(struct store *st);
+const char *store_path(const struct store *st);
+
 /* The link count to show for sb of an object in the tree (without the index link). */
 nlink_t store_nlink(const struct stat *sb);
 
@@ -91,8 +99,6 @@ int store_hidden_xattr(const char *name);
 
 #define APPLY_STRICT 0x1
 
-/* flags of struct record */
-#define REC_F_NOPATH 0x1	/* the object had no name any more (unlinked while open) */
 
 /*
  * Applies r to the tree. hint_fd, when >= 0, is an open descriptor of r's

@@ -142,11 +142,22 @@ static void follow_once(struct repl *r, const char *addr)
 	repl_put64(hello + 8, last.seq);
 	oplog_last_mac(r->n->log, hello + 16);
 	snprintf((char *)hello + 48, 64, "%s", r->n->st.name);
+	repl_put64(hello + 112, last.epoch);
 	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
 		goto out;
 	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
 	if (ret != 1)
 		goto out;
+	if (type == MSG_DIVERGED && len == DIVERGED_BYTES) {
+		/* an old leader's extra writes: keep them aside, go back to the branch point, follow */
+		char err[300];
+		ret = node_rewind(r->n, repl_get64(buf), (const uint8_t *)buf + 8, err, sizeof(err));
+		if (ret) {
+			set_error(r, "diverged from the leader at '%s': %s", addr, err);
+			rlog(LOG_ERR, "%s", r->last_error);
+		}
+		goto out;
+	}
 	if (type == MSG_REFUSE) {
 		char why[160];
 		snprintf(why, sizeof(why), "%.*s", (int)(len < 150 ? len : 150), (char *)buf);

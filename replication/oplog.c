@@ -636,6 +636,104 @@ out:
 	return ret;
 }
 
+int oplog_rewind(struct oplog *log, uint64_t seq)
+{
+	uint64_t *segs = NULL, first, gstart, off = SEG_HEADER_BYTES, older = 0, epoch = 0;
+	uint8_t prev[CRYPTO_MAC_BYTES];
+	size_t n = 0, k = 0;
+	char name[32];
+	uint8_t *buf = NULL;
+	struct stat st;
+	int fd = -1, ret;
+
+	pthread_mutex_lock(&log->mu);
+	ret = list_segments(log->dirfd, &segs, &n);
+	if (ret)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		if (segs[i] <= seq || i == 0)
+			k = i;
+	if (n == 0 || (segs[k] > seq + 1)) {
+		ret = -ERANGE;	/* the log no longer holds seq */
+		goto out;
+	}
+	seg_name(name, sizeof(name), segs[k]);
+	fd = openat(log->dirfd, name, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = read_seg_header(fd, &first, prev, &gstart);
+	if (ret)
+		goto out;
+	buf = malloc((size_t)st.st_size);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = pread_all(fd, buf, (size_t)st.st_size - SEG_HEADER_BYTES, SEG_HEADER_BYTES);
+	if (ret)
+		goto out;
+	/* find the end of record seq (or stay at the header if seq is the one before this segment) */
+	while (first <= seq && off < (uint64_t)st.st_size) {
+		const uint8_t *p = buf + (off - SEG_HEADER_BYTES);
+		uint32_t len = record_peek_len(p, (uint64_t)st.st_size - off);
+		struct record r;
+		if (!len || len > (uint64_t)st.st_size - off || record_decode(p, len, &r)) {
+			ret = -EBADMSG;
+			goto out;
+		}
+		memcpy(prev, record_mac_of(p, len), CRYPTO_MAC_BYTES);
+		epoch = r.epoch;
+		off += len;
+		if (r.seq == seq)
+			break;
+	}
+	/* everything after: the rest of this segment, and the segments after it */
+	for (size_t i = k + 1; i < n; i++) {
+		char later[32];
+		seg_name(later, sizeof(later), segs[i]);
+		if (unlinkat(log->dirfd, later, 0) < 0) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (ftruncate(fd, (off_t)off) < 0 || fdatasync(fd) < 0 || fsync(log->dirfd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (size_t i = 0; i < k; i++) {
+		char older_name[32];
+		struct stat os;
+		seg_name(older_name, sizeof(older_name), segs[i]);
+		if (fstatat(log->dirfd, older_name, &os, 0) == 0)
+			older += (uint64_t)os.st_size;
+	}
+	for (int i = 0; i < log->npending; i++)
+		close(log->pending[i]);
+	log->npending = 0;
+	close(log->fd);
+	log->fd = fd;
+	fd = -1;
+	log->seg_first = first;
+	log->seg_gstart = gstart;
+	log->size = off;
+	log->older_bytes = older;
+	log->last.seq = seq;
+	if (epoch)
+		log->last.epoch = epoch;
+	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
+	log->durable = seq;
+	log->can_undo = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(segs);
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
 int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes)
 {
 	uint64_t *segs = NULL, removed = 0;

@@ -71,6 +71,12 @@ int oplog_undo_last(struct oplog *log);
 int oplog_sync(struct oplog *log, uint64_t seq);
 
 /*
+ * Cuts the log back to end at seq (a diverged node rejoining: what follows
+ * seq is another history). -ERANGE if the log no longer holds seq.
+ */
+int oplog_rewind(struct oplog *log, uint64_t seq);
+
+/*
  * While the log holds more than budget bytes, deletes its oldest segment if
  * that holds only records below keep_from (never the current one).
  * *removed_bytes (may be NULL) says how much went.

@@ -2,6 +2,8 @@
 #include "record.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,4 +256,26 @@ int record_encode(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], con
 	*out = buf;
 	*outlen = total;
 	return 0;
+}
+
+int record_describe(const struct record *r, char *buf, size_t len)
+{
+	const char *p2 = (r->path2 && *r->path2) ? r->path2 : NULL;
+	uint64_t size = r->data_len;
+	int n;
+
+	if ((r->type == REC_SETATTR && (r->op_flags & SA_SIZE)) || r->type == REC_FALLOCATE || r->type == REC_COPY)
+		size = r->len;
+	n = snprintf(buf, len, "%" PRIu64 " %" PRIu64 " %s /%s%s%s %" PRIu64, r->epoch, r->seq,
+		     record_type_name(r->type), (r->flags & REC_F_NOPATH) ? "(unlinked)" : r->path, p2 ? " -> /" : "",
+		     p2 ? p2 : "", size);
+	if (n < 0 || (size_t)n >= len)
+		return n;
+	if (r->type == REC_WRITE || r->type == REC_FALLOCATE)
+		n += snprintf(buf + n, len - (size_t)n, " @%" PRIu64, r->off);
+	else if (r->type == REC_SETXATTR || r->type == REC_REMOVEXATTR)
+		n += snprintf(buf + n, len - (size_t)n, " %s", r->name);
+	else if (r->type == REC_BRANCH)
+		n += snprintf(buf + n, len - (size_t)n, " from epoch %" PRIu64 " seq %" PRIu64, r->off, r->len);
+	return n;
 }

@@ -53,6 +53,9 @@ enum rec_type {
 	REC_TYPE_MAX = 12,
 };
 
+/* flags of struct record */
+#define REC_F_NOPATH 0x1	/* the object had no name any more (unlinked while open) */
+
 /* setattr mask bits (op_flags of REC_SETATTR) */
 #define SA_MODE 0x01
 #define SA_UID 0x02
@@ -131,6 +134,9 @@ __attribute__((warn_unused_result)) int record_verify(const struct key *k,
 
 /* The MAC stored at the end of an encoded record. */
 const uint8_t *record_mac_of(const uint8_t *buf, size_t len);
+
+/* One line for people: "epoch seq type /path [-> /path2] size [@off|name|from ...]". */
+int record_describe(const struct record *r, char *buf, size_t len);
 
 /* Encodes r (with its MAC chained on prev) into a fresh malloc'd buffer. */
 int record_encode(const struct key *k, const uint8_t prev[CRYPTO_MAC_BYTES], const struct record *r,

@@ -237,7 +237,62 @@ static int send_refuse(struct chan *c, const char *why)
 }
 
 /* Checks that the follower's log ends at a record of ours. 0 or a refusal. */
-static int check_follower(struct repl *r, struct chan *c, const char *name, uint64_t seq, const uint8_t *mac)
+/*
+ * Where a follower whose last record is of epoch fepoch left our history: the
+ * branch record of the first later epoch in our log says after which seq.
+ * 0 and *seq set, or -ENOENT.
+ */
+static int branch_point(struct repl *r, uint64_t fepoch, uint64_t *seq, uint8_t mac[CRYPTO_MAC_BYTES])
+{
+	struct oplog_reader *rd = NULL;
+	struct record rec;
+	int ret = -ENOENT, found = 0;
+
+	if (oplog_reader_open(&rd, r->n->logdirfd, r->n->key, oplog_first_seq(r->n->log)))
+		return -ENOENT;
+	oplog_reader_trust(rd);
+	while (!found && oplog_reader_next(rd, &rec) == 1) {
+		if (rec.type == REC_BRANCH && rec.epoch > fepoch && rec.off <= fepoch) {
+			*seq = rec.len;
+			found = 1;
+		}
+	}
+	oplog_reader_free(rd);
+	if (!found)
+		return -ENOENT;
+	memset(mac, 0, CRYPTO_MAC_BYTES);
+	if (*seq == 0)
+		return 0;
+	if (oplog_reader_open(&rd, r->n->logdirfd, r->n->key, *seq) == 0 && oplog_reader_next(rd, &rec) == 1 &&
+	    rec.seq == *seq) {
+		size_t len;
+		const uint8_t *raw = oplog_reader_raw(rd, &len);
+		memcpy(mac, record_mac_of(raw, len), CRYPTO_MAC_BYTES);
+		ret = 0;
+	}
+	oplog_reader_free(rd);
+	return ret;
+}
+
+/* A follower that diverged: tell it where, if our log knows (it can then rewind). */
+static void refuse_diverged(struct repl *r, struct chan *c, const char *name, uint64_t fepoch, const char *why)
+{
+	uint8_t msg[DIVERGED_BYTES];
+	uint64_t s;
+
+	if (branch_point(r, fepoch, &s, msg + 8) == 0) {
+		rlog(LOG_WARNING, "%s: its epoch %" PRIu64 " records after seq %" PRIu64 " are not ours; it must rewind",
+		     why, fepoch, s);
+		repl_put64(msg, s);
+		chan_send(c, MSG_DIVERGED, msg, sizeof(msg));
+		return;
+	}
+	send_refuse(c, why);
+	(void)name;
+}
+
+static int check_follower(struct repl *r, struct chan *c, const char *name, uint64_t seq, const uint8_t *mac,
+			  uint64_t fepoch)
 {
 	struct node *n = r->n;
 	struct oplog_reader *rd = NULL;
@@ -251,7 +306,7 @@ static int check_follower(struct repl *r, struct chan *c, const char *name, uint
 	if (seq > applied) {
 		snprintf(why, sizeof(why), "follower '%s' has records up to seq %" PRIu64 " but the leader only %" PRIu64
 			 "; it diverged", name, seq, applied);
-		send_refuse(c, why);
+		refuse_diverged(r, c, name, fepoch, why);
 		return -EPROTO;
 	}
 	if (seq < oplog_first_seq(n->log))
@@ -265,7 +320,7 @@ static int check_follower(struct repl *r, struct chan *c, const char *name, uint
 	oplog_reader_free(rd);
 	if (!ok) {
 		snprintf(why, sizeof(why), "follower '%s' diverged from the leader at or before seq %" PRIu64, name, seq);
-		send_refuse(c, why);
+		refuse_diverged(r, c, name, fepoch, why);
 		return -EPROTO;
 	}
 	return 0;
@@ -420,7 +475,7 @@ static void *conn_main(void *arg)
 		}
 		goto out;
 	}
-	ret = check_follower(r, cn->c, name, repl_get64(hello + 8), hello + 16);
+	ret = check_follower(r, cn->c, name, repl_get64(hello + 8), hello + 16, repl_get64(hello + 112));
 	if (ret == -ERANGE) {
 		char why[160];
 		struct peer *p;

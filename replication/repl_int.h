@@ -28,6 +28,7 @@ enum msg {
 	MSG_PROBE = 7,	   /* anyone: who are you? answered by MSG_INFO */
 	MSG_INFO = 8,	   /* role u64, epoch u64, last seq u64, applied u64, name[64] */
 	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
+	MSG_DIVERGED = 11, /* leader: your history left mine after seq S (u64) whose MAC is mac[32] */
 	MSG_CLAIM = 10,	   /* a promoting follower to the others: epoch u64, seq u64, name[64]; answered by MSG_INFO */
 };
 
@@ -35,7 +36,10 @@ enum msg {
 
 #define INFO_BYTES (32 + 64)
 
-#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64)
+/* epoch u64, seq u64, mac[32], name[64], epoch of the last record u64 */
+#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64 + 8)
+/* branch seq u64, the leader's MAC of that record [32] */
+#define DIVERGED_BYTES (8 + CRYPTO_MAC_BYTES)
 #define HANDSHAKE_MS 5000
 #define MAX_CONNS 64
 

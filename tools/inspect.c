@@ -69,6 +69,7 @@ static void print_human(const char *json)
 		{ "log_bytes", "log bytes" },
 		{ "datadir", "data directory" },
 		{ "mountpoint", "mountpoint" },
+		{ "divergent", "divergent writes" },
 		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};
@@ -307,23 +308,10 @@ static int open_log_dir(struct log_args *a, char *datadir, size_t len, int *logf
 
 static void print_record(const struct record *r)
 {
-	const char *p2 = (r->path2 && *r->path2) ? r->path2 : NULL;
-	uint64_t size = r->data_len;
+	char line[3 * PATH_MAX];
 
-	if (r->type == REC_SETATTR && (r->op_flags & SA_SIZE))
-		size = r->len;
-	if (r->type == REC_FALLOCATE || r->type == REC_COPY)
-		size = r->len;
-	printf("%" PRIu64 " %" PRIu64 " %s /%s%s%s%s %" PRIu64, r->epoch, r->seq, record_type_name(r->type),
-	       (r->flags & REC_F_NOPATH) ? "(unlinked)" : r->path, p2 ? " -> /" : "", p2 ? p2 : "",
-	       r->type == REC_SETXATTR || r->type == REC_REMOVEXATTR ? "" : "", size);
-	if (r->type == REC_WRITE || r->type == REC_FALLOCATE)
-		printf(" @%" PRIu64, r->off);
-	if (r->type == REC_SETXATTR || r->type == REC_REMOVEXATTR)
-		printf(" %s", r->name);
-	if (r->type == REC_BRANCH)
-		printf(" from epoch %" PRIu64 " seq %" PRIu64, r->off, r->len);
-	putchar('\n');
+	record_describe(r, line, sizeof(line));
+	puts(line);
 }
 
 int cmd_log(int argc, char **argv)
@@ -503,4 +491,171 @@ int cmd_promote(int argc, char **argv)
 	}
 	die_msg("%s", msg);
 	return 1;
+}
+
+/* Copies src (a file, symlink or directory tree) to dst. */
+static int copy_tree(int sfd, const char *src, int dfd, const char *dst)
+{
+	struct stat st;
+	int ret = 0;
+
+	if (fstatat(sfd, src, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode)) {
+		int in = openat(sfd, src, O_RDONLY | O_DIRECTORY | O_CLOEXEC), out;
+		DIR *d;
+		struct dirent *de;
+		if (in < 0)
+			return -errno;
+		if (mkdirat(dfd, dst, 0755) < 0 && errno != EEXIST) {
+			close(in);
+			return -errno;
+		}
+		out = openat(dfd, dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		d = fdopendir(in);
+		while (d && out >= 0 && !ret && (de = readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+				ret = copy_tree(dirfd(d), de->d_name, out, de->d_name);
+		if (d)
+			closedir(d);
+		if (out >= 0)
+			close(out);
+		return ret;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlinkat(sfd, src, target, sizeof(target) - 1);
+		if (n < 0)
+			return -errno;
+		target[n] = 0;
+		return symlinkat(target, dfd, dst) < 0 && errno != EEXIST ? -errno : 0;
+	}
+	{
+		char buf[65536];
+		int in = openat(sfd, src, O_RDONLY | O_CLOEXEC);
+		int out = openat(dfd, dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
+		ssize_t n;
+		if (in < 0 || out < 0)
+			ret = -errno;
+		while (!ret && (n = read(in, buf, sizeof(buf))) > 0)
+			if (write(out, buf, (size_t)n) != n)
+				ret = -EIO;
+		if (in >= 0)
+			close(in);
+		if (out >= 0)
+			close(out);
+	}
+	return ret;
+}
+
+int cmd_divergent(int argc, char **argv)
+{
+	static const char usage[] = "usage: repfs divergent DATADIR [list | show ENTRY | restore [ENTRY] DEST]";
+	char datadir[PATH_MAX], path[PATH_MAX + 16];
+	const char *what = argc > 2 ? argv[2] : "list";
+	struct dirent *de;
+	int dfd, n = 0;
+	DIR *d;
+
+	if (argc < 2 || argc > 5) {
+		die_msg("%s", usage);
+		return 2;
+	}
+	if (resolve_datadir(argv[1], datadir, sizeof(datadir))) {
+		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", argv[1]);
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/divergent", datadir);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		die_msg("unable to open '%s': %s", path, strerror(errno));
+		return 1;
+	}
+	if (!strcmp(what, "list") && argc <= 3) {
+		d = fdopendir(dup(dfd));
+		while (d && (de = readdir(d))) {
+			char rec[PATH_MAX + 300], line[3 * PATH_MAX];
+			FILE *f;
+			int count = 0;
+			if (de->d_name[0] == '.')
+				continue;
+			n++;
+			snprintf(rec, sizeof(rec), "%s/%s/records.txt", path, de->d_name);
+			printf("%s: writes of epoch %.*s kept when this node rejoined (restore with "
+			       "'repfs divergent %s restore %s DEST')\n",
+			       de->d_name, (int)strcspn(de->d_name, "-"), de->d_name, argv[1], de->d_name);
+			f = fopen(rec, "re");
+			while (f && fgets(line, sizeof(line), f)) {
+				if (count++ < 50)
+					printf("  %s", line);
+			}
+			if (count > 50)
+				printf("  ... and %d more records\n", count - 50);
+			if (f)
+				fclose(f);
+		}
+		if (d)
+			closedir(d);
+		if (!n)
+			printf("no divergent writes in '%s'\n", datadir);
+		close(dfd);
+		return 0;
+	}
+	if (!strcmp(what, "show") && argc == 4) {
+		char rec[2 * PATH_MAX + 32], line[3 * PATH_MAX];
+		FILE *f;
+		snprintf(rec, sizeof(rec), "%s/%s/records.txt", path, argv[3]);
+		f = strchr(argv[3], '/') ? NULL : fopen(rec, "re");
+		if (!f) {
+			die_msg("no divergent entry '%s' in '%s'", argv[3], datadir);
+			close(dfd);
+			return 1;
+		}
+		while (fgets(line, sizeof(line), f))
+			fputs(line, stdout);
+		fclose(f);
+		printf("files kept as they were before the rejoin: %s/%s/files/\n", path, argv[3]);
+		close(dfd);
+		return 0;
+	}
+	if (!strcmp(what, "restore") && (argc == 4 || argc == 5)) {
+		const char *dest = argv[argc - 1], *only = argc == 5 ? argv[3] : NULL;
+		int ret = 0;
+		if (mkdir(dest, 0755) < 0 && errno != EEXIST) {
+			die_msg("unable to create '%s': %s", dest, strerror(errno));
+			close(dfd);
+			return 1;
+		}
+		d = fdopendir(dup(dfd));
+		while (d && !ret && (de = readdir(d))) {
+			char files[NAME_MAX + 16];
+			if (de->d_name[0] == '.' || (only && strcmp(only, de->d_name)))
+				continue;
+			snprintf(files, sizeof(files), "%s/files", de->d_name);
+			if (faccessat(dfd, files, F_OK, 0) == 0) {
+				int out = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				ret = out < 0 ? -errno : copy_tree(dfd, files, out, ".");
+				if (out >= 0)
+					close(out);
+			}
+			n++;
+		}
+		if (d)
+			closedir(d);
+		close(dfd);
+		if (ret) {
+			die_msg("unable to restore into '%s': %s", dest, strerror(-ret));
+			return 1;
+		}
+		if (!n) {
+			die_msg("no divergent entry%s%s%s in '%s'", only ? " '" : "", only ? only : "", only ? "'" : "",
+				datadir);
+			return 1;
+		}
+		printf("restored the kept files of %d entr%s into '%s'\n", n, n == 1 ? "y" : "ies", dest);
+		return 0;
+	}
+	close(dfd);
+	die_msg("%s", usage);
+	return 2;
 }

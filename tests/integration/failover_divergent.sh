@@ -48,9 +48,10 @@ opts=$(awk -v d="$(realpath "$AM")" '$5 == d { print $6 }' /proc/self/mountinfo)
 case ",$opts," in *,ro,*) ;; *) fail "the diverged A's mount was made with options '$opts', not read-only" ;; esac
 fo_erofs "$AM" "the diverged A as it comes back"
 assert_eq "$(fo_get "$A" role)" follower "the diverged A's role"
-_a_diverged() { fo_get "$A" last_error | grep -q diverged; }
+# either it says so (no G9 yet), or it has already kept its writes aside and rewound (G9)
+_a_diverged() { fo_get "$A" last_error | grep -q diverged || [ "$(fo_get "$A" divergent)" -gt 0 ] 2>/dev/null; }
 wait_for 20 _a_diverged
-note "A: $(fo_get "$A" last_error)"
+note "A: $(fo_get "$A" last_error) (divergent entries: $(fo_get "$A" divergent))"
 for i in 1 2 3; do
 	fo_erofs "$AM" "the diverged A, check $i"
 	assert_eq "$(fo_get "$A" role)" follower "the diverged A's role, check $i"
@@ -62,6 +63,10 @@ grep -q "diverged" "$B/repfs.log" || fail "the new leader's log does not name th
 # A's history is not a prefix of B's: it cannot take over from B without
 # losing what B acknowledged (here A's seq is even past B's, so a handover
 # that only compared positions would think A had everything)
+rewound=$(fo_get "$A" divergent)
+if [ "${rewound:-0}" -gt 0 ] 2>/dev/null; then
+	note "A kept its divergent writes and rewound (G9): a promotion of A now would be a plain switchover"
+else
 note "promote of the diverged A while B leads: refused; B keeps the lead and its records"
 fo_promote A
 if [ "$FO_RC" = 0 ]; then
@@ -73,6 +78,7 @@ fo_erofs "$AM" "the diverged A after 'repfs promote A'"
 assert_eq "$(fo_get "$B" role)" leader "B's role after 'repfs promote A'"
 fo_writes "$BM" "B after 'repfs promote A'"
 out=$("$HELPERS/ackwriter" check "$BM/b-records" 5) || fail "B's acknowledged records after 'repfs promote A': $out"
+fi
 
 # what A alone wrote is not on B (nor on C) ...
 [ -e "$BM/div-new" ] && fail "B holds A's divergent file"

@@ -53,14 +53,18 @@ echo three >"$CM/d/three" || fail "the forced leader C takes no write"
 out=$("$HELPERS/ackwriter" check "$CM/records" 20) || fail "C lost records it had: $out"
 [ -e "$CM/d/two" ] && fail "C holds d/two, which it never received"
 
-# B holds history C never had: it cannot follow C, and never becomes
-# writable (what it alone holds is G9's business)
-_b_refused() { fo_get "$B" last_error | grep -q diverged; }
+# B holds history C never had: it never becomes writable; it keeps what it
+# alone holds under divergent/ (G9), goes back to where C branched, and follows C
+_b_refused() { fo_get "$B" last_error | grep -q diverged || [ "$(fo_get "$B" divergent)" -gt 0 ] 2>/dev/null; }
 wait_for 20 _b_refused
-note "B: $(fo_get "$B" last_error)"
+note "B: $(fo_get "$B" last_error) (divergent entries: $(fo_get "$B" divergent))"
 assert_eq "$(fo_get "$B" role)" follower "B's role after C's forced promotion"
-assert_eq "$(fo_get "$B" seq)" "$sb" "B's seq after C's forced promotion"
 fo_erofs "$BM" "B after C's forced promotion"
+out=$("$REPFS" divergent "$B" list 2>&1) || fail "repfs divergent B list failed: $out"
+case $out in *"d/two"*) ;; *) fail "B's divergent writes do not name d/two: $out" ;; esac
+fo_wait_converged 20 "$C" "$B"
+treecmp "$CM" "$BM" || fail "B did not converge to C"
+[ -e "$BM/d/two" ] && fail "B still shows d/two, which is not in C's history"
 
 for d in "$B" "$C"; do log_verify "$d"; done
 exit 0

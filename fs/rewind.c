@@ -1,0 +1,283 @@
+/* rewind.c -- a diverged old leader rejoins: keep its extra writes, go back to the branch point
+ *
+ * An old leader that wrote (async) what no follower received has records the
+ * new history lacks: those after the seq where the new epoch branched. It
+ * keeps them under DATADIR/divergent/<epoch>-<first seq>/ -- records.txt (one
+ * line per record, as `repfs log` prints them) and files/ (the versions of
+ * the files they touched as they were before the rejoin) -- then rebuilds its
+ * tree from its own log up to the branch point, cuts the log back there, and
+ * follows the new leader from that point. `repfs divergent` lists, shows and
+ * restores what was kept. Nothing is dropped silently.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../lib/log.h"
+#include "fuse_ops.h"
+#include "node.h"
+
+static int mkdirs(int dfd, const char *rel)
+{
+	char buf[PATH_MAX];
+
+	snprintf(buf, sizeof(buf), "%s", rel);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdirat(dfd, buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdirat(dfd, buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Copies the tree's current version of rel (a file or a symlink) into files/rel of the entry. */
+static void keep_version(struct node *n, int entryfd, const char *rel)
+{
+	char dst[PATH_MAX + 8], parent[PATH_MAX + 8], target[PATH_MAX], buf[65536];
+	int root = store_rootfd(n->store), in = -1, out = -1;
+	struct stat st;
+	ssize_t r;
+	char *slash;
+
+	if (!*rel || fstatat(root, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	snprintf(dst, sizeof(dst), "files/%s", rel);
+	snprintf(parent, sizeof(parent), "%s", dst);
+	slash = strrchr(parent, '/');
+	if (slash) {
+		*slash = 0;
+		mkdirs(entryfd, parent);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		r = readlinkat(root, rel, target, sizeof(target) - 1);
+		if (r >= 0) {
+			target[r] = 0;
+			unlinkat(entryfd, dst, 0);
+			if (symlinkat(target, entryfd, dst) < 0)
+				rlog(LOG_WARNING, "unable to keep '/%s': %s", rel, strerror(errno));
+		}
+		return;
+	}
+	if (!S_ISREG(st.st_mode))
+		return;
+	in = openat(root, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	out = openat(entryfd, dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
+	while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)r) != r)
+			break;
+	if (in < 0 || out < 0)
+		rlog(LOG_WARNING, "unable to keep '/%s': %s", rel, strerror(errno));
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+}
+
+/* Saves records after..last (and the files they touched) under divergent/; returns the entry's name. */
+static int keep_divergent(struct node *n, uint64_t after, uint64_t last_epoch, char *entry, size_t elen)
+{
+	struct oplog_reader *rd = NULL;
+	struct record r;
+	int dfd = -1, efd = -1, ret;
+	FILE *f = NULL;
+
+	snprintf(entry, elen, "%" PRIu64 "-%" PRIu64, last_epoch, after + 1);
+	dfd = openat(n->dfd, "divergent", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	ret = mkdirs(dfd, entry);
+	if (!ret && (efd = openat(dfd, entry, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		ret = -errno;
+	if (!ret) {
+		int fd = openat(efd, "records.txt", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		f = fd >= 0 ? fdopen(fd, "w") : NULL;
+		if (!f)
+			ret = -errno;
+	}
+	if (!ret)
+		ret = oplog_reader_open(&rd, n->logdirfd, n->key, after + 1);
+	while (!ret && oplog_reader_next(rd, &r) == 1) {
+		char line[3 * PATH_MAX];
+		record_describe(&r, line, sizeof(line));
+		fprintf(f, "%s\n", line);
+		if (!(r.flags & REC_F_NOPATH)) {
+			keep_version(n, efd, r.path);
+			if (r.path2 && *r.path2)
+				keep_version(n, efd, r.path2);
+		}
+	}
+	if (f && fclose(f) != 0 && !ret)
+		ret = -EIO;
+	if (!ret && fsync(efd) < 0)
+		ret = -errno;
+	oplog_reader_free(rd);
+	if (efd >= 0)
+		close(efd);
+	close(dfd);
+	return ret;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Builds DATADIR/tree.rewind from the log up to seq, then swaps it in for tree. */
+static int rebuild_tree(struct node *n, uint64_t seq)
+{
+	char tree[PATH_MAX + 16], fresh[PATH_MAX + 16], old[PATH_MAX + 32], a[PATH_MAX + 40], b[PATH_MAX + 40];
+	struct oplog_reader *rd = NULL;
+	struct store *st = NULL;
+	struct replay *rp = NULL;
+	struct record r;
+	int ret;
+
+	snprintf(tree, sizeof(tree), "%s/tree", n->datadir);
+	snprintf(fresh, sizeof(fresh), "%s/tree.rewind", n->datadir);
+	snprintf(old, sizeof(old), "%s/tree.diverged", n->datadir);
+	nftw(fresh, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	snprintf(a, sizeof(a), "%s.ids", fresh);
+	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (mkdir(fresh, 0755) < 0)
+		return -errno;
+	ret = store_open(&st, fresh);
+	if (!ret)
+		ret = replay_begin(&rp);
+	if (!ret)
+		ret = oplog_reader_open(&rd, n->logdirfd, n->key, 1);
+	while (!ret && (ret = oplog_reader_next(rd, &r)) == 1 && r.seq <= seq) {
+		int a2 = replay_apply(rp, st, &r);
+		ret = a2 < 0 ? a2 : 0;
+	}
+	if (ret == 1)
+		ret = 0;	/* stopped past seq */
+	if (rp && replay_finish(rp, st) < 0 && !ret)
+		ret = -EIO;
+	oplog_reader_free(rd);
+	store_free(st);
+	if (ret)
+		return ret;
+	{
+		/* the root's owner and mode are not in the log unless changed: keep the old ones
+		 * (its times are the log's: replay set them) */
+		struct stat rs;
+		if (fstat(store_rootfd(n->store), &rs) == 0 &&
+		    (chmod(fresh, rs.st_mode & 07777) < 0 || chown(fresh, rs.st_uid, rs.st_gid) < 0))
+			rlog(LOG_WARNING, "unable to keep the root's owner and mode: %s", strerror(errno));
+	}
+	/* swap: tree -> tree.diverged, tree.rewind -> tree (and their indexes) */
+	nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	snprintf(a, sizeof(a), "%s.ids", old);
+	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (rename(tree, old) < 0)
+		return -errno;
+	snprintf(a, sizeof(a), "%s.ids", tree);
+	snprintf(b, sizeof(b), "%s.ids", old);
+	if (rename(a, b) < 0 || rename(fresh, tree) < 0)
+		return -errno;
+	snprintf(a, sizeof(a), "%s.ids", fresh);
+	snprintf(b, sizeof(b), "%s.ids", tree);
+	if (rename(a, b) < 0 || fsync(n->dfd) < 0)
+		return -errno;
+	ret = store_reopen(n->store);
+	/* the old tree served its purpose: its writes are kept under divergent/ */
+	nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	snprintf(a, sizeof(a), "%s.ids", old);
+	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return ret;
+}
+
+int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES], char *err, size_t errlen)
+{
+	struct oplog_reader *rd = NULL;
+	struct record r;
+	struct pos last;
+	char entry[64];
+	int ret = 0, ok = 0;
+
+	pthread_mutex_lock(&n->seq_lock);
+	last = oplog_last(n->log);
+	if (n->st.role != ROLE_FOLLOWER || seq >= last.seq) {
+		snprintf(err, errlen, "nothing to rewind (at seq %" PRIu64 ", branch at %" PRIu64 ")", last.seq, seq);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (oplog_first_seq(n->log) > 1) {
+		snprintf(err, errlen, "diverged after seq %" PRIu64 " but the log no longer starts at seq 1: needs a resync",
+			 seq);
+		ret = -ERANGE;
+		goto out;
+	}
+	/* our history up to the branch point must be the leader's */
+	if (seq == 0) {
+		ok = 1;
+	} else if (oplog_reader_open(&rd, n->logdirfd, n->key, seq) == 0 && oplog_reader_next(rd, &r) == 1 &&
+		   r.seq == seq) {
+		size_t len;
+		const uint8_t *raw = oplog_reader_raw(rd, &len);
+		ok = mac_equal(record_mac_of(raw, len), mac) == 0;
+	}
+	oplog_reader_free(rd);
+	if (!ok) {
+		snprintf(err, errlen, "diverged, and not at the leader's branch point (seq %" PRIu64 "): needs a resync",
+			 seq);
+		ret = -EPROTO;
+		goto out;
+	}
+	ret = keep_divergent(n, seq, last.epoch, entry, sizeof(entry));
+	if (ret) {
+		snprintf(err, errlen, "unable to keep the divergent writes: %s", strerror(-ret));
+		goto out;
+	}
+	rlog(LOG_WARNING, "diverged: records %" PRIu64 "..%" PRIu64 " of epoch %" PRIu64
+			  " are not in the leader's history; kept in 'divergent/%s'",
+	     seq + 1, last.seq, last.epoch, entry);
+	ret = rebuild_tree(n, seq);
+	if (!ret)
+		ret = oplog_rewind(n->log, seq);
+	if (ret) {
+		snprintf(err, errlen, "unable to go back to seq %" PRIu64 ": %s", seq, strerror(-ret));
+		n->fault = EIO;
+		goto out;
+	}
+	n->applied = seq;
+	n->st.checkpoint = seq;
+	ret = state_save(n->dfd, &n->st);
+	rlog(LOG_NOTICE, "rewound to seq %" PRIu64 " (the branch point); following the leader from there", seq);
+out:
+	pthread_mutex_unlock(&n->seq_lock);
+	if (!ret && n->fuse)
+		fuse_invalidate_path(n->fuse, "/");
+	return ret;
+}
+
+int node_divergent_count(struct node *n)
+{
+	int fd = openat(n->dfd, "divergent", O_RDONLY | O_DIRECTORY | O_CLOEXEC), count = 0;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	while (d && (de = readdir(d)))
+		count += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	return count;
+}
