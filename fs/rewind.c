@@ -3,7 +3,7 @@
  * An old leader that wrote (async) what no follower received has records the
  * new history lacks: those after the seq where the new epoch branched. It
  * keeps them under DATADIR/divergent/<epoch>-<first seq>/ -- records.txt (one
- * line per record, as `repfs log` prints them) and files/ (the versions of
+ * line per record: its time, then as `repfs log` prints it) and files/ (the versions of
  * the files they touched as they were before the rejoin) -- then rebuilds its
  * tree from its own log up to the branch point, cuts the log back there, and
  * follows the new leader from that point. `repfs divergent` lists, shows and
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../lib/log.h"
@@ -110,9 +111,13 @@ static int keep_divergent(struct node *n, uint64_t after, uint64_t last_epoch, c
 	if (!ret)
 		ret = oplog_reader_open(&rd, n->logdirfd, n->key, after + 1);
 	while (!ret && oplog_reader_next(rd, &r) == 1) {
-		char line[3 * PATH_MAX];
+		char line[3 * PATH_MAX], when[40];
+		time_t secs = (time_t)(r.time_ns / 1000000000);
+		struct tm tm;
 		record_describe(&r, line, sizeof(line));
-		fprintf(f, "%s\n", line);
+		gmtime_r(&secs, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		fprintf(f, "%s %s\n", when, line);
 		if (!(r.flags & REC_F_NOPATH)) {
 			keep_version(n, efd, r.path);
 			if (r.path2 && *r.path2)
