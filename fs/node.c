@@ -553,10 +553,6 @@ int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
 		ret = -EPERM;
 		goto out;
 	}
-	if (record_decode(buf, len, &r) == 0 && r.epoch < n->st.epoch) {
-		ret = -ESTALE;	/* fencing: nothing from an older epoch */
-		goto out;
-	}
 	ret = oplog_append_raw(n->log, buf, len, &r);
 	if (ret)
 		goto out;

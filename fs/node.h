@@ -133,9 +133,11 @@ uint64_t node_applied(struct node *n);
 
 /*
  * A follower's apply path: appends a record received from the leader (its MAC,
- * the chain and the epoch are checked first: -EBADMSG, or -ESTALE for an
- * epoch below ours), applies it, and invalidates the kernel's caches of what
- * it changed.
+ * the chain and the epoch order are checked first: -EBADMSG), applies it, and
+ * invalidates the kernel's caches of what it changed. Records of an older
+ * epoch are fine when they come from a leader of our epoch or above (its
+ * history before its branch): fencing is on the leader's epoch, checked when
+ * the connection is made.
  */
 int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
 

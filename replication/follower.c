@@ -172,6 +172,15 @@ static void follow_once(struct repl *r, const char *addr)
 	}
 	if (type != MSG_WELCOME || len != 80)
 		goto out;
+	if (repl_get64(buf) < r->n->st.epoch) {
+		/* fencing: never follow a leader of an epoch older than one we know of */
+		char why[96];
+		snprintf(why, sizeof(why), "it leads epoch %" PRIu64 ", below ours (%" PRIu64 ")", repl_get64(buf),
+			 r->n->st.epoch);
+		set_error(r, "refused the leader at '%s': %s", addr, why);
+		rlog(LOG_WARNING, "%s", r->last_error);
+		goto out;
+	}
 	pthread_mutex_lock(&r->mu);
 	r->following = 1;
 	snprintf(r->leader, sizeof(r->leader), "%.63s", (char *)buf + 16);
