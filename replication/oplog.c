@@ -913,21 +913,22 @@ fail:
 	return ret;
 }
 
-static int reader_fill(struct oplog_reader *rd, size_t len)
+/* Reads bytes [from, to) of the record at rd->off into rd->buf (keeping what is before). */
+static int reader_fill(struct oplog_reader *rd, size_t from, size_t to)
 {
-	if (len > rd->bufcap) {
-		uint8_t *nb = realloc(rd->buf, len);
+	if (to > rd->bufcap) {
+		uint8_t *nb = realloc(rd->buf, to);
 		if (!nb)
 			return -ENOMEM;
 		rd->buf = nb;
-		rd->bufcap = len;
+		rd->bufcap = to;
 	}
-	return pread_all(rd->fd, rd->buf, len, rd->off);
+	return pread_all(rd->fd, rd->buf + from, to - from, rd->off + from);
 }
 
 int oplog_reader_next(struct oplog_reader *rd, struct record *r)
 {
-	uint8_t head[4];
+	size_t head;
 	uint32_t len;
 	int ret;
 
@@ -946,26 +947,23 @@ int oplog_reader_next(struct oplog_reader *rd, struct record *r)
 				return ret;
 			continue;
 		}
-		ret = pread_all(rd->fd, head, 4, rd->off);
+		/* header and body first (or what there is of them), then the rest */
+		head = rd->fsize - rd->off < REC_HEADER_BYTES + REC_BODY_BYTES ? (size_t)(rd->fsize - rd->off)
+									       : REC_HEADER_BYTES + REC_BODY_BYTES;
+		ret = reader_fill(rd, 0, head);
 		if (ret)
 			return ret == -ENODATA ? 0 : ret;
-		len = record_peek_len(head, 4);
+		len = record_peek_len(rd->buf, head);
 		if (!len)
 			return -EBADMSG;
-		if (rd->off + REC_HEADER_BYTES + REC_BODY_BYTES <= rd->fsize) {
-			uint8_t hb[REC_HEADER_BYTES + REC_BODY_BYTES];
-			ret = pread_all(rd->fd, hb, sizeof(hb), rd->off);
-			if (ret)
-				return ret == -ENODATA ? 0 : ret;
-			if (record_implied_len(hb, sizeof(hb)) != len)
-				return -EBADMSG;	/* a damaged length, not a torn tail */
-		}
+		if (head == REC_HEADER_BYTES + REC_BODY_BYTES && record_implied_len(rd->buf, head) != len)
+			return -EBADMSG;	/* a damaged length, not a torn tail */
 		if (rd->off + len > rd->fsize) {
 			if (rd->cur + 1 < rd->nseg)
 				return -EBADMSG;
 			return 0;	/* still being written, or torn */
 		}
-		ret = reader_fill(rd, len);
+		ret = reader_fill(rd, head, len);
 		if (ret)
 			return ret == -ENODATA ? 0 : ret;
 		rd->buflen = len;
