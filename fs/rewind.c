@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "../lib/util.h"
 #include "fuse_ops.h"
 #include "node.h"
 
@@ -47,13 +48,11 @@ static int mkdirs(int dfd, const char *rel)
 /* Copies the tree's current version of rel (a file or a symlink) into files/rel of the entry. */
 static void keep_version(struct node *n, int entryfd, const char *rel)
 {
-	char dst[PATH_MAX + 8], parent[PATH_MAX + 8], target[PATH_MAX], buf[65536];
-	int root = store_rootfd(n->store), in = -1, out = -1;
-	struct stat st;
-	ssize_t r;
+	char dst[PATH_MAX + 8], parent[PATH_MAX + 8];
 	char *slash;
+	int ret;
 
-	if (!*rel || fstatat(root, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (!*rel || faccessat(store_rootfd(n->store), rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
 	snprintf(dst, sizeof(dst), "files/%s", rel);
 	snprintf(parent, sizeof(parent), "%s", dst);
@@ -62,29 +61,9 @@ static void keep_version(struct node *n, int entryfd, const char *rel)
 		*slash = 0;
 		mkdirs(entryfd, parent);
 	}
-	if (S_ISLNK(st.st_mode)) {
-		r = readlinkat(root, rel, target, sizeof(target) - 1);
-		if (r >= 0) {
-			target[r] = 0;
-			unlinkat(entryfd, dst, 0);
-			if (symlinkat(target, entryfd, dst) < 0)
-				rlog(LOG_WARNING, "unable to keep '/%s': %s", rel, strerror(errno));
-		}
-		return;
-	}
-	if (!S_ISREG(st.st_mode))
-		return;
-	in = openat(root, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	out = openat(entryfd, dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
-	while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof(buf))) > 0)
-		if (write(out, buf, (size_t)r) != r)
-			break;
-	if (in < 0 || out < 0)
-		rlog(LOG_WARNING, "unable to keep '/%s': %s", rel, strerror(errno));
-	if (in >= 0)
-		close(in);
-	if (out >= 0)
-		close(out);
+	ret = copy_entry_at(store_rootfd(n->store), rel, entryfd, dst);
+	if (ret && ret != -EINVAL)	/* directories and special files keep nothing to copy */
+		rlog(LOG_WARNING, "unable to keep '/%s': %s", rel, strerror(-ret));
 }
 
 /* Saves records after..last (and the files they touched) under divergent/; returns the entry's name. */

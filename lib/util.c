@@ -1,7 +1,12 @@
 /* util.c -- small helpers shared by the modules */
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 const char *json_escape(char *out, size_t len, const char *s)
 {
@@ -21,4 +26,39 @@ const char *json_escape(char *out, size_t len, const char *s)
 	if (len)
 		out[o < len ? o : len - 1] = 0;
 	return out;
+}
+
+int copy_entry_at(int sfd, const char *src, int dfd, const char *dst)
+{
+	char buf[65536];
+	struct stat st;
+	int in = -1, out = -1, ret = 0;
+	ssize_t n;
+
+	if (fstatat(sfd, src, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		n = readlinkat(sfd, src, target, sizeof(target) - 1);
+		if (n < 0)
+			return -errno;
+		target[n] = 0;
+		unlinkat(dfd, dst, 0);
+		return symlinkat(target, dfd, dst) < 0 ? -errno : 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	in = openat(sfd, src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	out = openat(dfd, dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
+	if (in < 0 || out < 0)
+		ret = -errno;
+	while (!ret && (n = read(in, buf, sizeof(buf))) != 0) {
+		if (n < 0 || write(out, buf, (size_t)n) != n)
+			ret = -EIO;
+	}
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return ret;
 }

@@ -7,4 +7,7 @@
 /* Copies s into out as the inside of a JSON string (quotes, backslashes, controls escaped). */
 const char *json_escape(char *out, size_t len, const char *s);
 
+/* Copies the file or symlink src (relative to sfd) to dst (relative to dfd). 0, -EINVAL for other types, or -errno. */
+int copy_entry_at(int sfd, const char *src, int dfd, const char *dst);
+
 #endif

@@ -12,6 +12,7 @@
 
 #include "../fs/store.h"
 #include "../lib/crypto.h"
+#include "../lib/util.h"
 #include "../net/ctl.h"
 #include "../replication/oplog.h"
 #include "../replication/state.h"
@@ -522,30 +523,7 @@ static int copy_tree(int sfd, const char *src, int dfd, const char *dst)
 			close(out);
 		return ret;
 	}
-	if (S_ISLNK(st.st_mode)) {
-		char target[PATH_MAX];
-		ssize_t n = readlinkat(sfd, src, target, sizeof(target) - 1);
-		if (n < 0)
-			return -errno;
-		target[n] = 0;
-		return symlinkat(target, dfd, dst) < 0 && errno != EEXIST ? -errno : 0;
-	}
-	{
-		char buf[65536];
-		int in = openat(sfd, src, O_RDONLY | O_CLOEXEC);
-		int out = openat(dfd, dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
-		ssize_t n;
-		if (in < 0 || out < 0)
-			ret = -errno;
-		while (!ret && (n = read(in, buf, sizeof(buf))) > 0)
-			if (write(out, buf, (size_t)n) != n)
-				ret = -EIO;
-		if (in >= 0)
-			close(in);
-		if (out >= 0)
-			close(out);
-	}
-	return ret;
+	return copy_entry_at(sfd, src, dfd, dst);
 }
 
 int cmd_divergent(int argc, char **argv)
