@@ -140,6 +140,13 @@ static int recover(struct node *n, char *err, size_t errlen)
 	int ret;
 
 	n->applied = n->st.checkpoint;
+	if (faccessat(n->dfd, NODE_SNAPSHOT_MARKER, F_OK, 0) == 0) {
+		/* a snapshot was being taken: the log no longer continues the tree;
+		 * the leader sends the snapshot again (only what is still missing) */
+		n->snap_pending = 1;
+		rlog(LOG_NOTICE, "a snapshot was interrupted; it resumes once the leader is reachable");
+		return 0;
+	}
 	if (n->st.checkpoint > last) {
 		/* the tree was checkpointed past what the log kept: impossible unless
 		 * the log was cut by hand; trust the log */
@@ -220,6 +227,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 		return -ENOMEM;
 	n->dfd = n->logdirfd = n->lockfd = n->logfile = n->appliedfd = -1;
 	pthread_mutex_init(&n->seq_lock, NULL);
+	n->hold_at = UINT64_MAX;
 	pthread_mutex_init(&n->bg_lock, NULL);
 	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
@@ -556,19 +564,97 @@ int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
 	ret = oplog_append_raw(n->log, buf, len, &r);
 	if (ret)
 		goto out;
+	if (r.epoch > n->st.epoch)
+		n->st.epoch = r.epoch;
+	if (n->snap_pending || r.seq > n->hold_at) {
+		/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
+		pthread_mutex_unlock(&n->seq_lock);
+		return 0;
+	}
 	a = apply_record(n->store, &r, 0, -1, NULL);
+	if (a == 1)
+		rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded", record_type_name(r.type),
+		     r.seq, r.path);
 	if (a < 0)
 		rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
 		     r.path, strerror(-a));
 	n->applied = r.seq;
 	applied_mark(n, r.seq);
-	if (r.epoch > n->st.epoch)
-		n->st.epoch = r.epoch;
 out:
 	pthread_mutex_unlock(&n->seq_lock);
 	if (!ret && n->fuse)
 		fuse_ops_invalidate(n, &r);
 	return ret;
+}
+
+/*
+ * Applies the records the log holds after applied, up to upto, one at a
+ * time (the receive thread may append meanwhile). Returns the last applied.
+ */
+static uint64_t apply_logged(struct node *n, uint64_t upto)
+{
+	struct oplog_reader *rd = NULL;
+	struct record r;
+	uint64_t applied;
+
+	pthread_mutex_lock(&n->seq_lock);
+	applied = n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	if (applied >= upto || oplog_reader_open(&rd, n->logdirfd, n->key, applied + 1))
+		return applied;
+	while (oplog_reader_next(rd, &r) == 1 && r.seq <= upto) {
+		int a = 0, done = 0;
+		pthread_mutex_lock(&n->seq_lock);
+		if (!n->snap_pending && r.seq == n->applied + 1) {
+			a = apply_record(n->store, &r, 0, -1, NULL);
+			n->applied = r.seq;
+			applied_mark(n, r.seq);
+			done = 1;
+		}
+		applied = n->applied;
+		pthread_mutex_unlock(&n->seq_lock);
+		if (a < 0)
+			rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type),
+			     r.seq, r.path, strerror(-a));
+		if (!done)
+			break;
+		if (n->fuse)
+			fuse_ops_invalidate(n, &r);
+	}
+	oplog_reader_free(rd);
+	return applied;
+}
+
+uint64_t node_hold(struct node *n, uint64_t upto)
+{
+	uint64_t applied;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->hold_at == UINT64_MAX || n->hold_at < n->applied)
+		n->hold_at = n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	applied = apply_logged(n, upto);
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->hold_at < n->applied)
+		n->hold_at = n->applied;
+	applied = n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	return applied;
+}
+
+void node_release(struct node *n)
+{
+	for (;;) {
+		apply_logged(n, UINT64_MAX);
+		pthread_mutex_lock(&n->seq_lock);
+		if (n->snap_pending || n->applied >= oplog_last(n->log).seq) {
+			/* nothing logged is left unapplied: the receive thread takes over */
+			n->hold_at = UINT64_MAX;
+			pthread_mutex_unlock(&n->seq_lock);
+			return;
+		}
+		pthread_mutex_unlock(&n->seq_lock);
+	}
 }
 
 int node_sync(struct node *n, uint64_t seq)
@@ -639,15 +725,20 @@ int node_checkpoint(struct node *n)
  */
 static void node_trim(struct node *n, uint64_t checkpoint)
 {
-	uint64_t need = repl_min_durable(n->repl), removed = 0, pruned = 0, more = 0;
+	uint64_t need = repl_min_durable(n->repl), pin = repl_snapshot_pin(n->repl), removed = 0, pruned = 0,
+		 more = 0, keep = checkpoint + 1;
 
-	if (need != UINT64_MAX && need < checkpoint)
+	/* a snapshot in flight keeps what followed it whatever the budget: else it could never finish */
+	if (pin < keep)
+		keep = pin;
+	if (need != UINT64_MAX && need + 1 < keep)
 		oplog_trim(n->log, need + 1, n->log_retain, &removed);
-	oplog_trim(n->log, checkpoint + 1, n->log_retain, &more);
+	oplog_trim(n->log, keep, n->log_retain, &more);
 	if (removed + more)
 		rlog(LOG_INFO, "log over its %" PRIu64 " byte budget: %" PRIu64 " bytes before seq %" PRIu64 " removed",
 		     n->log_retain, removed + more, oplog_first_seq(n->log));
-	if (store_prune_ids(n->store, checkpoint, &pruned) == 0 && pruned)
+	/* a snapshot in flight sends the tombstones of what died after it started */
+	if (store_prune_ids(n->store, keep - 1 < checkpoint ? keep - 1 : checkpoint, &pruned) == 0 && pruned)
 		rlog(LOG_DEBUG, "pruned %" PRIu64 " dead id markers", pruned);
 }
 

@@ -53,6 +53,8 @@ struct node {
 	uint64_t replayed_at_start;	/* records crash recovery replayed */
 	uint64_t cut_at_start;		/* torn-tail bytes cut at start */
 	int fault;			/* errno of a failure that stops writes, 0 if none */
+	int snap_pending;		/* receiving a snapshot: records are logged, not applied (seq_lock) */
+	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
 
 	pthread_mutex_t bg_lock;	/* protects stopping */
 	pthread_cond_t bg_wake;
@@ -140,6 +142,33 @@ uint64_t node_applied(struct node *n);
  * the connection is made.
  */
 int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
+
+/*
+ * Holding a follower's tree at a position (`repfs verify` compares it with
+ * the leader's there): records still arrive, are logged and acknowledged,
+ * but nothing past the hold is applied. node_hold() applies what the log
+ * holds up to upto (0: nothing more) and holds there; returns the applied
+ * seq (less than upto while the records have not arrived yet: call again).
+ * node_release() applies the backlog and lets records apply as they come.
+ */
+uint64_t node_hold(struct node *n, uint64_t upto);
+void node_release(struct node *n);
+
+/*
+ * Snapshots (replication/snapshot.c; fs/rewind.c): a follower that cannot
+ * catch up from the leader's log (it is new, or the leader trimmed what it
+ * lacks) receives the leader's tree into DATADIR/tree.snap while its own
+ * tree stays as it was. node_snapshot_start() marks the snapshot (the marker
+ * file survives a crash: the next start resumes it), restarts the log at
+ * the leader's position at, and from then on logs records without applying
+ * them. node_snapshot_finish() replays the records after at up to upto into
+ * the received tree, swaps it in, and applies what came after.
+ */
+#define NODE_SNAPSHOT_MARKER "snapshot"
+#define NODE_SNAPSHOT_TREE "tree.snap"
+int node_snapshot_start(struct node *n, struct pos at, const uint8_t mac[CRYPTO_MAC_BYTES], uint64_t epoch);
+int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen);
+int node_snapshot_pending(struct node *n);
 
 /*
  * Waits until every record up to seq (0: everything so far) is durable here

@@ -122,53 +122,49 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return remove(path) < 0 ? -1 : 0;
 }
 
-/* Builds DATADIR/tree.rewind from the log up to seq, then swaps it in for tree. */
-static int rebuild_tree(struct node *n, uint64_t seq)
+/* Removes path and its id index (path.ids), if there. */
+static void remove_tree(const char *path)
 {
-	char tree[PATH_MAX + 16], fresh[PATH_MAX + 16], old[PATH_MAX + 32], a[PATH_MAX + 40], b[PATH_MAX + 40];
+	char ids[PATH_MAX + 64];
+
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	snprintf(ids, sizeof(ids), "%s.ids", path);
+	nftw(ids, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Replays the records from..upto of the node's log onto st. */
+static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_t upto)
+{
 	struct oplog_reader *rd = NULL;
-	struct store *st = NULL;
 	struct replay *rp = NULL;
 	struct record r;
 	int ret;
 
-	snprintf(tree, sizeof(tree), "%s/tree", n->datadir);
-	snprintf(fresh, sizeof(fresh), "%s/tree.rewind", n->datadir);
-	snprintf(old, sizeof(old), "%s/tree.diverged", n->datadir);
-	nftw(fresh, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	snprintf(a, sizeof(a), "%s.ids", fresh);
-	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	if (mkdir(fresh, 0755) < 0)
-		return -errno;
-	ret = store_open(&st, fresh);
+	ret = replay_begin(&rp);
 	if (!ret)
-		ret = replay_begin(&rp);
-	if (!ret)
-		ret = oplog_reader_open(&rd, n->logdirfd, n->key, 1);
-	while (!ret && (ret = oplog_reader_next(rd, &r)) == 1 && r.seq <= seq) {
-		int a2 = replay_apply(rp, st, &r);
-		ret = a2 < 0 ? a2 : 0;
+		ret = oplog_reader_open(&rd, n->logdirfd, n->key, from);
+	while (!ret && (ret = oplog_reader_next(rd, &r)) == 1 && r.seq <= upto) {
+		int a = replay_apply(rp, st, &r);
+		ret = a < 0 ? a : 0;
 	}
 	if (ret == 1)
-		ret = 0;	/* stopped past seq */
+		ret = 0;	/* stopped past upto */
 	if (rp && replay_finish(rp, st) < 0 && !ret)
 		ret = -EIO;
 	oplog_reader_free(rd);
-	store_free(st);
-	if (ret)
-		return ret;
-	{
-		/* the root's owner and mode are not in the log unless changed: keep the old ones
-		 * (its times are the log's: replay set them) */
-		struct stat rs;
-		if (fstat(store_rootfd(n->store), &rs) == 0 &&
-		    (chmod(fresh, rs.st_mode & 07777) < 0 || chown(fresh, rs.st_uid, rs.st_gid) < 0))
-			rlog(LOG_WARNING, "unable to keep the root's owner and mode: %s", strerror(errno));
-	}
-	/* swap: tree -> tree.diverged, tree.rewind -> tree (and their indexes) */
-	nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	snprintf(a, sizeof(a), "%s.ids", old);
-	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return ret;
+}
+
+/* Swaps DATADIR/<fresh> (and its index) in for the tree, then removes the old one. */
+static int install_tree(struct node *n, const char *fresh_name)
+{
+	char tree[PATH_MAX + 16], fresh[PATH_MAX + 16], old[PATH_MAX + 32], a[PATH_MAX + 40], b[PATH_MAX + 40];
+	int ret;
+
+	snprintf(tree, sizeof(tree), "%s/tree", n->datadir);
+	snprintf(fresh, sizeof(fresh), "%s/%s", n->datadir, fresh_name);
+	snprintf(old, sizeof(old), "%s/tree.old", n->datadir);
+	remove_tree(old);
 	if (rename(tree, old) < 0)
 		return -errno;
 	snprintf(a, sizeof(a), "%s.ids", tree);
@@ -180,11 +176,126 @@ static int rebuild_tree(struct node *n, uint64_t seq)
 	if (rename(a, b) < 0 || fsync(n->dfd) < 0)
 		return -errno;
 	ret = store_reopen(n->store);
-	/* the old tree served its purpose: its writes are kept under divergent/ */
-	nftw(old, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	snprintf(a, sizeof(a), "%s.ids", old);
-	nftw(a, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_tree(old);
 	return ret;
+}
+
+/* Builds DATADIR/tree.rewind from the log up to seq, then swaps it in for tree. */
+static int rebuild_tree(struct node *n, uint64_t seq)
+{
+	char fresh[PATH_MAX + 16];
+	struct store *st = NULL;
+	int ret;
+
+	snprintf(fresh, sizeof(fresh), "%s/tree.rewind", n->datadir);
+	remove_tree(fresh);
+	if (mkdir(fresh, 0755) < 0)
+		return -errno;
+	ret = store_open(&st, fresh);
+	if (!ret)
+		ret = replay_range(n, st, 1, seq);
+	store_free(st);
+	if (ret)
+		return ret;
+	{
+		/* the root's owner and mode are not in the log unless changed: keep the old ones
+		 * (its times are the log's: replay set them) */
+		struct stat rs;
+		if (fstat(store_rootfd(n->store), &rs) == 0 &&
+		    (chmod(fresh, rs.st_mode & 07777) < 0 || chown(fresh, rs.st_uid, rs.st_gid) < 0))
+			rlog(LOG_WARNING, "unable to keep the root's owner and mode: %s", strerror(errno));
+	}
+	/* the old tree served its purpose: its writes are kept under divergent/ */
+	return install_tree(n, "tree.rewind");
+}
+
+int node_snapshot_start(struct node *n, struct pos at, const uint8_t mac[CRYPTO_MAC_BYTES], uint64_t epoch)
+{
+	int fd, ret = 0;
+
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->st.role != ROLE_FOLLOWER) {
+		ret = -EPERM;
+		goto out;
+	}
+	fd = openat(n->dfd, NODE_SNAPSHOT_MARKER, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || fsync(fd) < 0 || fsync(n->dfd) < 0) {
+		ret = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	n->snap_pending = 1;
+	ret = oplog_reset(n->log, at, mac);
+	if (ret)
+		goto out;
+	if (epoch > n->st.epoch)
+		n->st.epoch = epoch;
+	ret = state_save(n->dfd, &n->st);
+out:
+	pthread_mutex_unlock(&n->seq_lock);
+	return ret;
+}
+
+int node_snapshot_pending(struct node *n)
+{
+	int p;
+
+	pthread_mutex_lock(&n->seq_lock);
+	p = n->snap_pending;
+	pthread_mutex_unlock(&n->seq_lock);
+	return p;
+}
+
+int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen)
+{
+	char fresh[PATH_MAX + 16];
+	struct store *st = NULL;
+	uint64_t first = oplog_first_seq(n->log);
+	int ret;
+
+	snprintf(fresh, sizeof(fresh), "%s/%s", n->datadir, NODE_SNAPSHOT_TREE);
+	ret = store_open(&st, fresh);
+	if (ret) {
+		snprintf(err, errlen, "unable to open the snapshot: %s", strerror(-ret));
+		return ret;
+	}
+	/* the records written while the tree was being sent */
+	ret = replay_range(n, st, first, upto);
+	if (!ret && syncfs(store_rootfd(st)) < 0)
+		ret = -errno;
+	store_free(st);
+	if (ret) {
+		snprintf(err, errlen, "unable to replay the log onto the snapshot: %s", strerror(-ret));
+		return ret;
+	}
+	pthread_mutex_lock(&n->seq_lock);
+	ret = install_tree(n, NODE_SNAPSHOT_TREE);
+	if (ret) {
+		snprintf(err, errlen, "unable to install the snapshot: %s", strerror(-ret));
+		n->fault = EIO;
+		pthread_mutex_unlock(&n->seq_lock);
+		return ret;
+	}
+	n->applied = upto;
+	n->st.checkpoint = upto;
+	ret = state_save(n->dfd, &n->st);
+	if (!ret && (unlinkat(n->dfd, NODE_SNAPSHOT_MARKER, 0) < 0 || fsync(n->dfd) < 0))
+		ret = -errno;
+	if (ret) {
+		snprintf(err, errlen, "unable to record the snapshot's position: %s", strerror(-ret));
+		pthread_mutex_unlock(&n->seq_lock);
+		return ret;
+	}
+	/* what arrived after upto was only logged: apply it, then follow as usual */
+	n->snap_pending = 0;
+	n->hold_at = upto;
+	pthread_mutex_unlock(&n->seq_lock);
+	if (n->fuse)
+		fuse_invalidate_path(n->fuse, "/");
+	node_release(n);
+	return 0;
 }
 
 int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES], char *err, size_t errlen)

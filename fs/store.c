@@ -32,7 +32,7 @@ struct store {
 	size_t pathlen;
 };
 
-static void id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
+void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
 {
 	static const char digits[] = "0123456789abcdef";
 
@@ -60,7 +60,7 @@ int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
 	char hex[2 * FILE_ID_BYTES + 3];
 	struct stat sb;
 
-	id_hex(id, hex);
+	store_id_hex(id, hex);
 	if (fstatat(st->idxfd, hex, &sb, AT_SYMLINK_NOFOLLOW) == 0)
 		return ID_ALIVE;
 	if (errno != ENOENT)
@@ -76,7 +76,7 @@ int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char 
 	char hex[2 * FILE_ID_BYTES + 1];
 	int ret;
 
-	id_hex(id, hex);
+	store_id_hex(id, hex);
 	/* a file is linked into the index under its id; a directory gets a marker */
 	if (isdir)
 		ret = mknodat(st->idxfd, hex, S_IFREG | 0600, 0);
@@ -124,7 +124,7 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 		close(st->fdcache[i].fd);
 		st->fdcache[i].fd = -1;
 	}
-	id_hex(id, hex);
+	store_id_hex(id, hex);
 	if (unlinkat(st->idxfd, hex, 0) < 0 && errno != ENOENT)
 		return -errno;
 	strcat(hex, ".d");
@@ -145,7 +145,7 @@ int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flag
 	char hex[2 * FILE_ID_BYTES + 1];
 	int fd;
 
-	id_hex(id, hex);
+	store_id_hex(id, hex);
 	fd = openat(st->idxfd, hex, flags | O_NOFOLLOW | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
@@ -306,6 +306,25 @@ int store_get_id(struct store *st, const char *rel, uint8_t id[FILE_ID_BYTES])
 	if (tmp >= 0)
 		close(tmp);
 	return ret;
+}
+
+int store_set_id(struct store *st, const char *rel, const uint8_t id[FILE_ID_BYTES])
+{
+	char path[PATH_MAX + 64];
+	int tmp, ret;
+
+	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
+	if (ret)
+		return ret;
+	ret = lsetxattr(path, ID_XATTR, id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
+	if (tmp >= 0)
+		close(tmp);
+	return ret;
+}
+
+int store_indexfd(const struct store *st)
+{
+	return st->idxfd;
 }
 
 int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES])

@@ -43,6 +43,10 @@ const char *store_rel(const char *path);
 int store_get_id(struct store *st, const char *rel, uint8_t id[FILE_ID_BYTES]);
 int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES]);
 void store_new_id(uint8_t id[FILE_ID_BYTES]);
+/* Gives the object at rel (not following a final symlink) the id. */
+int store_set_id(struct store *st, const char *rel, const uint8_t id[FILE_ID_BYTES]);
+/* The id in hex, as the index names it. */
+void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1]);
 
 /*
  * The l*xattr calls take a path, not a dirfd: store_xpath() gives a path for
@@ -71,6 +75,8 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */
 int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);
+/* The index directory (for walking it: snapshots list what a node holds by id). */
+int store_indexfd(const struct store *st);
 /*
  * A read-write descriptor of the live file id (yours to close), from a small
  * cache of open files by id: a follower applying a stream of writes to the

@@ -37,7 +37,56 @@ static int sock_addr(struct sockaddr_un *sa, const char *datadir)
 	return 0;
 }
 
-static void serve_one(struct ctl_server *s, int c)
+struct verify_job {
+	struct node *n;
+	int fd;
+	int repair;
+};
+
+/* A verify takes seconds or, with --repair, a resync: it gets a thread so status keeps answering. */
+static void *verify_main(void *arg)
+{
+	struct verify_job *j = arg;
+	size_t len = 65536;
+	char *out = malloc(len), err[400], *reply = malloc(len + 512);
+	int ret;
+
+	if (out && reply) {
+		ret = repl_verify(j->n->repl, j->repair, out, len, err, sizeof(err));
+		if (ret < 0)
+			snprintf(reply, len + 512, "result 2\n%s\n", err);
+		else
+			snprintf(reply, len + 512, "result %d\n%s", ret, out);
+		if (send(j->fd, reply, strlen(reply), MSG_NOSIGNAL) < 0)
+			rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));
+	}
+	free(out);
+	free(reply);
+	close(j->fd);
+	free(j);
+	return NULL;
+}
+
+static int start_verify(struct ctl_server *s, int c, int repair)
+{
+	struct verify_job *j = malloc(sizeof(*j));
+	pthread_t t;
+
+	if (!j)
+		return -ENOMEM;
+	j->n = s->node;
+	j->fd = c;
+	j->repair = repair;
+	if (pthread_create(&t, NULL, verify_main, j)) {
+		free(j);
+		return -EAGAIN;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
+/* Serves one request on c; returns 1 if c was handed to another thread. */
+static int serve_one(struct ctl_server *s, int c)
 {
 	char req[256], *reply;
 	size_t len = 65536;
@@ -45,12 +94,15 @@ static void serve_one(struct ctl_server *s, int c)
 
 	n = recv(c, req, sizeof(req) - 1, 0);
 	if (n <= 0)
-		return;
+		return 0;
 	req[n] = 0;
 	req[strcspn(req, "\r\n")] = 0;
+	if ((!strcmp(req, "verify") || !strcmp(req, "verify repair")) &&
+	    start_verify(s, c, !strcmp(req, "verify repair")) == 0)
+		return 1;
 	reply = malloc(len);
 	if (!reply)
-		return;
+		return 0;
 	if (!strcmp(req, "status")) {
 		node_status_json(s->node, reply, len);
 	} else if (!strcmp(req, "promote") || !strcmp(req, "promote force")) {
@@ -64,6 +116,7 @@ static void serve_one(struct ctl_server *s, int c)
 	if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
 		rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));
 	free(reply);
+	return 0;
 }
 
 static void *ctl_main(void *arg)
@@ -84,8 +137,8 @@ static void *ctl_main(void *arg)
 		c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (c < 0)
 			continue;
-		serve_one(s, c);
-		close(c);
+		if (!serve_one(s, c))
+			close(c);
 	}
 	return NULL;
 }

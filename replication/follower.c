@@ -41,8 +41,41 @@ static int send_ack(struct repl *r, struct chan *c)
 	return chan_send(c, MSG_ACK, a, sizeof(a));
 }
 
-/* Receives records until the connection ends. */
-static void receive(struct repl *r, struct chan *c)
+/*
+ * After a snapshot: once the log holds everything up to until, replays it into
+ * the received tree and swaps that in. 1 when done, 0 while records are
+ * missing, -errno on failure.
+ */
+static int finish_snapshot(struct repl *r, uint64_t until)
+{
+	char err[300];
+	int ret;
+
+	if (!node_snapshot_pending(r->n) || oplog_last(r->n->log).seq < until)
+		return node_snapshot_pending(r->n) ? 0 : 1;
+	ret = node_snapshot_finish(r->n, until, err, sizeof(err));
+	pthread_mutex_lock(&r->mu);
+	if (ret) {
+		r->snap.state = SNAP_FAILED;
+		snprintf(r->snap.error, sizeof(r->snap.error), "%.190s", err);
+	} else {
+		r->snap.state = SNAP_DONE;
+		r->snap.finished_ns = now_ns();
+		r->snap.completed++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (ret) {
+		set_error(r, "%s%s", err, "");
+		rlog(LOG_ERR, "%s", err);
+		return ret;
+	}
+	rlog(LOG_NOTICE, "snapshot installed at seq %" PRIu64 " in %.1f s; following as usual", until,
+	     (double)(now_ns() - r->snap.started_ns) / 1e9);
+	return 1;
+}
+
+/* Receives records until the connection ends (snap_until: finish a snapshot once the log holds it). */
+static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 {
 	unsigned pending = 0;
 
@@ -99,6 +132,13 @@ static void receive(struct repl *r, struct chan *c)
 			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
 			break;
 		}
+		if (snap_until) {
+			ret = finish_snapshot(r, snap_until);
+			if (ret < 0)
+				break;
+			if (ret == 1)
+				snap_until = 0;
+		}
 		pending = 0;
 		ret = send_ack(r, c);
 		if (ret) {
@@ -117,7 +157,8 @@ static void follow_once(struct repl *r, const char *addr)
 	struct pos last;
 	void *buf;
 	size_t len;
-	int fd, ret;
+	uint64_t until = 0;
+	int fd, ret, want_snap, snapping = 0;
 
 	fd = repl_tcp_socket(addr, 0, 2000);
 	if (fd < 0) {
@@ -143,11 +184,31 @@ static void follow_once(struct repl *r, const char *addr)
 	oplog_last_mac(r->n->log, hello + 16);
 	snprintf((char *)hello + 48, 64, "%s", r->n->st.name);
 	repl_put64(hello + 112, last.epoch);
+	pthread_mutex_lock(&r->mu);
+	want_snap = r->want_snapshot;
+	pthread_mutex_unlock(&r->mu);
+	if (want_snap || node_snapshot_pending(r->n))
+		repl_put64(hello + 120, HELLO_F_SNAPSHOT);
 	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
 		goto out;
 	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
 	if (ret != 1)
 		goto out;
+	if (type == MSG_SNAP_BEGIN) {
+		pthread_mutex_lock(&r->mu);
+		r->want_snapshot = 0;
+		snprintf(r->leader_addr, sizeof(r->leader_addr), "%s", addr);
+		pthread_mutex_unlock(&r->mu);
+		ret = snap_receive(r, c, buf, len, &until);
+		if (ret) {
+			set_error(r, "snapshot from '%s' interrupted: %s", addr, chan_strerror(ret));
+			goto out;
+		}
+		ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
+		if (ret != 1)
+			goto out;
+		snapping = 1;
+	}
 	if (type == MSG_DIVERGED && len == DIVERGED_BYTES) {
 		/* an old leader's extra writes: keep them aside, go back to the branch point, follow */
 		char err[300];
@@ -189,9 +250,12 @@ static void follow_once(struct repl *r, const char *addr)
 	r->last_heard_ns = now_ns();
 	r->last_error[0] = 0;
 	pthread_mutex_unlock(&r->mu);
-	rlog(LOG_NOTICE, "following '%s' at %s from seq %" PRIu64, r->leader, addr, last.seq);
+	rlog(LOG_NOTICE, "following '%s' at %s from seq %" PRIu64, r->leader, addr, oplog_last(r->n->log).seq);
+	if (snapping && finish_snapshot(r, until) < 0)
+		goto out_following;
 	if (send_ack(r, c) == 0)
-		receive(r, c);
+		receive(r, c, snapping ? until : 0);
+out_following:
 	pthread_mutex_lock(&r->mu);
 	r->following = 0;
 	pthread_mutex_unlock(&r->mu);

@@ -734,6 +734,52 @@ out:
 	return ret;
 }
 
+int oplog_reset(struct oplog *log, struct pos at, const uint8_t mac[CRYPTO_MAC_BYTES])
+{
+	uint64_t *segs = NULL;
+	size_t n = 0;
+	int ret;
+
+	pthread_mutex_lock(&log->mu);
+	ret = list_segments(log->dirfd, &segs, &n);
+	if (ret)
+		goto out;
+	/* all of the old history goes first: a crash in between leaves an empty log, never a gap */
+	for (size_t i = 0; i < n; i++) {
+		char name[32];
+		seg_name(name, sizeof(name), segs[i]);
+		if (unlinkat(log->dirfd, name, 0) < 0 && errno != ENOENT) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (fsync(log->dirfd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (int i = 0; i < log->npending; i++)
+		close(log->pending[i]);
+	log->npending = 0;
+	if (log->fd >= 0)
+		close(log->fd);
+	log->fd = -1;
+	ret = create_segment(log, at.seq + 1, mac, 0);
+	if (ret) {
+		log->failed = -ret;
+		goto out;
+	}
+	log->older_bytes = 0;
+	log->first_seq = at.seq + 1;
+	log->last = at;
+	memcpy(log->last_mac, mac, CRYPTO_MAC_BYTES);
+	log->durable = at.seq;
+	log->can_undo = 0;
+out:
+	free(segs);
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
 int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes)
 {
 	uint64_t *segs = NULL, removed = 0;

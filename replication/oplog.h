@@ -77,6 +77,13 @@ int oplog_sync(struct oplog *log, uint64_t seq);
 int oplog_rewind(struct oplog *log, uint64_t seq);
 
 /*
+ * Starts the log over, empty, as if its last record were at (with MAC mac):
+ * a follower that took a snapshot of the leader's tree at that position
+ * continues the chain from there. Every old segment is removed.
+ */
+int oplog_reset(struct oplog *log, struct pos at, const uint8_t mac[CRYPTO_MAC_BYTES]);
+
+/*
  * While the log holds more than budget bytes, deletes its oldest segment if
  * that holds only records below keep_from (never the current one).
  * *removed_bytes (may be NULL) says how much went.

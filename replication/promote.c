@@ -211,6 +211,12 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 		snprintf(msg, len, "'%s' is already the leader (epoch %" PRIu64 ")", n->st.name, n->st.epoch);
 		return -EALREADY;
 	}
+	if (node_snapshot_pending(n)) {
+		/* even --force: its tree is a part of the leader's, not a state the leader ever had */
+		snprintf(msg, len, "'%s' is taking a snapshot of the leader's tree; it cannot lead before it has it all",
+			 n->st.name);
+		return -EBUSY;
+	}
 	my_seq = oplog_last(n->log).seq;
 	for (int i = 0; i < r->o.npeers; i++) {
 		struct info in;

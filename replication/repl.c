@@ -432,7 +432,7 @@ static void *conn_main(void *arg)
 	size_t len;
 	char name[65];
 	pthread_t acker;
-	int ret, have_acker = 0;
+	int ret, have_acker = 0, want_snap;
 
 	ret = chan_handshake(&cn->c, cn->fd, r->n->key, 0, HANDSHAKE_MS);
 	if (ret) {
@@ -442,6 +442,10 @@ static void *conn_main(void *arg)
 	ret = chan_recv(cn->c, &type, &buf, &len, HANDSHAKE_MS);
 	if (ret == 1 && (type == MSG_PROBE || type == MSG_STEPDOWN || type == MSG_CLAIM)) {
 		repl_answer_probe(r, cn->c, type, buf, len);
+		goto out;
+	}
+	if (ret == 1 && type == MSG_VERIFY) {
+		verify_serve(r, cn->c);
 		goto out;
 	}
 	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
@@ -475,22 +479,25 @@ static void *conn_main(void *arg)
 		}
 		goto out;
 	}
-	ret = check_follower(r, cn->c, name, repl_get64(hello + 8), hello + 16, repl_get64(hello + 112));
-	if (ret == -ERANGE) {
-		char why[160];
-		struct peer *p;
-		pthread_mutex_lock(&r->mu);
-		p = peer_get(r, name);
-		if (p)
-			p->needs_resync = 1;
-		pthread_mutex_unlock(&r->mu);
-		snprintf(why, sizeof(why),
-			 "follower '%s' needs a resync: it is at seq %" PRIu64 " and the leader's log starts at seq %" PRIu64,
-			 name, repl_get64(hello + 8), oplog_first_seq(r->n->log));
-		send_refuse(cn->c, why);
+	/*
+	 * A snapshot (snapshot.c) for a follower that asks for one (it is new,
+	 * or one was interrupted), that holds nothing while this leader holds
+	 * more than its first record, or that lacks what the log no longer holds.
+	 */
+	want_snap = (repl_get64(hello + 120) & HELLO_F_SNAPSHOT) != 0;
+	if (!want_snap) {
+		ret = check_follower(r, cn->c, name, repl_get64(hello + 8), hello + 16, repl_get64(hello + 112));
+		if (ret == -ERANGE || (ret == 0 && repl_get64(hello + 8) == 0 && node_applied(r->n) > 1)) {
+			if (ret == -ERANGE)
+				rlog(LOG_NOTICE, "follower '%s' is at seq %" PRIu64 " and the log starts at seq %" PRIu64
+						 ": it resyncs from a snapshot", name, repl_get64(hello + 8),
+				     oplog_first_seq(r->n->log));
+			want_snap = 1;
+			ret = 0;
+		}
+		if (ret)
+			goto out;
 	}
-	if (ret)
-		goto out;
 	pthread_mutex_lock(&r->mu);
 	cn->p = peer_get(r, name);
 	if (cn->p) {
@@ -505,6 +512,16 @@ static void *conn_main(void *arg)
 	if (!cn->p) {
 		send_refuse(cn->c, "too many followers");
 		goto out;
+	}
+	if (want_snap) {
+		uint64_t at;
+		ret = snap_serve(r, cn->c, cn->p, &at);
+		pthread_mutex_lock(&r->mu);
+		cn->p->needs_resync = ret != 0;
+		cn->p->sent = cn->p->received = cn->p->durable = at;
+		pthread_mutex_unlock(&r->mu);
+		if (ret)
+			goto out_peer;
 	}
 	{
 		uint8_t w[16 + 64] = { 0 };
@@ -527,6 +544,8 @@ out_peer:
 		pthread_join(acker, NULL);
 	pthread_mutex_lock(&r->mu);
 	cn->p->connected--;
+	cn->p->snap_from = 0;
+	cn->p->snapshotting = 0;
 	pthread_cond_broadcast(&r->cv_ack);
 	pthread_mutex_unlock(&r->mu);
 out:
@@ -766,6 +785,26 @@ uint64_t repl_min_durable(struct repl *r)
 	return m;
 }
 
+uint64_t repl_snapshot_pin(struct repl *r)
+{
+	uint64_t m = UINT64_MAX;
+
+	if (!r)
+		return m;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < REPL_MAX_PEERS; i++) {
+		struct peer *p = &r->peers[i];
+		/* until a follower that took a snapshot holds what followed it */
+		if (p->used && p->snap_from) {
+			uint64_t need = p->durable + 1 > p->snap_from ? p->durable + 1 : p->snap_from;
+			if (need < m)
+				m = need;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	return m;
+}
+
 int repl_leader(struct repl *r, char *buf, size_t len)
 {
 	int ret = -ENOENT;
@@ -837,17 +876,21 @@ int repl_status_json(struct repl *r, char *buf, size_t len)
 		n = snprintf(buf + off, len - off,
 			     "%s{\"name\":\"%s\",\"addr\":\"%s\",\"connected\":%s,\"seq\":%" PRIu64 ",\"received\":%" PRIu64
 			     ",\"durable\":%" PRIu64 ",\"applied\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"lag\":%" PRIu64
-			     ",\"lag_bytes\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"needs_resync\":%s}",
+			     ",\"lag_bytes\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"needs_resync\":%s"
+			     ",\"snapshotting\":%s,\"snapshot_objects_sent\":%" PRIu64 ",\"snapshot_bytes_sent\":%" PRIu64 "}",
 			     first ? "" : ",", p->name, p->addr, p->connected > 0 ? "true" : "false", p->received,
 			     p->received, p->durable, p->applied, p->sent, last > p->applied ? last - p->applied : 0,
 			     last > p->applied && end > p->applied_pos ? end - p->applied_pos : 0,
-			     lag_ms, p->needs_resync ? "true" : "false");
+			     lag_ms, p->needs_resync && !p->snapshotting ? "true" : "false",
+			     p->snapshotting ? "true" : "false", p->snap_files, p->snap_bytes_sent);
 		off += n > 0 ? (size_t)n : 0;
 		first = 0;
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (off < len)
-		off += (size_t)snprintf(buf + off, len - off, "]");
+		off += (size_t)snprintf(buf + off, len - off, "],");
+	if (off < len)
+		off += (size_t)snap_status_json(r, buf + off, len - off);
 	(void)applied;
 	return (int)off;
 }

@@ -86,8 +86,20 @@ int repl_highest_epoch(const struct key *k, const char *const *peers, int npeers
 /* The lowest durable position of the known followers; UINT64_MAX if none (or r is NULL). */
 uint64_t repl_min_durable(struct repl *r);
 
+/* The oldest seq a follower that is taking a snapshot still needs (UINT64_MAX: none). */
+uint64_t repl_snapshot_pin(struct repl *r);
+
 /* The name of the leader a follower follows; -ENOENT if none now. */
 int repl_leader(struct repl *r, char *buf, size_t len);
+
+/*
+ * `repfs verify` on a follower (verify.c): compares its tree with the
+ * leader's at one position. Returns 0 if identical, 1 if not (out lists the
+ * paths: "missing|extra|differs /path" lines), -errno if it could not
+ * compare (err says why). repair: on a difference, resync from the leader
+ * and compare again.
+ */
+int repl_verify(struct repl *r, int repair, char *out, size_t outlen, char *err, size_t errlen);
 
 /* Appends the "mode", "sync" and "peers" members of the status JSON. */
 int repl_status_json(struct repl *r, char *buf, size_t len);

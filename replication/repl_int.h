@@ -30,14 +30,33 @@ enum msg {
 	MSG_STEPDOWN = 9,  /* a promoting follower to the leader: epoch u64, its address; answered by MSG_INFO */
 	MSG_DIVERGED = 11, /* leader: your history left mine after seq S (u64) whose MAC is mac[32] */
 	MSG_CLAIM = 10,	   /* a promoting follower to the others: epoch u64, seq u64, name[64]; answered by MSG_INFO */
+	/* snapshots (snapshot.c): the leader answers a hello with these instead of MSG_WELCOME */
+	MSG_SNAP_BEGIN = 12, /* leader: epoch u64, seq u64, mac[32] of S; its epoch u64, files u64, bytes u64 */
+	MSG_SNAP_HAVE = 13,  /* follower: what it holds by id: {id[16], size u64, n u32, digest[16] * n}*; empty: done */
+	MSG_SNAP_ENTRY = 14, /* leader: one object of the tree (snapshot.c: put_entry) */
+	MSG_SNAP_DATA = 15,  /* leader: off u64, bytes of the current file */
+	MSG_SNAP_SAME = 16,  /* leader: off u64, len u64: the follower holds these bytes already */
+	MSG_SNAP_HOLE = 17,  /* leader: off u64, len u64: a hole */
+	MSG_SNAP_END = 18,   /* leader: seq u64 up to which the follower must replay before the tree is whole */
+	MSG_SNAP_DEAD = 25,  /* leader: {id[16], seq u64}*: objects that died after S (tombstones) */
+	/* verify (verify.c), on a connection of its own */
+	MSG_VERIFY = 19,     /* follower: compare trees; answered by MSG_VERIFY_AT */
+	MSG_VERIFY_AT = 20,  /* leader: seq u64 (its digest tree is built) */
+	MSG_VLIST = 21,	     /* follower: path; answered by MSG_VKIDS: the directory's children */
+	MSG_VKIDS = 22,	     /* leader: more u8, {namelen u16, name, mode u32, meta[16], sum[16]}* ("." first) */
+	MSG_VPIN = 23,	     /* follower: {len u16, path}* to compare exactly; answered by MSG_VPINNED */
+	MSG_VPINNED = 24,    /* leader: seq u64, {exists u8, mode u32, meta[16]}* in the order asked */
 };
+
+/* flags of MSG_HELLO */
+#define HELLO_F_SNAPSHOT 0x1	/* the follower needs a snapshot (new, or one was interrupted) */
 
 #define CLAIM_BYTES (16 + 64)
 
 #define INFO_BYTES (32 + 64)
 
-/* epoch u64, seq u64, mac[32], name[64], epoch of the last record u64 */
-#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64 + 8)
+/* epoch u64, seq u64, mac[32], name[64], epoch of the last record u64, flags u64 */
+#define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64 + 8 + 8)
 /* branch seq u64, the leader's MAC of that record [32] */
 #define DIVERGED_BYTES (8 + CRYPTO_MAC_BYTES)
 #define HANDSHAKE_MS 5000
@@ -55,7 +74,21 @@ struct peer {
 	uint64_t ring_seq[256], ring_pos[256];
 	int64_t ring_time[256];	/* and when the leader committed them, for the lag in ms */
 	uint64_t applied_pos;	/* log byte position after the record it applied */
+	int snapshotting;	/* being sent a snapshot */
+	uint64_t snap_from;	/* keep the log from this seq for it (0: no pin) */
+	uint64_t snap_files, snap_bytes_sent;
 };
+
+/* A follower's snapshot, for status (under mu). */
+struct snap_progress {
+	int state;		/* SNAP_NONE ... */
+	uint64_t from_seq, until_seq;
+	uint64_t files_total, bytes_total, files_done, bytes_done, bytes_received;
+	int64_t started_ns, finished_ns;
+	unsigned completed;
+	char error[200];
+};
+enum { SNAP_NONE, SNAP_TRANSFER, SNAP_REPLAY, SNAP_DONE, SNAP_FAILED };
 
 struct repl {
 	struct node *n;
@@ -80,6 +113,8 @@ struct repl {
 	uint64_t leader_seq;
 	int64_t last_heard_ns;
 	char last_error[400];
+	struct snap_progress snap;
+	int want_snapshot;	/* `verify --repair`: ask for a resync at the next connection */
 	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
 	uint64_t promised_epoch, promised_seq;
 	char promised_to[65];
@@ -110,6 +145,17 @@ void repl_count_durable(struct repl *r, uint64_t seq, int *have, int *known);
 
 /* follower.c: starts the follower thread; addr, if any, is tried first. */
 int repl_start_following(struct repl *r, const char *addr);
+
+/* snapshot.c */
+/* Leader: sends a snapshot to the follower of p; *at: the position it was taken at. */
+int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at);
+/* Follower: receives one (begin: the MSG_SNAP_BEGIN). *until: the seq to replay to. */
+int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t len, uint64_t *until);
+/* The "snapshot" member of the status. */
+int snap_status_json(struct repl *r, char *buf, size_t len);
+
+/* verify.c: the leader's side of a verify connection */
+void verify_serve(struct repl *r, struct chan *c);
 
 /* promote.c */
 int repl_promise(struct repl *r, uint64_t epoch, uint64_t seq, const char *name);

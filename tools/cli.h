@@ -9,6 +9,7 @@ int cmd_status(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 int cmd_divergent(int argc, char **argv);
 
 /* Prints "repfs: <message>" to stderr. */

@@ -45,6 +45,50 @@ static int json_field(const char *json, const char *key, char *out, size_t len)
 	return 0;
 }
 
+static double field_num(const char *json, const char *key)
+{
+	char v[64];
+
+	return json_field(json, key, v, sizeof(v)) ? 0 : strtod(v, NULL);
+}
+
+/* A snapshot in progress as a bar; a finished one as a line. */
+static void print_snapshot(const char *json)
+{
+	const char *snap = strstr(json, "\"snapshot\":{");
+	char state[32], obj[2048];
+	double done, total, files, ftotal, rate, eta, elapsed;
+	const char *end;
+
+	if (!snap || !(end = strchr(snap, '}')) || (size_t)(end - snap) >= sizeof(obj))
+		return;
+	memcpy(obj, snap + 11, (size_t)(end - snap - 10));
+	obj[end - snap - 10] = 0;
+	if (json_field(obj, "state", state, sizeof(state)) || !strcmp(state, "none"))
+		return;
+	done = field_num(obj, "bytes_done");
+	total = field_num(obj, "bytes_total");
+	files = field_num(obj, "files_done");
+	ftotal = field_num(obj, "files_total");
+	rate = field_num(obj, "rate_bytes_per_s");
+	eta = field_num(obj, "eta_s");
+	elapsed = field_num(obj, "elapsed_s");
+	if (!strcmp(state, "transferring")) {
+		double f = total > 0 ? done / total : ftotal > 0 ? files / ftotal : 0;
+		char bar[41];
+		if (f > 1)
+			f = 1;
+		for (int i = 0; i < 40; i++)
+			bar[i] = i < (int)(f * 40) ? '#' : '.';
+		bar[40] = 0;
+		printf("%-16s [%s] %3.0f%%  %.0f/%.0f objects  %.1f/%.1f MiB  %.1f MiB/s  eta %.0f s\n", "snapshot", bar,
+		       f * 100, files, ftotal, done / 1048576, total / 1048576, rate / 1048576, eta < 0 ? 0 : eta);
+	} else {
+		printf("%-16s %s: %.0f objects, %.1f MiB of %.1f MiB transferred, %.1f s\n", "snapshot", state, files,
+		       field_num(obj, "bytes_received") / 1048576, done / 1048576, elapsed);
+	}
+}
+
 static void print_human(const char *json)
 {
 	static const char *const rows[][2] = {
@@ -74,7 +118,7 @@ static void print_human(const char *json)
 		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};
-	const char *peers, *p;
+	const char *peers, *p, *peers_end = NULL;
 	char v[4096], head[16384];
 
 	/* the node's own fields: everything but the peers array */
@@ -88,6 +132,7 @@ static void print_human(const char *json)
 			else if (*end == ']' && --depth == 0)
 				break;
 		}
+		peers_end = end;
 		snprintf(head, sizeof(head), "%.*s%s", (int)(peers - json), json, *end ? end + 1 : "");
 	} else {
 		snprintf(head, sizeof(head), "%s", json);
@@ -103,14 +148,15 @@ static void print_human(const char *json)
 			snprintf(v, sizeof(v), "standalone (no followers to wait for)");
 		printf("%-16s %s\n", rows[i][1], v);
 	}
+	print_snapshot(json);
 	if (!peers)
 		return;
 	p = peers + 9;
 	if (*p != ']')
 		printf("%-10s %-22s %-9s %10s %10s %10s %8s %10s %8s %s\n", "follower", "address", "connected", "received",
 		       "durable", "applied", "lag", "lag bytes", "lag ms", "resync");
-	while ((p = strchr(p, '{'))) {
-		char name[80], addr[80], conn[8], rcv[24], dur[24], app[24], lag[24], lagms[24], lagb[24], rs[8];
+	while ((p = strchr(p, '{')) && p < peers_end) {
+		char name[80], addr[80], conn[8], rcv[24], dur[24], app[24], lag[24], lagms[24], lagb[24], rs[8], sn[8];
 		const char *end = strchr(p, '}');
 		char obj[1024];
 
@@ -127,8 +173,10 @@ static void print_human(const char *json)
 			snprintf(lagb, sizeof(lagb), "?");
 		if (json_field(obj, "needs_resync", rs, sizeof(rs)))
 			snprintf(rs, sizeof(rs), "?");
+		if (json_field(obj, "snapshotting", sn, sizeof(sn)))
+			snprintf(sn, sizeof(sn), "false");
 		printf("%-10s %-22s %-9s %10s %10s %10s %8s %10s %8s %s\n", name, addr, conn, rcv, dur, app, lag, lagb,
-		       lagms, !strcmp(rs, "true") ? "needed" : "-");
+		       lagms, !strcmp(sn, "true") ? "snapshot" : !strcmp(rs, "true") ? "needed" : "-");
 		p = end + 1;
 	}
 }
@@ -454,6 +502,56 @@ out:
 	if (logfd >= 0)
 		close(logfd);
 	return rc;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+	char datadir[PATH_MAX], *reply;
+	const char *target = NULL, *body;
+	int repair = 0, ret, result;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--repair"))
+			repair = 1;
+		else if (argv[i][0] == '-' || target) {
+			die_msg("usage: repfs verify DATADIR|MOUNTPOINT [--repair]");
+			return 2;
+		} else
+			target = argv[i];
+	}
+	if (!target) {
+		die_msg("usage: repfs verify DATADIR|MOUNTPOINT [--repair]");
+		return 2;
+	}
+	if (resolve_datadir(target, datadir, sizeof(datadir))) {
+		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", target);
+		return 2;
+	}
+	reply = malloc(1 << 17);
+	if (!reply)
+		return 2;
+	ret = ctl_request(datadir, repair ? "verify repair" : "verify", reply, 1 << 17);
+	if (ret) {
+		die_msg("the node of '%s' is not running (%s); start it to verify it", datadir, strerror(-ret));
+		free(reply);
+		return 2;
+	}
+	if (sscanf(reply, "result %d", &result) != 1) {
+		die_msg("unexpected answer from the node of '%s'", datadir);
+		free(reply);
+		return 2;
+	}
+	body = strchr(reply, '\n');
+	body = body ? body + 1 : "";
+	if (result == 2) {
+		die_msg("%.*s", (int)strcspn(body, "\n"), body);
+	} else {
+		fputs(body, stdout);
+		if (result == 0)
+			printf("identical to the leader\n");
+	}
+	free(reply);
+	return result;
 }
 
 int cmd_promote(int argc, char **argv)

@@ -121,6 +121,8 @@ static void usage(FILE *f)
 	      "                                          print or check the operation log\n"
 	      "  replay DATADIR OUTDIR [--key KEYFILE]   apply the whole log to an empty directory\n"
 	      "  promote DATADIR|MOUNTPOINT [--force]    make this follower the leader of a new epoch\n"
+	      "  verify DATADIR|MOUNTPOINT [--repair]    compare this follower's tree with the leader's\n"
+	      "                                          (exit 0: identical, 1: differences listed, 2: error)\n"
 	      "  divergent DATADIR [list | show ENTRY | restore [ENTRY] DEST]\n"
 	      "                                          writes an old leader kept when it rejoined\n"
 	      "stop a node with: fusermount3 -u MOUNTPOINT\n",
@@ -150,6 +152,8 @@ int main(int argc, char **argv)
 		return cmd_replay(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "promote"))
 		return cmd_promote(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "verify"))
+		return cmd_verify(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "divergent"))
 		return cmd_divergent(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {

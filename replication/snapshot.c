@@ -1,0 +1,1370 @@
+/* snapshot.c -- a follower's live snapshot of the leader's tree, and resyncs (G5)
+ *
+ * Like pg_basebackup plus rsync: the leader records its position S first,
+ * then walks its tree while it keeps serving writes; the follower builds
+ * what it receives in DATADIR/tree.snap (its own tree stays as it was), then
+ * replays the records after S into it, swaps it in, and follows as usual.
+ *
+ *   follower                              leader
+ *   HELLO (flags: snapshot)       ->
+ *                                 <-      SNAP_BEGIN  S (epoch, seq, MAC), totals
+ *   SNAP_HAVE ... SNAP_HAVE(empty) ->     what it holds already: per file id,
+ *                                         the XXH3 digest of every 64 KiB block
+ *                                 <-      per object: SNAP_ENTRY, then for a file
+ *                                         SNAP_DATA / SNAP_SAME / SNAP_HOLE ranges
+ *                                 <-      SNAP_END  E (the leader's seq then)
+ *                                 <-      WELCOME, then the records S+1, ...
+ *   logs them without applying; at E: replays S+1..E into tree.snap, swaps it
+ *   in for tree, applies what came after E, follows.
+ *
+ * The tree the leader sends is fuzzy (each object as it was when the walk
+ * reached it, somewhere between S and E). Replaying S+1..E on top converges
+ * because apply is idempotent by file id (DESIGN: File identity): each record
+ * applies where its precondition holds and is skipped where its effect is
+ * already there. No leader write waits on the snapshot: the walk holds no
+ * lock; the leader only keeps its log from S+1 until the follower has it.
+ *
+ * Only what differs travels: a block whose digest the follower already has
+ * (for the same file id, in tree.snap from an interrupted attempt or in its
+ * old tree) is sent as SNAP_SAME and copied locally. So a stale follower
+ * (behind the leader's retention) resyncs with about what changed, and an
+ * interrupted snapshot resumes where it stopped. Holes stay holes: the
+ * leader skips them (SEEK_DATA), the follower writes no all-zero page into
+ * a new file.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "../fs/node.h"
+#include "../lib/log.h"
+#include "../lib/util.h"
+#include "../net/chan.h"
+#include "digest.h"
+#include "repl_int.h"
+
+#define SNAP_TIMEOUT_MS 120000	/* either side may be busy reading a large tree */
+#define SNAP_CHUNK (1u << 20)	/* bytes of file data per message */
+#define SNAP_SAME_MAX (256ull << 20)	/* longest SAME run per message: keeps messages flowing */
+#define PAGE 4096
+
+enum { KIND_DIR = 1, KIND_FILE = 2, KIND_SYMLINK = 3, KIND_SPECIAL = 4, KIND_LINK = 5 };
+
+/* ======================= ENCODING ======================= */
+
+struct wbuf {
+	uint8_t *p;
+	size_t len, cap;
+	int err;
+};
+
+static void wb_put(struct wbuf *b, const void *d, size_t n)
+{
+	if (b->err)
+		return;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		uint8_t *p;
+		while (cap < b->len + n)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->err = -ENOMEM;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+static void wb_u16(struct wbuf *b, uint16_t v) { wb_put(b, &v, 2); }
+static void wb_u32(struct wbuf *b, uint32_t v) { wb_put(b, &v, 4); }
+static void wb_u64(struct wbuf *b, uint64_t v) { wb_put(b, &v, 8); }
+
+struct rbuf {
+	const uint8_t *p;
+	size_t len, off;
+	int err;
+};
+
+static const void *rb_get(struct rbuf *b, size_t n)
+{
+	const void *p;
+
+	if (b->err || n > b->len - b->off) {
+		b->err = -EBADMSG;
+		return NULL;
+	}
+	p = b->p + b->off;
+	b->off += n;
+	return p;
+}
+
+static uint64_t rb_u(struct rbuf *b, size_t n)
+{
+	const void *p = rb_get(b, n);
+	uint64_t v = 0;
+
+	if (p)
+		memcpy(&v, p, n);	/* little-endian hosts only (README) */
+	return v;
+}
+
+/* ======================= SETS ======================= */
+
+/* An open-addressing set of 64-bit keys (0 is never stored). */
+struct u64set {
+	uint64_t *k;
+	size_t cap, n;
+};
+
+static int set_add(struct u64set *s, uint64_t key)
+{
+	key |= 1;	/* never 0 */
+	if ((s->n + 1) * 2 > s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		uint64_t *k = calloc(cap, 8);
+		if (!k)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++)
+			if (s->k[i])
+				for (size_t j = s->k[i] % cap;; j = (j + 1) % cap)
+					if (!k[j]) {
+						k[j] = s->k[i];
+						break;
+					}
+		free(s->k);
+		s->k = k;
+		s->cap = cap;
+	}
+	for (size_t j = key % s->cap;; j = (j + 1) % s->cap) {
+		if (s->k[j] == key)
+			return 0;
+		if (!s->k[j]) {
+			s->k[j] = key;
+			s->n++;
+			return 0;
+		}
+	}
+}
+
+static int set_has(const struct u64set *s, uint64_t key)
+{
+	key |= 1;
+	if (!s->cap)
+		return 0;
+	for (size_t j = key % s->cap;; j = (j + 1) % s->cap) {
+		if (s->k[j] == key)
+			return 1;
+		if (!s->k[j])
+			return 0;
+	}
+}
+
+static uint64_t key_of_id(const uint8_t id[FILE_ID_BYTES])
+{
+	return XXH3_64bits(id, FILE_ID_BYTES);
+}
+
+static uint64_t key_of_path(const char *rel)
+{
+	return XXH3_64bits(rel, strlen(rel));
+}
+
+/* ======================= PROGRESS ======================= */
+
+static void progress(struct repl *r, uint64_t files, uint64_t done, uint64_t received)
+{
+	pthread_mutex_lock(&r->mu);
+	r->snap.files_done += files;
+	r->snap.bytes_done += done;
+	r->snap.bytes_received += received;
+	pthread_mutex_unlock(&r->mu);
+}
+
+int snap_status_json(struct repl *r, char *buf, size_t len)
+{
+	static const char *const names[] = { "none", "transferring", "replaying", "done", "failed" };
+	struct snap_progress s;
+	double elapsed, rate, eta = -1;
+	char esc[420];
+
+	pthread_mutex_lock(&r->mu);
+	s = r->snap;
+	pthread_mutex_unlock(&r->mu);
+	elapsed = s.started_ns ? (double)((s.finished_ns ? s.finished_ns : now_ns()) - s.started_ns) / 1e9 : 0;
+	rate = elapsed > 0 ? (double)s.bytes_done / elapsed : 0;
+	if (s.state == SNAP_TRANSFER && rate > 0)
+		eta = (double)(s.bytes_total > s.bytes_done ? s.bytes_total - s.bytes_done : 0) / rate;
+	json_escape(esc, sizeof(esc), s.error);
+	return snprintf(buf, len,
+			"\"snapshot\":{\"state\":\"%s\",\"from_seq\":%" PRIu64 ",\"until_seq\":%" PRIu64
+			",\"files_done\":%" PRIu64 ",\"files_total\":%" PRIu64 ",\"bytes_done\":%" PRIu64
+			",\"bytes_total\":%" PRIu64 ",\"bytes_received\":%" PRIu64
+			",\"rate_bytes_per_s\":%.0f,\"eta_s\":%.1f,\"elapsed_s\":%.1f,\"completed\":%u,\"error\":\"%s\"}",
+			names[s.state], s.from_seq, s.until_seq, s.files_done, s.files_total, s.bytes_done, s.bytes_total,
+			s.bytes_received, rate, eta, elapsed, s.completed, esc);
+}
+
+/* ======================= LEADER ======================= */
+
+struct have {
+	int used;
+	uint8_t id[FILE_ID_BYTES];
+	uint64_t size;
+	uint32_t n;
+	const uint8_t (*d)[DIGEST_BYTES];
+};
+
+struct sender {
+	struct repl *r;
+	struct node *n;
+	struct chan *c;
+	struct peer *p;
+	struct have *have;	/* open addressing by id, hcap slots */
+	size_t hcap;
+	uint8_t *manifest;	/* what the have entries point into */
+	struct u64set sent;	/* ids sent: each object once, further names as links */
+	uint8_t *buf;		/* SNAP_CHUNK + 8 */
+	char path[PATH_MAX];
+	uint64_t files, bytes;
+};
+
+static const struct have *have_find(const struct sender *s, const uint8_t id[FILE_ID_BYTES])
+{
+	if (!s->hcap)
+		return NULL;
+	for (size_t j = key_of_id(id) % s->hcap;; j = (j + 1) % s->hcap) {
+		if (!s->have[j].used)
+			return NULL;
+		if (!memcmp(s->have[j].id, id, FILE_ID_BYTES))
+			return &s->have[j];
+	}
+}
+
+/* Receives the follower's SNAP_HAVE messages into s->have. */
+static int recv_manifest(struct sender *s)
+{
+	struct wbuf all = { 0 };
+	size_t count = 0;
+	int ret;
+
+	for (;;) {
+		uint8_t type;
+		void *buf;
+		size_t len;
+		ret = chan_recv(s->c, &type, &buf, &len, SNAP_TIMEOUT_MS);
+		if (ret != 1 || type != MSG_SNAP_HAVE) {
+			ret = ret < 0 ? ret : -EPROTO;
+			goto fail;
+		}
+		if (!len)
+			break;
+		wb_put(&all, buf, len);
+	}
+	if (all.err) {
+		ret = all.err;
+		goto fail;
+	}
+	/* two passes: count, then index */
+	for (int pass = 0; pass < 2; pass++) {
+		struct rbuf rb = { all.p, all.len, 0, 0 };
+		while (rb.off < rb.len && !rb.err) {
+			const uint8_t *id = rb_get(&rb, FILE_ID_BYTES);
+			uint64_t size = rb_u(&rb, 8);
+			uint32_t n = (uint32_t)rb_u(&rb, 4);
+			const void *d = rb_get(&rb, (size_t)n * DIGEST_BYTES);
+			if (rb.err)
+				break;
+			if (pass == 0) {
+				count++;
+				continue;
+			}
+			for (size_t j = key_of_id(id) % s->hcap;; j = (j + 1) % s->hcap) {
+				struct have *h = &s->have[j];
+				if (!h->used || !memcmp(h->id, id, FILE_ID_BYTES)) {
+					h->used = 1;
+					memcpy(h->id, id, FILE_ID_BYTES);
+					h->size = size;
+					h->n = n;
+					h->d = d;
+					break;
+				}
+			}
+		}
+		if (rb.err) {
+			ret = rb.err;
+			goto fail;
+		}
+		if (pass == 0 && count) {
+			s->hcap = count * 2 + 1;
+			s->have = calloc(s->hcap, sizeof(*s->have));
+			if (!s->have) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+		}
+	}
+	s->manifest = all.p;
+	return 0;
+fail:
+	free(all.p);
+	return ret;
+}
+
+/* The user-visible xattrs of fd, appended to b as count u16, {name, value}*. */
+static void put_xattrs(struct wbuf *b, int fd)
+{
+	char list[16384];
+	ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : 0;
+	size_t countpos = b->len;
+	uint16_t count = 0;
+
+	wb_u16(b, 0);
+	for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
+		uint8_t val[65536];
+		ssize_t vl;
+		if (store_hidden_xattr(p) || (vl = fgetxattr(fd, p, val, sizeof(val))) < 0)
+			continue;
+		wb_u16(b, (uint16_t)strlen(p));
+		wb_put(b, p, strlen(p));
+		wb_u32(b, (uint32_t)vl);
+		wb_put(b, val, (size_t)vl);
+		count++;
+	}
+	if (!b->err)
+		memcpy(b->p + countpos, &count, 2);
+}
+
+static int send_range(struct sender *s, uint8_t type, uint64_t off, uint64_t len)
+{
+	uint8_t m[16];
+
+	repl_put64(m, off);
+	repl_put64(m + 8, len);
+	return chan_send(s->c, type, m, sizeof(m));
+}
+
+/* Sends a file's content: what the follower lacks as data, what it has as SAME, holes as holes. */
+static int send_content(struct sender *s, int fd, uint64_t size, const uint8_t id[FILE_ID_BYTES])
+{
+	const struct have *h = have_find(s, id);
+	uint64_t off = 0, same_off = 0, same_len = 0, data_off = 0, data_len = 0;
+	int ret = 0;
+
+#define FLUSH_SAME()                                                               \
+	do {                                                                       \
+		if (same_len && (ret = send_range(s, MSG_SNAP_SAME, same_off, same_len))) \
+			return ret;                                                \
+		same_len = 0;                                                      \
+	} while (0)
+#define FLUSH_DATA()                                                                    \
+	do {                                                                            \
+		if (data_len) {                                                         \
+			repl_put64(s->buf, data_off);                                  \
+			if ((ret = chan_send(s->c, MSG_SNAP_DATA, s->buf, 8 + data_len))) \
+				return ret;                                             \
+			s->bytes += data_len;                                           \
+		}                                                                       \
+		data_len = 0;                                                           \
+	} while (0)
+
+	while (off < size) {
+		off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+		uint64_t want;
+		ssize_t got;
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || (uint64_t)data >= off + DIGEST_BLOCK) {
+			/* a hole of whole blocks */
+			uint64_t end = data < 0 || (uint64_t)data > size ? size : (uint64_t)data / DIGEST_BLOCK * DIGEST_BLOCK;
+			FLUSH_SAME();
+			FLUSH_DATA();
+			if ((ret = send_range(s, MSG_SNAP_HOLE, off, end - off)))
+				return ret;
+			off = end;
+			continue;
+		}
+		want = size - off < DIGEST_BLOCK ? size - off : DIGEST_BLOCK;
+		if (data_len + want > SNAP_CHUNK)
+			FLUSH_DATA();
+		got = pread(fd, s->buf + 8 + data_len, (size_t)want, (off_t)off);
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			break;	/* shrank meanwhile: the records after S cut it */
+		if (h && off / DIGEST_BLOCK < h->n && (uint64_t)got == want && off + want <= h->size) {
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, XXH3_128bits(s->buf + 8 + data_len, (size_t)got));
+			if (!memcmp(c.digest, h->d[off / DIGEST_BLOCK], DIGEST_BYTES)) {
+				FLUSH_DATA();
+				if (same_len && (same_off + same_len != off || same_len >= SNAP_SAME_MAX))
+					FLUSH_SAME();
+				if (!same_len)
+					same_off = off;
+				same_len += (uint64_t)got;
+				off += (uint64_t)got;
+				continue;
+			}
+		}
+		FLUSH_SAME();
+		if (!data_len)
+			data_off = off;
+		data_len += (uint64_t)got;
+		off += (uint64_t)got;
+	}
+	FLUSH_SAME();
+	FLUSH_DATA();
+#undef FLUSH_SAME
+#undef FLUSH_DATA
+	return 0;
+}
+
+/* An entry of a directory listing: what was at the name when the directory was listed. */
+struct lent {
+	char *name;
+	uint8_t id[FILE_ID_BYTES];
+	mode_t fmt;		/* S_IFMT bits */
+	int fd;			/* directories: opened while listing (-1: open by name later) */
+};
+
+static void free_listing(struct lent *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(e[i].name);
+		if (e[i].fd >= 0)
+			close(e[i].fd);
+	}
+	free(e);
+}
+
+#define LIST_MAX_DIRFDS 1024	/* subdirectories opened while listing; beyond, by name */
+
+/*
+ * Directory fd as one consistent listing: names, ids and types read under
+ * the sequencer, so that no rename runs meanwhile (readdir during a rename
+ * may return a name twice or not at all), with each subdirectory opened, so
+ * that it is sent as it is even if it moves before the walk gets there. A
+ * listing takes a few microseconds per name; writes wait that long at most.
+ */
+static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
+{
+	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0, dirfds = 0;
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct lent *e = NULL;
+	size_t ne = 0, cap = 0;
+	struct dirent *de;
+
+	*out = NULL;
+	*nout = 0;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return -errno;
+	}
+	pthread_mutex_lock(&n->seq_lock);
+	while (!ret && (de = readdir(d))) {
+		char proc[64 + NAME_MAX];
+		struct stat sb;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name) ||
+		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (ne == cap) {
+			struct lent *g = realloc(e, (cap = cap ? cap * 2 : 64) * sizeof(*e));
+			if (!g) {
+				ret = -ENOMEM;
+				break;
+			}
+			e = g;
+		}
+		memset(&e[ne], 0, sizeof(e[ne]));
+		e[ne].fd = -1;
+		e[ne].fmt = sb.st_mode & S_IFMT;
+		e[ne].name = strdup(de->d_name);
+		if (!e[ne].name) {
+			ret = -ENOMEM;
+			break;
+		}
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dirfd(d), de->d_name);
+		if (lgetxattr(proc, ID_XATTR, e[ne].id, FILE_ID_BYTES) != FILE_ID_BYTES)
+			memset(e[ne].id, 0, FILE_ID_BYTES);
+		if (S_ISDIR(sb.st_mode) && dirfds < LIST_MAX_DIRFDS) {
+			e[ne].fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			dirfds += e[ne].fd >= 0;
+		}
+		ne++;
+	}
+	pthread_mutex_unlock(&n->seq_lock);
+	closedir(d);
+	if (ret) {
+		free_listing(e, ne);
+		return ret;
+	}
+	*out = e;
+	*nout = ne;
+	return 0;
+}
+
+/*
+ * Sends the object the listing entry e names (s->path is its path in the
+ * tree); recurses into directories. The object may have moved since the
+ * listing: then it is found through the id index (a file, symlink or special
+ * file) or its descriptor (a directory), and sent under the listed name --
+ * the records after S move it on the follower as they moved it here. If it
+ * died meanwhile, an empty stand-in goes: the record that removed it removes
+ * that on the follower.
+ */
+static int send_object(struct sender *s, int parentfd, const struct lent *e)
+{
+	struct wbuf b = { 0 };
+	struct stat sb;
+	uint8_t id[FILE_ID_BYTES], kind;
+	char target[PATH_MAX + 1], hex[2 * FILE_ID_BYTES + 1];
+	const char *name = e->name;
+	ssize_t tlen = 0;
+	int fd = -1, ret = 0, standin = 0;
+	size_t plen = strlen(s->path);
+
+	memcpy(id, e->id, FILE_ID_BYTES);
+	if (e->fmt == S_IFDIR) {
+		fd = e->fd >= 0 ? dup(e->fd) : openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &sb) < 0) {
+			if (fd >= 0)
+				close(fd);
+			return errno == ENOENT ? 0 : -errno;	/* gone meanwhile: its records say so */
+		}
+	} else {
+		uint8_t now[FILE_ID_BYTES];
+		char proc[64 + NAME_MAX];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", parentfd, name);
+		if (lgetxattr(proc, ID_XATTR, now, FILE_ID_BYTES) != FILE_ID_BYTES || memcmp(now, id, FILE_ID_BYTES)) {
+			/* moved or gone since the listing: the index holds it by id while it lives */
+			store_id_hex(id, hex);
+			parentfd = store_indexfd(s->n->store);
+			name = hex;
+		}
+		if (fstatat(parentfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || (sb.st_mode & S_IFMT) != e->fmt) {
+			standin = 1;
+			memset(&sb, 0, sizeof(sb));
+			sb.st_mode = e->fmt | 0600;
+		} else if (S_ISREG(sb.st_mode)) {
+			fd = openat(parentfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+			if (fd < 0 || fstat(fd, &sb) < 0) {
+				standin = 1;
+				memset(&sb, 0, sizeof(sb));
+				sb.st_mode = e->fmt | 0600;
+			}
+		}
+	}
+	kind = S_ISDIR(sb.st_mode) ? KIND_DIR : S_ISREG(sb.st_mode) ? KIND_FILE : S_ISLNK(sb.st_mode) ? KIND_SYMLINK
+												  : KIND_SPECIAL;
+	if (set_has(&s->sent, key_of_id(id))) {
+		/* seen before: a second name of a file (a hard link), or met again after a rename */
+		if (kind != KIND_FILE || standin || store_nlink(&sb) < 2)
+			goto out;
+		kind = KIND_LINK;
+	} else if ((ret = set_add(&s->sent, key_of_id(id)))) {
+		goto out;
+	}
+	if (kind == KIND_SYMLINK && !standin) {
+		tlen = readlinkat(parentfd, name, target, PATH_MAX);
+		if (tlen < 0)
+			tlen = 0;
+	}
+	wb_put(&b, &kind, 1);
+	wb_put(&b, id, FILE_ID_BYTES);
+	wb_u32(&b, sb.st_mode);
+	wb_u32(&b, sb.st_uid);
+	wb_u32(&b, sb.st_gid);
+	wb_u64(&b, sb.st_rdev);
+	wb_u64(&b, (uint64_t)sb.st_size);
+	wb_u64(&b, (uint64_t)((int64_t)sb.st_atim.tv_sec * 1000000000 + sb.st_atim.tv_nsec));
+	wb_u64(&b, (uint64_t)((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
+	wb_u16(&b, (uint16_t)plen);
+	wb_put(&b, s->path, plen);
+	wb_u16(&b, (uint16_t)tlen);
+	wb_put(&b, target, (size_t)tlen);
+	put_xattrs(&b, kind == KIND_LINK ? -1 : fd);
+	if (b.err) {
+		ret = b.err;
+		goto out;
+	}
+	ret = chan_send(s->c, MSG_SNAP_ENTRY, b.p, b.len);
+	if (ret)
+		goto out;
+	s->files++;
+	if (kind == KIND_FILE && fd >= 0)
+		ret = send_content(s, fd, (uint64_t)sb.st_size, id);
+	pthread_mutex_lock(&s->r->mu);
+	s->p->snap_files = s->files;
+	s->p->snap_bytes_sent = s->bytes;
+	pthread_mutex_unlock(&s->r->mu);
+	if (ret || kind != KIND_DIR)
+		goto out;
+	{
+		struct lent *list = NULL;
+		size_t nlist = 0;
+		ret = list_dir(s->n, fd, &list, &nlist);
+		for (size_t i = 0; !ret && i < nlist; i++) {
+			size_t nl = strlen(list[i].name);
+			if (plen + 1 + nl >= sizeof(s->path)) {
+				ret = -ENAMETOOLONG;
+				break;
+			}
+			snprintf(s->path + plen, sizeof(s->path) - plen, "%s%s", plen ? "/" : "", list[i].name);
+			ret = send_object(s, fd, &list[i]);
+			s->path[plen] = 0;
+			if (list[i].fd >= 0) {
+				close(list[i].fd);	/* done with it: keep the open descriptors few */
+				list[i].fd = -1;
+			}
+		}
+		free_listing(list, nlist);
+	}
+out:
+	free(b.p);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/*
+ * The tombstones of objects that died after S. Without them the follower,
+ * replaying the records after S, would make again an object that was born
+ * and died before the walk listed its directory, when the record of its
+ * death cannot apply (it died by being renamed over, say, and the name it was
+ * renamed from holds something else in the snapshot).
+ */
+static int send_dead(struct sender *s, uint64_t after)
+{
+	int idx = store_indexfd(s->n->store), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct wbuf b = { 0 };
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	while (!ret && (de = readdir(d))) {
+		uint8_t id[FILE_ID_BYTES];
+		struct stat sb;
+		int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES + 2 && !strcmp(de->d_name + 2 * FILE_ID_BYTES, ".d");
+		for (int i = 0; ok && i < FILE_ID_BYTES; i++)
+			ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
+		if (!ok || fstatat(idx, de->d_name, &sb, 0) < 0 || (uint64_t)sb.st_mtim.tv_sec <= after)
+			continue;
+		wb_put(&b, id, FILE_ID_BYTES);
+		wb_u64(&b, (uint64_t)sb.st_mtim.tv_sec);
+		if (b.err)
+			ret = b.err;
+		else if (b.len >= SNAP_CHUNK) {
+			ret = chan_send(s->c, MSG_SNAP_DEAD, b.p, b.len);
+			b.len = 0;
+		}
+	}
+	closedir(d);
+	if (!ret && b.len)
+		ret = chan_send(s->c, MSG_SNAP_DEAD, b.p, b.len);
+	free(b.p);
+	return ret;
+}
+
+/* Counts the tree's objects and file bytes, for the follower's progress. */
+static void count_tree(int dirfd, uint64_t *files, uint64_t *bytes)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		struct stat sb;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name) ||
+		    fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		(*files)++;
+		if (S_ISREG(sb.st_mode))
+			*bytes += (uint64_t)sb.st_size;
+		if (S_ISDIR(sb.st_mode)) {
+			int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				count_tree(sub, files, bytes);
+				close(sub);
+			}
+		}
+	}
+	closedir(d);
+}
+
+int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq)
+{
+	struct node *n = r->n;
+	struct sender s = { .r = r, .n = n, .c = c, .p = p };
+	uint8_t begin[64 + CRYPTO_MAC_BYTES], mac[CRYPTO_MAC_BYTES], end[8];
+	uint64_t files = 1, bytes = 0, epoch;
+	int64_t t0 = now_ns();
+	struct pos at;
+	int ret;
+
+	/* S first: the records after it are kept until the follower has them */
+	pthread_mutex_lock(&n->seq_lock);
+	at = oplog_last(n->log);
+	oplog_last_mac(n->log, mac);
+	epoch = n->st.epoch;
+	pthread_mutex_unlock(&n->seq_lock);
+	pthread_mutex_lock(&r->mu);
+	p->snap_from = at.seq + 1;
+	p->snapshotting = 1;
+	p->needs_resync = 1;	/* counts for no sync mode until it follows */
+	p->snap_files = p->snap_bytes_sent = 0;
+	pthread_mutex_unlock(&r->mu);
+	count_tree(store_rootfd(n->store), &files, &bytes);
+	rlog(LOG_NOTICE, "sending a snapshot at seq %" PRIu64 " to '%s' (%" PRIu64 " objects, %" PRIu64 " bytes)",
+	     at.seq, p->name, files, bytes);
+	repl_put64(begin, at.epoch);
+	repl_put64(begin + 8, at.seq);
+	memcpy(begin + 16, mac, CRYPTO_MAC_BYTES);
+	repl_put64(begin + 16 + CRYPTO_MAC_BYTES, epoch);
+	repl_put64(begin + 24 + CRYPTO_MAC_BYTES, files);
+	repl_put64(begin + 32 + CRYPTO_MAC_BYTES, bytes);
+	ret = chan_send(c, MSG_SNAP_BEGIN, begin, 40 + CRYPTO_MAC_BYTES);
+	if (!ret)
+		ret = recv_manifest(&s);
+	s.buf = malloc(SNAP_CHUNK + 8);
+	if (!ret && !s.buf)
+		ret = -ENOMEM;
+	if (!ret) {
+		struct lent root = { .name = (char *)".", .fmt = S_IFDIR, .fd = -1 };
+		memcpy(root.id, store_root_id, FILE_ID_BYTES);
+		s.path[0] = 0;
+		ret = send_object(&s, store_rootfd(n->store), &root);
+	}
+	if (!ret)
+		ret = send_dead(&s, at.seq);
+	if (!ret) {
+		repl_put64(end, node_applied(n));
+		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
+	}
+	pthread_mutex_lock(&r->mu);
+	p->snapshotting = 0;
+	pthread_mutex_unlock(&r->mu);
+	if (ret)
+		rlog(LOG_WARNING, "snapshot for '%s' ended early: %s", p->name, chan_strerror(ret));
+	else
+		rlog(LOG_NOTICE, "snapshot for '%s' sent: %" PRIu64 " objects, %" PRIu64 " bytes of data in %.1f s; it replays from seq %" PRIu64,
+		     p->name, s.files, s.bytes, (double)(now_ns() - t0) / 1e9, at.seq + 1);
+	free(s.buf);
+	free(s.have);
+	free(s.manifest);
+	free(s.sent.k);
+	*at_seq = at.seq;
+	return ret;
+}
+
+/* ======================= FOLLOWER ======================= */
+
+struct dirtime {
+	char *path;
+	struct timespec ts[2];
+};
+
+struct receiver {
+	struct repl *r;
+	struct node *n;
+	struct chan *c;
+	struct store *stg;	/* DATADIR/tree.snap */
+	int stgfd;
+	struct u64set paths, ids;	/* what this snapshot sent */
+	/* the file being received */
+	int fd, ref, fresh;
+	uint64_t size;
+	struct timespec ts[2];
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+	struct dirtime *dirs;
+	size_t ndirs, capdirs;
+	uint8_t *zero;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Removes whatever is at rel in the staging tree. */
+static int remove_at(struct receiver *v, const char *rel)
+{
+	char abs[PATH_MAX * 2];
+	struct stat sb;
+
+	if (fstatat(v->stgfd, rel, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(sb.st_mode))
+		return unlinkat(v->stgfd, rel, 0) < 0 ? -errno : 0;
+	snprintf(abs, sizeof(abs), "%s/%s", store_path(v->stg), rel);
+	return nftw(abs, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 ? -errno : 0;
+}
+
+/* 1 if rel in staging is an object of type fmt with id, else 0 (and whatever was there is gone). */
+static int keep_or_clear(struct receiver *v, const char *rel, mode_t fmt, const uint8_t id[FILE_ID_BYTES])
+{
+	uint8_t have[FILE_ID_BYTES];
+	struct stat sb;
+
+	if (fstatat(v->stgfd, store_rel(rel), &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if ((sb.st_mode & S_IFMT) == fmt && store_get_id(v->stg, rel, have) == 0 &&
+	    !memcmp(have, id, FILE_ID_BYTES))
+		return 1;
+	if (!*rel)
+		return 1;	/* the root stays: it gets the leader's attributes */
+	return remove_at(v, rel);
+}
+
+static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
+{
+	uint16_t count = (uint16_t)rb_u(rb, 2);
+	char names[16384];
+	size_t nlen = 0;
+	int ret = 0;
+
+	for (uint16_t i = 0; i < count && !rb->err; i++) {
+		uint16_t kl = (uint16_t)rb_u(rb, 2);
+		const char *k = rb_get(rb, kl);
+		uint32_t vl = (uint32_t)rb_u(rb, 4);
+		const void *val = rb_get(rb, vl);
+		char name[XATTR_NAME_MAX + 1];
+		if (rb->err || kl > XATTR_NAME_MAX)
+			return -EBADMSG;
+		memcpy(name, k, kl);
+		name[kl] = 0;
+		if (store_hidden_xattr(name))
+			continue;
+		if ((fd >= 0 ? fsetxattr(fd, name, val, vl, 0) : lsetxattr(path, name, val, vl, 0)) < 0)
+			ret = -errno;
+		if (nlen + kl + 1 < sizeof(names)) {
+			memcpy(names + nlen, name, kl + 1);
+			nlen += kl + 1;
+		}
+	}
+	if (exact && fd >= 0) {
+		/* an object kept from an earlier attempt: drop what the leader no longer has */
+		char list[16384];
+		ssize_t len = flistxattr(fd, list, sizeof(list));
+		for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
+			int found = 0;
+			for (char *q = names; q < names + nlen; q += strlen(q) + 1)
+				found |= !strcmp(p, q);
+			if (!found && !store_hidden_xattr(p))
+				fremovexattr(fd, p);
+		}
+	}
+	return ret;
+}
+
+/* Finishes the file being received: owner, mode, times. */
+static int finish_file(struct receiver *v)
+{
+	int ret = 0;
+
+	if (v->fd < 0)
+		return 0;
+	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0 || futimens(v->fd, v->ts) < 0)
+		ret = -errno;
+	close(v->fd);
+	if (v->ref >= 0 && v->ref != v->fd)
+		close(v->ref);
+	v->fd = v->ref = -1;
+	return ret;
+}
+
+/* Writes buf[0..len) at off, leaving all-zero pages of a new file as holes. */
+static int write_sparse(struct receiver *v, const uint8_t *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		size_t n = len - done < PAGE ? len - done : PAGE;
+		if (!memcmp(buf + done, v->zero, n)) {
+			if (!v->fresh && fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						   (off_t)(off + done), (off_t)n) < 0 &&
+			    pwrite(v->fd, buf + done, n, (off_t)(off + done)) != (ssize_t)n)
+				return -errno;
+		} else {
+			/* a run of non-zero pages in one write */
+			size_t run = n;
+			while (done + run < len) {
+				size_t m = len - done - run < PAGE ? len - done - run : PAGE;
+				if (!memcmp(buf + done + run, v->zero, m))
+					break;
+				run += m;
+			}
+			if (pwrite(v->fd, buf + done, run, (off_t)(off + done)) != (ssize_t)run)
+				return errno ? -errno : -EIO;
+			n = run;
+		}
+		done += n;
+	}
+	return 0;
+}
+
+/* SAME: copies the range from the follower's old copy (nothing to do if the file is that copy). */
+static int copy_same(struct receiver *v, uint64_t off, uint64_t len)
+{
+	uint8_t *buf;
+	int ret = 0;
+
+	if (v->ref < 0)
+		return -EPROTO;
+	if (v->ref == v->fd)
+		return 0;
+	buf = malloc(SNAP_CHUNK);
+	if (!buf)
+		return -ENOMEM;
+	while (len && !ret) {
+		size_t want = len < SNAP_CHUNK ? (size_t)len : SNAP_CHUNK;
+		ssize_t n = pread(v->ref, buf, want, (off_t)off);
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -EPROTO;
+			break;
+		}
+		ret = write_sparse(v, buf, (size_t)n, off);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	free(buf);
+	return ret;
+}
+
+static int note_dir(struct receiver *v, const char *rel, const struct timespec ts[2])
+{
+	if (v->ndirs == v->capdirs) {
+		size_t cap = v->capdirs ? v->capdirs * 2 : 256;
+		struct dirtime *d = realloc(v->dirs, cap * sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		v->dirs = d;
+		v->capdirs = cap;
+	}
+	v->dirs[v->ndirs].path = strdup(store_rel(rel));
+	if (!v->dirs[v->ndirs].path)
+		return -ENOMEM;
+	v->dirs[v->ndirs].ts[0] = ts[0];
+	v->dirs[v->ndirs].ts[1] = ts[1];
+	v->ndirs++;
+	return 0;
+}
+
+static struct timespec ts_of(uint64_t ns)
+{
+	struct timespec t = { (time_t)((int64_t)ns / 1000000000), (long)((int64_t)ns % 1000000000) };
+
+	if (t.tv_nsec < 0) {
+		t.tv_sec--;
+		t.tv_nsec += 1000000000;
+	}
+	return t;
+}
+
+/* One SNAP_ENTRY: makes the object in the staging tree. */
+static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
+{
+	struct rbuf rb = { msg, len, 0, 0 };
+	uint8_t kind = (uint8_t)rb_u(&rb, 1), id[FILE_ID_BYTES];
+	const uint8_t *idp = rb_get(&rb, FILE_ID_BYTES);
+	mode_t mode = (mode_t)rb_u(&rb, 4);
+	uid_t uid = (uid_t)rb_u(&rb, 4);
+	gid_t gid = (gid_t)rb_u(&rb, 4);
+	dev_t rdev = (dev_t)rb_u(&rb, 8);
+	uint64_t size = rb_u(&rb, 8), atime = rb_u(&rb, 8), mtime = rb_u(&rb, 8);
+	uint16_t plen = (uint16_t)rb_u(&rb, 2);
+	const char *p = rb_get(&rb, plen);
+	uint16_t tlen;
+	const char *t;
+	char rel[PATH_MAX], target[PATH_MAX + 1];
+	struct timespec ts[2];
+	int ret, fd = -1, kept;
+
+	tlen = (uint16_t)rb_u(&rb, 2);
+	t = rb_get(&rb, tlen);
+	if (rb.err || plen >= sizeof(rel) || tlen > PATH_MAX || (plen && (p[0] == '/' || memchr(p, 0, plen))))
+		return -EBADMSG;
+	memcpy(id, idp, FILE_ID_BYTES);
+	memcpy(rel, p, plen);
+	rel[plen] = 0;
+	if (strstr(rel, "../") || !strcmp(rel, "..") || (plen >= 3 && !strcmp(rel + plen - 3, "/..")))
+		return -EBADMSG;
+	memcpy(target, t, tlen);
+	target[tlen] = 0;
+	ts[0] = ts_of(atime);
+	ts[1] = ts_of(mtime);
+	ret = finish_file(v);
+	if (ret)
+		return ret;
+	if ((ret = set_add(&v->paths, key_of_path(rel))) || (ret = set_add(&v->ids, key_of_id(id))))
+		return ret;
+	switch (kind) {
+	case KIND_DIR:
+		kept = keep_or_clear(v, rel, S_IFDIR, id);
+		if (kept < 0)
+			return kept;
+		if (!kept && mkdirat(v->stgfd, rel, 0700) < 0)
+			return -errno;
+		if ((ret = store_set_id(v->stg, rel, id)) || (ret = store_id_born(v->stg, id, rel, 1)))
+			return ret;
+		fd = openat(v->stgfd, store_rel(rel), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		ret = set_xattrs(fd, NULL, &rb, kept);
+		if (!ret && (fchown(fd, uid, gid) < 0 || fchmod(fd, mode & 07777) < 0))
+			ret = -errno;
+		close(fd);
+		if (!ret)
+			ret = note_dir(v, rel, ts);
+		break;
+	case KIND_FILE:
+		kept = keep_or_clear(v, rel, S_IFREG, id);
+		if (kept < 0)
+			return kept;
+		if (!kept && store_id_state(v->stg, id) == ID_ALIVE) {
+			/* received before under another name: move it (the old name goes at the end) */
+			char hex[2 * FILE_ID_BYTES + 1];
+			store_id_hex(id, hex);
+			if (linkat(store_indexfd(v->stg), hex, v->stgfd, rel, 0) == 0)
+				kept = 1;
+		}
+		if (kept) {
+			v->fd = openat(v->stgfd, rel, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+			v->ref = v->fd;
+			v->fresh = 0;
+		} else {
+			v->fd = openat(v->stgfd, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+			v->fresh = 1;
+			v->ref = store_open_by_id(v->n->store, id, O_RDONLY);	/* the old tree's copy */
+			if (v->ref < 0)
+				v->ref = -1;
+			if (v->fd >= 0) {
+				ret = fsetxattr(v->fd, ID_XATTR, id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
+				if (!ret)
+					ret = store_id_born(v->stg, id, rel, 0);
+				if (ret)
+					return ret;
+			}
+		}
+		if (v->fd < 0)
+			return -errno;
+		if (ftruncate(v->fd, (off_t)size) < 0)
+			return -errno;
+		v->size = size;
+		v->uid = uid;
+		v->gid = gid;
+		v->mode = mode;
+		v->ts[0] = ts[0];
+		v->ts[1] = ts[1];
+		ret = set_xattrs(v->fd, NULL, &rb, kept);
+		break;
+	case KIND_LINK: {
+		char hex[2 * FILE_ID_BYTES + 1];
+		kept = keep_or_clear(v, rel, S_IFREG, id);
+		if (kept < 0)
+			return kept;
+		store_id_hex(id, hex);
+		if (!kept && linkat(store_indexfd(v->stg), hex, v->stgfd, rel, 0) < 0)
+			return -errno;
+		break;
+	}
+	case KIND_SYMLINK:
+	case KIND_SPECIAL:
+		kept = keep_or_clear(v, rel, mode & S_IFMT, id);
+		if (kept < 0)
+			return kept;
+		if (kept && kind == KIND_SYMLINK) {
+			char now[PATH_MAX + 1];
+			ssize_t n = readlinkat(v->stgfd, rel, now, PATH_MAX);
+			if (n != tlen || memcmp(now, target, tlen)) {
+				if ((ret = remove_at(v, rel)))
+					return ret;
+				kept = 0;
+			}
+		}
+		if (!kept) {
+			if (kind == KIND_SYMLINK ? symlinkat(target, v->stgfd, rel) < 0
+						 : mknodat(v->stgfd, rel, mode, rdev) < 0)
+				return -errno;
+			if ((ret = store_set_id(v->stg, rel, id)) || (ret = store_id_born(v->stg, id, rel, 0)))
+				return ret;
+		}
+		if (fchownat(v->stgfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (kind == KIND_SPECIAL && fchmodat(v->stgfd, rel, mode & 07777, 0) < 0)
+			return -errno;
+		if (utimensat(v->stgfd, rel, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		break;
+	default:
+		return -EBADMSG;
+	}
+	progress(v->r, 1, 0, 0);
+	return ret;
+}
+
+/* Sends what this node holds by id (tree.snap first, then its old tree) with block digests. */
+static int send_have(struct receiver *v)
+{
+	struct wbuf b = { 0 };
+	int ret = 0;
+
+	for (int pass = 0; pass < 2 && !ret; pass++) {
+		struct store *st = pass == 0 ? v->stg : v->n->store;
+		int idx = store_indexfd(st), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		struct dirent *de;
+
+		if (!d) {
+			ret = -errno;
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		while (!ret && (de = readdir(d))) {
+			uint8_t id[FILE_ID_BYTES], (*dig)[DIGEST_BYTES] = NULL;
+			uint32_t nd = 0;
+			struct stat sb;
+			int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES, f;
+			for (int i = 0; ok && i < FILE_ID_BYTES; i++)
+				ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
+			if (!ok || (pass == 1 && store_id_state(v->stg, id) == ID_ALIVE))
+				continue;
+			f = openat(idx, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (f < 0)
+				continue;	/* a symlink or a special file: nothing to reuse */
+			if (fstat(f, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+			    digest_blocks(f, (uint64_t)sb.st_size, &dig, &nd) == 0) {
+				wb_put(&b, id, FILE_ID_BYTES);
+				wb_u64(&b, (uint64_t)sb.st_size);
+				wb_u32(&b, nd);
+				wb_put(&b, dig, (size_t)nd * DIGEST_BYTES);
+			}
+			free(dig);
+			close(f);
+			if (b.err)
+				ret = b.err;
+			else if (b.len >= SNAP_CHUNK) {
+				ret = chan_send(v->c, MSG_SNAP_HAVE, b.p, b.len);
+				b.len = 0;
+			}
+		}
+		closedir(d);
+	}
+	if (!ret && b.len)
+		ret = chan_send(v->c, MSG_SNAP_HAVE, b.p, b.len);
+	if (!ret)
+		ret = chan_send(v->c, MSG_SNAP_HAVE, NULL, 0);
+	free(b.p);
+	return ret;
+}
+
+/* After SNAP_END: removes what the leader did not send (from earlier attempts or the old tree). */
+static int prune(struct receiver *v, int dirfd, char *rel, size_t rlen)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	while (!ret && (de = readdir(d))) {
+		size_t nl = strlen(de->d_name);
+		struct stat sb;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (rlen + 1 + nl >= PATH_MAX)
+			continue;
+		snprintf(rel + rlen, PATH_MAX - rlen, "%s%s", rlen ? "/" : "", de->d_name);
+		if (!set_has(&v->paths, key_of_path(rel))) {
+			ret = remove_at(v, rel);
+		} else if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode)) {
+			int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				ret = prune(v, sub, rel, rlen + (rlen ? 1 : 0) + nl);
+				close(sub);
+			}
+		}
+		rel[rlen] = 0;
+	}
+	closedir(d);
+	return ret;
+}
+
+static int prune_index(struct receiver *v)
+{
+	int idx = store_indexfd(v->stg), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		uint8_t id[FILE_ID_BYTES];
+		int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES;
+		if (de->d_name[0] == '.')
+			continue;
+		for (int i = 0; ok && i < FILE_ID_BYTES; i++)
+			ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
+		/* tombstones of an earlier attempt, and ids this snapshot did not send */
+		if (!ok || !set_has(&v->ids, key_of_id(id)))
+			unlinkat(idx, de->d_name, 0);
+	}
+	closedir(d);
+	return 0;
+}
+
+int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t blen, uint64_t *until)
+{
+	struct node *n = r->n;
+	struct receiver v = { .r = r, .n = n, .c = c, .fd = -1, .ref = -1 };
+	struct wbuf dead = { 0 };
+	char stg[PATH_MAX + 16], rel[PATH_MAX];
+	struct pos at;
+	int ret;
+	int64_t t0 = now_ns();
+
+	if (blen != 40 + CRYPTO_MAC_BYTES)
+		return -EPROTO;
+	at.epoch = repl_get64(begin);
+	at.seq = repl_get64(begin + 8);
+	ret = node_snapshot_start(n, at, begin + 16, repl_get64(begin + 16 + CRYPTO_MAC_BYTES));
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&r->mu);
+	{
+		unsigned completed = r->snap.completed;
+		memset(&r->snap, 0, sizeof(r->snap));
+		r->snap.completed = completed;
+	}
+	r->snap.state = SNAP_TRANSFER;
+	r->snap.from_seq = at.seq;
+	r->snap.files_total = repl_get64(begin + 24 + CRYPTO_MAC_BYTES);
+	r->snap.bytes_total = repl_get64(begin + 32 + CRYPTO_MAC_BYTES);
+	r->snap.started_ns = t0;
+	pthread_mutex_unlock(&r->mu);
+	rlog(LOG_NOTICE, "receiving a snapshot of the leader's tree at seq %" PRIu64 " (%" PRIu64 " objects, %" PRIu64
+			 " bytes)", at.seq, repl_get64(begin + 24 + CRYPTO_MAC_BYTES),
+	     repl_get64(begin + 32 + CRYPTO_MAC_BYTES));
+	snprintf(stg, sizeof(stg), "%s/%s", n->datadir, NODE_SNAPSHOT_TREE);
+	if (mkdir(stg, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	ret = store_open(&v.stg, stg);
+	if (ret)
+		return ret;
+	v.stgfd = store_rootfd(v.stg);
+	v.zero = calloc(1, PAGE);
+	ret = v.zero ? send_have(&v) : -ENOMEM;
+	while (!ret) {
+		uint8_t type;
+		void *buf;
+		size_t len;
+		ret = chan_recv(c, &type, &buf, &len, SNAP_TIMEOUT_MS);
+		if (ret != 1) {
+			ret = ret < 0 ? ret : -ECONNRESET;
+			break;
+		}
+		ret = 0;
+		if (type == MSG_SNAP_ENTRY) {
+			ret = take_entry(&v, buf, len);
+		} else if (type == MSG_SNAP_DATA && len >= 8 && v.fd >= 0) {
+			ret = write_sparse(&v, (uint8_t *)buf + 8, len - 8, repl_get64(buf));
+			progress(r, 0, len - 8, len - 8);
+		} else if ((type == MSG_SNAP_SAME || type == MSG_SNAP_HOLE) && len == 16 && v.fd >= 0) {
+			uint64_t off = repl_get64(buf), l = repl_get64((uint8_t *)buf + 8);
+			if (type == MSG_SNAP_SAME)
+				ret = copy_same(&v, off, l);
+			else if (!v.fresh && fallocate(v.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+						       (off_t)l) < 0)
+				ret = -errno;
+			progress(r, 0, l, 0);
+		} else if (type == MSG_SNAP_DEAD && len % (FILE_ID_BYTES + 8) == 0) {
+			wb_put(&dead, buf, len);
+			ret = dead.err;
+		} else if (type == MSG_SNAP_END && len == 8) {
+			*until = repl_get64(buf);
+			ret = finish_file(&v);
+			break;
+		} else {
+			ret = -EPROTO;
+		}
+	}
+	if (v.fd >= 0)
+		finish_file(&v);
+	if (!ret) {
+		/* directories last, deepest first: their times are final only now */
+		rel[0] = 0;
+		ret = prune(&v, v.stgfd, rel, 0);
+		if (!ret)
+			ret = prune_index(&v);
+		for (size_t off = 0; !ret && off < dead.len; off += FILE_ID_BYTES + 8)
+			if (store_id_state(v.stg, dead.p + off) != ID_ALIVE)
+				ret = store_id_died(v.stg, dead.p + off, repl_get64(dead.p + off + FILE_ID_BYTES));
+		for (size_t i = v.ndirs; !ret && i-- > 0;)
+			if (utimensat(v.stgfd, v.dirs[i].path, v.dirs[i].ts, AT_SYMLINK_NOFOLLOW) < 0)
+				ret = -errno;
+	}
+	for (size_t i = 0; i < v.ndirs; i++)
+		free(v.dirs[i].path);
+	free(v.dirs);
+	free(v.zero);
+	free(v.paths.k);
+	free(v.ids.k);
+	free(dead.p);
+	store_free(v.stg);
+	{
+		struct snap_progress sp;
+		pthread_mutex_lock(&r->mu);
+		if (ret) {
+			r->snap.state = SNAP_FAILED;
+			snprintf(r->snap.error, sizeof(r->snap.error), "%s", chan_strerror(ret));
+		} else {
+			r->snap.state = SNAP_REPLAY;
+			r->snap.until_seq = *until;
+		}
+		sp = r->snap;
+		pthread_mutex_unlock(&r->mu);
+		if (ret)
+			rlog(LOG_WARNING, "snapshot interrupted: %s (it resumes at the next connection)",
+			     chan_strerror(ret));
+		else
+			rlog(LOG_NOTICE, "snapshot received: %" PRIu64 " objects, %" PRIu64 " of %" PRIu64
+					 " bytes transferred in %.1f s; replaying up to seq %" PRIu64,
+			     sp.files_done, sp.bytes_received, sp.bytes_done, (double)(now_ns() - t0) / 1e9, *until);
+	}
+	return ret;
+}

@@ -1,0 +1,65 @@
+#!/bin/bash
+# snapshot_join.sh -- G5: a new follower joins a leader that already holds
+# a tree of thousands of files, while a writer keeps appending, truncating,
+# renaming, hard-linking and deleting on the leader. It gets a live snapshot
+# (status shows it transferring, then done), replays what was written
+# meanwhile, and once the writer stops it is identical to the leader: names,
+# types, contents, holes, modes, owners, mtimes, xattrs, links (treecmp), and
+# `repfs verify` says so (exit 0). The leader's writes never waited.
+. "$(dirname "$0")/repl_lib.sh"
+
+L=$T/l F1=$T/f1 F2=$T/f2
+LM=$T/lm F1M=$T/f1m F2M=$T/f2m
+
+rl_leader L "$L" "$LM"
+
+note "a tree of a few thousand files, a sparse one, links, xattrs, owners"
+for d in $(seq 1 20); do
+	mkdir -p "$LM/d$d/sub"
+	for f in $(seq 1 100); do
+		echo "file $d/$f" >"$LM/d$d/f$f"
+	done
+	head -c $((d * 7001)) /dev/urandom >"$LM/d$d/sub/big"
+done
+dd if=/dev/urandom of="$LM/sparse" bs=4096 count=3 seek=1000 2>/dev/null || fail "dd of the sparse file failed"
+ln "$LM/d1/f1" "$LM/hardlink"
+ln -s d2/f2 "$LM/symlink"
+mkfifo "$LM/fifo"
+setfattr -n user.color -v blue "$LM/d3/f3" || fail "setfattr failed"
+chown 1234:5678 "$LM/d4/f4"
+chmod 0640 "$LM/d5/f5"
+chmod 0700 "$LM/d6"
+touch -d '2001-02-03 04:05:06.123456789' "$LM/d7/f7"
+
+note "the writer starts; a follower with an empty DATADIR joins"
+mkdir "$LM/busy"
+rl_bg "$HELPERS/busywriter" "$LM/busy" 2 6 7
+WRITER=$RL_BG_PID
+rl_follower F1 "$F1" "$F1M" "$RL_PORT"
+wait_for 60 sh -c "'$REPFS' status '$F1' --json | grep -q '\"completed\":1'"
+rl_wait_exit 30 "$WRITER" "the writer"
+rl_wait_converged 60 "$L" "$F1"
+
+note "identical"
+treecmp "$LM" "$F1M" || fail "the follower's mount differs from the leader's"
+treecmp "$L/tree" "$F1/tree" || fail "the follower's tree differs from the leader's"
+out=$("$REPFS" verify "$F1M" 2>&1) || fail "repfs verify after the snapshot: $out"
+echo "$out" | grep -q "identical" || fail "verify did not say identical: $out"
+[ "$(stat -c %b "$F1M/sparse")" -le 64 ] || fail "the sparse file lost its holes: $(stat -c %b "$F1M/sparse") blocks"
+log_verify "$F1"
+st=$(rl_status "$F1")
+echo "$st" | grep -Eq '"state": ?"done"' || fail "status does not show the snapshot done: $st"
+grep -q "snapshot installed at seq" "$F1/repfs.log" || fail "the follower's log does not say the snapshot was installed"
+grep -q "sending a snapshot at seq" "$L/repfs.log" || fail "the leader's log does not say it sent a snapshot"
+"$REPFS" status "$F1" | grep -q "^snapshot *done" || fail "status does not show the finished snapshot"
+
+note "it follows as usual afterwards"
+echo after >"$LM/after"
+rl_wait_converged 30 "$L" "$F1"
+[ "$(cat "$F1M/after")" = after ] || fail "a write after the snapshot did not reach the follower"
+
+note "a second follower joins an idle leader: same result"
+rl_follower F2 "$F2" "$F2M" "$RL_PORT"
+rl_wait_converged 60 "$L" "$F1" "$F2"
+treecmp "$LM" "$F2M" || fail "the second follower differs from the leader"
+exit 0
