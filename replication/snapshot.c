@@ -1359,8 +1359,8 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 		sp = r->snap;
 		pthread_mutex_unlock(&r->mu);
 		if (ret)
-			rlog(LOG_WARNING, "snapshot interrupted: %s (it resumes at the next connection)",
-			     chan_strerror(ret));
+			rlog(LOG_WARNING, "snapshot interrupted after %" PRIu64 " bytes received: %s (it resumes at the next connection)",
+			     sp.bytes_received, chan_strerror(ret));
 		else
 			rlog(LOG_NOTICE, "snapshot received: %" PRIu64 " objects, %" PRIu64 " of %" PRIu64
 					 " bytes transferred in %.1f s; replaying up to seq %" PRIu64,
