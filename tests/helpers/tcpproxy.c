@@ -1,6 +1,7 @@
 /* tcpproxy.c -- a fault-injecting TCP proxy for the replication tests (loopback only)
  *
- * usage: tcpproxy [-c CONTROL] [-d DUMP] [-s SEED] LISTEN_PORT TARGET_PORT [MODE [N [DIR]]]
+ * usage: tcpproxy [-c CONTROL] [-d DUMP] [-D DIR] [-s SEED] LISTEN_PORT TARGET_PORT
+ *                 [MODE [N [DIR [RECORDING]]]]
  *
  * Listens on 127.0.0.1:LISTEN_PORT (0: any free port) and forwards every
  * accepted connection to 127.0.0.1:TARGET_PORT. A follower connects to the
@@ -10,7 +11,7 @@
  * The streams are cut into repfs wire frames (net/frame.h: u32 length, u8
  * type, payload), and faults hit whole frames of type SEALED (the encrypted
  * messages after the handshake), so that each fault is exactly the one its
- * name says and the handshake is left alone:
+ * name says and the handshake is left alone (except by playback):
  *
  *   pass      forward everything unchanged (the default)
  *   flip      flip one bit of the payload of a frame
@@ -19,21 +20,41 @@
  *   reorder   hold a frame back and send it after the next one
  *   replay    send a frame seen earlier (the oldest of the last 16, which may
  *             come from an earlier connection) before the current one
+ *   inject    send the next SEALED frame of RECORDING (of the same direction,
+ *             in recorded order, starting over at its end) before the current
+ *             one: traffic of an earlier connection, maybe through another
+ *             proxy, maybe to another node
  *   cut       close both sides of the connection (0 bytes: at once, on accept)
+ *   playback  connections accepted from now on get a whole recorded
+ *             connection, handshake included, instead of the live side.
+ *             DIR down (default): the proxy plays the leader: the client gets
+ *             the bytes of RECORDING.down at once, the target is not
+ *             contacted. DIR up: the proxy plays the follower: it connects to
+ *             the target and sends it RECORDING.up at once; the target's
+ *             answers go to the client. Either way the client's own bytes are
+ *             read and dropped, and N does not matter. Live connections are
+ *             left alone.
  *
  * N (default 4096): a fault every N bytes of SEALED frames in the faulty
  * direction(s) of a connection (for cut: after N bytes). DIR: down (default),
- * up or both.
+ * up or both. RECORDING (inject and playback only): the path of a recorded
+ * connection without its suffix, PREFIX for PREFIX.down and PREFIX.up (as -D
+ * writes them); read when the mode is set.
  *
- * CONTROL: a file holding "MODE [N [DIR]]", re-read whenever it changes
- * (checked every 20 ms); write it with a rename so it is never seen half
- * written. A new mode applies to live connections from then on.
+ * CONTROL: a file holding "MODE [N [DIR [RECORDING]]]", re-read whenever it
+ * changes (checked every 20 ms); write it with a rename so it is never seen
+ * half written. A new mode applies to live connections from then on.
  *
  * DUMP: every byte of the down direction, as the leader sent it, is appended
  * to this file (to check that nothing travels in clear).
  *
- * Prints one line per event, flushed: "listening PORT", "mode MODE N DIR",
- * "conn K open", "conn K fault MODE DIR at BYTES", "conn K closed: WHY".
+ * -D DIR: every connection K is recorded whole, both directions, as each side
+ * sent it (before any fault): DIR/K.down (what the target sent) and DIR/K.up
+ * (what the client sent). A recording for inject and playback.
+ *
+ * Prints one line per event, flushed: "listening PORT", "mode MODE N DIR[ RECORDING]",
+ * "conn K open", "conn K fault MODE DIR at BYTES", "conn K playback DIR BYTES bytes",
+ * "conn K closed: WHY", "recording PREFIX: N down frames, M up frames, B bytes".
  * SIGTERM or SIGINT ends it (exit 0).
  */
 #include <arpa/inet.h>
@@ -49,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,8 +82,10 @@
 #define RING 16
 #define OUT_LIMIT (4u << 20)	/* stop reading a side while its peer has this much unsent */
 
-enum mode { M_PASS, M_FLIP, M_DROP, M_DUP, M_REORDER, M_REPLAY, M_CUT };
-static const char *const mode_names[] = { "pass", "flip", "drop", "dup", "reorder", "replay", "cut" };
+enum mode { M_PASS, M_FLIP, M_DROP, M_DUP, M_REORDER, M_REPLAY, M_INJECT, M_CUT, M_PLAYBACK };
+static const char *const mode_names[] = { "pass", "flip", "drop", "dup", "reorder", "replay", "inject", "cut",
+					  "playback" };
+#define M_LAST M_PLAYBACK
 enum { D_DOWN = 1, D_UP = 2 };
 
 struct buf {
@@ -80,6 +104,8 @@ struct dir {
 	struct buf held;	/* reorder: a frame waiting for the next one */
 	int have_held;
 	int eof;		/* src ended */
+	int drop;		/* playback: what src sends is read and dropped */
+	FILE *rec;		/* -D: this direction's recording */
 };
 
 struct conn {
@@ -99,6 +125,17 @@ static FILE *dump;
 static struct buf ring[RING];
 static int ring_next, ring_count;
 static unsigned long rnd_state = 12345;
+static const char *rec_dir;		/* -D */
+
+/* The recording of inject and playback: both directions' bytes, and where
+ * the SEALED frames of each start. */
+struct recording {
+	char prefix[PATH_MAX];
+	struct buf bytes[2];		/* 0: down, 1: up */
+	size_t *sealed_at[2];		/* offsets of the SEALED frames in bytes[i] */
+	size_t nsealed[2], next[2];
+};
+static struct recording rec;
 
 static void on_signal(int sig)
 {
@@ -161,16 +198,77 @@ static const char *dir_name(int d)
 	return d == D_DOWN ? "down" : d == D_UP ? "up" : "both";
 }
 
-static int parse_mode(const char *m, const char *n, const char *d)
+static int load_part(const char *prefix, int i)
+{
+	static const char *const suffix[2] = { ".down", ".up" };
+	char path[PATH_MAX + 8];
+	uint8_t tmp[65536];
+	size_t n, at = 0, cap = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s%s", prefix, suffix[i]);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? 0 : -1;	/* that direction was not recorded */
+	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+		buf_add(&rec.bytes[i], tmp, n);
+	fclose(f);
+	/* the offsets of its SEALED frames; a torn last frame is left out */
+	while (at + HDR <= rec.bytes[i].len) {
+		const uint8_t *h = rec.bytes[i].p + at;
+		size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+		if (len > MAX_PAYLOAD || at + HDR + len > rec.bytes[i].len)
+			break;
+		if (h[4] == TYPE_SEALED) {
+			if (rec.nsealed[i] == cap) {
+				cap = cap ? 2 * cap : 64;
+				rec.sealed_at[i] = realloc(rec.sealed_at[i], cap * sizeof(size_t));
+				if (!rec.sealed_at[i]) {
+					perror("tcpproxy: realloc");
+					exit(3);
+				}
+			}
+			rec.sealed_at[i][rec.nsealed[i]++] = at;
+		}
+		at += HDR + len;
+	}
+	return 0;
+}
+
+/* Reads RECORDING.down and RECORDING.up (either may be missing). */
+static int load_recording(const char *prefix)
+{
+	for (int i = 0; i < 2; i++) {
+		buf_free(&rec.bytes[i]);
+		free(rec.sealed_at[i]);
+		rec.sealed_at[i] = NULL;
+		rec.nsealed[i] = rec.next[i] = 0;
+	}
+	snprintf(rec.prefix, sizeof(rec.prefix), "%s", prefix);
+	for (int i = 0; i < 2; i++)
+		if (load_part(prefix, i)) {
+			say("recording %s: %s", prefix, strerror(errno));
+			return -1;
+		}
+	if (!rec.bytes[0].len && !rec.bytes[1].len) {
+		say("recording %s: nothing recorded there", prefix);
+		return -1;
+	}
+	say("recording %s: %zu down frames, %zu up frames, %zu bytes", prefix, rec.nsealed[0], rec.nsealed[1],
+	    rec.bytes[0].len + rec.bytes[1].len);
+	return 0;
+}
+
+static int parse_mode(const char *m, const char *n, const char *d, const char *r)
 {
 	int i, newdirs = D_DOWN;
 	char *end;
 	unsigned long long v = 4096;
 
-	for (i = 0; i <= M_CUT; i++)
+	for (i = 0; i <= M_LAST; i++)
 		if (!strcmp(m, mode_names[i]))
 			break;
-	if (i > M_CUT)
+	if (i > M_LAST)
 		return -1;
 	if (n && *n) {
 		v = strtoull(n, &end, 10);
@@ -182,10 +280,16 @@ static int parse_mode(const char *m, const char *n, const char *d)
 			newdirs = D_DOWN;
 		else if (!strcmp(d, "up"))
 			newdirs = D_UP;
-		else if (!strcmp(d, "both"))
+		else if (!strcmp(d, "both") && i != M_PLAYBACK)
 			newdirs = D_DOWN | D_UP;
 		else
 			return -1;
+	}
+	if (i == M_INJECT || i == M_PLAYBACK) {
+		if (!r || !*r || load_recording(r))
+			return -1;
+	} else if (r && *r) {
+		return -1;
 	}
 	mode = (enum mode)i;
 	every = v;
@@ -196,7 +300,8 @@ static int parse_mode(const char *m, const char *n, const char *d)
 		conns[k].down.next_fault = conns[k].down.sealed + every;
 		conns[k].up.next_fault = conns[k].up.sealed + every;
 	}
-	say("mode %s %llu %s", mode_names[mode], (unsigned long long)every, dir_name(dirs));
+	say("mode %s %llu %s%s%s", mode_names[mode], (unsigned long long)every, dir_name(dirs),
+	    mode == M_INJECT || mode == M_PLAYBACK ? " " : "", mode == M_INJECT || mode == M_PLAYBACK ? rec.prefix : "");
 	return 0;
 }
 
@@ -205,7 +310,7 @@ static void read_control(const char *path)
 	static struct timespec last_mtime;
 	static off_t last_size = -1;
 	struct stat st;
-	char line[256], m[32] = "", n[32] = "", d[32] = "";
+	char line[PATH_MAX + 128], m[32] = "", n[32] = "", d[32] = "", r[PATH_MAX] = "";
 	FILE *f;
 
 	if (!path || stat(path, &st) < 0)
@@ -216,8 +321,8 @@ static void read_control(const char *path)
 	f = fopen(path, "re");
 	if (!f)
 		return;
-	if (fgets(line, sizeof(line), f) && sscanf(line, "%31s %31s %31s", m, n, d) >= 1) {
-		if (parse_mode(m, n, d))
+	if (fgets(line, sizeof(line), f) && sscanf(line, "%31s %31s %31s %4095s", m, n, d, r) >= 1) {
+		if (parse_mode(m, n, d, r))
 			say("control: bad line '%s'", strtok(line, "\n"));
 	}
 	fclose(f);
@@ -249,6 +354,10 @@ static void conn_close(struct conn *c, const char *why)
 	buf_free(&c->up.in);
 	buf_free(&c->up.out);
 	buf_free(&c->up.held);
+	if (c->down.rec)
+		fclose(c->down.rec);
+	if (c->up.rec)
+		fclose(c->up.rec);
 	say("conn %d closed: %s", c->id, why);
 	memset(c, 0, sizeof(*c));
 	c->fd[0] = c->fd[1] = -1;
@@ -321,10 +430,22 @@ static void frame(struct conn *c, struct dir *d, const uint8_t *f, size_t n)
 		}
 		buf_add(&d->out, f, n);
 		break;
+	case M_INJECT: {
+		int i = d->which == D_DOWN ? 0 : 1;
+		if (rec.nsealed[i]) {
+			const uint8_t *h = rec.bytes[i].p + rec.sealed_at[i][rec.next[i]];
+			size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+			buf_add(&d->out, h, HDR + len);
+			rec.next[i] = (rec.next[i] + 1) % rec.nsealed[i];
+		}
+		buf_add(&d->out, f, n);
+		break;
+	}
 	case M_CUT:
 		c->closing = 2;
 		break;
 	case M_PASS:
+	case M_PLAYBACK:
 		break;
 	}
 }
@@ -332,6 +453,10 @@ static void frame(struct conn *c, struct dir *d, const uint8_t *f, size_t n)
 /* Cuts what arrived into frames (or passes it on raw once framing is lost). */
 static void process(struct conn *c, struct dir *d)
 {
+	if (d->drop) {
+		d->in.len = 0;
+		return;
+	}
 	while (!c->closing && d->in.len) {
 		uint32_t len;
 
@@ -403,9 +528,28 @@ static void accept_one(int lfd, int target)
 	c->up.which = D_UP;
 	c->down.next_fault = c->up.next_fault = every;
 	say("conn %d open", c->id);
+	if (rec_dir) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%d.down", rec_dir, c->id);
+		c->down.rec = fopen(path, "we");
+		snprintf(path, sizeof(path), "%s/%d.up", rec_dir, c->id);
+		c->up.rec = fopen(path, "we");
+		if (!c->down.rec || !c->up.rec)
+			say("conn %d: unable to record it in %s: %s", c->id, rec_dir, strerror(errno));
+	}
 	if (mode == M_CUT && every == 0) {
 		c->closing = 2;
 		conn_close(c, "cut at once");
+		return;
+	}
+	if (mode == M_PLAYBACK && dirs == D_DOWN) {
+		/* the proxy is the leader: the recording is all the client gets */
+		buf_add(&c->down.out, rec.bytes[0].p, rec.bytes[0].len);
+		c->down.eof = 1;
+		c->up.drop = 1;
+		say("conn %d playback down %zu bytes", c->id, rec.bytes[0].len);
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		nonblock(fd);
 		return;
 	}
 	up = connect_target(target);
@@ -414,6 +558,12 @@ static void accept_one(int lfd, int target)
 		return;
 	}
 	c->fd[1] = up;
+	if (mode == M_PLAYBACK && dirs == D_UP) {
+		/* the proxy is the follower: the target gets the recording, not the client's bytes */
+		buf_add(&c->up.out, rec.bytes[1].p, rec.bytes[1].len);
+		c->up.drop = 1;
+		say("conn %d playback up %zu bytes", c->id, rec.bytes[1].len);
+	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	nonblock(fd);
 	nonblock(up);
@@ -427,6 +577,10 @@ static int pump(struct conn *c, struct dir *d, int src, int dst, short srev, sho
 	if ((srev & (POLLIN | POLLHUP | POLLERR)) && !d->eof && d->out.len < OUT_LIMIT) {
 		ssize_t r = read(src, tmp, sizeof(tmp));
 		if (r > 0) {
+			if (d->rec) {
+				fwrite(tmp, 1, (size_t)r, d->rec);
+				fflush(d->rec);
+			}
 			buf_add(&d->in, tmp, (size_t)r);
 			process(c, d);
 		} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -458,7 +612,7 @@ int main(int argc, char **argv)
 	int opt, lfd, one = 1, target;
 	struct sigaction act = { .sa_handler = on_signal };
 
-	while ((opt = getopt(argc, argv, "c:d:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:d:D:s:")) != -1) {
 		switch (opt) {
 		case 'c':
 			control = optarg;
@@ -470,6 +624,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'D':
+			rec_dir = optarg;
+			break;
 		case 's':
 			rnd_state = strtoul(optarg, NULL, 10);
 			break;
@@ -477,14 +634,14 @@ int main(int argc, char **argv)
 			goto usage;
 		}
 	}
-	if (argc - optind < 2 || argc - optind > 5)
+	if (argc - optind < 2 || argc - optind > 6)
 		goto usage;
 	for (int i = 0; i < MAX_CONNS; i++)
 		conns[i].fd[0] = conns[i].fd[1] = -1;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc - optind >= 3 &&
 	    parse_mode(argv[optind + 2], argc - optind >= 4 ? argv[optind + 3] : NULL,
-		       argc - optind >= 5 ? argv[optind + 4] : NULL))
+		       argc - optind >= 5 ? argv[optind + 4] : NULL, argc - optind >= 6 ? argv[optind + 5] : NULL))
 		goto usage;
 	target = atoi(argv[optind + 1]);
 	sigaction(SIGTERM, &act, NULL);
@@ -557,7 +714,7 @@ int main(int argc, char **argv)
 		fclose(dump);
 	return 0;
 usage:
-	fprintf(stderr, "usage: tcpproxy [-c CONTROL] [-d DUMP] [-s SEED] LISTEN_PORT TARGET_PORT "
-			"[pass|flip|drop|dup|reorder|replay|cut [N [down|up|both]]]\n");
+	fprintf(stderr, "usage: tcpproxy [-c CONTROL] [-d DUMP] [-D DIR] [-s SEED] LISTEN_PORT TARGET_PORT "
+			"[pass|flip|drop|dup|reorder|replay|inject|cut|playback [N [down|up|both [RECORDING]]]]\n");
 	return 2;
 }

@@ -15,7 +15,8 @@
 #                                 named in FO_PINNED). FO_VIA_<NAME>=PORT: the
 #                                 others reach NAME there (a proxy) instead of
 #                                 at its port; FO_VIA_<FROM>_<NAME>: only FROM.
-#   fo_proxy ID TARGET_PORT       another tcpproxy (sets FO_PROXY_PORT);
+#   fo_proxy ID TARGET_PORT [OPTS...]  another tcpproxy (sets FO_PROXY_PORT);
+#                                 OPTS: more tcpproxy options (-D DIR, ...)
 #   fo_proxy_mode ID MODE...      switches it
 #   fo_data NAME / fo_mnt NAME    DATADIR / mountpoint of node NAME
 #   fo_start NAME [OPTS...]       later start of NAME (no --role) with its
@@ -146,13 +147,15 @@ fo_peer_opts() {
 	done
 }
 
-# fo_proxy ID TARGET_PORT: another tcpproxy (besides repl_lib's rl_proxy), on
-# a free port (FO_PROXY_PORT), passing everything; fo_proxy_mode ID MODE...
-# switches it (see tests/helpers/tcpproxy.c). Ended at exit.
+# fo_proxy ID TARGET_PORT [OPTS...]: another tcpproxy (besides repl_lib's
+# rl_proxy), on a free port (FO_PROXY_PORT), passing everything; OPTS go to
+# tcpproxy before the ports; fo_proxy_mode ID MODE... switches it (see
+# tests/helpers/tcpproxy.c). Ended at exit.
 fo_proxy() {
-	local id=$1 i pid
+	local id=$1 target=$2 i pid
+	shift 2
 	fo_proxy_mode "$id" pass
-	"$HELPERS/tcpproxy" -c "$T/proxy.$id.ctl" 0 "$2" >>"$T/proxy.$id.out" 2>&1 &
+	"$HELPERS/tcpproxy" -c "$T/proxy.$id.ctl" "$@" 0 "$target" >>"$T/proxy.$id.out" 2>&1 &
 	pid=$!
 	RL_BG_PIDS+=("$pid")
 	for i in $(seq 1 200); do
