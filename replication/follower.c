@@ -192,8 +192,13 @@ static void follow_once(struct repl *r, const char *addr)
 	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
 		goto out;
 	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);
-	if (ret != 1)
+	if (ret != 1) {
+		if (ret < 0) {
+			set_error(r, "no answer to hello from '%s': %s", addr, chan_strerror(ret));
+			rlog(LOG_WARNING, "%s", r->last_error);
+		}
 		goto out;
+	}
 	if (type == MSG_SNAP_BEGIN) {
 		pthread_mutex_lock(&r->mu);
 		r->want_snapshot = 0;

@@ -206,6 +206,8 @@ static void *ack_main(void *arg)
 			if (ret == -ETIMEDOUT)
 				rlog(LOG_WARNING, "no word from follower '%s' for %d ms; dropping it", cn->p->name,
 				     r->o.heartbeat_ms + r->o.leader_timeout_ms);
+			else if (ret < 0 && ret != -ECONNRESET)
+				rlog(LOG_WARNING, "dropping follower '%s': %s", cn->p->name, chan_strerror(ret));
 			break;
 		}
 		if (type != MSG_ACK || len != 24)
@@ -449,7 +451,8 @@ static void *conn_main(void *arg)
 		goto out;
 	}
 	if (ret != 1 || type != MSG_HELLO || len != HELLO_BYTES) {
-		rlog(LOG_WARNING, "peer at %s did not say hello", cn->addr);
+		rlog(LOG_WARNING, "peer at %s did not say hello%s%s", cn->addr, ret < 0 ? ": " : "",
+		     ret < 0 ? chan_strerror(ret) : "");
 		goto out;
 	}
 	if (node_role(r->n) != ROLE_LEADER) {

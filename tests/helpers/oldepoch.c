@@ -43,7 +43,7 @@
 #include <stdio.h>
 
 enum { MSG_HELLO = 1, MSG_WELCOME = 2, MSG_RECORD = 4, MSG_HEARTBEAT = 5 };
-#define HELLO_LEN (8 + 8 + 32 + 64 + 8)
+#define HELLO_LEN (8 + 8 + 32 + 64 + 8 + 8)	/* replication/repl_int.h: HELLO_BYTES */
 
 struct rec {
 	uint8_t *p;
