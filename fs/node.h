@@ -124,7 +124,9 @@ void node_settle_mount(struct node *n);
  * A diverged follower (an old leader that wrote what the new history lacks):
  * keeps its records after seq and the files they touched under
  * DATADIR/divergent/, rebuilds its tree from its log up to seq (which must
- * carry mac), and cuts the log back to seq (fs/rewind.c). On failure err says why.
+ * carry mac), and cuts the log back to seq (fs/rewind.c). -EAGAIN: kept, but
+ * the log cannot rebuild the tree (trimmed, or another history before seq):
+ * the caller resyncs from a snapshot. On failure err says why.
  */
 int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES], char *err, size_t errlen);
 /* How many entries DATADIR/divergent/ holds. */

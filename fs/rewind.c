@@ -313,14 +313,10 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 		ret = -EINVAL;
 		goto out;
 	}
+	/* our history up to the branch point must be the leader's, and our log must hold it all */
 	if (oplog_first_seq(n->log) > 1) {
-		snprintf(err, errlen, "diverged after seq %" PRIu64 " but the log no longer starts at seq 1: needs a resync",
-			 seq);
-		ret = -ERANGE;
-		goto out;
-	}
-	/* our history up to the branch point must be the leader's */
-	if (seq == 0) {
+		ok = 0;
+	} else if (seq == 0) {
 		ok = 1;
 	} else if (oplog_reader_open(&rd, n->logdirfd, n->key, seq) == 0 && oplog_reader_next(rd, &r) == 1 &&
 		   r.seq == seq) {
@@ -329,12 +325,6 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 		ok = mac_equal(record_mac_of(raw, len), mac) == 0;
 	}
 	oplog_reader_free(rd);
-	if (!ok) {
-		snprintf(err, errlen, "diverged, and not at the leader's branch point (seq %" PRIu64 "): needs a resync",
-			 seq);
-		ret = -EPROTO;
-		goto out;
-	}
 	ret = keep_divergent(n, seq, last.epoch, entry, sizeof(entry));
 	if (ret) {
 		snprintf(err, errlen, "unable to keep the divergent writes: %s", strerror(-ret));
@@ -343,6 +333,20 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 	rlog(LOG_WARNING, "diverged: records %" PRIu64 "..%" PRIu64 " of epoch %" PRIu64
 			  " are not in the leader's history; kept in 'divergent/%s'",
 	     seq + 1, last.seq, last.epoch, entry);
+	if (oplog_first_seq(n->log) > seq + 1)
+		rlog(LOG_WARNING, "records %" PRIu64 "..%" PRIu64 " had already left the log (--log-retain): not kept",
+		     seq + 1, oplog_first_seq(n->log) - 1);
+	if (!ok) {
+		/*
+		 * Our log cannot rebuild the tree as it was at the branch point
+		 * (it was trimmed, or our history differs before it): a resync
+		 * from the leader does, sending only what differs (snapshot.c).
+		 */
+		snprintf(err, errlen, "diverged after seq %" PRIu64 " and unable to rewind from the log: resyncing", seq);
+		rlog(LOG_NOTICE, "%s", err);
+		ret = -EAGAIN;
+		goto out;
+	}
 	ret = rebuild_tree(n, seq);
 	if (!ret)
 		ret = oplog_rewind(n->log, seq);

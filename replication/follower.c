@@ -120,6 +120,18 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 					continue;
 			}
 		} else if (type == MSG_HEARTBEAT && len == 32) {
+			uint64_t epoch;
+			pthread_mutex_lock(&r->n->seq_lock);
+			epoch = r->n->st.epoch;
+			pthread_mutex_unlock(&r->n->seq_lock);
+			if (repl_get64(buf) < epoch) {
+				/* fencing: a leader of an older epoch (we promised a newer one since) */
+				char why[96];
+				snprintf(why, sizeof(why), "%" PRIu64 ", below ours (%" PRIu64 ")", repl_get64(buf), epoch);
+				set_error(r, "refused a heartbeat of epoch %s%s", why, "");
+				rlog(LOG_WARNING, "%s", r->last_error);
+				break;
+			}
 			pthread_mutex_lock(&r->mu);
 			r->leader_seq = repl_get64((uint8_t *)buf + 8);
 			pthread_mutex_unlock(&r->mu);
@@ -218,7 +230,11 @@ static void follow_once(struct repl *r, const char *addr)
 		/* an old leader's extra writes: keep them aside, go back to the branch point, follow */
 		char err[300];
 		ret = node_rewind(r->n, repl_get64(buf), (const uint8_t *)buf + 8, err, sizeof(err));
-		if (ret) {
+		if (ret == -EAGAIN) {
+			pthread_mutex_lock(&r->mu);
+			r->want_snapshot = 1;	/* the next connection asks for one */
+			pthread_mutex_unlock(&r->mu);
+		} else if (ret) {
 			set_error(r, "diverged from the leader at '%s': %s", addr, err);
 			rlog(LOG_ERR, "%s", r->last_error);
 		}
