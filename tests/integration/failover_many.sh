@@ -7,7 +7,8 @@
 # writer running. Each time the old leader is restarted (without --role) and
 # must come back as a follower of the new leader. At the end every
 # acknowledged record is on the leader, every node's tree equals the
-# leader's, and every log passes `repfs log --verify`.
+# leader's, every log passes `repfs log --verify`, and `repfs verify` finds every
+# follower identical to the leader.
 . "$(dirname "$0")/failover_lib.sh"
 
 ROUNDS=${FAILOVER_ROUNDS:-10}
@@ -74,4 +75,10 @@ for n in $others; do
 	assert_eq "$(fo_get "$(fo_data $n)" epoch)" $((ROUNDS + 1)) "$n's epoch at the end"
 done
 for n in A B C; do log_verify "$(fo_data $n)"; done
+# repfs verify on every follower: its tree against the leader's, at one position
+for n in $others; do
+	out=$("$REPFS" verify "$(fo_mnt $n)" 2>&1) || fail "repfs verify on $n (exit $?): $out"
+done
+out=$("$REPFS" verify "$LM" 2>&1)
+assert_eq "$?" 2 "repfs verify on the leader $L itself ($out)"
 exit 0
