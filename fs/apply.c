@@ -531,12 +531,34 @@ struct replay {
 	} dirs[REPLAY_MAX_DIRS];
 	int n;
 	int overflow;
+	int snapshot;	/* replay_snapshot() */
 };
 
 int replay_begin(struct replay **out)
 {
 	*out = calloc(1, sizeof(**out));
 	return *out ? 0 : -ENOMEM;
+}
+
+void replay_snapshot(struct replay *rp)
+{
+	rp->snapshot = 1;
+}
+
+/* True if the directory holding rel was listed after seq on the leader (see SNAP_LISTED_XATTR). */
+static int listed_after(struct store *st, const char *rel, uint64_t seq)
+{
+	char parent[PATH_MAX], path[PATH_MAX + 64];
+	uint64_t listed;
+	int tmp, ok;
+
+	parent_of(rel, parent, sizeof(parent));
+	if (store_xpath(st, parent, path, sizeof(path), &tmp))
+		return 0;
+	ok = lgetxattr(path, SNAP_LISTED_XATTR, &listed, 8) == 8 && seq <= listed;
+	if (tmp >= 0)
+		close(tmp);
+	return ok;
 }
 
 /* Notes that directory dir (relative, "." for the root) ends with mtime t so far. */
@@ -613,9 +635,38 @@ static int is_dir_at(struct store *st, const char *rel)
 	return fstatat(store_rootfd(st), rel, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/*
+ * A change of names that every directory it touches was listed after, on
+ * the leader, while the snapshot was taken: the snapshot shows its effect
+ * (or what undid it later), and replaying it could only move names that
+ * later records made. Changes of contents always apply: by id they are exact.
+ */
+static int reflected(struct store *st, const struct record *r)
+{
+	if (r->flags & REC_F_NOPATH)
+		return 0;
+	switch (r->type) {
+	case REC_CREATE:
+	case REC_UNLINK:
+	case REC_RMDIR:
+		return listed_after(st, store_rel(r->path), r->seq);
+	case REC_LINK:
+		return listed_after(st, store_rel(r->path2), r->seq);
+	case REC_RENAME:
+		return listed_after(st, store_rel(r->path), r->seq) && listed_after(st, store_rel(r->path2), r->seq);
+	default:
+		return 0;
+	}
+}
+
 int replay_apply(struct replay *rp, struct store *st, const struct record *r)
 {
-	int ret = apply_record(st, r, 0, -1, NULL);
+	int ret;
+
+	if (rp->snapshot && reflected(st, r))
+		ret = 1;	/* the snapshot holds its effect, or what undid it */
+	else
+		ret = apply_record(st, r, 0, -1, NULL);
 
 	if (r->flags & REC_F_NOPATH)
 		return ret;

@@ -373,7 +373,7 @@ fail:
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 {
 	struct stat before = { .st_size = -1 };
-	int ret;
+	int ret, ns = 0;
 
 	pthread_mutex_lock(&n->seq_lock);
 	if (n->fault) {
@@ -396,6 +396,10 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	if (hint_fd >= 0 && (r->type == REC_WRITE || r->type == REC_FALLOCATE || r->type == REC_COPY) &&
 	    fstat(hint_fd, &before) < 0)
 		before.st_size = -1;
+	ns = r->type == REC_CREATE || r->type == REC_LINK || r->type == REC_UNLINK || r->type == REC_RMDIR ||
+	     r->type == REC_RENAME;
+	if (ns)
+		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
 	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
 	if (ret == 1)
 		ret = -ESTALE;
@@ -417,6 +421,8 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	n->applied = r->seq;
 	applied_mark(n, r->seq);
 out:
+	if (ns)	/* after applied moved: a listing that saw no change knows the seq it reflects */
+		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
 	pthread_mutex_unlock(&n->seq_lock);
 	if (!ret)
 		repl_notify(n->repl);
@@ -737,8 +743,7 @@ static void node_trim(struct node *n, uint64_t checkpoint)
 	if (removed + more)
 		rlog(LOG_INFO, "log over its %" PRIu64 " byte budget: %" PRIu64 " bytes before seq %" PRIu64 " removed",
 		     n->log_retain, removed + more, oplog_first_seq(n->log));
-	/* a snapshot in flight sends the tombstones of what died after it started */
-	if (store_prune_ids(n->store, keep - 1 < checkpoint ? keep - 1 : checkpoint, &pruned) == 0 && pruned)
+	if (store_prune_ids(n->store, checkpoint, &pruned) == 0 && pruned)
 		rlog(LOG_DEBUG, "pruned %" PRIu64 " dead id markers", pruned);
 }
 

@@ -55,6 +55,8 @@ struct node {
 	int fault;			/* errno of a failure that stops writes, 0 if none */
 	int snap_pending;		/* receiving a snapshot: records are logged, not applied (seq_lock) */
 	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
+	uint64_t ns_changes;		/* bumped before and after each change of names (atomic):
+					   a snapshot's directory listing that saw it unchanged was not raced */
 
 	pthread_mutex_t bg_lock;	/* protects stopping */
 	pthread_cond_t bg_wake;

@@ -132,8 +132,8 @@ static void remove_tree(const char *path)
 	nftw(ids, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Replays the records from..upto of the node's log onto st. */
-static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_t upto)
+/* Replays the records from..upto of the node's log onto st (snapshot: onto a received snapshot). */
+static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_t upto, int snapshot)
 {
 	struct oplog_reader *rd = NULL;
 	struct replay *rp = NULL;
@@ -141,6 +141,8 @@ static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_
 	int ret;
 
 	ret = replay_begin(&rp);
+	if (!ret && snapshot)
+		replay_snapshot(rp);
 	if (!ret)
 		ret = oplog_reader_open(&rd, n->logdirfd, n->key, from);
 	while (!ret && (ret = oplog_reader_next(rd, &r)) == 1 && r.seq <= upto) {
@@ -193,7 +195,7 @@ static int rebuild_tree(struct node *n, uint64_t seq)
 		return -errno;
 	ret = store_open(&st, fresh);
 	if (!ret)
-		ret = replay_range(n, st, 1, seq);
+		ret = replay_range(n, st, 1, seq, 0);
 	store_free(st);
 	if (ret)
 		return ret;
@@ -262,7 +264,7 @@ int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen
 		return ret;
 	}
 	/* the records written while the tree was being sent */
-	ret = replay_range(n, st, first, upto);
+	ret = replay_range(n, st, first, upto, 1);
 	if (!ret && syncfs(store_rootfd(st)) < 0)
 		ret = -errno;
 	store_free(st);

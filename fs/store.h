@@ -24,6 +24,14 @@
 #include "../replication/record.h"
 
 #define ID_XATTR "trusted.repfs.id"
+/*
+ * On a directory of a snapshot being received: the seq (u64) of the last
+ * record whose change of names its listing on the leader reflects. Replaying
+ * onto the snapshot (replay_snapshot()), a change of names in it (create,
+ * link, unlink, rmdir, rename: in every directory it touches) at or before
+ * that seq is already there or was undone before the listing: it is skipped.
+ */
+#define SNAP_LISTED_XATTR "trusted.repfs.listed"
 #define ID_XATTR_PREFIX "trusted.repfs."
 
 struct store;
@@ -124,6 +132,8 @@ int apply_record(struct store *st, const struct record *r, unsigned flags, int h
  */
 struct replay;
 int replay_begin(struct replay **out);
+/* The replay goes onto a snapshot being received (see SNAP_LISTED_XATTR). */
+void replay_snapshot(struct replay *rp);
 /* Applies r (replay flags) and notes the directories it touches. Returns apply_record()'s result. */
 int replay_apply(struct replay *rp, struct store *st, const struct record *r);
 /* Sets the noted directory times; frees rp. NULL is a no-op. */

@@ -38,7 +38,6 @@ enum msg {
 	MSG_SNAP_SAME = 16,  /* leader: off u64, len u64: the follower holds these bytes already */
 	MSG_SNAP_HOLE = 17,  /* leader: off u64, len u64: a hole */
 	MSG_SNAP_END = 18,   /* leader: seq u64 up to which the follower must replay before the tree is whole */
-	MSG_SNAP_DEAD = 25,  /* leader: {id[16], seq u64}*: objects that died after S (tombstones) */
 	/* verify (verify.c), on a connection of its own */
 	MSG_VERIFY = 19,     /* follower: compare trees; answered by MSG_VERIFY_AT */
 	MSG_VERIFY_AT = 20,  /* leader: seq u64 (its digest tree is built) */

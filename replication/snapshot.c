@@ -454,13 +454,15 @@ static void free_listing(struct lent *e, size_t n)
 #define LIST_MAX_DIRFDS 1024	/* subdirectories opened while listing; beyond, by name */
 
 /*
- * Directory fd as one consistent listing: names, ids and types read under
- * the sequencer, so that no rename runs meanwhile (readdir during a rename
- * may return a name twice or not at all), with each subdirectory opened, so
- * that it is sent as it is even if it moves before the walk gets there. A
- * listing takes a few microseconds per name; writes wait that long at most.
+ * Directory fd as one consistent listing: names, ids and types as they were
+ * at one moment (readdir during a rename may return a name twice or not at
+ * all), with each subdirectory opened, so that it is sent as it is even if
+ * it moves before the walk gets there. A listing during which no name
+ * changed anywhere (node->ns_changes) is one; after two raced ones, the
+ * listing is made under the sequencer (writes wait a few microseconds per
+ * name).
  */
-static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
+static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, size_t *nout, uint64_t *at)
 {
 	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0, dirfds = 0;
 	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
@@ -475,7 +477,9 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
 			close(dfd);
 		return -errno;
 	}
-	pthread_mutex_lock(&n->seq_lock);
+	if (locked)
+		pthread_mutex_lock(&n->seq_lock);
+	*at = locked ? n->applied : node_applied(n);
 	while (!ret && (de = readdir(d))) {
 		char proc[64 + NAME_MAX];
 		struct stat sb;
@@ -507,7 +511,8 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
 		}
 		ne++;
 	}
-	pthread_mutex_unlock(&n->seq_lock);
+	if (locked)
+		pthread_mutex_unlock(&n->seq_lock);
 	closedir(d);
 	if (ret) {
 		free_listing(e, ne);
@@ -516,6 +521,18 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
 	*out = e;
 	*nout = ne;
 	return 0;
+}
+
+/* *at: the seq of the last record whose change of names the listing reflects. */
+static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout, uint64_t *at)
+{
+	for (int attempt = 0;; attempt++) {
+		uint64_t c0 = __atomic_load_n(&n->ns_changes, __ATOMIC_SEQ_CST);
+		int ret = list_dir_once(n, fd, attempt == 2, out, nout, at);
+		if (ret || attempt == 2 || __atomic_load_n(&n->ns_changes, __ATOMIC_SEQ_CST) == c0)
+			return ret;
+		free_listing(*out, *nout);	/* names changed meanwhile: again */
+	}
 }
 
 /*
@@ -529,6 +546,9 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout)
  */
 static int send_object(struct sender *s, int parentfd, const struct lent *e)
 {
+	struct lent *list = NULL;	/* a directory's, listed before its entry goes */
+	size_t nlist = 0;
+	uint64_t listed_at = 0;
 	struct wbuf b = { 0 };
 	struct stat sb;
 	uint8_t id[FILE_ID_BYTES], kind;
@@ -579,10 +599,13 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	} else if ((ret = set_add(&s->sent, key_of_id(id)))) {
 		goto out;
 	}
-	if (kind == KIND_SYMLINK && !standin) {
-		tlen = readlinkat(parentfd, name, target, PATH_MAX);
-		if (tlen < 0)
-			tlen = 0;
+	if (kind == KIND_SYMLINK) {
+		tlen = standin ? -1 : readlinkat(parentfd, name, target, PATH_MAX);
+		if (tlen <= 0) {
+			/* a stand-in (it dies in the records after S): any target will do */
+			target[0] = '.';
+			tlen = 1;
+		}
 	}
 	wb_put(&b, &kind, 1);
 	wb_put(&b, id, FILE_ID_BYTES);
@@ -593,6 +616,9 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u64(&b, (uint64_t)sb.st_size);
 	wb_u64(&b, (uint64_t)((int64_t)sb.st_atim.tv_sec * 1000000000 + sb.st_atim.tv_nsec));
 	wb_u64(&b, (uint64_t)((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
+	if (kind == KIND_DIR && (ret = list_dir(s->n, fd, &list, &nlist, &listed_at)))
+		goto out;
+	wb_u64(&b, listed_at);
 	wb_u16(&b, (uint16_t)plen);
 	wb_put(&b, s->path, plen);
 	wb_u16(&b, (uint16_t)tlen);
@@ -615,9 +641,6 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	if (ret || kind != KIND_DIR)
 		goto out;
 	{
-		struct lent *list = NULL;
-		size_t nlist = 0;
-		ret = list_dir(s->n, fd, &list, &nlist);
 		for (size_t i = 0; !ret && i < nlist; i++) {
 			size_t nl = strlen(list[i].name);
 			if (plen + 1 + nl >= sizeof(s->path)) {
@@ -632,55 +655,12 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 				list[i].fd = -1;
 			}
 		}
-		free_listing(list, nlist);
 	}
 out:
+	free_listing(list, nlist);
 	free(b.p);
 	if (fd >= 0)
 		close(fd);
-	return ret;
-}
-
-/*
- * The tombstones of objects that died after S. Without them the follower,
- * replaying the records after S, would make again an object that was born
- * and died before the walk listed its directory, when the record of its
- * death cannot apply (it died by being renamed over, say, and the name it was
- * renamed from holds something else in the snapshot).
- */
-static int send_dead(struct sender *s, uint64_t after)
-{
-	int idx = store_indexfd(s->n->store), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct wbuf b = { 0 };
-	struct dirent *de;
-
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return -errno;
-	}
-	while (!ret && (de = readdir(d))) {
-		uint8_t id[FILE_ID_BYTES];
-		struct stat sb;
-		int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES + 2 && !strcmp(de->d_name + 2 * FILE_ID_BYTES, ".d");
-		for (int i = 0; ok && i < FILE_ID_BYTES; i++)
-			ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
-		if (!ok || fstatat(idx, de->d_name, &sb, 0) < 0 || (uint64_t)sb.st_mtim.tv_sec <= after)
-			continue;
-		wb_put(&b, id, FILE_ID_BYTES);
-		wb_u64(&b, (uint64_t)sb.st_mtim.tv_sec);
-		if (b.err)
-			ret = b.err;
-		else if (b.len >= SNAP_CHUNK) {
-			ret = chan_send(s->c, MSG_SNAP_DEAD, b.p, b.len);
-			b.len = 0;
-		}
-	}
-	closedir(d);
-	if (!ret && b.len)
-		ret = chan_send(s->c, MSG_SNAP_DEAD, b.p, b.len);
-	free(b.p);
 	return ret;
 }
 
@@ -758,8 +738,6 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq)
 		s.path[0] = 0;
 		ret = send_object(&s, store_rootfd(n->store), &root);
 	}
-	if (!ret)
-		ret = send_dead(&s, at.seq);
 	if (!ret) {
 		repl_put64(end, node_applied(n));
 		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
@@ -999,7 +977,7 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 	uid_t uid = (uid_t)rb_u(&rb, 4);
 	gid_t gid = (gid_t)rb_u(&rb, 4);
 	dev_t rdev = (dev_t)rb_u(&rb, 8);
-	uint64_t size = rb_u(&rb, 8), atime = rb_u(&rb, 8), mtime = rb_u(&rb, 8);
+	uint64_t size = rb_u(&rb, 8), atime = rb_u(&rb, 8), mtime = rb_u(&rb, 8), listed_at = rb_u(&rb, 8);
 	uint16_t plen = (uint16_t)rb_u(&rb, 2);
 	const char *p = rb_get(&rb, plen);
 	uint16_t tlen;
@@ -1039,7 +1017,8 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 		if (fd < 0)
 			return -errno;
 		ret = set_xattrs(fd, NULL, &rb, kept);
-		if (!ret && (fchown(fd, uid, gid) < 0 || fchmod(fd, mode & 07777) < 0))
+		if (!ret && (fchown(fd, uid, gid) < 0 || fchmod(fd, mode & 07777) < 0 ||
+			     fsetxattr(fd, SNAP_LISTED_XATTR, &listed_at, 8, 0) < 0))
 			ret = -errno;
 		close(fd);
 		if (!ret)
@@ -1252,7 +1231,6 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 {
 	struct node *n = r->n;
 	struct receiver v = { .r = r, .n = n, .c = c, .fd = -1, .ref = -1 };
-	struct wbuf dead = { 0 };
 	char stg[PATH_MAX + 16], rel[PATH_MAX];
 	struct pos at;
 	int ret;
@@ -1312,9 +1290,6 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 						       (off_t)l) < 0)
 				ret = -errno;
 			progress(r, 0, l, 0);
-		} else if (type == MSG_SNAP_DEAD && len % (FILE_ID_BYTES + 8) == 0) {
-			wb_put(&dead, buf, len);
-			ret = dead.err;
 		} else if (type == MSG_SNAP_END && len == 8) {
 			*until = repl_get64(buf);
 			ret = finish_file(&v);
@@ -1331,9 +1306,6 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 		ret = prune(&v, v.stgfd, rel, 0);
 		if (!ret)
 			ret = prune_index(&v);
-		for (size_t off = 0; !ret && off < dead.len; off += FILE_ID_BYTES + 8)
-			if (store_id_state(v.stg, dead.p + off) != ID_ALIVE)
-				ret = store_id_died(v.stg, dead.p + off, repl_get64(dead.p + off + FILE_ID_BYTES));
 		for (size_t i = v.ndirs; !ret && i-- > 0;)
 			if (utimensat(v.stgfd, v.dirs[i].path, v.dirs[i].ts, AT_SYMLINK_NOFOLLOW) < 0)
 				ret = -errno;
@@ -1344,7 +1316,6 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	free(v.zero);
 	free(v.paths.k);
 	free(v.ids.k);
-	free(dead.p);
 	store_free(v.stg);
 	{
 		struct snap_progress sp;

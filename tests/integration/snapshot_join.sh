@@ -37,7 +37,7 @@ rl_bg "$HELPERS/busywriter" "$LM/busy" 2 6 7
 WRITER=$RL_BG_PID
 rl_follower F1 "$F1" "$F1M" "$RL_PORT"
 wait_for 60 sh -c "'$REPFS' status '$F1' --json | grep -q '\"completed\":1'"
-rl_wait_exit 30 "$WRITER" "the writer"
+rl_wait_exit 90 "$WRITER" "the writer"
 rl_wait_converged 60 "$L" "$F1"
 
 note "identical"
