@@ -29,8 +29,8 @@
  * old tree) is sent as SNAP_SAME and copied locally. So a stale follower
  * (behind the leader's retention) resyncs with about what changed, and an
  * interrupted snapshot resumes where it stopped. Holes stay holes: the
- * leader skips them (SEEK_DATA), the follower writes no all-zero page into
- * a new file.
+ * leader sends its files' layout (SEEK_DATA, SEEK_HOLE) and the follower
+ * writes exactly the data ranges.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -57,7 +57,6 @@
 #define SNAP_TIMEOUT_MS 120000	/* either side may be busy reading a large tree */
 #define SNAP_CHUNK (1u << 20)	/* bytes of file data per message */
 #define SNAP_SAME_MAX (256ull << 20)	/* longest SAME run per message: keeps messages flowing */
-#define PAGE 4096
 
 enum { KIND_DIR = 1, KIND_FILE = 2, KIND_SYMLINK = 3, KIND_SPECIAL = 4, KIND_LINK = 5 };
 
@@ -383,14 +382,13 @@ static int send_content(struct sender *s, int fd, uint64_t size, const uint8_t i
 	} while (0)
 
 	while (off < size) {
-		off_t data = lseek(fd, (off_t)off, SEEK_DATA);
-		uint64_t want;
-		ssize_t got;
+		/* the file's layout as it is: data extents and holes, as SEEK_DATA/SEEK_HOLE see them */
+		off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+		uint64_t end;
 		if (data < 0 && errno != ENXIO)
 			return -errno;
-		if (data < 0 || (uint64_t)data >= off + DIGEST_BLOCK) {
-			/* a hole of whole blocks */
-			uint64_t end = data < 0 || (uint64_t)data > size ? size : (uint64_t)data / DIGEST_BLOCK * DIGEST_BLOCK;
+		if (data < 0 || (uint64_t)data > off) {
+			end = data < 0 || (uint64_t)data > size ? size : (uint64_t)data;
 			FLUSH_SAME();
 			FLUSH_DATA();
 			if ((ret = send_range(s, MSG_SNAP_HOLE, off, end - off)))
@@ -398,34 +396,44 @@ static int send_content(struct sender *s, int fd, uint64_t size, const uint8_t i
 			off = end;
 			continue;
 		}
-		want = size - off < DIGEST_BLOCK ? size - off : DIGEST_BLOCK;
-		if (data_len + want > SNAP_CHUNK)
-			FLUSH_DATA();
-		got = pread(fd, s->buf + 8 + data_len, (size_t)want, (off_t)off);
-		if (got < 0)
-			return -errno;
-		if (got == 0)
-			break;	/* shrank meanwhile: the records after S cut it */
-		if (h && off / DIGEST_BLOCK < h->n && (uint64_t)got == want && off + want <= h->size) {
-			XXH128_canonical_t c;
-			XXH128_canonicalFromHash(&c, XXH3_128bits(s->buf + 8 + data_len, (size_t)got));
-			if (!memcmp(c.digest, h->d[off / DIGEST_BLOCK], DIGEST_BYTES)) {
+		hole = lseek(fd, (off_t)off, SEEK_HOLE);
+		end = hole < 0 || (uint64_t)hole > size ? size : (uint64_t)hole;
+		while (off < end) {
+			/* one 64 KiB block, or the part of it inside this extent */
+			uint64_t bend = (off / DIGEST_BLOCK + 1) * DIGEST_BLOCK, want;
+			ssize_t got;
+			want = (bend < end ? bend : end) - off;
+			if (data_len + want > SNAP_CHUNK)
 				FLUSH_DATA();
-				if (same_len && (same_off + same_len != off || same_len >= SNAP_SAME_MAX))
-					FLUSH_SAME();
-				if (!same_len)
-					same_off = off;
-				same_len += (uint64_t)got;
-				off += (uint64_t)got;
-				continue;
+			got = pread(fd, s->buf + 8 + data_len, (size_t)want, (off_t)off);
+			if (got < 0)
+				return -errno;
+			if (got == 0)
+				goto done;	/* shrank meanwhile: the records after S cut it */
+			/* a whole block the follower holds with the same digest: it copies it */
+			if (h && off % DIGEST_BLOCK == 0 && off / DIGEST_BLOCK < h->n && (uint64_t)got == want &&
+			    (want == DIGEST_BLOCK || off + want == size) && off + want <= h->size) {
+				XXH128_canonical_t c;
+				XXH128_canonicalFromHash(&c, XXH3_128bits(s->buf + 8 + data_len, (size_t)got));
+				if (!memcmp(c.digest, h->d[off / DIGEST_BLOCK], DIGEST_BYTES)) {
+					FLUSH_DATA();
+					if (same_len && (same_off + same_len != off || same_len >= SNAP_SAME_MAX))
+						FLUSH_SAME();
+					if (!same_len)
+						same_off = off;
+					same_len += (uint64_t)got;
+					off += (uint64_t)got;
+					continue;
+				}
 			}
+			FLUSH_SAME();
+			if (!data_len)
+				data_off = off;
+			data_len += (uint64_t)got;
+			off += (uint64_t)got;
 		}
-		FLUSH_SAME();
-		if (!data_len)
-			data_off = off;
-		data_len += (uint64_t)got;
-		off += (uint64_t)got;
 	}
+done:
 	FLUSH_SAME();
 	FLUSH_DATA();
 #undef FLUSH_SAME
@@ -781,7 +789,6 @@ struct receiver {
 	mode_t mode;
 	struct dirtime *dirs;
 	size_t ndirs, capdirs;
-	uint8_t *zero;
 };
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -879,32 +886,18 @@ static int finish_file(struct receiver *v)
 	return ret;
 }
 
-/* Writes buf[0..len) at off, leaving all-zero pages of a new file as holes. */
-static int write_sparse(struct receiver *v, const uint8_t *buf, size_t len, uint64_t off)
+/* Writes buf[0..len) at off (holes are the leader's SNAP_HOLE ranges, never zero bytes it sent). */
+static int write_all(struct receiver *v, const uint8_t *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		size_t n = len - done < PAGE ? len - done : PAGE;
-		if (!memcmp(buf + done, v->zero, n)) {
-			if (!v->fresh && fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-						   (off_t)(off + done), (off_t)n) < 0 &&
-			    pwrite(v->fd, buf + done, n, (off_t)(off + done)) != (ssize_t)n)
-				return -errno;
-		} else {
-			/* a run of non-zero pages in one write */
-			size_t run = n;
-			while (done + run < len) {
-				size_t m = len - done - run < PAGE ? len - done - run : PAGE;
-				if (!memcmp(buf + done + run, v->zero, m))
-					break;
-				run += m;
-			}
-			if (pwrite(v->fd, buf + done, run, (off_t)(off + done)) != (ssize_t)run)
-				return errno ? -errno : -EIO;
-			n = run;
-		}
-		done += n;
+	while (len) {
+		ssize_t n = pwrite(v->fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
 	}
 	return 0;
 }
@@ -929,7 +922,7 @@ static int copy_same(struct receiver *v, uint64_t off, uint64_t len)
 			ret = n < 0 ? -errno : -EPROTO;
 			break;
 		}
-		ret = write_sparse(v, buf, (size_t)n, off);
+		ret = write_all(v, buf, (size_t)n, off);
 		off += (uint64_t)n;
 		len -= (uint64_t)n;
 	}
@@ -1265,8 +1258,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	if (ret)
 		return ret;
 	v.stgfd = store_rootfd(v.stg);
-	v.zero = calloc(1, PAGE);
-	ret = v.zero ? send_have(&v) : -ENOMEM;
+	ret = send_have(&v);
 	while (!ret) {
 		uint8_t type;
 		void *buf;
@@ -1280,7 +1272,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 		if (type == MSG_SNAP_ENTRY) {
 			ret = take_entry(&v, buf, len);
 		} else if (type == MSG_SNAP_DATA && len >= 8 && v.fd >= 0) {
-			ret = write_sparse(&v, (uint8_t *)buf + 8, len - 8, repl_get64(buf));
+			ret = write_all(&v, (uint8_t *)buf + 8, len - 8, repl_get64(buf));
 			progress(r, 0, len - 8, len - 8);
 		} else if ((type == MSG_SNAP_SAME || type == MSG_SNAP_HOLE) && len == 16 && v.fd >= 0) {
 			uint64_t off = repl_get64(buf), l = repl_get64((uint8_t *)buf + 8);
@@ -1313,7 +1305,6 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	for (size_t i = 0; i < v.ndirs; i++)
 		free(v.dirs[i].path);
 	free(v.dirs);
-	free(v.zero);
 	free(v.paths.k);
 	free(v.ids.k);
 	store_free(v.stg);

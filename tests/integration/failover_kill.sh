@@ -117,13 +117,14 @@ if [ "$diverged" = 0 ]; then
 	rl_log_prefix "$A" "$PD" equal
 	fo_erofs "$AM" "A once it follows $P"
 else
-	# G9 (not implemented yet, see failover_divergent.sh): the old leader
-	# holds records nobody else has; at least it must stay read-only and say why
+	# G9: the old leader holds records nobody else has (never acknowledged:
+	# quorum=1); it keeps them under divergent/, rewinds, and follows
 	note "A held records $P lacks when it was killed: it diverged (G9)"
-	_diverged_err() { fo_get "$A" last_error | grep -q diverged; }
-	wait_for 20 _diverged_err
-	note "A: $(fo_get "$A" last_error)"
-	fo_erofs "$AM" "the diverged A"
+	fo_wait_get 20 "$A" divergent 1
+	fo_wait_leader 20 A $P
+	fo_wait_converged 20 "$PD" "$OD" "$A"
+	treecmp "$PM" "$OM" "$AM" || fail "the trees differ after the diverged A rejoined"
+	fo_erofs "$AM" "the diverged A once it follows $P"
 	out=$("$HELPERS/ackwriter" check "$AM/records" "$acked") || fail "acknowledged records missing on A: $out"
 fi
 for d in "$A" "$B" "$C"; do log_verify "$d"; done
