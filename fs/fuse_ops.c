@@ -389,7 +389,9 @@ static void new_owner(struct node *n, const char *path, mode_t *mode, uid_t *uid
 	}
 }
 
-static int create_object(const char *path, mode_t mode, dev_t rdev, const char *target, int *out_fd)
+/* id (may be NULL) receives the new object's id */
+static int create_object(const char *path, mode_t mode, dev_t rdev, const char *target, int *out_fd,
+			 uint8_t *id)
 {
 	struct node *n = node_of();
 	struct record r = { .type = REC_CREATE };
@@ -408,6 +410,8 @@ static int create_object(const char *path, mode_t mode, dev_t rdev, const char *
 		r.data = target;
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
+	if (id)
+		memcpy(id, r.id, FILE_ID_BYTES);
 	return node_commit(n, &r, -1, out_fd);
 }
 
@@ -415,19 +419,19 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 {
 	if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISSOCK(mode))
 		return -EINVAL;
-	return create_object(path, mode, rdev, NULL, NULL);
+	return create_object(path, mode, rdev, NULL, NULL, NULL);
 }
 
 static int op_mkdir(const char *path, mode_t mode)
 {
-	return create_object(path, (mode & 07777) | S_IFDIR, 0, NULL, NULL);
+	return create_object(path, (mode & 07777) | S_IFDIR, 0, NULL, NULL, NULL);
 }
 
 static int op_symlink(const char *target, const char *path)
 {
 	if (strlen(target) >= PATH_MAX)
 		return -ENAMETOOLONG;
-	return create_object(path, S_IFLNK | 0777, 0, target, NULL);
+	return create_object(path, S_IFLNK | 0777, 0, target, NULL, NULL);
 }
 
 /* Fills r->id with the id of the object at path. */
@@ -624,10 +628,11 @@ static int backing_flags(struct node *n, int flags)
 	return flags | O_CLOEXEC | O_NOFOLLOW;
 }
 
-static int new_handle(struct fuse_file_info *fi, int fd, int flags)
+/* id: the file's id when the caller knows it (a create), else NULL: read from the file */
+static int new_handle(struct fuse_file_info *fi, int fd, int flags, const uint8_t *id)
 {
 	struct handle *h = calloc(1, sizeof(*h));
-	int ret;
+	int ret = 0;
 
 	if (!h) {
 		close(fd);
@@ -635,7 +640,10 @@ static int new_handle(struct fuse_file_info *fi, int fd, int flags)
 	}
 	h->fd = fd;
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
-	ret = store_fget_id(fd, h->id);
+	if (id)
+		memcpy(h->id, id, FILE_ID_BYTES);
+	else
+		ret = store_fget_id(fd, h->id);
 	if (ret && ret != -ENODATA) {
 		close(fd);
 		free(h);
@@ -666,19 +674,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	}
 	if (fd < 0)
 		return -errno;
-	return new_handle(fi, fd, fi->flags);
+	return new_handle(fi, fd, fi->flags, NULL);
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+	uint8_t id[FILE_ID_BYTES];
 	int fd = -1, ret;
 
-	ret = create_object(path, S_IFREG | (mode & 07777), 0, NULL, &fd);
+	ret = create_object(path, S_IFREG | (mode & 07777), 0, NULL, &fd, id);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL))
 		return op_open(path, fi);
 	if (ret)
 		return ret;
-	return new_handle(fi, fd, fi->flags);
+	return new_handle(fi, fd, fi->flags, id);
 }
 
 /* Reads hand the kernel the backing descriptor: libfuse splices from it, no copy through us. */
