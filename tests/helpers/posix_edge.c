@@ -980,6 +980,24 @@ static int user_creates(void)
 	/* setgid directory: the new file takes the directory's group */
 	OK(put_file("sgid/ufile", "g", 0644));
 	OK(mkdir("sgid/usub", 0755));
+	/* a write by a caller without CAP_FSETID drops setuid, and setgid of a group-executable
+	 * file: through a write-only descriptor and through a read-write one */
+	for (int rw = 0; rw < 2; rw++) {
+		struct stat st;
+		int fd;
+		OK(put_file("pub/usuid", "s", 0644));
+		OK(chmod("pub/usuid", 06755));
+		fd = open("pub/usuid", rw ? O_RDWR : O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "x", 1, 0) == 1, "write to a setuid file");
+		OK(fstat(fd, &st));
+		close(fd);
+		CHECK((st.st_mode & 07777) == 0755, "mode %o after a write (%s)", st.st_mode & 07777,
+		      rw ? "O_RDWR" : "O_WRONLY");
+		OK(stat("pub/usuid", &st));
+		CHECK((st.st_mode & 07777) == 0755, "mode %o of the name after a write (%s)", st.st_mode & 07777,
+		      rw ? "O_RDWR" : "O_WRONLY");
+	}
 	return 0;
 }
 
@@ -1016,6 +1034,17 @@ static int t_user_owner(void)
 	OK(lchown("pub/ulink", 0, 0));
 	CHECK(owner_is("pub/ulink", 0, 0), "lchown of a symlink");
 	CHECK(owner_is("pub/ufile", user_uid, user_gid), "lchown followed the link");
+	/* root (CAP_FSETID) writes a setuid file: the bits stay */
+	OK(put_file("rsuid", "s", 0644));
+	OK(chmod("rsuid", 06755));
+	{
+		int fd = open("rsuid", O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "x", 1, 0) == 1, "write to a setuid file");
+		close(fd);
+		OK(stat("rsuid", &st));
+		CHECK((st.st_mode & 07777) == 06755, "a write by root changed the mode to %o", st.st_mode & 07777);
+	}
 	/* chown clears setuid/setgid of a regular file */
 	OK(put_file("suid", "s", 0644));
 	OK(chmod("suid", 06755));
