@@ -805,6 +805,23 @@ static int t_mmap(void)
 		CHECK(pread(f2, b2, 6, 200) == 6 && !memcmp(b2, "STORED", 6), "munmap'd write lost");
 		close(f2);
 	}
+	/* a mapping and a reader see writes made through another, write-only descriptor */
+	fd = open("mapped", O_RDWR);
+	OK(fd);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(m != MAP_FAILED, "mmap 3");
+	CHECK(m[100] == 'W' && pread(fd, buf, 4, 4096) == 4, "read before the write-only writes");
+	{
+		int w = open("mapped", O_WRONLY);
+		OK(w);
+		CHECK(pwrite(w, "WO-1", 4, 100) == 4 && pwrite(w, "WO-2", 4, 4096) == 4, "write-only writes");
+		OK(close(w));
+	}
+	CHECK(!memcmp(m + 100, "WO-1", 4), "mapping does not see a write through a write-only descriptor");
+	CHECK(pread(fd, buf, 4, 4096) == 4 && !memcmp(buf, "WO-2", 4),
+	      "reader does not see a write through a write-only descriptor");
+	OK(munmap(m, len));
+	OK(close(fd));
 	return 0;
 }
 
