@@ -165,14 +165,17 @@ static int finish_object(struct store *st, const struct record *r, const char *r
 	int tmp = -1, ret;
 
 	if (fd >= 0) {
-		ret = fsetxattr(fd, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
-	} else {
-		ret = store_xpath(st, rel, path, sizeof(path), &tmp);
-		if (!ret && lsetxattr(path, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0)
-			ret = -errno;
-		if (tmp >= 0)
-			close(tmp);
+		/* a regular file we just opened: no path walks */
+		if (fsetxattr(fd, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0 || fchown(fd, r->uid, r->gid) < 0 ||
+		    fchmod(fd, r->mode & 07777) < 0 || futimens(fd, ts) < 0)
+			return -errno;
+		return touch_parent(st, rel, r->time_ns);
 	}
+	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
+	if (!ret && lsetxattr(path, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0)
+		ret = -errno;
+	if (tmp >= 0)
+		close(tmp);
 	if (ret)
 		return ret;
 	if (fchownat(root, rel, r->uid, r->gid, AT_SYMLINK_NOFOLLOW) < 0)
@@ -189,7 +192,8 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	const char *rel = store_rel(r->path);
 	int fd = -1, ret;
 
-	switch (id_at(st, rel, r->id)) {
+	/* strict (the leader): whatever holds the name makes make_object() fail with EEXIST */
+	switch ((flags & APPLY_STRICT) ? MATCH_NONE : id_at(st, rel, r->id)) {
 	case MATCH_YES:
 		return (flags & APPLY_STRICT) ? -EEXIST : 1;
 	case MATCH_OTHER:

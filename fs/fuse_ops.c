@@ -29,6 +29,7 @@
 struct handle {
 	int fd;
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
+	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
 	uint8_t id[FILE_ID_BYTES];
 	struct handle *next, *prev;	/* node->open_files, under open_lock */
 };
@@ -389,7 +390,9 @@ static void new_owner(struct node *n, const char *path, mode_t *mode, uid_t *uid
 	}
 }
 
-static int create_object(const char *path, mode_t mode, dev_t rdev, const char *target, int *out_fd)
+/* id (may be NULL) receives the new object's id */
+static int create_object(const char *path, mode_t mode, dev_t rdev, const char *target, int *out_fd,
+			 uint8_t *id)
 {
 	struct node *n = node_of();
 	struct record r = { .type = REC_CREATE };
@@ -408,6 +411,8 @@ static int create_object(const char *path, mode_t mode, dev_t rdev, const char *
 		r.data = target;
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
+	if (id)
+		memcpy(id, r.id, FILE_ID_BYTES);
 	return node_commit(n, &r, -1, out_fd);
 }
 
@@ -415,19 +420,19 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 {
 	if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISSOCK(mode))
 		return -EINVAL;
-	return create_object(path, mode, rdev, NULL, NULL);
+	return create_object(path, mode, rdev, NULL, NULL, NULL);
 }
 
 static int op_mkdir(const char *path, mode_t mode)
 {
-	return create_object(path, (mode & 07777) | S_IFDIR, 0, NULL, NULL);
+	return create_object(path, (mode & 07777) | S_IFDIR, 0, NULL, NULL, NULL);
 }
 
 static int op_symlink(const char *target, const char *path)
 {
 	if (strlen(target) >= PATH_MAX)
 		return -ENAMETOOLONG;
-	return create_object(path, S_IFLNK | 0777, 0, target, NULL);
+	return create_object(path, S_IFLNK | 0777, 0, target, NULL, NULL);
 }
 
 /* Fills r->id with the id of the object at path. */
@@ -624,10 +629,11 @@ static int backing_flags(struct node *n, int flags)
 	return flags | O_CLOEXEC | O_NOFOLLOW;
 }
 
-static int new_handle(struct fuse_file_info *fi, int fd, int flags)
+/* id: the file's id when the caller knows it (a create), else NULL: read from the file */
+static int new_handle(struct fuse_file_info *fi, int fd, int flags, const uint8_t *id)
 {
 	struct handle *h = calloc(1, sizeof(*h));
-	int ret;
+	int ret = 0;
 
 	if (!h) {
 		close(fd);
@@ -635,7 +641,15 @@ static int new_handle(struct fuse_file_info *fi, int fd, int flags)
 	}
 	h->fd = fd;
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
-	ret = store_fget_id(fd, h->id);
+	if ((flags & O_ACCMODE) == O_WRONLY && !is_follower(node_of())) {
+		/* nothing is read through it: writes skip the kernel's page cache (op_write) */
+		h->direct = 1;
+		fi->direct_io = 1;
+	}
+	if (id)
+		memcpy(h->id, id, FILE_ID_BYTES);
+	else
+		ret = store_fget_id(fd, h->id);
 	if (ret && ret != -ENODATA) {
 		close(fd);
 		free(h);
@@ -666,19 +680,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	}
 	if (fd < 0)
 		return -errno;
-	return new_handle(fi, fd, fi->flags);
+	return new_handle(fi, fd, fi->flags, NULL);
 }
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+	uint8_t id[FILE_ID_BYTES];
 	int fd = -1, ret;
 
-	ret = create_object(path, S_IFREG | (mode & 07777), 0, NULL, &fd);
+	ret = create_object(path, S_IFREG | (mode & 07777), 0, NULL, &fd, id);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL))
 		return op_open(path, fi);
 	if (ret)
 		return ret;
-	return new_handle(fi, fd, fi->flags);
+	return new_handle(fi, fd, fi->flags, id);
 }
 
 /* Reads hand the kernel the backing descriptor: libfuse splices from it, no copy through us. */
@@ -707,6 +722,71 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 	return r < 0 ? -errno : (int)r;
 }
 
+/* 1 if the caller of this request is in group gid (its fsgid or a supplementary group). */
+static int caller_in_group(gid_t gid)
+{
+	gid_t groups[256];
+	int k;
+
+	if (fuse_get_context()->gid == gid)
+		return 1;
+	k = fuse_getgroups((int)(sizeof(groups) / sizeof(groups[0])), groups);
+	for (int i = 0; i < k && i < (int)(sizeof(groups) / sizeof(groups[0])); i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+/*
+ * Before a write through the page cache the kernel drops the privileges a
+ * changed file must not keep (file_remove_privs(): through a setattr and a
+ * removexattr request to us); for direct I/O it leaves that to the file
+ * system. As the kernel: a caller without CAP_FSETID (here: not root) drops
+ * the setuid bit, and the setgid bit if the file is group-executable or the
+ * caller is not in its group; any write drops security.capability. Each
+ * drop is its own record, before the write's.
+ */
+static int drop_privs(struct node *n, const char *path, struct fuse_file_info *fi)
+{
+	struct handle *h = fh_of(fi);
+	struct stat st;
+	mode_t kill = 0;
+	int ret;
+
+	if (fstat(h->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (fuse_get_context()->uid != 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
+		kill = st.st_mode & S_ISUID;
+		if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !caller_in_group(st.st_gid)))
+			kill |= S_ISGID;
+	}
+	if (kill) {
+		struct record r = { .op_flags = SA_MODE, .mode = (st.st_mode & 07777) & ~kill };
+		ret = setattr_common(path, fi, &r);
+		if (ret)
+			return ret;
+	}
+	if (fgetxattr(h->fd, "security.capability", NULL, 0) >= 0) {
+		struct record r = { .type = REC_REMOVEXATTR, .name = "security.capability" };
+		r.path = open_path(path, &r);
+		memcpy(r.id, h->id, FILE_ID_BYTES);
+		ret = node_commit(n, &r, h->fd, NULL);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Writes of write-only files arrive as direct I/O (new_handle()): the data
+ * comes straight from the writer's memory, with no copy into the kernel's
+ * page cache and no security.capability lookup (a round trip) per write(2).
+ * Other opens of the file may hold its pages (readers, mappings): they are
+ * dropped after each such write, as a write through the cache would have
+ * updated them.
+ */
 static int op_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct node *n = node_of();
@@ -717,6 +797,8 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	REFUSE_ON_FOLLOWER(n);
 	if (size > REC_MAX_DATA)
 		size = REC_MAX_DATA;
+	if (h->direct && (ret = drop_privs(n, path, fi)))
+		return ret;
 	r.path = open_path(path, &r);
 	memcpy(r.id, h->id, FILE_ID_BYTES);
 	r.off = (uint64_t)off;
@@ -726,6 +808,8 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	if (ret)
 		return ret;
 	links_changed(n, links_ino(n, NULL, h->fd), path);
+	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH))
+		fuse_invalidate_path(n->fuse, path);
 	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
 		if (ret)

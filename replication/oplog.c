@@ -40,6 +40,9 @@ struct oplog {
 	uint64_t undo_size;
 	struct pos undo_last;
 	uint8_t undo_mac[CRYPTO_MAC_BYTES];
+	/* random bytes for nonces, drawn a block at a time (one getrandom per 32 appends) */
+	uint8_t rnd[32 * REC_NONCE_BYTES];
+	size_t rnd_used;
 	/* fault injection */
 	unsigned fault_write, fault_sync;
 	int fault_write_err, fault_sync_err;
@@ -291,6 +294,7 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	log->dirfd = dirfd;
 	log->key = k;
 	log->fd = -1;
+	log->rnd_used = sizeof(log->rnd);
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_cond_init(&log->synced, NULL);
 
@@ -455,6 +459,19 @@ static int take_fault(unsigned *counter, int err)
 	return 0;
 }
 
+/* Called with mu held: fresh random bytes for a record's nonce. */
+static void next_nonce(struct oplog *log, uint8_t nonce[REC_NONCE_BYTES])
+{
+	if (log->rnd_used + REC_NONCE_BYTES > sizeof(log->rnd)) {
+		crypto_random(log->rnd, sizeof(log->rnd));
+		log->rnd_used = 0;
+	}
+	memcpy(nonce, log->rnd + log->rnd_used, REC_NONCE_BYTES);
+	/* used bytes are wiped so that no two appends can take the same ones */
+	memset(log->rnd + log->rnd_used, 0, REC_NONCE_BYTES);
+	log->rnd_used += REC_NONCE_BYTES;
+}
+
 static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
 {
 	while (n > 0) {
@@ -526,7 +543,7 @@ int oplog_append(struct oplog *log, struct record *r)
 		goto out;
 	}
 	r->seq = log->last.seq + 1;
-	crypto_random(r->nonce, sizeof(r->nonce));
+	next_nonce(log, r->nonce);
 	n = record_layout(r, hdr, iov, &total);
 	if (n < 0) {
 		ret = n;

@@ -805,6 +805,23 @@ static int t_mmap(void)
 		CHECK(pread(f2, b2, 6, 200) == 6 && !memcmp(b2, "STORED", 6), "munmap'd write lost");
 		close(f2);
 	}
+	/* a mapping and a reader see writes made through another, write-only descriptor */
+	fd = open("mapped", O_RDWR);
+	OK(fd);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(m != MAP_FAILED, "mmap 3");
+	CHECK(m[100] == 'W' && pread(fd, buf, 4, 4096) == 4, "read before the write-only writes");
+	{
+		int w = open("mapped", O_WRONLY);
+		OK(w);
+		CHECK(pwrite(w, "WO-1", 4, 100) == 4 && pwrite(w, "WO-2", 4, 4096) == 4, "write-only writes");
+		OK(close(w));
+	}
+	CHECK(!memcmp(m + 100, "WO-1", 4), "mapping does not see a write through a write-only descriptor");
+	CHECK(pread(fd, buf, 4, 4096) == 4 && !memcmp(buf, "WO-2", 4),
+	      "reader does not see a write through a write-only descriptor");
+	OK(munmap(m, len));
+	OK(close(fd));
 	return 0;
 }
 
@@ -980,6 +997,24 @@ static int user_creates(void)
 	/* setgid directory: the new file takes the directory's group */
 	OK(put_file("sgid/ufile", "g", 0644));
 	OK(mkdir("sgid/usub", 0755));
+	/* a write by a caller without CAP_FSETID drops setuid, and setgid of a group-executable
+	 * file: through a write-only descriptor and through a read-write one */
+	for (int rw = 0; rw < 2; rw++) {
+		struct stat st;
+		int fd;
+		OK(put_file("pub/usuid", "s", 0644));
+		OK(chmod("pub/usuid", 06755));
+		fd = open("pub/usuid", rw ? O_RDWR : O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "x", 1, 0) == 1, "write to a setuid file");
+		OK(fstat(fd, &st));
+		close(fd);
+		CHECK((st.st_mode & 07777) == 0755, "mode %o after a write (%s)", st.st_mode & 07777,
+		      rw ? "O_RDWR" : "O_WRONLY");
+		OK(stat("pub/usuid", &st));
+		CHECK((st.st_mode & 07777) == 0755, "mode %o of the name after a write (%s)", st.st_mode & 07777,
+		      rw ? "O_RDWR" : "O_WRONLY");
+	}
 	return 0;
 }
 
@@ -1016,6 +1051,17 @@ static int t_user_owner(void)
 	OK(lchown("pub/ulink", 0, 0));
 	CHECK(owner_is("pub/ulink", 0, 0), "lchown of a symlink");
 	CHECK(owner_is("pub/ufile", user_uid, user_gid), "lchown followed the link");
+	/* root (CAP_FSETID) writes a setuid file: the bits stay */
+	OK(put_file("rsuid", "s", 0644));
+	OK(chmod("rsuid", 06755));
+	{
+		int fd = open("rsuid", O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "x", 1, 0) == 1, "write to a setuid file");
+		close(fd);
+		OK(stat("rsuid", &st));
+		CHECK((st.st_mode & 07777) == 06755, "a write by root changed the mode to %o", st.st_mode & 07777);
+	}
 	/* chown clears setuid/setgid of a regular file */
 	OK(put_file("suid", "s", 0644));
 	OK(chmod("suid", 06755));
