@@ -506,6 +506,7 @@ static void *conn_main(void *arg)
 	if (cn->p) {
 		cn->p->connected++;
 		cn->p->needs_resync = 0;
+		cn->p->snap_until = 0;
 		cn->p->applied_pos = 0;
 		cn->p->sent = cn->p->received = cn->p->durable = repl_get64(hello + 8);
 		snprintf(cn->p->addr, sizeof(cn->p->addr), "%s", cn->addr);
@@ -517,11 +518,12 @@ static void *conn_main(void *arg)
 		goto out;
 	}
 	if (want_snap) {
-		uint64_t at;
-		ret = snap_serve(r, cn->c, cn->p, &at);
+		uint64_t at, until = 0;
+		ret = snap_serve(r, cn->c, cn->p, &at, &until);
 		pthread_mutex_lock(&r->mu);
 		cn->p->needs_resync = ret != 0;
-		cn->p->sent = cn->p->received = cn->p->durable = at;
+		cn->p->snap_until = until;	/* no sync mode waits on it while it installs the snapshot */
+		cn->p->sent = cn->p->received = cn->p->durable = cn->p->applied = at;
 		pthread_mutex_unlock(&r->mu);
 		if (ret)
 			goto out_peer;
@@ -718,8 +720,9 @@ void repl_count_durable(struct repl *r, uint64_t seq, int *have, int *known)
 {
 	*have = *known = 0;
 	for (int i = 0; i < REPL_MAX_PEERS; i++) {
-		if (!r->peers[i].used || r->peers[i].needs_resync)
-			continue;	/* one that needs a resync cannot acknowledge anything until it has one */
+		if (!r->peers[i].used || r->peers[i].needs_resync ||
+		    (r->peers[i].snap_until && r->peers[i].applied < r->peers[i].snap_until))
+			continue;	/* one that needs a resync, or is installing one, counts once it follows */
 		(*known)++;
 		if (r->peers[i].durable >= seq)
 			(*have)++;

@@ -75,6 +75,7 @@ struct peer {
 	uint64_t applied_pos;	/* log byte position after the record it applied */
 	int snapshotting;	/* being sent a snapshot */
 	uint64_t snap_from;	/* keep the log from this seq for it (0: no pin) */
+	uint64_t snap_until;	/* it counts for no sync mode until it applied this (its snapshot is in) */
 	uint64_t snap_files, snap_bytes_sent;
 };
 
@@ -146,8 +147,8 @@ void repl_count_durable(struct repl *r, uint64_t seq, int *have, int *known);
 int repl_start_following(struct repl *r, const char *addr);
 
 /* snapshot.c */
-/* Leader: sends a snapshot to the follower of p; *at: the position it was taken at. */
-int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at);
+/* Leader: sends a snapshot to the follower of p; *at: the position it was taken at, *until: its end. */
+int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at, uint64_t *until);
 /* Follower: receives one (begin: the MSG_SNAP_BEGIN). *until: the seq to replay to. */
 int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t len, uint64_t *until);
 /* The "snapshot" member of the status. */

@@ -703,7 +703,7 @@ static void count_tree(int dirfd, uint64_t *files, uint64_t *bytes)
 	closedir(d);
 }
 
-int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq)
+int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq, uint64_t *until)
 {
 	struct node *n = r->n;
 	struct sender s = { .r = r, .n = n, .c = c, .p = p };
@@ -746,8 +746,9 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq)
 		s.path[0] = 0;
 		ret = send_object(&s, store_rootfd(n->store), &root);
 	}
+	*until = node_applied(n);
 	if (!ret) {
-		repl_put64(end, node_applied(n));
+		repl_put64(end, *until);
 		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
 	}
 	pthread_mutex_lock(&r->mu);
