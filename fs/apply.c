@@ -195,6 +195,9 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	/* strict (the leader): whatever holds the name makes make_object() fail with EEXIST */
 	switch ((flags & APPLY_STRICT) ? MATCH_NONE : id_at(st, rel, r->id)) {
 	case MATCH_YES:
+		/* made, and given its id, but a crash came before it was finished and indexed */
+		if (!(flags & APPLY_STRICT) && store_id_state(st, r->id) == ID_UNKNOWN)
+			break;
 		return (flags & APPLY_STRICT) ? -EEXIST : 1;
 	case MATCH_OTHER:
 		return (flags & APPLY_STRICT) ? -EEXIST : 1;

@@ -948,3 +948,43 @@ Test(apply, branch_is_a_noop_and_unknown_type_is_einval)
 	after = ap_snapshot(atree);
 	ap_expect_same(before, after, "branch");
 }
+
+/*
+ * kill -9 between making a file (its id already set) and finishing it (owner,
+ * mode, times, its index link): crash recovery's replay of the create must
+ * finish it, not take the id for proof that it is done.
+ */
+Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
+{
+	uint8_t id[FILE_ID_BYTES] = { 0x42, 7 };
+	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 5, .path = "f", .path2 = "", .name = "",
+			    .mode = S_IFREG | 0644, .uid = 1234, .gid = 5678, .time_ns = 1700000000123456789LL };
+	struct replay *rp = NULL;
+	struct stat sb;
+	char p[512];
+	int fd;
+
+	memcpy(r.id, id, FILE_ID_BYTES);
+	snprintf(p, sizeof(p), "%s/f", atree);
+	fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fsetxattr(fd, ID_XATTR, id, FILE_ID_BYTES, 0), 0);
+	close(fd);
+	cr_assert_eq(store_id_state(ast, id), ID_UNKNOWN);
+
+	cr_assert_eq(replay_begin(&rp), 0);
+	cr_assert_eq(replay_apply(rp, ast, &r), 0, "the unfinished create is finished");
+	cr_assert_eq(replay_finish(rp, ast), 0);
+	cr_assert_eq(lstat(p, &sb), 0);
+	cr_assert_eq(sb.st_mode & 07777, 0644);
+	cr_assert_eq(sb.st_uid, 1234);
+	cr_assert_eq(sb.st_gid, 5678);
+	cr_assert_eq(sb.st_mtim.tv_nsec, 123456789);
+	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "indexed");
+	cr_assert_eq(store_nlink(&sb), 1);
+
+	/* a finished one is left alone */
+	cr_assert_eq(replay_begin(&rp), 0);
+	cr_assert_eq(replay_apply(rp, ast, &r), 1);
+	cr_assert_eq(replay_finish(rp, ast), 0);
+}
