@@ -33,7 +33,7 @@ part_snapshot() {
 	say "== snapshot" "load average $LOAD0"
 	case "$SCALE" in
 	small) big=2 mid=20 small=1000 fsize=16M ;;
-	*) big=8 mid=400 small=8000 fsize=64M ;;
+	*) big=8 mid=400 small=9592 fsize=64M ;;	# 10,000 files, about 1 GiB
 	esac
 	R[sn_cp]=ERR R[sn_snap]=ERR R[sn_p99a]=ERR R[sn_p99b]=ERR R[sn_verify]=ERR R[sn_resync]=ERR
 

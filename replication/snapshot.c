@@ -640,8 +640,10 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	if (ret)
 		goto out;
 	s->files++;
-	if (kind == KIND_FILE && fd >= 0)
+	if (kind == KIND_FILE && fd >= 0) {
+		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);	/* read once, front to back */
 		ret = send_content(s, fd, (uint64_t)sb.st_size, id);
+	}
 	pthread_mutex_lock(&s->r->mu);
 	s->p->snap_files = s->files;
 	s->p->snap_bytes_sent = s->bytes;
