@@ -1,6 +1,7 @@
 /* store.c -- the backing tree: opening it, file ids, xattr paths */
 #include "store.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +42,22 @@ void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 
 		out[2 * i + 1] = digits[id[i] & 15];
 	}
 	out[2 * FILE_ID_BYTES] = 0;
+}
+
+int store_id_parse(const char *name, uint8_t id[FILE_ID_BYTES])
+{
+	if (strlen(name) != 2 * FILE_ID_BYTES)
+		return 0;
+	for (int i = 0; i < FILE_ID_BYTES; i++) {
+		unsigned hi, lo;
+		char c = name[2 * i], d = name[2 * i + 1];
+		if (!isxdigit((unsigned char)c) || !isxdigit((unsigned char)d))
+			return 0;
+		hi = (unsigned)(isdigit((unsigned char)c) ? c - '0' : (tolower((unsigned char)c) - 'a' + 10));
+		lo = (unsigned)(isdigit((unsigned char)d) ? d - '0' : (tolower((unsigned char)d) - 'a' + 10));
+		id[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 1;
 }
 
 static int open_index(struct store *st)

@@ -53,8 +53,9 @@ int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES]);
 void store_new_id(uint8_t id[FILE_ID_BYTES]);
 /* Gives the object at rel (not following a final symlink) the id. */
 int store_set_id(struct store *st, const char *rel, const uint8_t id[FILE_ID_BYTES]);
-/* The id in hex, as the index names it. */
+/* The id in hex, as the index names it; store_id_parse(): 1 if name is exactly such a name. */
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1]);
+int store_id_parse(const char *name, uint8_t id[FILE_ID_BYTES]);
 
 /*
  * The l*xattr calls take a path, not a dirfd: store_xpath() gives a path for

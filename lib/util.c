@@ -62,3 +62,16 @@ int copy_entry_at(int sfd, const char *src, int dfd, const char *dst)
 		close(out);
 	return ret;
 }
+
+DIR *opendir_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (!d && fd >= 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+	}
+	return d;
+}

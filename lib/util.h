@@ -2,6 +2,7 @@
 #ifndef REPFS_UTIL_H
 #define REPFS_UTIL_H
 
+#include <dirent.h>
 #include <stddef.h>
 
 /* Copies s into out as the inside of a JSON string (quotes, backslashes, controls escaped). */
@@ -9,5 +10,8 @@ const char *json_escape(char *out, size_t len, const char *s);
 
 /* Copies the file or symlink src (relative to sfd) to dst (relative to dfd). 0, -EINVAL for other types, or -errno. */
 int copy_entry_at(int sfd, const char *src, int dfd, const char *dst);
+
+/* A directory stream of name relative to dirfd ("." for dirfd itself); NULL and errno on failure. */
+DIR *opendir_at(int dirfd, const char *name);
 
 #endif

@@ -472,19 +472,16 @@ static void free_listing(struct lent *e, size_t n)
  */
 static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, size_t *nout, uint64_t *at)
 {
-	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0, dirfds = 0;
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	DIR *d = opendir_at(fd, ".");
 	struct lent *e = NULL;
 	size_t ne = 0, cap = 0;
 	struct dirent *de;
+	int ret = 0, dirfds = 0;
 
 	*out = NULL;
 	*nout = 0;
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
+	if (!d)
 		return -errno;
-	}
 	if (locked)
 		pthread_mutex_lock(&n->seq_lock);
 	*at = locked ? n->applied : node_applied(n);
@@ -677,15 +674,11 @@ out:
 /* Counts the tree's objects and file bytes, for the follower's progress. */
 static void count_tree(int dirfd, uint64_t *files, uint64_t *bytes)
 {
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = opendir_at(dirfd, ".");
 	struct dirent *de;
 
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
+	if (!d)
 		return;
-	}
 	while ((de = readdir(d))) {
 		struct stat sb;
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name) ||
@@ -1114,24 +1107,20 @@ static int send_have(struct receiver *v)
 
 	for (int pass = 0; pass < 2 && !ret; pass++) {
 		struct store *st = pass == 0 ? v->stg : v->n->store;
-		int idx = store_indexfd(st), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		int idx = store_indexfd(st);
+		DIR *d = opendir_at(idx, ".");
 		struct dirent *de;
 
 		if (!d) {
 			ret = -errno;
-			if (fd >= 0)
-				close(fd);
 			break;
 		}
 		while (!ret && (de = readdir(d))) {
 			uint8_t id[FILE_ID_BYTES], (*dig)[DIGEST_BYTES] = NULL;
 			uint32_t nd = 0;
 			struct stat sb;
-			int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES, f;
-			for (int i = 0; ok && i < FILE_ID_BYTES; i++)
-				ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
-			if (!ok || (pass == 1 && store_id_state(v->stg, id) == ID_ALIVE))
+			int f;
+			if (!store_id_parse(de->d_name, id) || (pass == 1 && store_id_state(v->stg, id) == ID_ALIVE))
 				continue;
 			f = openat(idx, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (f < 0)
@@ -1165,15 +1154,12 @@ static int send_have(struct receiver *v)
 /* After SNAP_END: removes what the leader did not send (from earlier attempts or the old tree). */
 static int prune(struct receiver *v, int dirfd, char *rel, size_t rlen)
 {
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = opendir_at(dirfd, ".");
 	struct dirent *de;
+	int ret = 0;
 
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
+	if (!d)
 		return -errno;
-	}
 	while (!ret && (de = readdir(d))) {
 		size_t nl = strlen(de->d_name);
 		struct stat sb;
@@ -1199,24 +1185,18 @@ static int prune(struct receiver *v, int dirfd, char *rel, size_t rlen)
 
 static int prune_index(struct receiver *v)
 {
-	int idx = store_indexfd(v->stg), fd = openat(idx, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	int idx = store_indexfd(v->stg);
+	DIR *d = opendir_at(idx, ".");
 	struct dirent *de;
 
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
+	if (!d)
 		return -errno;
-	}
 	while ((de = readdir(d))) {
 		uint8_t id[FILE_ID_BYTES];
-		int ok = strlen(de->d_name) == 2 * FILE_ID_BYTES;
 		if (de->d_name[0] == '.')
 			continue;
-		for (int i = 0; ok && i < FILE_ID_BYTES; i++)
-			ok = sscanf(de->d_name + 2 * i, "%2hhx", &id[i]) == 1;
 		/* tombstones of an earlier attempt, and ids this snapshot did not send */
-		if (!ok || !set_has(&v->ids, key_of_id(id)))
+		if (!store_id_parse(de->d_name, id) || !set_has(&v->ids, key_of_id(id)))
 			unlinkat(idx, de->d_name, 0);
 	}
 	closedir(d);
