@@ -226,10 +226,13 @@ static const char *open_path(const char *path, struct record *r)
 			return -EROFS;   \
 	} while (0)
 
+static void invalq_init(struct node *n);
+
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct node *n = node_of();
 
+	invalq_init(n);
 	cfg->use_ino = 1;
 	cfg->readdir_ino = 1;
 	cfg->hard_remove = 0;	/* see struct hidden */
@@ -288,6 +291,133 @@ out:
 	pthread_mutex_unlock(&n->open_lock);
 }
 
+/*
+ * Invalidations asked for by request handlers go through a queue that a
+ * thread of its own works off. A handler must not ask the
+ * kernel to drop an inode's pages itself: the kernel may hold one of those
+ * pages locked while it waits for a read that only a handler can answer, and
+ * if every handler is busy invalidating, nobody does (libfuse: not "in the
+ * execution path of a related filesystem operation"). Seen as writers stuck
+ * in request_wait_answer and daemon threads in fuse_reverse_inval_inode.
+ */
+#define INVALQ_MAX 256
+
+#define INVALQ_WAIT_MS 100	/* how long a handler waits for its invalidation to be done */
+
+struct invalq {
+	pthread_mutex_t mu;
+	pthread_cond_t cv, done_cv;
+	char *paths[INVALQ_MAX];	/* protected by mu */
+	int n, stop, started;		/* protected by mu */
+	uint64_t queued, done;		/* tickets: protected by mu */
+	pthread_t thread;
+};
+
+static void *invalq_main(void *arg)
+{
+	struct node *n = arg;
+	struct invalq *q = n->invalq;
+
+	for (;;) {
+		char *batch[INVALQ_MAX];
+		uint64_t ticket;
+		int k;
+		pthread_mutex_lock(&q->mu);
+		while (!q->n && !q->stop)
+			pthread_cond_wait(&q->cv, &q->mu);
+		if (!q->n && q->stop) {
+			pthread_mutex_unlock(&q->mu);
+			return NULL;
+		}
+		k = q->n;
+		ticket = q->queued;
+		memcpy(batch, q->paths, (size_t)k * sizeof(batch[0]));
+		q->n = 0;
+		pthread_mutex_unlock(&q->mu);
+		for (int i = 0; i < k; i++) {
+			if (!q->stop && n->fuse)
+				fuse_invalidate_path(n->fuse, batch[i]);
+			free(batch[i]);
+		}
+		pthread_mutex_lock(&q->mu);
+		q->done = ticket;
+		pthread_cond_broadcast(&q->done_cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+}
+
+/*
+ * Has the kernel drop its caches of path (see struct invalq), and waits up
+ * to INVALQ_WAIT_MS for it: long enough that the caller's operation returns
+ * with the caches dropped in the normal case (POSIX: a link count or data
+ * seen through another name at once), short enough that the deadlock above
+ * dissolves -- the invalidation completes once the caller's request is done.
+ */
+static void inval_now_or_soon(struct node *n, const char *path)
+{
+	struct invalq *q = n->invalq;
+	struct timespec until;
+	uint64_t ticket;
+
+	if (!q || !path)
+		return;
+	pthread_mutex_lock(&q->mu);
+	if (!q->started && !q->stop && pthread_create(&q->thread, NULL, invalq_main, n) == 0)
+		q->started = 1;
+	/* a full queue drops the request: the attribute timeout (1 s) and auto_cache still bound staleness */
+	if (!q->started || q->n >= INVALQ_MAX || !(q->paths[q->n] = strdup(path))) {
+		pthread_mutex_unlock(&q->mu);
+		return;
+	}
+	q->n++;
+	ticket = ++q->queued;
+	pthread_cond_signal(&q->cv);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += INVALQ_WAIT_MS * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (q->done < ticket && !q->stop)
+		if (pthread_cond_timedwait(&q->done_cv, &q->mu, &until) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void invalq_init(struct node *n)
+{
+	struct invalq *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	pthread_cond_init(&q->done_cv, NULL);
+	n->invalq = q;
+}
+
+static void invalq_free(struct node *n)
+{
+	struct invalq *q = n->invalq;
+
+	if (!q)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->stop = 1;
+	pthread_cond_broadcast(&q->cv);
+	pthread_cond_broadcast(&q->done_cv);
+	pthread_mutex_unlock(&q->mu);
+	if (q->started)
+		pthread_join(q->thread, NULL);
+	for (int i = 0; i < q->n; i++)
+		free(q->paths[i]);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	pthread_cond_destroy(&q->done_cv);
+	free(q);
+	n->invalq = NULL;
+}
+
 /* After a change of the file with inode ino made through path: drop the other names' caches. */
 static void links_changed(struct node *n, uint64_t ino, const char *path)
 {
@@ -303,8 +433,7 @@ static void links_changed(struct node *n, uint64_t ino, const char *path)
 			others[k++] = strdup(l->path[i]);
 	pthread_mutex_unlock(&n->open_lock);
 	for (int i = 0; i < k; i++) {
-		if (others[i])
-			fuse_invalidate_path(n->fuse, others[i]);
+		inval_now_or_soon(n, others[i]);
 		free(others[i]);
 	}
 }
@@ -809,7 +938,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 		return ret;
 	links_changed(n, links_ino(n, NULL, h->fd), path);
 	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH))
-		fuse_invalidate_path(n->fuse, path);
+		inval_now_or_soon(n, path);
 	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
 		if (ret)
@@ -1192,6 +1321,7 @@ static void op_destroy(void *private_data)
 {
 	struct node *n = private_data;
 
+	invalq_free(n);
 	if (n->links)
 		for (int i = 0; i < LINKS_MAX; i++)
 			free(n->links->path[i]);

@@ -76,6 +76,7 @@ struct node {
 	struct handle *open_files;	/* protected by open_lock */
 	struct hidden *hidden;		/* protected by open_lock */
 	struct links *links;		/* protected by open_lock */
+	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */
 };
 
 /*

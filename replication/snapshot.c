@@ -41,7 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -216,6 +218,19 @@ int snap_status_json(struct repl *r, char *buf, size_t len)
 			",\"rate_bytes_per_s\":%.0f,\"eta_s\":%.1f,\"elapsed_s\":%.1f,\"completed\":%u,\"error\":\"%s\"}",
 			names[s.state], s.from_seq, s.until_seq, s.files_done, s.files_total, s.bytes_done, s.bytes_total,
 			s.bytes_received, rate, eta, elapsed, s.completed, esc);
+}
+
+/*
+ * A snapshot yields the CPU to the node's own work (the leader's writers,
+ * the follower's mount): its thread runs at a lower priority while it sends
+ * or receives the tree (like DRBD's resync rate, without a fixed rate).
+ */
+#define SNAP_NICE 10
+
+static void snap_nice(int on)
+{
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), on ? SNAP_NICE : 0) < 0)
+		rlog(LOG_DEBUG, "unable to change the snapshot thread's priority: %s", strerror(errno));
 }
 
 /* ======================= LEADER ======================= */
@@ -720,6 +735,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	p->needs_resync = 1;	/* counts for no sync mode until it follows */
 	p->snap_files = p->snap_bytes_sent = 0;
 	pthread_mutex_unlock(&r->mu);
+	snap_nice(1);
 	count_tree(store_rootfd(n->store), &files, &bytes);
 	rlog(LOG_NOTICE, "sending a snapshot at seq %" PRIu64 " to '%s' (%" PRIu64 " objects, %" PRIu64 " bytes)",
 	     at.seq, p->name, files, bytes);
@@ -746,6 +762,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 		repl_put64(end, *until);
 		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
 	}
+	snap_nice(0);
 	pthread_mutex_lock(&r->mu);
 	p->snapshotting = 0;
 	pthread_mutex_unlock(&r->mu);
@@ -778,6 +795,7 @@ struct receiver {
 	struct u64set paths, ids;	/* what this snapshot sent */
 	/* the file being received */
 	int fd, ref, fresh;
+	uint64_t dirty;		/* bytes written since the last writeback */
 	uint64_t size;
 	struct timespec ts[2];
 	uid_t uid;
@@ -875,6 +893,8 @@ static int finish_file(struct receiver *v)
 		return 0;
 	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0 || futimens(v->fd, v->ts) < 0)
 		ret = -errno;
+	sync_file_range(v->fd, 0, 0, SYNC_FILE_RANGE_WRITE);	/* see writeback() */
+	v->dirty = 0;
 	close(v->fd);
 	if (v->ref >= 0 && v->ref != v->fd)
 		close(v->ref);
@@ -883,8 +903,26 @@ static int finish_file(struct receiver *v)
 }
 
 /* Writes buf[0..len) at off (holes are the leader's SNAP_HOLE ranges, never zero bytes it sent). */
+#define SNAP_WRITEBACK (8u << 20)	/* bytes of one file written between writeback kicks */
+
+/*
+ * Starts the writeback of what the snapshot wrote into the current file, a
+ * window at a time (and of each file as it is finished), without waiting:
+ * its dirty pages never pile up to the kernel's limit, where every writer of
+ * the machine -- a leader on the same disk too -- would be throttled.
+ */
+static void writeback(struct receiver *v, size_t len)
+{
+	v->dirty += len;
+	if (v->dirty < SNAP_WRITEBACK)
+		return;
+	v->dirty = 0;
+	sync_file_range(v->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 static int write_all(struct receiver *v, const uint8_t *buf, size_t len, uint64_t off)
 {
+	writeback(v, len);
 	while (len) {
 		ssize_t n = pwrite(v->fd, buf, len, (off_t)off);
 		if (n < 0 && errno == EINTR)
@@ -1241,6 +1279,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	if (ret)
 		return ret;
 	v.stgfd = store_rootfd(v.stg);
+	snap_nice(1);
 	ret = send_have(&v);
 	while (!ret) {
 		uint8_t type;
@@ -1285,6 +1324,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 			if (utimensat(v.stgfd, v.dirs[i].path, v.dirs[i].ts, AT_SYMLINK_NOFOLLOW) < 0)
 				ret = -errno;
 	}
+	snap_nice(0);
 	for (size_t i = 0; i < v.ndirs; i++)
 		free(v.dirs[i].path);
 	free(v.dirs);
