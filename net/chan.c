@@ -58,10 +58,10 @@ struct chan {
 	pthread_mutex_t send_lock;
 	int send_timeout_ms;
 	int closed;    /* FINAL sent */
-	uint8_t *mbuf; /* plaintext of the message being sent */
+	uint8_t *mbuf; /* plaintext of the message being sealed */
 	size_t mcap;
-	uint8_t *tbuf; /* its frame */
-	size_t tcap;
+	uint8_t *tbuf; /* sealed frames not yet written: tbuf[0..tlen) */
+	size_t tlen, tcap;
 
 	/* the receiver's half: one receiving thread at a time */
 	struct frame_dec *dec;
@@ -481,33 +481,59 @@ out:
 
 /* ---- messages ---- */
 
-/* Seals (type, buf) -- or nothing, tagged FINAL -- and sends it. Caller holds send_lock. */
-static int seal_and_send(struct chan *c, uint8_t type, const void *buf, size_t len, int final)
+/* Writes the queued frames. Caller holds send_lock. Fatal on failure. */
+static int flush_locked(struct chan *c)
 {
-	size_t mlen = final ? 0 : 1 + len, clen = mlen + SESSION_ABYTES;
 	int ret;
 
-	ret = grow(&c->mbuf, &c->mcap, mlen ? mlen : 1);
-	if (!ret)
-		ret = grow(&c->tbuf, &c->tcap, FRAME_HDR_BYTES + clen);
-	if (ret)
-		return ret; /* nothing sealed yet: the channel is intact */
-	if (!final) {
-		c->mbuf[0] = type;
-		if (len)
-			memcpy(c->mbuf + 1, buf, len);
-	}
-	ret = frame_put_header(c->tbuf, FRAME_SEALED, clen);
-	if (!ret)
-		ret = session_seal(c->sess, c->tbuf + FRAME_HDR_BYTES, c->mbuf, mlen, final);
-	if (!ret)
-		ret = send_all(c->fd, c->tbuf, FRAME_HDR_BYTES + clen, c->send_timeout_ms);
+	if (!c->tlen)
+		return 0;
+	ret = send_all(c->fd, c->tbuf, c->tlen, c->send_timeout_ms);
+	c->tlen = 0;
 	if (ret)
 		return kill_chan(c, ret);
 	return 0;
 }
 
-int chan_send(struct chan *c, uint8_t type, const void *buf, size_t len)
+/*
+ * Seals (type, buf) -- or nothing, tagged FINAL -- into a frame behind the
+ * queued ones. Caller holds send_lock. Only -ENOMEM before anything was
+ * sealed leaves the channel intact.
+ */
+static int seal_locked(struct chan *c, uint8_t type, const void *buf, size_t len, int final)
+{
+	size_t mlen = final ? 0 : 1 + len, clen = mlen + SESSION_ABYTES, need = c->tlen + FRAME_HDR_BYTES + clen;
+	int ret;
+
+	ret = grow(&c->mbuf, &c->mcap, mlen ? mlen : 1);
+	if (!ret && need > c->tcap) {
+		/* queued frames must survive: realloc, not grow() */
+		uint8_t *p = realloc(c->tbuf, need);
+		if (p) {
+			c->tbuf = p;
+			c->tcap = need;
+		} else {
+			ret = -ENOMEM;
+		}
+	}
+	if (ret)
+		return ret; /* nothing sealed: the channel is intact */
+	if (!final) {
+		c->mbuf[0] = type;
+		if (len)
+			memcpy(c->mbuf + 1, buf, len);
+	}
+	ret = frame_put_header(c->tbuf + c->tlen, FRAME_SEALED, clen);
+	if (!ret)
+		ret = session_seal(c->sess, c->tbuf + c->tlen + FRAME_HDR_BYTES, c->mbuf, mlen, final);
+	if (ret)
+		return kill_chan(c, ret);
+	c->tlen += FRAME_HDR_BYTES + clen;
+	return 0;
+}
+
+/* chan_send (flush: now) and chan_queue (flush: once CHAN_QUEUE_BYTES are queued). */
+static int send_msg(struct chan *c, uint8_t type, const void *buf, size_t len, int flush)
 {
 	int ret;
 
@@ -520,7 +546,31 @@ int chan_send(struct chan *c, uint8_t type, const void *buf, size_t len)
 	if (!ret && c->closed)
 		ret = -EPIPE;
 	if (!ret)
-		ret = seal_and_send(c, type, buf, len, 0);
+		ret = seal_locked(c, type, buf, len, 0);
+	if (!ret && (flush || c->tlen >= CHAN_QUEUE_BYTES))
+		ret = flush_locked(c);
+	pthread_mutex_unlock(&c->send_lock);
+	return ret;
+}
+
+int chan_send(struct chan *c, uint8_t type, const void *buf, size_t len)
+{
+	return send_msg(c, type, buf, len, 1);
+}
+
+int chan_queue(struct chan *c, uint8_t type, const void *buf, size_t len)
+{
+	return send_msg(c, type, buf, len, 0);
+}
+
+int chan_flush(struct chan *c)
+{
+	int ret;
+
+	pthread_mutex_lock(&c->send_lock);
+	ret = atomic_load(&c->dead);
+	if (!ret)
+		ret = flush_locked(c);
 	pthread_mutex_unlock(&c->send_lock);
 	return ret;
 }
@@ -532,7 +582,9 @@ int chan_close(struct chan *c)
 	pthread_mutex_lock(&c->send_lock);
 	ret = atomic_load(&c->dead);
 	if (!ret && !c->closed) {
-		ret = seal_and_send(c, 0, NULL, 0, 1);
+		ret = seal_locked(c, 0, NULL, 0, 1);
+		if (!ret)
+			ret = flush_locked(c);
 		if (!ret) {
 			c->closed = 1;
 			shutdown(c->fd, SHUT_WR);

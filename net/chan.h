@@ -51,6 +51,8 @@
 #define CHAN_VERSION 1 /* wire protocol version, in the handshake transcript */
 /* Largest message chan_send() takes: a frame minus the type byte, encryption overhead and slack. */
 #define CHAN_MAX_PAYLOAD (FRAME_MAX_PAYLOAD - 64)
+/* chan_queue() writes the queue once it holds this many bytes */
+#define CHAN_QUEUE_BYTES (256u << 10)
 
 struct chan; /* opaque */
 struct key;
@@ -74,6 +76,18 @@ int chan_handshake(struct chan **out, int fd, const struct key *k, int initiator
  * error.
  */
 int chan_send(struct chan *c, uint8_t type, const void *buf, size_t len);
+
+/*
+ * Like chan_send(), but the sealed frame may wait in the channel until
+ * chan_flush() (or a chan_send() or chan_close(), which flush too), or until
+ * CHAN_QUEUE_BYTES are queued, so that a burst of messages costs one write.
+ * Messages keep their order. The same errors as chan_send(); a failed write
+ * of queued frames is fatal.
+ */
+int chan_queue(struct chan *c, uint8_t type, const void *buf, size_t len);
+
+/* Writes whatever chan_queue() left queued. 0, or the channel's (fatal) error. */
+int chan_flush(struct chan *c);
 
 /*
  * Receives the next message, waiting up to timeout_ms (-1: no limit, 0: only

@@ -74,11 +74,81 @@ static int finish_snapshot(struct repl *r, uint64_t until)
 	return 1;
 }
 
+/*
+ * The acknowledger: makes what the receiver appended durable and says so.
+ * The receiver appends and applies records as they arrive and only signals
+ * it, so a follower's fdatasync never stalls its apply (nor the lag a reader
+ * sees); one fdatasync covers everything appended while the previous one
+ * ran (group commit), and an ACK follows each. A sync or send failure ends
+ * the connection: the acknowledger shuts the socket down, which ends the
+ * receiver's chan_recv().
+ */
+struct acker {
+	struct repl *r;
+	struct chan *c;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int want;	/* an ACK is due (records or a heartbeat arrived); under mu */
+	int stop;	/* under mu */
+	int failed;	/* it ended the connection (and logged why); under mu */
+};
+
+static void *acker_main(void *arg)
+{
+	struct acker *a = arg;
+	struct repl *r = a->r;
+
+	for (;;) {
+		int ret;
+
+		pthread_mutex_lock(&a->mu);
+		while (!a->want && !a->stop)
+			pthread_cond_wait(&a->cv, &a->mu);
+		if (a->stop) {
+			pthread_mutex_unlock(&a->mu);
+			return NULL;
+		}
+		a->want = 0;
+		pthread_mutex_unlock(&a->mu);
+		if (oplog_durable(r->n->log) < oplog_last(r->n->log).seq && node_sync_local(r->n, 0)) {
+			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
+			break;
+		}
+		ret = send_ack(r, a->c);
+		if (ret) {
+			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
+			rlog(LOG_WARNING, "%s", r->last_error);
+			break;
+		}
+	}
+	pthread_mutex_lock(&a->mu);
+	a->failed = 1;
+	pthread_mutex_unlock(&a->mu);
+	shutdown(chan_fd(a->c), SHUT_RDWR);	/* end the receiver too */
+	return NULL;
+}
+
+static void acker_poke(struct acker *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->want = 1;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
 /* Receives records until the connection ends (snap_until: finish a snapshot once the log holds it). */
 static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 {
+	struct acker a = { .r = r, .c = c };
+	pthread_t t;
 	unsigned pending = 0;
 
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_cond_init(&a.cv, NULL);
+	if (pthread_create(&t, NULL, acker_main, &a)) {
+		rlog(LOG_ERR, "unable to start the acknowledger; reconnecting");
+		goto out;
+	}
 	for (;;) {
 		uint8_t type;
 		void *buf;
@@ -92,6 +162,11 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 			break;
 		}
 		if (ret <= 0) {
+			if (ret < 0) {
+				pthread_mutex_lock(&a.mu);
+				ret = a.failed ? 0 : ret;	/* the acknowledger ended it, and said why */
+				pthread_mutex_unlock(&a.mu);
+			}
 			if (ret < 0) {
 				set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
 				rlog(LOG_WARNING, "%s", r->last_error);
@@ -139,26 +214,30 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 			rlog(LOG_WARNING, "unexpected message %u from the leader", type);
 			break;
 		}
-		/* a batch is in: make it durable, then acknowledge */
-		if (pending && node_sync_local(r->n, 0)) {
-			rlog(LOG_ERR, "unable to make received records durable; reconnecting");
-			break;
-		}
 		if (snap_until) {
+			/* finishing a snapshot: durable first, as the snapshot's replay expects */
+			if (pending && node_sync_local(r->n, 0)) {
+				rlog(LOG_ERR, "unable to make received records durable; reconnecting");
+				break;
+			}
 			ret = finish_snapshot(r, snap_until);
 			if (ret < 0)
 				break;
 			if (ret == 1)
 				snap_until = 0;
 		}
+		/* a batch is in (or a heartbeat): the acknowledger makes it durable and acknowledges */
 		pending = 0;
-		ret = send_ack(r, c);
-		if (ret) {
-			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
-			rlog(LOG_WARNING, "%s", r->last_error);
-			break;
-		}
+		acker_poke(&a);
 	}
+	pthread_mutex_lock(&a.mu);
+	a.stop = 1;
+	pthread_cond_signal(&a.cv);
+	pthread_mutex_unlock(&a.mu);
+	pthread_join(t, NULL);
+out:
+	pthread_mutex_destroy(&a.mu);
+	pthread_cond_destroy(&a.cv);
 }
 
 /* One attempt at following the leader at addr. */

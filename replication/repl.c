@@ -340,6 +340,9 @@ static int send_heartbeat(struct repl *r, struct chan *c)
 	return chan_send(c, MSG_HEARTBEAT, hb, sizeof(hb));
 }
 
+/* How many bytes of records the stream queues before it writes them out. */
+#define STREAM_BATCH_BYTES (CHAN_QUEUE_BYTES - 4096)
+
 /* Ships records after p->sent up to the committed position; heartbeats. */
 static void stream(struct conn *cn)
 {
@@ -362,20 +365,34 @@ static void stream(struct conn *cn)
 			break;	/* stepped down and handed everything over: let it find the new leader */
 		if (applied > sent) {
 			struct record rec;
-			int ret;
+			size_t batch = 0;
+			int ret = 0, lost = 0;
 
 			if (!rd) {
 				if (oplog_reader_open(&rd, r->n->logdirfd, r->n->key, sent + 1))
 					break;
 				oplog_reader_trust(rd);	/* the follower checks every MAC itself */
 			}
-			ret = oplog_reader_next(rd, &rec);
-			if (ret == 1 && rec.seq == sent + 1) {
+			/*
+			 * Everything committed so far, up to STREAM_BATCH_BYTES, goes in
+			 * one write: a sealed frame per record, queued in the channel.
+			 */
+			while (sent < applied && batch < STREAM_BATCH_BYTES) {
 				size_t len;
-				const uint8_t *raw = oplog_reader_raw(rd, &len);
-				uint64_t pos = oplog_reader_pos(rd);
-				if (chan_send(cn->c, MSG_RECORD, raw, len))
+				const uint8_t *raw;
+				uint64_t pos;
+
+				ret = oplog_reader_next(rd, &rec);
+				if (ret != 1 || rec.seq != sent + 1)
 					break;
+				raw = oplog_reader_raw(rd, &len);
+				pos = oplog_reader_pos(rd);
+				if (chan_queue(cn->c, MSG_RECORD, raw, len)) {
+					lost = 1;
+					break;
+				}
+				batch += len;
+				sent = rec.seq;
 				pthread_mutex_lock(&r->mu);
 				cn->p->sent = rec.seq;
 				cn->p->ring_seq[rec.seq % 256] = rec.seq;
@@ -384,8 +401,11 @@ static void stream(struct conn *cn)
 				if (!cn->p->applied_pos || cn->p->applied < rec.seq - 1)
 					cn->p->applied_pos = cn->p->applied_pos ? cn->p->applied_pos : pos - len;
 				pthread_mutex_unlock(&r->mu);
-				continue;
 			}
+			if (lost || (batch && chan_flush(cn->c)))
+				break;	/* the channel is dead */
+			if (ret == 1 && rec.seq == sent)
+				continue;	/* stopped at applied or at the batch limit */
 			if (ret < 0) {
 				rlog(LOG_ERR, "unable to read the log at seq %" PRIu64 " for '%s'", sent + 1, cn->p->name);
 				break;

@@ -526,6 +526,100 @@ Test(chan, clean_close_both_ways)
 	close(sv[1]);
 }
 
+static int queue_msg(struct chan *c, int k)
+{
+	uint8_t buf[5000];
+
+	msg_fill(k, buf, msg_len(k));
+	return chan_queue(c, msg_type(k), buf, msg_len(k));
+}
+
+Test(chan, queued_messages_go_out_in_order_at_flush)
+{
+	struct chan *ci, *cr;
+	int sv[2];
+	uint8_t type;
+	void *buf;
+	size_t len;
+
+	sockpair(sv);
+	handshake_ok(sv[0], sv[1], &ci, &cr);
+	for (int k = 0; k < 10; k++)
+		cr_assert_eq(queue_msg(ci, k), 0);
+	cr_assert_eq(chan_recv(cr, &type, &buf, &len, 50), -ETIMEDOUT, "queued messages wait for a flush");
+	cr_assert_eq(chan_flush(ci), 0);
+	cr_assert_eq(chan_flush(ci), 0, "an empty flush is a no-op");
+	for (int k = 0; k < 10; k++) {
+		cr_assert_eq(chan_recv(cr, &type, &buf, &len, TIMEOUT), 1);
+		check_msg(k, type, buf, len);
+	}
+	/* chan_send() writes what was queued before it, in order */
+	cr_assert_eq(queue_msg(ci, 10), 0);
+	cr_assert_eq(send_msg(ci, 11), 0);
+	for (int k = 10; k < 12; k++) {
+		cr_assert_eq(chan_recv(cr, &type, &buf, &len, TIMEOUT), 1);
+		check_msg(k, type, buf, len);
+	}
+	/* so does chan_close(), before its FINAL */
+	cr_assert_eq(queue_msg(ci, 12), 0);
+	cr_assert_eq(chan_close(ci), 0);
+	cr_assert_eq(queue_msg(ci, 13), -EPIPE);
+	cr_assert_eq(chan_recv(cr, &type, &buf, &len, TIMEOUT), 1);
+	check_msg(12, type, buf, len);
+	cr_assert_eq(chan_recv(cr, &type, &buf, &len, TIMEOUT), 0);
+	chan_free(ci);
+	chan_free(cr);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+struct queue_job {
+	struct chan *c;
+	int n;
+	int ret;
+	pthread_t th;
+};
+
+static void *queue_many(void *arg)
+{
+	struct queue_job *j = arg;
+
+	for (int k = 0; k < j->n && !j->ret; k++)
+		j->ret = queue_msg(j->c, k);
+	if (!j->ret)
+		j->ret = chan_flush(j->c);
+	return NULL;
+}
+
+Test(chan, a_full_queue_writes_itself)
+{
+	struct chan *ci, *cr;
+	struct queue_job j = { 0 };
+	int sv[2], n = 0;
+	uint8_t type;
+	void *buf;
+	size_t len, bytes = 0;
+
+	sockpair(sv);
+	handshake_ok(sv[0], sv[1], &ci, &cr);
+	/* more than CHAN_QUEUE_BYTES: the first ones arrive before the flush */
+	while (bytes <= 2 * CHAN_QUEUE_BYTES)
+		bytes += msg_len(n++);
+	j.c = ci;
+	j.n = n;
+	cr_assert_eq(pthread_create(&j.th, NULL, queue_many, &j), 0);
+	for (int k = 0; k < n; k++) {
+		cr_assert_eq(chan_recv(cr, &type, &buf, &len, TIMEOUT), 1, "message %d", k);
+		check_msg(k, type, buf, len);
+	}
+	pthread_join(j.th, NULL);
+	cr_assert_eq(j.ret, 0, "%s", chan_strerror(j.ret));
+	chan_free(ci);
+	chan_free(cr);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 struct big_job {
 	struct chan *c;
 	const uint8_t *data;
