@@ -23,7 +23,9 @@
 #   5. at A's address, a key holder (tests/helpers/oldepoch) replays A's
 #      epoch 1 from A's own log: its handshake succeeds, then WELCOME of
 #      epoch 1, A's records and heartbeats of epoch 1 -- what no proxy can
-#      do, so that the replication protocol's own fencing is what refuses it.
+#      do, so that the replication protocol's own fencing is what refuses it;
+#   5b. the same key holder claims epoch 2 in its WELCOME and sends no record
+#      but heartbeats of epoch 1: C refuses the heartbeats.
 #
 # The channel gives every connection fresh keys (docs/protocol.md), so 1 and 2
 # must fail to decrypt ("message failed authentication") and end the
@@ -238,6 +240,18 @@ check_unchanged "after A's epoch 1 was replayed to C by a key holder"
 grep -F "hello epoch 2 seq $(fo_get "$C" seq) name C" "$T/oldepoch.out" >/dev/null ||
 	fail "oldepoch did not hear C's HELLO of epoch 2: $(head -n 5 "$T/oldepoch.out" | tr '\n' '|')"
 note "C refused it: $(grep -F "it leads epoch 1" "$CLOG" | tail -n 1)"
+rl_bg_kill "$OE"
+
+# --- 5b. the same key holder lies in its WELCOME (epoch 2) but heartbeats epoch 1
+note "5b. a key holder that claims epoch 2 in its WELCOME but heartbeats epoch 1"
+OLDEPOCH_LIE=1 rl_bg "$HELPERS/oldepoch" "$KEY" "$FO_PORT_A" "$A/log" A >"$T/oldepoch2.out" 2>&1
+OE=$RL_BG_PID
+_oe2_listening() { grep -q "^listening " "$T/oldepoch2.out" || { pid_alive "$OE" || fail "oldepoch: $(cat "$T/oldepoch2.out")"; false; }; }
+wait_for 10 _oe2_listening
+_hb_fenced() { [ "$(count "refused a heartbeat of epoch 1, below ours (2)" "$CLOG")" -ge 2 ]; }
+wait_for 20 _hb_fenced
+check_unchanged "after heartbeats of epoch 1 under a WELCOME of epoch 2"
+note "C refused them: $(grep -F "refused a heartbeat of epoch 1" "$CLOG" | tail -n 1)"
 rl_bg_kill "$OE"
 
 # --- heal: the cluster goes on replicating

@@ -22,6 +22,11 @@
  * are read and dropped. A connection whose first message is not HELLO (a
  * PROBE, a CLAIM) is closed unanswered.
  *
+ * OLDEPOCH_LIE=1 in the environment: the WELCOME claims the follower's own
+ * epoch (a key holder lying to get past the check of the leader's epoch), no
+ * record follows, and the heartbeats still carry E: the follower must refuse
+ * them (docs/replication.md 8).
+ *
  * Prints one line per event, flushed: "listening PORT", "log: N records,
  * seq A..B, epoch E", "conn K hello epoch E seq S name N", "conn K welcome
  * epoch E seq S", "conn K sent R records, H heartbeats; ended: WHY".
@@ -172,7 +177,7 @@ static void serve(int fd, int id, const struct key *k, const char *name)
 	size_t len, i, sent = 0, beats = 0;
 	const char *why = "the follower hung up";
 	struct timespec t0, now;
-	int ret;
+	int ret, lie;
 
 	ret = chan_handshake(&c, fd, k, 0, 5000);
 	if (ret) {
@@ -190,7 +195,8 @@ static void serve(int fd, int id, const struct key *k, const char *name)
 	    (unsigned long long)from, (char *)buf + 48);
 	if (from >= last)
 		from = 0;	/* ahead of this log: replay all of it */
-	put64(w, epoch);
+	lie = getenv("OLDEPOCH_LIE") != NULL;
+	put64(w, lie ? get64(buf) : epoch);
 	put64(w + 8, last);
 	snprintf((char *)w + 16, 64, "%s", name);
 	if ((ret = chan_send(c, MSG_WELCOME, w, sizeof(w))) != 0) {
@@ -198,7 +204,7 @@ static void serve(int fd, int id, const struct key *k, const char *name)
 		goto done;
 	}
 	say("conn %d welcome epoch %llu seq %llu", id, (unsigned long long)epoch, (unsigned long long)last);
-	for (i = 0; i < nrecs; i++) {
+	for (i = 0; i < nrecs && !lie; i++) {
 		if (recs[i].seq <= from)
 			continue;
 		if ((ret = chan_send(c, MSG_RECORD, recs[i].p, recs[i].len)) != 0) {
