@@ -12,7 +12,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -114,22 +113,14 @@ static int keep_divergent(struct node *n, uint64_t after, uint64_t last_epoch, c
 	return ret;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? -1 : 0;
-}
-
 /* Removes path and its id index (path.ids), if there. */
 static void remove_tree(const char *path)
 {
 	char ids[PATH_MAX + 64];
 
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_all(path);
 	snprintf(ids, sizeof(ids), "%s.ids", path);
-	nftw(ids, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	remove_all(ids);
 }
 
 /* Replays the records from..upto of the node's log onto st (snapshot: onto a received snapshot). */

@@ -11,6 +11,9 @@ const char *json_escape(char *out, size_t len, const char *s);
 /* Copies the file or symlink src (relative to sfd) to dst (relative to dfd). 0, -EINVAL for other types, or -errno. */
 int copy_entry_at(int sfd, const char *src, int dfd, const char *dst);
 
+/* rm -rf path: everything below it, then it; missing is fine. 0 or -errno. */
+int remove_all(const char *path);
+
 /* A directory stream of name relative to dirfd ("." for dirfd itself); NULL and errno on failure. */
 DIR *opendir_at(int dirfd, const char *name);
 

@@ -35,7 +35,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -805,14 +804,6 @@ struct receiver {
 	size_t ndirs, capdirs;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? -1 : 0;
-}
-
 /* Removes whatever is at rel in the staging tree. */
 static int remove_at(struct receiver *v, const char *rel)
 {
@@ -824,7 +815,7 @@ static int remove_at(struct receiver *v, const char *rel)
 	if (!S_ISDIR(sb.st_mode))
 		return unlinkat(v->stgfd, rel, 0) < 0 ? -errno : 0;
 	snprintf(abs, sizeof(abs), "%s/%s", store_path(v->stg), rel);
-	return nftw(abs, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0 ? -errno : 0;
+	return remove_all(abs);
 }
 
 /* 1 if rel in staging is an object of type fmt with id, else 0 (and whatever was there is gone). */
