@@ -128,6 +128,23 @@ static int is_open(struct node *n, const uint8_t id[FILE_ID_BYTES])
 	return open;
 }
 
+/*
+ * 1 if another open handle of h's file may hold pages in the kernel: one that
+ * reads through the page cache (not direct), or a shared mapping, which keeps
+ * its handle open until it is unmapped. Pages left from handles already
+ * closed are dropped at the next open (auto_cache: the write changed mtime).
+ */
+static int others_cache(struct node *n, const struct handle *h)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *o = n->open_files; o && !found; o = o->next)
+		found = o != h && !o->direct && !memcmp(o->id, h->id, FILE_ID_BYTES);
+	pthread_mutex_unlock(&n->open_lock);
+	return found;
+}
+
 static void track_handle(struct node *n, struct handle *h)
 {
 	pthread_mutex_lock(&n->open_lock);
@@ -937,7 +954,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	if (ret)
 		return ret;
 	links_changed(n, links_ino(n, NULL, h->fd), path);
-	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH))
+	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH) && others_cache(n, h))
 		inval_now_or_soon(n, path);
 	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
