@@ -553,8 +553,36 @@ uint64_t node_applied(struct node *n)
 
 	pthread_mutex_lock(&n->seq_lock);
 	a = n->applied;
+	if (n->inval_pending && n->inval_low && n->inval_low - 1 < a)
+		a = n->inval_low - 1;
 	pthread_mutex_unlock(&n->seq_lock);
 	return a;
+}
+
+/*
+ * Under seq_lock: the record at seq was applied, the mount's caches of it
+ * are still to be dropped. Returns 1 if inval_end() must follow.
+ */
+static int inval_begin(struct node *n, uint64_t seq)
+{
+	if (!n->fuse)
+		return 0;
+	if (!n->inval_pending++ || seq < n->inval_low)
+		n->inval_low = seq;
+	return 1;
+}
+
+/* Drops the mount's caches of what r changed, then lets node_applied() count it. */
+static void inval_end(struct node *n, const struct record *r, int begun)
+{
+	if (!begun)
+		return;
+	if (n->fuse)
+		fuse_ops_invalidate(n, r);
+	pthread_mutex_lock(&n->seq_lock);
+	if (n->inval_pending && !--n->inval_pending)
+		n->inval_low = 0;
+	pthread_mutex_unlock(&n->seq_lock);
 }
 
 int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
@@ -586,10 +614,12 @@ int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
 		     r.path, strerror(-a));
 	n->applied = r.seq;
 	applied_mark(n, r.seq);
+	a = inval_begin(n, r.seq);
+	pthread_mutex_unlock(&n->seq_lock);
+	inval_end(n, &r, a);
+	return 0;
 out:
 	pthread_mutex_unlock(&n->seq_lock);
-	if (!ret && n->fuse)
-		fuse_ops_invalidate(n, &r);
 	return ret;
 }
 
@@ -609,12 +639,13 @@ static uint64_t apply_logged(struct node *n, uint64_t upto)
 	if (applied >= upto || oplog_reader_open(&rd, n->logdirfd, n->key, applied + 1))
 		return applied;
 	while (oplog_reader_next(rd, &r) == 1 && r.seq <= upto) {
-		int a = 0, done = 0;
+		int a = 0, done = 0, begun = 0;
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->snap_pending && r.seq == n->applied + 1) {
 			a = apply_record(n->store, &r, 0, -1, NULL);
 			n->applied = r.seq;
 			applied_mark(n, r.seq);
+			begun = inval_begin(n, r.seq);
 			done = 1;
 		}
 		applied = n->applied;
@@ -624,8 +655,7 @@ static uint64_t apply_logged(struct node *n, uint64_t upto)
 			     r.seq, r.path, strerror(-a));
 		if (!done)
 			break;
-		if (n->fuse)
-			fuse_ops_invalidate(n, &r);
+		inval_end(n, &r, begun);
 	}
 	oplog_reader_free(rd);
 	return applied;

@@ -50,6 +50,14 @@ struct node {
 	pthread_mutex_t seq_lock;	/* the sequencer */
 	struct node_state st;		/* protected by seq_lock */
 	uint64_t applied;		/* protected by seq_lock */
+	/*
+	 * Records applied whose cached views the mount has not dropped yet
+	 * (a follower invalidates after the apply, outside seq_lock), and the
+	 * lowest of their seqs: node_applied() reports below it, so that no
+	 * reader told "applied" can still meet the kernel's stale cache.
+	 */
+	int inval_pending;		/* protected by seq_lock */
+	uint64_t inval_low;		/* protected by seq_lock */
 	uint64_t replayed_at_start;	/* records crash recovery replayed */
 	uint64_t cut_at_start;		/* torn-tail bytes cut at start */
 	int fault;			/* errno of a failure that stops writes, 0 if none */
