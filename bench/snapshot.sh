@@ -63,19 +63,32 @@ part_snapshot() {
 	tree=$(du -sm "${N_DATA[$L]}/tree" | cut -f1)
 	say "snapshot: the tree" "$tree MiB"
 
-	# 1. cp -a against a snapshot to an empty follower
-	drop_caches
-	local c0
-	c0=$(now_ns)
-	cp -a "${N_DATA[$L]}/tree" "$NAT/cp-copy" && sync -f "$NAT"
-	R[sn_cp]=$(calc "($(now_ns) - $c0) / 1e9")
-	rm -rf "$NAT/cp-copy"
-	drop_caches
-	c0=$(now_ns)
-	node_mount "$F" --role follower --name F --listen "127.0.0.1:${N_PORT[$F]}" --peer "127.0.0.1:${N_PORT[$L]}" \
-		--key "$KEY" || { echo "bench: $MOUNT_ERR" >&2; return 2; }
-	snap_wait_done "${N_DATA[$F]}" 1 600 && R[sn_snap]=$(calc "($(now_ns) - $c0) / 1e9")
-	say "snapshot: cp -a / snapshot" "${R[sn_cp]} s / ${R[sn_snap]} s"
+	# 1. cp -a against a snapshot to an empty follower, alternately, BENCH_REPEAT
+	# rounds, the best of each kept (a round's follower, but the last's, is
+	# stopped and a new empty one takes its place and name)
+	local c0 round t fdata
+	for ((round = 1; round <= REPEAT; round++)); do
+		drop_caches
+		c0=$(now_ns)
+		cp -a "${N_DATA[$L]}/tree" "$NAT/cp-copy$round" && sync -f "$NAT"
+		t=$(calc "($(now_ns) - $c0) / 1e9")
+		[ "${R[sn_cp]}" = ERR ] || [ "$(calc "$t < ${R[sn_cp]}")" = 1 ] && R[sn_cp]=$t
+		if ((round > 1)); then
+			node_stop "$F"
+			fdata=$(mktemp -d "$T/data.XXXXXX") || return 2
+			N_DATA[$F]=$fdata
+		fi
+		drop_caches
+		c0=$(now_ns)
+		node_mount "$F" --role follower --name F --listen "127.0.0.1:${N_PORT[$F]}" --peer "127.0.0.1:${N_PORT[$L]}" \
+			--key "$KEY" || { echo "bench: $MOUNT_ERR" >&2; return 2; }
+		if snap_wait_done "${N_DATA[$F]}" 1 600; then
+			t=$(calc "($(now_ns) - $c0) / 1e9")
+			[ "${R[sn_snap]}" = ERR ] || [ "$(calc "$t < ${R[sn_snap]}")" = 1 ] && R[sn_snap]=$t
+		fi
+		say "snapshot: cp -a / snapshot, round $round" "best so far ${R[sn_cp]} s / ${R[sn_snap]} s"
+	done
+	rm -rf "$NAT"/cp-copy*	# after the rounds: see "The ext4 trap" in bench/README.md
 
 	# 2. the leader's write latency without, then during, a snapshot (to G)
 	if timeout 60 "$BENCHBIN/latbench" "${N_MNT[$L]}/lat" 3 1000 >"$T/lat.out" 2>&1; then
@@ -132,7 +145,7 @@ part_snapshot() {
 		echo
 		echo "| measure | baseline | repfs | ratio | target | met |"
 		echo "|---|---|---|---|---|---|"
-		row "snapshot of the tree to an empty follower (until installed) vs \`cp -a\` + sync on the same disk, caches dropped" "${R[sn_cp]}" "${R[sn_snap]}" s time "<=" 1.25 ""
+		row "snapshot of the tree to an empty follower (until installed) vs \`cp -a\` + sync on the same disk, caches dropped, best of $REPEAT each" "${R[sn_cp]}" "${R[sn_snap]}" s time "<=" 1.25 ""
 		row "leader 4 KiB write p99 (1,000 writes/s) during a snapshot vs without" "${R[sn_p99a]}" "${R[sn_p99b]}" µs time "<=" 2 ""
 		echo
 		echo "| measure | baseline | repfs | target | met |"

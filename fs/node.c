@@ -386,6 +386,7 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	}
 	r->epoch = n->st.epoch;
 	r->time_ns = now_ns();
+	__atomic_store_n(&n->last_commit_ns, r->time_ns, __ATOMIC_RELAXED);	/* a snapshot yields to it */
 	ret = oplog_append(n->log, r);
 	if (ret) {
 		rlog(LOG_ERR, "unable to append %s to the log: %s", record_type_name(r->type), strerror(-ret));

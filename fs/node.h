@@ -62,6 +62,7 @@ struct node {
 	uint64_t cut_at_start;		/* torn-tail bytes cut at start */
 	int fault;			/* errno of a failure that stops writes, 0 if none */
 	int snap_pending;		/* receiving a snapshot: records are logged, not applied (seq_lock) */
+	int64_t last_commit_ns;		/* when the leader last committed a change (atomic) */
 	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
 	uint64_t ns_changes;		/* bumped before and after each change of names (atomic):
 					   a snapshot's directory listing that saw it unchanged was not raced */

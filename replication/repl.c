@@ -571,6 +571,7 @@ out_peer:
 	cn->p->connected--;
 	cn->p->snap_from = 0;
 	cn->p->snapshotting = 0;
+	cn->p->snap_yielding = 0;
 	pthread_cond_broadcast(&r->cv_ack);
 	pthread_mutex_unlock(&r->mu);
 out:
@@ -903,12 +904,14 @@ int repl_status_json(struct repl *r, char *buf, size_t len)
 			     "%s{\"name\":\"%s\",\"addr\":\"%s\",\"connected\":%s,\"seq\":%" PRIu64 ",\"received\":%" PRIu64
 			     ",\"durable\":%" PRIu64 ",\"applied\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"lag\":%" PRIu64
 			     ",\"lag_bytes\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"needs_resync\":%s"
-			     ",\"snapshotting\":%s,\"snapshot_objects_sent\":%" PRIu64 ",\"snapshot_bytes_sent\":%" PRIu64 "}",
+			     ",\"snapshotting\":%s,\"snapshot_objects_sent\":%" PRIu64 ",\"snapshot_bytes_sent\":%" PRIu64
+			     ",\"snapshot_yielding\":%s}",
 			     first ? "" : ",", p->name, p->addr, p->connected > 0 ? "true" : "false", p->received,
 			     p->received, p->durable, p->applied, p->sent, last > p->applied ? last - p->applied : 0,
 			     last > p->applied && end > p->applied_pos ? end - p->applied_pos : 0,
 			     lag_ms, p->needs_resync && !p->snapshotting ? "true" : "false",
-			     p->snapshotting ? "true" : "false", p->snap_files, p->snap_bytes_sent);
+			     p->snapshotting ? "true" : "false", p->snap_files, p->snap_bytes_sent,
+			     p->snap_yielding ? "true" : "false");
 		off += n > 0 ? (size_t)n : 0;
 		first = 0;
 	}

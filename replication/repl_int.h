@@ -45,6 +45,7 @@ enum msg {
 	MSG_VKIDS = 22,	     /* leader: more u8, {namelen u16, name, mode u32, meta[16], sum[16]}* ("." first) */
 	MSG_VPIN = 23,	     /* follower: {len u16, path}* to compare exactly; answered by MSG_VPINNED */
 	MSG_VPINNED = 24,    /* leader: seq u64, {exists u8, mode u32, meta[16]}* in the order asked */
+	MSG_SNAP_PACE = 25,  /* leader, in a snapshot: u8 1 = it is serving writes: use one CPU; 0 = any */
 };
 
 /* flags of MSG_HELLO */
@@ -77,6 +78,7 @@ struct peer {
 	uint64_t snap_from;	/* keep the log from this seq for it (0: no pin) */
 	uint64_t snap_until;	/* it counts for no sync mode until it applied this (its snapshot is in) */
 	uint64_t snap_files, snap_bytes_sent;
+	int snap_yielding;	/* the snapshot keeps to one CPU: the leader is serving writes */
 };
 
 /* A follower's snapshot, for status (under mu). */
@@ -86,6 +88,7 @@ struct snap_progress {
 	uint64_t files_total, bytes_total, files_done, bytes_done, bytes_received;
 	int64_t started_ns, finished_ns;
 	unsigned completed;
+	int yielding;		/* kept to one CPU: the leader said it is serving writes */
 	char error[200];
 };
 enum { SNAP_NONE, SNAP_TRANSFER, SNAP_REPLAY, SNAP_DONE, SNAP_FAILED };

@@ -34,6 +34,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -222,9 +223,10 @@ int snap_status_json(struct repl *r, char *buf, size_t len)
 			"\"snapshot\":{\"state\":\"%s\",\"from_seq\":%" PRIu64 ",\"until_seq\":%" PRIu64
 			",\"files_done\":%" PRIu64 ",\"files_total\":%" PRIu64 ",\"bytes_done\":%" PRIu64
 			",\"bytes_total\":%" PRIu64 ",\"bytes_received\":%" PRIu64
-			",\"rate_bytes_per_s\":%.0f,\"eta_s\":%.1f,\"elapsed_s\":%.1f,\"completed\":%u,\"error\":\"%s\"}",
+			",\"rate_bytes_per_s\":%.0f,\"eta_s\":%.1f,\"elapsed_s\":%.1f,\"completed\":%u,\"yielding\":%s,"
+			"\"error\":\"%s\"}",
 			names[s.state], s.from_seq, s.until_seq, s.files_done, s.files_total, s.bytes_done, s.bytes_total,
-			s.bytes_received, rate, eta, elapsed, s.completed, esc);
+			s.bytes_received, rate, eta, elapsed, s.completed, s.yielding ? "true" : "false", esc);
 }
 
 /*
@@ -238,6 +240,52 @@ static void snap_nice(int on)
 {
 	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), on ? SNAP_NICE : 0) < 0)
 		rlog(LOG_DEBUG, "unable to change the snapshot thread's priority: %s", strerror(errno));
+}
+
+/*
+ * While the leader is serving writes, a snapshot keeps to one CPU on each
+ * node -- the last one its thread may use -- and uses any CPU otherwise. The
+ * leader's sender looks before each piece of the tree and tells the follower
+ * when that changes (MSG_SNAP_PACE). On a kernel without preemption a woken
+ * writer waits until a running snapshot thread leaves its syscall; with the
+ * snapshot kept to one CPU the writer finds the other one free. On separate
+ * machines this costs the snapshot nothing (each side is one thread); when
+ * both nodes share a machine it halves the snapshot's speed while writes go
+ * on (docs/snapshot.md §6).
+ */
+#define SNAP_BUSY_MS 200	/* a commit this recent: the leader is serving writes */
+
+struct pace {
+	cpu_set_t all;	/* the thread's CPUs when the snapshot started */
+	int have_all;
+	int one;	/* kept to one CPU now */
+};
+
+static void pace_init(struct pace *pc)
+{
+	pc->one = 0;
+	pc->have_all = sched_getaffinity(0, sizeof(pc->all), &pc->all) == 0 && CPU_COUNT(&pc->all) > 1;
+}
+
+/* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
+static void pace_set(struct pace *pc, int one)
+{
+	cpu_set_t set;
+	int last = -1;
+
+	if (one == pc->one)
+		return;
+	pc->one = one;
+	if (!pc->have_all)
+		return;
+	CPU_ZERO(&set);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &pc->all))
+			last = i;
+	if (one)
+		CPU_SET(last, &set);
+	if (sched_setaffinity(0, sizeof(set), one ? &set : &pc->all) < 0)
+		rlog(LOG_DEBUG, "unable to change the snapshot thread's CPUs: %s", strerror(errno));
 }
 
 /* ======================= LEADER ======================= */
@@ -262,7 +310,32 @@ struct sender {
 	uint8_t *buf;		/* SNAP_CHUNK + 8 */
 	char path[PATH_MAX];
 	uint64_t files, bytes;
+	struct pace pace;
+	uint64_t yields;		/* times it kept to one CPU */
+	int64_t yield_ns, yield_since;	/* for how long in all; since when now */
 };
+
+/* Before each piece of the tree: is the leader serving writes? The follower hears of each change. */
+static int sender_pace(struct sender *s)
+{
+	int64_t now = now_ns();
+	int busy = now - __atomic_load_n(&s->n->last_commit_ns, __ATOMIC_RELAXED) < SNAP_BUSY_MS * 1000000LL;
+	uint8_t b = (uint8_t)busy;
+
+	if (busy == s->pace.one)
+		return 0;
+	pace_set(&s->pace, busy);
+	if (busy) {
+		s->yields++;
+		s->yield_since = now;
+	} else {
+		s->yield_ns += now - s->yield_since;
+	}
+	pthread_mutex_lock(&s->r->mu);
+	s->p->snap_yielding = busy;
+	pthread_mutex_unlock(&s->r->mu);
+	return chan_send(s->c, MSG_SNAP_PACE, &b, 1);
+}
 
 static const struct have *have_find(const struct sender *s, const uint8_t id[FILE_ID_BYTES])
 {
@@ -395,6 +468,8 @@ static int send_content(struct sender *s, int fd, uint64_t size, const uint8_t i
 #define FLUSH_DATA()                                                                    \
 	do {                                                                            \
 		if (data_len) {                                                         \
+			if ((ret = sender_pace(s)))                                     \
+				return ret;                                             \
 			repl_put64(s->buf, data_off);                                  \
 			if ((ret = chan_send(s->c, MSG_SNAP_DATA, s->buf, 8 + data_len))) \
 				return ret;                                             \
@@ -571,6 +646,28 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout, uin
  * died meanwhile, an empty stand-in goes: the record that removed it removes
  * that on the follower.
  */
+/*
+ * Reading a cold tree, the sender would wait for the disk at every small
+ * file. So it asks for the start of the files some entries ahead of the one
+ * it sends (the kernel reads them meanwhile), and for the rest of a large
+ * file the kernel's own readahead takes over.
+ */
+#define SNAP_PREFETCH 32		/* entries ahead */
+#define SNAP_PREFETCH_BYTES (128u << 10)	/* of each file */
+
+static void prefetch(int dirfd, const struct lent *e)
+{
+	int f;
+
+	if (e->fmt != S_IFREG)
+		return;
+	f = openat(dirfd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (f < 0)
+		return;	/* gone or moved: send_object() finds out */
+	posix_fadvise(f, 0, SNAP_PREFETCH_BYTES, POSIX_FADV_WILLNEED);
+	close(f);
+}
+
 static int send_object(struct sender *s, int parentfd, const struct lent *e)
 {
 	struct lent *list = NULL;	/* a directory's, listed before its entry goes */
@@ -585,6 +682,8 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	int fd = -1, ret = 0, standin = 0;
 	size_t plen = strlen(s->path);
 
+	if ((ret = sender_pace(s)))
+		return ret;
 	memcpy(id, e->id, FILE_ID_BYTES);
 	if (e->fmt == S_IFDIR) {
 		fd = e->fd >= 0 ? dup(e->fd) : openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -670,8 +769,12 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	if (ret || kind != KIND_DIR)
 		goto out;
 	{
+		for (size_t i = 0; i < nlist && i < SNAP_PREFETCH; i++)
+			prefetch(fd, &list[i]);
 		for (size_t i = 0; !ret && i < nlist; i++) {
 			size_t nl = strlen(list[i].name);
+			if (i + SNAP_PREFETCH < nlist)
+				prefetch(fd, &list[i + SNAP_PREFETCH]);
 			if (plen + 1 + nl >= sizeof(s->path)) {
 				ret = -ENAMETOOLONG;
 				break;
@@ -743,6 +846,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	p->snap_files = p->snap_bytes_sent = 0;
 	pthread_mutex_unlock(&r->mu);
 	snap_nice(1);
+	pace_init(&s.pace);
 	count_tree(store_rootfd(n->store), &files, &bytes);
 	rlog(LOG_NOTICE, "sending a snapshot at seq %" PRIu64 " to '%s' (%" PRIu64 " objects, %" PRIu64 " bytes)",
 	     at.seq, p->name, files, bytes);
@@ -770,9 +874,16 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
 	}
 	snap_nice(0);
+	if (s.pace.one)
+		s.yield_ns += now_ns() - s.yield_since;
+	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);
 	p->snapshotting = 0;
+	p->snap_yielding = 0;
 	pthread_mutex_unlock(&r->mu);
+	if (s.yields)
+		rlog(LOG_NOTICE, "snapshot for '%s': kept to one CPU %" PRIu64 " time(s), %.1f s in all, while this node served writes",
+		     p->name, s.yields, (double)s.yield_ns / 1e9);
 	if (ret)
 		rlog(LOG_WARNING, "snapshot for '%s' ended early: %s", p->name, chan_strerror(ret));
 	else
@@ -800,6 +911,8 @@ struct receiver {
 	struct store *stg;	/* DATADIR/tree.snap */
 	int stgfd;
 	struct u64set paths, ids;	/* what this snapshot sent */
+	int empty;		/* staging was made empty by this attempt: a new name or id cannot be there */
+	uint64_t held_old;	/* files of the old tree offered to the leader (none: no SAME refers to it) */
 	/* the file being received */
 	int fd, ref, fresh;
 	uint64_t dirty;		/* bytes written since the last writeback */
@@ -1010,7 +1123,7 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 	const char *t;
 	char rel[PATH_MAX], target[PATH_MAX + 1];
 	struct timespec ts[2];
-	int ret, fd = -1, kept;
+	int ret, fd = -1, kept, news;
 
 	tlen = (uint16_t)rb_u(&rb, 2);
 	t = rb_get(&rb, tlen);
@@ -1028,11 +1141,13 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 	ret = finish_file(v);
 	if (ret)
 		return ret;
+	/* in a staging tree this attempt began empty, a name and an id met for the first time are not there yet */
+	news = v->empty && rel[0] && !set_has(&v->paths, key_of_path(rel)) && !set_has(&v->ids, key_of_id(id));
 	if ((ret = set_add(&v->paths, key_of_path(rel))) || (ret = set_add(&v->ids, key_of_id(id))))
 		return ret;
 	switch (kind) {
 	case KIND_DIR:
-		kept = keep_or_clear(v, rel, S_IFDIR, id);
+		kept = news ? 0 : keep_or_clear(v, rel, S_IFDIR, id);
 		if (kept < 0)
 			return kept;
 		if (!kept && mkdirat(v->stgfd, rel, 0700) < 0)
@@ -1051,10 +1166,10 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			ret = note_dir(v, rel, ts);
 		break;
 	case KIND_FILE:
-		kept = keep_or_clear(v, rel, S_IFREG, id);
+		kept = news ? 0 : keep_or_clear(v, rel, S_IFREG, id);
 		if (kept < 0)
 			return kept;
-		if (!kept && store_id_state(v->stg, id) == ID_ALIVE) {
+		if (!kept && !news && store_id_state(v->stg, id) == ID_ALIVE) {
 			/* received before under another name: move it (the old name goes at the end) */
 			char hex[2 * FILE_ID_BYTES + 1];
 			store_id_hex(id, hex);
@@ -1068,7 +1183,8 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 		} else {
 			v->fd = openat(v->stgfd, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 			v->fresh = 1;
-			v->ref = store_open_by_id(v->n->store, id, O_RDONLY);	/* the old tree's copy */
+			/* the old tree's copy, for SAME ranges (none if it offered nothing) */
+			v->ref = v->held_old ? store_open_by_id(v->n->store, id, O_RDONLY) : -1;
 			if (v->ref < 0)
 				v->ref = -1;
 			if (v->fd >= 0) {
@@ -1164,6 +1280,7 @@ static int send_have(struct receiver *v)
 				continue;	/* a symlink or a special file: nothing to reuse */
 			if (fstat(f, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
 			    digest_blocks(f, (uint64_t)sb.st_size, &dig, &nd) == 0) {
+				v->held_old += pass == 1;
 				wb_put(&b, id, FILE_ID_BYTES);
 				wb_u64(&b, (uint64_t)sb.st_size);
 				wb_u32(&b, nd);
@@ -1244,6 +1361,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 {
 	struct node *n = r->n;
 	struct receiver v = { .r = r, .n = n, .c = c, .fd = -1, .ref = -1 };
+	struct pace pace;
 	char stg[PATH_MAX + 16], rel[PATH_MAX];
 	struct pos at;
 	int ret;
@@ -1272,13 +1390,15 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 			 " bytes)", at.seq, repl_get64(begin + 24 + CRYPTO_MAC_BYTES),
 	     repl_get64(begin + 32 + CRYPTO_MAC_BYTES));
 	snprintf(stg, sizeof(stg), "%s/%s", n->datadir, NODE_SNAPSHOT_TREE);
-	if (mkdir(stg, 0755) < 0 && errno != EEXIST)
+	v.empty = mkdir(stg, 0755) == 0;
+	if (!v.empty && errno != EEXIST)
 		return -errno;
 	ret = store_open(&v.stg, stg);
 	if (ret)
 		return ret;
 	v.stgfd = store_rootfd(v.stg);
 	snap_nice(1);
+	pace_init(&pace);
 	ret = send_have(&v);
 	while (!ret) {
 		uint8_t type;
@@ -1303,6 +1423,11 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 						       (off_t)l) < 0)
 				ret = -errno;
 			progress(r, 0, l, 0);
+		} else if (type == MSG_SNAP_PACE && len == 1) {
+			pace_set(&pace, *(uint8_t *)buf != 0);
+			pthread_mutex_lock(&r->mu);
+			r->snap.yielding = pace.one;
+			pthread_mutex_unlock(&r->mu);
 		} else if (type == MSG_SNAP_END && len == 8) {
 			*until = repl_get64(buf);
 			ret = finish_file(&v);
@@ -1324,6 +1449,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 				ret = -errno;
 	}
 	snap_nice(0);
+	pace_set(&pace, 0);
 	for (size_t i = 0; i < v.ndirs; i++)
 		free(v.dirs[i].path);
 	free(v.dirs);
@@ -1333,6 +1459,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	{
 		struct snap_progress sp;
 		pthread_mutex_lock(&r->mu);
+		r->snap.yielding = 0;
 		if (ret) {
 			r->snap.state = SNAP_FAILED;
 			snprintf(r->snap.error, sizeof(r->snap.error), "%s", chan_strerror(ret));

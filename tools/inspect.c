@@ -81,8 +81,9 @@ static void print_snapshot(const char *json)
 		for (int i = 0; i < 40; i++)
 			bar[i] = i < (int)(f * 40) ? '#' : '.';
 		bar[40] = 0;
-		printf("%-16s [%s] %3.0f%%  %.0f/%.0f objects  %.1f/%.1f MiB  %.1f MiB/s  eta %.1f s\n", "snapshot", bar,
-		       f * 100, files, ftotal, done / 1048576, total / 1048576, rate / 1048576, eta < 0 ? 0 : eta);
+		printf("%-16s [%s] %3.0f%%  %.0f/%.0f objects  %.1f/%.1f MiB  %.1f MiB/s  eta %.1f s%s\n", "snapshot", bar,
+		       f * 100, files, ftotal, done / 1048576, total / 1048576, rate / 1048576, eta < 0 ? 0 : eta,
+		       strstr(obj, "\"yielding\":true") ? "  (one CPU: the leader is serving writes)" : "");
 	} else {
 		printf("%-16s %s: %.0f objects, %.1f MiB of %.1f MiB transferred, %.1f s\n", "snapshot", state, files,
 		       field_num(obj, "bytes_received") / 1048576, done / 1048576, elapsed);
