@@ -67,6 +67,9 @@
  */
 #define SNAP_CHUNK (128u << 10)
 #define SNAP_SAME_MAX (256ull << 20)	/* longest SAME run per message: keeps messages flowing */
+#define SNAP_WRITEBACK (8u << 20)	/* bytes of one file written between writeback kicks */
+#define SNAP_WRITEBACK_FILE (1u << 20)	/* a finished file with this much unkicked gets a kick of its own */
+#define SNAP_SMALL_DIRTY_MAX (256u << 20)	/* small files' bytes left to the kernel before a syncfs */
 
 enum { KIND_DIR = 1, KIND_FILE = 2, KIND_SYMLINK = 3, KIND_SPECIAL = 4, KIND_LINK = 5 };
 
@@ -916,6 +919,7 @@ struct receiver {
 	/* the file being received */
 	int fd, ref, fresh;
 	uint64_t dirty;		/* bytes written since the last writeback */
+	uint64_t small_dirty;	/* small files' bytes left to the kernel's writeback since the last syncfs */
 	uint64_t size;
 	struct timespec ts[2];
 	uid_t uid;
@@ -1005,7 +1009,13 @@ static int finish_file(struct receiver *v)
 		return 0;
 	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0 || futimens(v->fd, v->ts) < 0)
 		ret = -errno;
-	sync_file_range(v->fd, 0, 0, SYNC_FILE_RANGE_WRITE);	/* see writeback() */
+	/* see writeback(); small files are left to the kernel, which writes many in one batch */
+	if (v->dirty >= SNAP_WRITEBACK_FILE) {
+		sync_file_range(v->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	} else if ((v->small_dirty += v->dirty) >= SNAP_SMALL_DIRTY_MAX) {
+		syncfs(v->stgfd);
+		v->small_dirty = 0;
+	}
 	v->dirty = 0;
 	close(v->fd);
 	if (v->ref >= 0 && v->ref != v->fd)
@@ -1015,13 +1025,16 @@ static int finish_file(struct receiver *v)
 }
 
 /* Writes buf[0..len) at off (holes are the leader's SNAP_HOLE ranges, never zero bytes it sent). */
-#define SNAP_WRITEBACK (8u << 20)	/* bytes of one file written between writeback kicks */
 
 /*
  * Starts the writeback of what the snapshot wrote into the current file, a
- * window at a time (and of each file as it is finished), without waiting:
- * its dirty pages never pile up to the kernel's limit, where every writer of
- * the machine -- a leader on the same disk too -- would be throttled.
+ * window at a time (and of each large file as it is finished), without
+ * waiting: its dirty pages never pile up to the kernel's limit, where every
+ * writer of the machine -- a leader on the same disk too -- would be
+ * throttled. Small files are not kicked one by one (a bio and a device
+ * notification each: a tenth of the receiver's time for 10,000 files of
+ * 4 KiB); the kernel writes them in batches, and a syncfs every
+ * SNAP_SMALL_DIRTY_MAX of them bounds what waits.
  */
 static void writeback(struct receiver *v, size_t len)
 {
