@@ -71,6 +71,7 @@ static int finish_snapshot(struct repl *r, uint64_t until)
 	}
 	rlog(LOG_NOTICE, "snapshot installed at seq %" PRIu64 " in %.1f s; following as usual", until,
 	     (double)(now_ns() - r->snap.started_ns) / 1e9);
+	repl_check_snapshot(r, r->snap.from_seq, until);
 	return 1;
 }
 

@@ -89,9 +89,14 @@ struct snap_progress {
 	int64_t started_ns, finished_ns;
 	unsigned completed;
 	int yielding;		/* kept to one CPU: the leader said it is serving writes */
+	int check;		/* CHECK_*: the check against the leader after it was installed */
 	char error[200];
 };
 enum { SNAP_NONE, SNAP_TRANSFER, SNAP_REPLAY, SNAP_DONE, SNAP_FAILED };
+enum { CHECK_NONE, CHECK_RUNNING, CHECK_IDENTICAL, CHECK_REPAIRED, CHECK_DIFFERS, CHECK_FAILED };
+
+/* Follower, after a snapshot is installed: checks it against the leader (and repairs) if [from, until] moved names between directories. */
+void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until);
 
 struct repl {
 	struct node *n;
@@ -118,6 +123,10 @@ struct repl {
 	char last_error[400];
 	struct snap_progress snap;
 	int want_snapshot;	/* `verify --repair`: ask for a resync at the next connection */
+	/* the check after a snapshot (verify.c: repl_check_snapshot); under mu */
+	pthread_t checker;
+	int have_checker, checking;
+	int check_fd;		/* its connection to the leader, -1 if none: shut down at stop */
 	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
 	uint64_t promised_epoch, promised_seq;
 	char promised_to[65];

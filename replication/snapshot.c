@@ -34,10 +34,10 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +210,7 @@ static void progress(struct repl *r, uint64_t files, uint64_t done, uint64_t rec
 int snap_status_json(struct repl *r, char *buf, size_t len)
 {
 	static const char *const names[] = { "none", "transferring", "replaying", "done", "failed" };
+	static const char *const checks[] = { "none", "running", "identical", "repaired", "differs", "failed" };
 	struct snap_progress s;
 	double elapsed, rate, eta = -1;
 	char esc[420];
@@ -227,9 +228,9 @@ int snap_status_json(struct repl *r, char *buf, size_t len)
 			",\"files_done\":%" PRIu64 ",\"files_total\":%" PRIu64 ",\"bytes_done\":%" PRIu64
 			",\"bytes_total\":%" PRIu64 ",\"bytes_received\":%" PRIu64
 			",\"rate_bytes_per_s\":%.0f,\"eta_s\":%.1f,\"elapsed_s\":%.1f,\"completed\":%u,\"yielding\":%s,"
-			"\"error\":\"%s\"}",
+			"\"check\":\"%s\",\"error\":\"%s\"}",
 			names[s.state], s.from_seq, s.until_seq, s.files_done, s.files_total, s.bytes_done, s.bytes_total,
-			s.bytes_received, rate, eta, elapsed, s.completed, s.yielding ? "true" : "false", esc);
+			s.bytes_received, rate, eta, elapsed, s.completed, s.yielding ? "true" : "false", checks[s.check], esc);
 }
 
 /*
@@ -314,6 +315,7 @@ struct sender {
 	char path[PATH_MAX];
 	uint64_t files, bytes;
 	struct pace pace;
+	unsigned pause_ms;		/* tests: REPFS_TEST_SNAP_PAUSE_MS after each directory listed */
 	uint64_t yields;		/* times it kept to one CPU */
 	int64_t yield_ns, yield_since;	/* for how long in all; since when now */
 };
@@ -747,6 +749,8 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u64(&b, (uint64_t)((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
 	if (kind == KIND_DIR && (ret = list_dir(s->n, fd, &list, &nlist, &listed_at)))
 		goto out;
+	if (kind == KIND_DIR && s->pause_ms)
+		usleep(s->pause_ms * 1000);	/* a slow walk, for the tests of moves during it */
 	wb_u64(&b, listed_at);
 	wb_u16(&b, (uint16_t)plen);
 	wb_put(&b, s->path, plen);
@@ -850,6 +854,8 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	pthread_mutex_unlock(&r->mu);
 	snap_nice(1);
 	pace_init(&s.pace);
+	if (getenv("REPFS_TEST_SNAP_PAUSE_MS"))
+		s.pause_ms = (unsigned)atoi(getenv("REPFS_TEST_SNAP_PAUSE_MS"));
 	count_tree(store_rootfd(n->store), &files, &bytes);
 	rlog(LOG_NOTICE, "sending a snapshot at seq %" PRIu64 " to '%s' (%" PRIu64 " objects, %" PRIu64 " bytes)",
 	     at.seq, p->name, files, bytes);
@@ -1390,8 +1396,10 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	pthread_mutex_lock(&r->mu);
 	{
 		unsigned completed = r->snap.completed;
+		int check = r->snap.check;	/* a check's own resync keeps it running */
 		memset(&r->snap, 0, sizeof(r->snap));
 		r->snap.completed = completed;
+		r->snap.check = check == CHECK_RUNNING ? check : CHECK_NONE;
 	}
 	r->snap.state = SNAP_TRANSFER;
 	r->snap.from_seq = at.seq;

@@ -85,8 +85,12 @@ static void print_snapshot(const char *json)
 		       f * 100, files, ftotal, done / 1048576, total / 1048576, rate / 1048576, eta < 0 ? 0 : eta,
 		       strstr(obj, "\"yielding\":true") ? "  (one CPU: the leader is serving writes)" : "");
 	} else {
-		printf("%-16s %s: %.0f objects, %.1f MiB of %.1f MiB transferred, %.1f s\n", "snapshot", state, files,
+		char check[32];
+		printf("%-16s %s: %.0f objects, %.1f MiB of %.1f MiB transferred, %.1f s", "snapshot", state, files,
 		       field_num(obj, "bytes_received") / 1048576, done / 1048576, elapsed);
+		if (!json_field(obj, "check", check, sizeof(check)) && strcmp(check, "none"))
+			printf("; checked against the leader: %s", check);
+		putchar('\n');
 	}
 }
 
