@@ -30,6 +30,7 @@ struct handle {
 	int fd;
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
 	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
+	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
 	uint8_t id[FILE_ID_BYTES];
 	struct handle *next, *prev;	/* node->open_files, under open_lock */
 };
@@ -792,6 +793,7 @@ static int new_handle(struct fuse_file_info *fi, int fd, int flags, const uint8_
 		h->direct = 1;
 		fi->direct_io = 1;
 	}
+	h->clean = id != NULL;	/* a create: the kernel has no pages of a file just made */
 	if (id)
 		memcpy(h->id, id, FILE_ID_BYTES);
 	else
@@ -954,8 +956,16 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	if (ret)
 		return ret;
 	links_changed(n, links_ino(n, NULL, h->fd), path);
-	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH) && others_cache(n, h))
+	/*
+	 * Pages of the file in the kernel go stale: another handle's (it may read
+	 * through the cache), or, at this handle's first write, pages left by
+	 * handles closed before -- auto_cache drops those at the next open only
+	 * if mtime or size changed, which a same-size overwrite within one tick
+	 * of a coarse clock does not show. A file this handle created has none.
+	 */
+	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH) && (!h->clean || others_cache(n, h)))
 		inval_now_or_soon(n, path);
+	h->clean = 1;
 	if (h->sync || n->commit_write) {
 		ret = node_sync(n, r.seq);
 		if (ret)

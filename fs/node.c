@@ -548,14 +548,20 @@ int node_step_down(struct node *n, uint64_t epoch)
 	return remount(n, 0);
 }
 
+/* Under seq_lock: applied, short of the records whose cached views the mount still has to drop. */
+static uint64_t applied_shown(const struct node *n)
+{
+	if (n->inval_pending && n->inval_low && n->inval_low - 1 < n->applied)
+		return n->inval_low - 1;
+	return n->applied;
+}
+
 uint64_t node_applied(struct node *n)
 {
 	uint64_t a;
 
 	pthread_mutex_lock(&n->seq_lock);
-	a = n->applied;
-	if (n->inval_pending && n->inval_low && n->inval_low - 1 < a)
-		a = n->inval_low - 1;
+	a = applied_shown(n);
 	pthread_mutex_unlock(&n->seq_lock);
 	return a;
 }
@@ -832,7 +838,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	int fault, logfault = oplog_failed(n->log);
 
 	pthread_mutex_lock(&n->seq_lock);
-	applied = n->applied;
+	applied = applied_shown(n);
 	ckpt = n->st.checkpoint;
 	role = n->st.role;
 	epoch = n->st.epoch;

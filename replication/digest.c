@@ -222,7 +222,8 @@ static int walk(int parent, const char *name, struct dnode *d, uint64_t *files, 
 		if (ret)
 			goto out;
 	}
-	qsort(d->kids, d->nkids, sizeof(d->kids[0]), cmp_node);
+	if (d->nkids > 1)	/* an empty directory has no array: qsort(NULL, 0) is undefined */
+		qsort(d->kids, d->nkids, sizeof(d->kids[0]), cmp_node);
 	x = XXH3_createState();
 	if (!x) {
 		ret = -ENOMEM;

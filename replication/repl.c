@@ -736,6 +736,16 @@ void repl_stop(struct repl *r)
 	free(r);
 }
 
+int repl_stopping(struct repl *r)
+{
+	int stopping;
+
+	pthread_mutex_lock(&r->mu);
+	stopping = r->stopping;
+	pthread_mutex_unlock(&r->mu);
+	return stopping;
+}
+
 void repl_notify(struct repl *r)
 {
 	if (!r)

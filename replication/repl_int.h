@@ -90,6 +90,7 @@ struct snap_progress {
 	unsigned completed;
 	int yielding;		/* kept to one CPU: the leader said it is serving writes */
 	int check;		/* CHECK_*: the check against the leader after it was installed */
+	int by_check;		/* this snapshot is the resync of such a check (it checks again itself) */
 	char error[200];
 };
 enum { SNAP_NONE, SNAP_TRANSFER, SNAP_REPLAY, SNAP_DONE, SNAP_FAILED };
@@ -97,6 +98,9 @@ enum { CHECK_NONE, CHECK_RUNNING, CHECK_IDENTICAL, CHECK_REPAIRED, CHECK_DIFFERS
 
 /* Follower, after a snapshot is installed: checks it against the leader (and repairs) if [from, until] moved names between directories. */
 void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until);
+
+/* True once repl_stop() began. */
+int repl_stopping(struct repl *r);
 
 struct repl {
 	struct node *n;

@@ -69,7 +69,7 @@
 #define SNAP_SAME_MAX (256ull << 20)	/* longest SAME run per message: keeps messages flowing */
 #define SNAP_WRITEBACK (8u << 20)	/* bytes of one file written between writeback kicks */
 #define SNAP_WRITEBACK_FILE (1u << 20)	/* a finished file with this much unkicked gets a kick of its own */
-#define SNAP_SMALL_DIRTY_MAX (256u << 20)	/* small files' bytes left to the kernel before a syncfs */
+#define SNAP_SMALL_DIRTY_MAX (64u << 20)	/* small files' bytes left to the kernel before a syncfs */
 
 enum { KIND_DIR = 1, KIND_FILE = 2, KIND_SYMLINK = 3, KIND_SPECIAL = 4, KIND_LINK = 5 };
 
@@ -1040,7 +1040,8 @@ static int finish_file(struct receiver *v)
  * throttled. Small files are not kicked one by one (a bio and a device
  * notification each: a tenth of the receiver's time for 10,000 files of
  * 4 KiB); the kernel writes them in batches, and a syncfs every
- * SNAP_SMALL_DIRTY_MAX of them bounds what waits.
+ * SNAP_SMALL_DIRTY_MAX of them bounds what waits (well under the kernel's
+ * background limit, a tenth of the memory, on any machine with 1 GiB).
  */
 static void writeback(struct receiver *v, size_t len)
 {
@@ -1400,6 +1401,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 		memset(&r->snap, 0, sizeof(r->snap));
 		r->snap.completed = completed;
 		r->snap.check = check == CHECK_RUNNING ? check : CHECK_NONE;
+		r->snap.by_check = r->checking;
 	}
 	r->snap.state = SNAP_TRANSFER;
 	r->snap.from_seq = at.seq;
@@ -1414,6 +1416,13 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	v.empty = mkdir(stg, 0755) == 0;
 	if (!v.empty && errno != EEXIST)
 		return -errno;
+	if (v.empty) {
+		/* an index left by a crash between the two renames of an install belongs to no staging tree */
+		char idx[PATH_MAX + 32];
+		snprintf(idx, sizeof(idx), "%s.ids", stg);
+		if ((ret = remove_all(idx)) && ret != -ENOENT)
+			return ret;
+	}
 	ret = store_open(&v.stg, stg);
 	if (ret)
 		return ret;

@@ -263,7 +263,8 @@ static int ask_kids(struct verifier *v, const char *rel, struct kid **out, size_
 	}
 	if (!have_self)
 		self->name = NULL;	/* the leader has no such directory */
-	qsort(k, n, sizeof(*k), cmp_kid);
+	if (n > 1)
+		qsort(k, n, sizeof(*k), cmp_kid);
 	*out = k;
 	*nout = n;
 	return 0;
@@ -354,7 +355,8 @@ static int pin(struct verifier *v, char *out, size_t outlen, size_t *ndiff)
 	}
 	at = repl_get64(buf);
 	deadline = now_ns() + (int64_t)VERIFY_TIMEOUT_MS * 1000000;
-	while ((applied = node_hold(n, at)) < at && now_ns() < deadline)
+	while ((applied = node_hold(n, at)) < at && now_ns() < deadline && !repl_stopping(v->r) &&
+	       node_role(n) == ROLE_FOLLOWER)
 		usleep(5000);	/* the records up to the leader's position are on their way */
 	if (applied != at) {
 		node_release(n);
@@ -383,9 +385,29 @@ static int pin(struct verifier *v, char *out, size_t outlen, size_t *ndiff)
 	return 0;
 }
 
+/*
+ * One verify at a time on a node: the exact comparison holds the apply at
+ * one position (node_hold), and two verifiers would release each other's
+ * hold (a user's `repfs verify` and the check after a snapshot, say).
+ */
+static pthread_mutex_t verify_one = PTHREAD_MUTEX_INITIALIZER;
+
+static int verify_once_locked(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen,
+			      int check);
+
+static int verify_once(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen, int check)
+{
+	int ret;
+
+	pthread_mutex_lock(&verify_one);
+	ret = verify_once_locked(r, addr, out, outlen, err, errlen, check);
+	pthread_mutex_unlock(&verify_one);
+	return ret;
+}
+
 /* One verify against the leader at addr: 0 identical, 1 different, -errno. */
-static int verify_once(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen,
-		       int check)
+static int verify_once_locked(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen,
+			      int check)
 {
 	struct verifier v = { .r = r };
 	struct dnode *mine = NULL;
@@ -510,7 +532,7 @@ static int verify_repair(struct repl *r, int repair, char *out, size_t outlen, c
 			snprintf(err, errlen, "promoted during the repair");
 			return -EINTR;
 		}
-		if (r->stopping) {	/* read unlocked: a flag that only ever goes to 1 */
+		if (repl_stopping(r)) {
 			snprintf(err, errlen, "the node is stopping");
 			return -EINTR;
 		}
@@ -563,18 +585,31 @@ static void *check_main(void *arg)
 	return NULL;
 }
 
-/* 1 if the records (from, until] of the log move a name between two directories. */
-static int moved_between_dirs(struct repl *r, uint64_t from, uint64_t until)
+/*
+ * 1 if the records (from, until] of the log hold what the replay may not
+ * bring about exactly: a move of a name between two directories, or a
+ * copy_file_range (skipped when its source changed later in the window).
+ */
+static int needs_check(struct repl *r, uint64_t from, uint64_t until)
 {
 	struct oplog_reader *rd;
 	struct record rec;
+	uint64_t last = from;
 	int moved = 0;
 
-	if (until <= from || oplog_reader_open(&rd, r->n->logdirfd, r->n->key, from + 1))
+	if (until <= from)
 		return 0;
+	if (oplog_reader_open(&rd, r->n->logdirfd, r->n->key, from + 1))
+		return 1;	/* cannot tell: look */
 	while (!moved && oplog_reader_next(rd, &rec) == 1 && rec.seq <= until) {
 		const char *a, *b;
-		if (rec.type != REC_RENAME || !rec.path || !rec.path2)
+		last = rec.seq;
+		if (rec.type == REC_COPY) {
+			moved = 1;
+			break;
+		}
+		/* a rename, or a link then an unlink, from one directory into another */
+		if ((rec.type != REC_RENAME && rec.type != REC_LINK) || !rec.path || !rec.path2)
 			continue;
 		a = strrchr(rec.path, '/');
 		b = strrchr(rec.path2, '/');
@@ -582,17 +617,17 @@ static int moved_between_dirs(struct repl *r, uint64_t from, uint64_t until)
 			(a && strncmp(rec.path, rec.path2, (size_t)(a - rec.path)));
 	}
 	oplog_reader_free(rd);
-	return moved;
+	return moved || (last < until && !moved);	/* a short read (trimmed?): look */
 }
 
 void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until)
 {
 	int join = 0;
 
-	if (!moved_between_dirs(r, from, until))
+	if (!needs_check(r, from, until))
 		return;
 	pthread_mutex_lock(&r->mu);
-	if (r->checking || r->stopping) {	/* a check's own resync: it checks again itself */
+	if (r->checking || r->stopping || r->snap.by_check) {	/* a check's own resync: it checks again itself */
 		pthread_mutex_unlock(&r->mu);
 		return;
 	}
@@ -610,6 +645,11 @@ void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until)
 		r->checking = 0;
 		r->snap.check = CHECK_FAILED;
 	}
+	join = r->have_checker;
 	pthread_mutex_unlock(&r->mu);
-	rlog(LOG_INFO, "the records the snapshot replayed moved names between directories: checking it against the leader");
+	if (join)
+		rlog(LOG_INFO, "the records the snapshot replayed moved names between directories or copied ranges: "
+			       "checking it against the leader");
+	else
+		rlog(LOG_WARNING, "unable to start the check of the snapshot against the leader; 'repfs verify' does it");
 }
