@@ -926,6 +926,7 @@ struct receiver {
 	int fd, ref, fresh;
 	uint64_t dirty;		/* bytes written since the last writeback */
 	uint64_t small_dirty;	/* small files' bytes left to the kernel's writeback since the last syncfs */
+	int paced;		/* kept to one CPU (MSG_SNAP_PACE): the leader is serving writes */
 	uint64_t size;
 	struct timespec ts[2];
 	uid_t uid;
@@ -1015,8 +1016,13 @@ static int finish_file(struct receiver *v)
 		return 0;
 	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0 || futimens(v->fd, v->ts) < 0)
 		ret = -errno;
-	/* see writeback(); small files are left to the kernel, which writes many in one batch */
-	if (v->dirty >= SNAP_WRITEBACK_FILE) {
+	/*
+	 * See writeback(). Small files are left to the kernel, which writes many
+	 * in one batch -- unless the leader is serving writes: then this thread,
+	 * kept to one CPU, starts their writeback itself rather than leave it to
+	 * the kernel's flusher threads, which run on any CPU.
+	 */
+	if (v->dirty >= SNAP_WRITEBACK_FILE || (v->paced && v->dirty)) {
 		sync_file_range(v->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	} else if ((v->small_dirty += v->dirty) >= SNAP_SMALL_DIRTY_MAX) {
 		syncfs(v->stgfd);
@@ -1455,6 +1461,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 			progress(r, 0, l, 0);
 		} else if (type == MSG_SNAP_PACE && len == 1) {
 			pace_set(&pace, *(uint8_t *)buf != 0);
+			v.paced = pace.one;
 			pthread_mutex_lock(&r->mu);
 			r->snap.yielding = pace.one;
 			pthread_mutex_unlock(&r->mu);
