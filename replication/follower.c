@@ -279,8 +279,7 @@ static void follow_once(struct repl *r, const char *addr)
 	pthread_mutex_lock(&r->mu);
 	want_snap = r->want_snapshot;
 	pthread_mutex_unlock(&r->mu);
-	if (want_snap || node_snapshot_pending(r->n))
-		repl_put64(hello + 120, HELLO_F_SNAPSHOT);
+	repl_put64(hello + 120, HELLO_F_PACE | (want_snap || node_snapshot_pending(r->n) ? HELLO_F_SNAPSHOT : 0));
 	if (chan_send(c, MSG_HELLO, hello, sizeof(hello)))
 		goto out;
 	ret = chan_recv(c, &type, &buf, &len, HANDSHAKE_MS);

@@ -529,6 +529,7 @@ static void *conn_main(void *arg)
 		cn->p->snap_until = 0;
 		cn->p->applied_pos = 0;
 		cn->p->sent = cn->p->received = cn->p->durable = repl_get64(hello + 8);
+		cn->p->snap_paces = (repl_get64(hello + 120) & HELLO_F_PACE) != 0;
 		snprintf(cn->p->addr, sizeof(cn->p->addr), "%s", cn->addr);
 		cn->p->last_ack_ns = now_ns();
 	}

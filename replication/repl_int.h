@@ -50,6 +50,7 @@ enum msg {
 
 /* flags of MSG_HELLO */
 #define HELLO_F_SNAPSHOT 0x1	/* the follower needs a snapshot (new, or one was interrupted) */
+#define HELLO_F_PACE 0x2	/* the follower understands MSG_SNAP_PACE (without it a snapshot is not paced) */
 
 #define CLAIM_BYTES (16 + 64)
 
@@ -79,6 +80,7 @@ struct peer {
 	uint64_t snap_until;	/* it counts for no sync mode until it applied this (its snapshot is in) */
 	uint64_t snap_files, snap_bytes_sent;
 	int snap_yielding;	/* the snapshot keeps to one CPU: the leader is serving writes */
+	int snap_paces;		/* its HELLO said it understands MSG_SNAP_PACE */
 };
 
 /* A follower's snapshot, for status (under mu). */

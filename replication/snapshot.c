@@ -316,6 +316,7 @@ struct sender {
 	uint64_t files, bytes;
 	struct pace pace;
 	unsigned pause_ms;		/* tests: REPFS_TEST_SNAP_PAUSE_MS after each directory listed */
+	int paces;			/* the follower understands MSG_SNAP_PACE (HELLO_F_PACE) */
 	uint64_t yields;		/* times it kept to one CPU */
 	int64_t yield_ns, yield_since;	/* for how long in all; since when now */
 };
@@ -327,8 +328,8 @@ static int sender_pace(struct sender *s)
 	int busy = now - __atomic_load_n(&s->n->last_commit_ns, __ATOMIC_RELAXED) < SNAP_BUSY_MS * 1000000LL;
 	uint8_t b = (uint8_t)busy;
 
-	if (busy == s->pace.one)
-		return 0;
+	if (!s->paces || busy == s->pace.one)
+		return 0;	/* unchanged, or a follower that would not understand MSG_SNAP_PACE */
 	pace_set(&s->pace, busy);
 	if (busy) {
 		s->yields++;
@@ -854,6 +855,9 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	pthread_mutex_unlock(&r->mu);
 	snap_nice(1);
 	pace_init(&s.pace);
+	pthread_mutex_lock(&r->mu);
+	s.paces = p->snap_paces;
+	pthread_mutex_unlock(&r->mu);
 	if (getenv("REPFS_TEST_SNAP_PAUSE_MS"))
 		s.pause_ms = (unsigned)atoi(getenv("REPFS_TEST_SNAP_PAUSE_MS"));
 	count_tree(store_rootfd(n->store), &files, &bytes);
