@@ -539,6 +539,7 @@ struct replay {
 	int n;
 	int overflow;
 	int snapshot;	/* replay_snapshot() */
+	int unsure;	/* replay_unsure() */
 };
 
 int replay_begin(struct replay **out)
@@ -666,9 +667,29 @@ static int reflected(struct store *st, const struct record *r)
 	}
 }
 
+/* A rename or link from one directory into another. */
+static int between_dirs(const struct record *r)
+{
+	const char *a, *b;
+
+	if ((r->type != REC_RENAME && r->type != REC_LINK) || !r->path || !r->path2)
+		return 0;
+	a = strrchr(r->path, '/');
+	b = strrchr(r->path2, '/');
+	return (a ? a - r->path : 0) != (b ? b - r->path2 : 0) || (a && strncmp(r->path, r->path2, (size_t)(a - r->path)));
+}
+
+int replay_unsure(const struct replay *rp)
+{
+	return rp->unsure;
+}
+
 int replay_apply(struct replay *rp, struct store *st, const struct record *r)
 {
 	int ret;
+
+	if (rp->snapshot && !(r->flags & REC_F_NOPATH) && (r->type == REC_COPY || between_dirs(r)))
+		rp->unsure = 1;
 
 	if (rp->snapshot && reflected(st, r))
 		ret = 1;	/* the snapshot holds its effect, or what undid it */

@@ -176,12 +176,14 @@ void node_release(struct node *n);
  * file survives a crash: the next start resumes it), restarts the log at
  * the leader's position at, and from then on logs records without applying
  * them. node_snapshot_finish() replays the records after at up to upto into
- * the received tree, swaps it in, and applies what came after.
+ * the received tree, swaps it in, and applies what came after; *unsure
+ * tells whether that replay met what it may not bring about exactly
+ * (replay_unsure()).
  */
 #define NODE_SNAPSHOT_MARKER "snapshot"
 #define NODE_SNAPSHOT_TREE "tree.snap"
 int node_snapshot_start(struct node *n, struct pos at, const uint8_t mac[CRYPTO_MAC_BYTES], uint64_t epoch);
-int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen);
+int node_snapshot_finish(struct node *n, uint64_t upto, int *unsure, char *err, size_t errlen);
 int node_snapshot_pending(struct node *n);
 
 /*

@@ -123,8 +123,11 @@ static void remove_tree(const char *path)
 	remove_all(ids);
 }
 
-/* Replays the records from..upto of the node's log onto st (snapshot: onto a received snapshot). */
-static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_t upto, int snapshot)
+/*
+ * Replays the records from..upto of the node's log onto st (snapshot: onto
+ * a received snapshot; then *unsure, if not NULL, gets replay_unsure()).
+ */
+static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_t upto, int snapshot, int *unsure)
 {
 	struct oplog_reader *rd = NULL;
 	struct replay *rp = NULL;
@@ -142,6 +145,8 @@ static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_
 	}
 	if (ret == 1)
 		ret = 0;	/* stopped past upto */
+	if (rp && unsure)
+		*unsure = replay_unsure(rp);
 	if (rp && replay_finish(rp, st) < 0 && !ret)
 		ret = -EIO;
 	oplog_reader_free(rd);
@@ -186,7 +191,7 @@ static int rebuild_tree(struct node *n, uint64_t seq)
 		return -errno;
 	ret = store_open(&st, fresh);
 	if (!ret)
-		ret = replay_range(n, st, 1, seq, 0);
+		ret = replay_range(n, st, 1, seq, 0, NULL);
 	store_free(st);
 	if (ret)
 		return ret;
@@ -241,7 +246,7 @@ int node_snapshot_pending(struct node *n)
 	return p;
 }
 
-int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen)
+int node_snapshot_finish(struct node *n, uint64_t upto, int *unsure, char *err, size_t errlen)
 {
 	char fresh[PATH_MAX + 16];
 	struct store *st = NULL;
@@ -255,7 +260,7 @@ int node_snapshot_finish(struct node *n, uint64_t upto, char *err, size_t errlen
 		return ret;
 	}
 	/* the records written while the tree was being sent */
-	ret = replay_range(n, st, first, upto, 1);
+	ret = replay_range(n, st, first, upto, 1, unsure);
 	if (!ret && syncfs(store_rootfd(st)) < 0)
 		ret = -errno;
 	store_free(st);

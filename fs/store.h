@@ -135,6 +135,12 @@ struct replay;
 int replay_begin(struct replay **out);
 /* The replay goes onto a snapshot being received (see SNAP_LISTED_XATTR). */
 void replay_snapshot(struct replay *rp);
+/*
+ * After a snapshot's replay: 1 if it met a record whose effect the fuzzy
+ * walk and the replay may not bring about exactly -- a rename or link from
+ * one directory into another, or a copy_file_range (docs/snapshot.md §3).
+ */
+int replay_unsure(const struct replay *rp);
 /* Applies r (replay flags) and notes the directories it touches. Returns apply_record()'s result. */
 int replay_apply(struct replay *rp, struct store *st, const struct record *r);
 /* Sets the noted directory times; frees rp. NULL is a no-op. */

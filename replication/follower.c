@@ -49,11 +49,11 @@ static int send_ack(struct repl *r, struct chan *c)
 static int finish_snapshot(struct repl *r, uint64_t until)
 {
 	char err[300];
-	int ret;
+	int ret, unsure = 0;
 
 	if (!node_snapshot_pending(r->n) || oplog_last(r->n->log).seq < until)
 		return node_snapshot_pending(r->n) ? 0 : 1;
-	ret = node_snapshot_finish(r->n, until, err, sizeof(err));
+	ret = node_snapshot_finish(r->n, until, &unsure, err, sizeof(err));
 	pthread_mutex_lock(&r->mu);
 	if (ret) {
 		r->snap.state = SNAP_FAILED;
@@ -71,7 +71,8 @@ static int finish_snapshot(struct repl *r, uint64_t until)
 	}
 	rlog(LOG_NOTICE, "snapshot installed at seq %" PRIu64 " in %.1f s; following as usual", until,
 	     (double)(now_ns() - r->snap.started_ns) / 1e9);
-	repl_check_snapshot(r, r->snap.from_seq, until);
+	if (unsure)
+		repl_check_snapshot(r);
 	return 1;
 }
 

@@ -660,7 +660,7 @@ int repl_start(struct repl **out, struct node *n, const struct repl_opts *o, int
 		r->o.leader_timeout_ms = REPL_DEFAULT_LEADER_TIMEOUT_MS;
 	r->listenfd = listenfd;
 	r->follow_fd = -1;
-	r->check_fd = -1;
+	r->verify_fd = -1;
 	for (int i = 0; i < MAX_CONNS; i++)
 		r->conn_fds[i] = -1;
 	pthread_mutex_init(&r->mu, NULL);
@@ -699,8 +699,8 @@ void repl_stop(struct repl *r)
 	for (int i = 0; i < MAX_CONNS; i++)
 		if (r->conn_fds[i] >= 0)
 			shutdown(r->conn_fds[i], SHUT_RDWR);
-	if (r->check_fd >= 0)
-		shutdown(r->check_fd, SHUT_RDWR);
+	if (r->verify_fd >= 0)
+		shutdown(r->verify_fd, SHUT_RDWR);
 	pthread_cond_broadcast(&r->cv_new);
 	pthread_cond_broadcast(&r->cv_ack);
 	pthread_mutex_unlock(&r->mu);

@@ -98,8 +98,8 @@ struct snap_progress {
 enum { SNAP_NONE, SNAP_TRANSFER, SNAP_REPLAY, SNAP_DONE, SNAP_FAILED };
 enum { CHECK_NONE, CHECK_RUNNING, CHECK_IDENTICAL, CHECK_REPAIRED, CHECK_DIFFERS, CHECK_FAILED };
 
-/* Follower, after a snapshot is installed: checks it against the leader (and repairs) if [from, until] moved names between directories. */
-void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until);
+/* Follower, after a snapshot whose replay was unsure (replay_unsure()): checks it against the leader, and repairs. */
+void repl_check_snapshot(struct repl *r);
 
 /* True once repl_stop() began. */
 int repl_stopping(struct repl *r);
@@ -132,7 +132,7 @@ struct repl {
 	/* the check after a snapshot (verify.c: repl_check_snapshot); under mu */
 	pthread_t checker;
 	int have_checker, checking;
-	int check_fd;		/* its connection to the leader, -1 if none: shut down at stop */
+	int verify_fd;		/* a verify's connection to the leader (one at a time), -1 if none: shut down at stop */
 	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
 	uint64_t promised_epoch, promised_seq;
 	char promised_to[65];

@@ -392,22 +392,8 @@ static int pin(struct verifier *v, char *out, size_t outlen, size_t *ndiff)
  */
 static pthread_mutex_t verify_one = PTHREAD_MUTEX_INITIALIZER;
 
-static int verify_once_locked(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen,
-			      int check);
-
-static int verify_once(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen, int check)
-{
-	int ret;
-
-	pthread_mutex_lock(&verify_one);
-	ret = verify_once_locked(r, addr, out, outlen, err, errlen, check);
-	pthread_mutex_unlock(&verify_one);
-	return ret;
-}
-
 /* One verify against the leader at addr: 0 identical, 1 different, -errno. */
-static int verify_once_locked(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen,
-			      int check)
+static int verify_once(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen)
 {
 	struct verifier v = { .r = r };
 	struct dnode *mine = NULL;
@@ -417,18 +403,18 @@ static int verify_once_locked(struct repl *r, const char *addr, char *out, size_
 	size_t len, ndiff = 0;
 	int fd, ret;
 
+	pthread_mutex_lock(&verify_one);
 	fd = repl_tcp_socket(addr, 0, 2000);
 	if (fd < 0) {
+		pthread_mutex_unlock(&verify_one);
 		snprintf(err, errlen, "unable to reach the leader at '%s': %s", addr, strerror(-fd));
 		return fd;
 	}
-	if (check) {
-		pthread_mutex_lock(&r->mu);
-		r->check_fd = fd;	/* repl_stop() ends it */
-		if (r->stopping)
-			shutdown(fd, SHUT_RDWR);
-		pthread_mutex_unlock(&r->mu);
-	}
+	pthread_mutex_lock(&r->mu);
+	r->verify_fd = fd;	/* repl_stop() ends it */
+	if (r->stopping)
+		shutdown(fd, SHUT_RDWR);
+	pthread_mutex_unlock(&r->mu);
 	ret = chan_handshake(&c, fd, r->n->key, 1, HANDSHAKE_MS);
 	if (!ret)
 		ret = chan_send(c, MSG_VERIFY, NULL, 0);
@@ -466,24 +452,15 @@ out:
 	free(v.cand);
 	digest_tree_free(mine);
 	chan_free(c);
-	if (check) {
-		pthread_mutex_lock(&r->mu);
-		r->check_fd = -1;
-		pthread_mutex_unlock(&r->mu);
-	}
+	pthread_mutex_lock(&r->mu);
+	r->verify_fd = -1;
+	pthread_mutex_unlock(&r->mu);
 	close(fd);
+	pthread_mutex_unlock(&verify_one);
 	return ret;
 }
 
-static int verify_repair(struct repl *r, int repair, char *out, size_t outlen, char *err, size_t errlen, int check);
-
 int repl_verify(struct repl *r, int repair, char *out, size_t outlen, char *err, size_t errlen)
-{
-	return verify_repair(r, repair, out, outlen, err, errlen, 0);
-}
-
-/* check: the follower's own check after a snapshot (repl_check_snapshot): its connection can be ended at stop */
-static int verify_repair(struct repl *r, int repair, char *out, size_t outlen, char *err, size_t errlen, int check)
 {
 	char addr[64];
 	unsigned done;
@@ -507,7 +484,7 @@ static int verify_repair(struct repl *r, int repair, char *out, size_t outlen, c
 		snprintf(err, errlen, "no leader known yet (see 'repfs status')");
 		return -ENOTCONN;
 	}
-	ret = verify_once(r, addr, out, outlen, err, errlen, check);
+	ret = verify_once(r, addr, out, outlen, err, errlen);
 	if (ret != 1 || !repair)
 		return ret;
 	/* repair: a resync, then look again */
@@ -542,7 +519,7 @@ static int verify_repair(struct repl *r, int repair, char *out, size_t outlen, c
 		size_t used = strlen(out);
 		snprintf(out + used, outlen - used, "repaired by a resync from the leader\n");
 		used = strlen(out);
-		ret = verify_once(r, addr, out + used, outlen - used, err, errlen, check);
+		ret = verify_once(r, addr, out + used, outlen - used, err, errlen);
 	}
 	return ret;
 }
@@ -565,7 +542,7 @@ static void *check_main(void *arg)
 	int ret = -ENOMEM, state;
 
 	if (out)
-		ret = verify_repair(r, 1, out, len, err, sizeof(err), 1);
+		ret = repl_verify(r, 1, out, len, err, sizeof(err));
 	state = ret == 0 ? (strstr(out, "repaired by a resync") ? CHECK_REPAIRED : CHECK_IDENTICAL)
 		: ret == 1 ? CHECK_DIFFERS : CHECK_FAILED;
 	if (state == CHECK_IDENTICAL)
@@ -585,47 +562,10 @@ static void *check_main(void *arg)
 	return NULL;
 }
 
-/*
- * 1 if the records (from, until] of the log hold what the replay may not
- * bring about exactly: a move of a name between two directories, or a
- * copy_file_range (skipped when its source changed later in the window).
- */
-static int needs_check(struct repl *r, uint64_t from, uint64_t until)
-{
-	struct oplog_reader *rd;
-	struct record rec;
-	uint64_t last = from;
-	int moved = 0;
-
-	if (until <= from)
-		return 0;
-	if (oplog_reader_open(&rd, r->n->logdirfd, r->n->key, from + 1))
-		return 1;	/* cannot tell: look */
-	while (!moved && oplog_reader_next(rd, &rec) == 1 && rec.seq <= until) {
-		const char *a, *b;
-		last = rec.seq;
-		if (rec.type == REC_COPY) {
-			moved = 1;
-			break;
-		}
-		/* a rename, or a link then an unlink, from one directory into another */
-		if ((rec.type != REC_RENAME && rec.type != REC_LINK) || !rec.path || !rec.path2)
-			continue;
-		a = strrchr(rec.path, '/');
-		b = strrchr(rec.path2, '/');
-		moved = (a ? a - rec.path : 0) != (b ? b - rec.path2 : 0) ||
-			(a && strncmp(rec.path, rec.path2, (size_t)(a - rec.path)));
-	}
-	oplog_reader_free(rd);
-	return moved || (last < until && !moved);	/* a short read (trimmed?): look */
-}
-
-void repl_check_snapshot(struct repl *r, uint64_t from, uint64_t until)
+void repl_check_snapshot(struct repl *r)
 {
 	int join = 0;
 
-	if (!needs_check(r, from, until))
-		return;
 	pthread_mutex_lock(&r->mu);
 	if (r->checking || r->stopping || r->snap.by_check) {	/* a check's own resync: it checks again itself */
 		pthread_mutex_unlock(&r->mu);
