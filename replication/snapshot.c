@@ -261,34 +261,30 @@ static void snap_nice(int on)
 
 struct pace {
 	cpu_set_t all;	/* the thread's CPUs when the snapshot started */
-	int have_all;
+	cpu_set_t last;	/* the last of them; empty: nothing to pace (one CPU, or unknown) */
 	int one;	/* kept to one CPU now */
 };
 
 static void pace_init(struct pace *pc)
 {
 	pc->one = 0;
-	pc->have_all = sched_getaffinity(0, sizeof(pc->all), &pc->all) == 0 && CPU_COUNT(&pc->all) > 1;
+	CPU_ZERO(&pc->last);
+	if (sched_getaffinity(0, sizeof(pc->all), &pc->all) < 0 || CPU_COUNT(&pc->all) < 2)
+		return;
+	for (int i = CPU_SETSIZE - 1; i >= 0; i--)
+		if (CPU_ISSET(i, &pc->all)) {
+			CPU_SET(i, &pc->last);
+			break;
+		}
 }
 
 /* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
 static void pace_set(struct pace *pc, int one)
 {
-	cpu_set_t set;
-	int last = -1;
-
 	if (one == pc->one)
 		return;
 	pc->one = one;
-	if (!pc->have_all)
-		return;
-	CPU_ZERO(&set);
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &pc->all))
-			last = i;
-	if (one)
-		CPU_SET(last, &set);
-	if (sched_setaffinity(0, sizeof(set), one ? &set : &pc->all) < 0)
+	if (CPU_COUNT(&pc->last) && sched_setaffinity(0, sizeof(cpu_set_t), one ? &pc->last : &pc->all) < 0)
 		rlog(LOG_DEBUG, "unable to change the snapshot thread's CPUs: %s", strerror(errno));
 }
 
