@@ -117,31 +117,19 @@ static const char *hidden_name(const char *path)
 	return base;
 }
 
-/* 1 if some open handle has this id. */
-static int is_open(struct node *n, const uint8_t id[FILE_ID_BYTES])
-{
-	int open = 0;
-
-	pthread_mutex_lock(&n->open_lock);
-	for (struct handle *h = n->open_files; h && !open; h = h->next)
-		open = !memcmp(h->id, id, FILE_ID_BYTES);
-	pthread_mutex_unlock(&n->open_lock);
-	return open;
-}
-
 /*
- * 1 if another open handle of h's file may hold pages in the kernel: one that
- * reads through the page cache (not direct), or a shared mapping, which keeps
- * its handle open until it is unmapped. Pages left from handles already
- * closed are dropped at the next open (auto_cache: the write changed mtime).
+ * 1 if an open handle other than skip (NULL: none) has this id -- with
+ * caching set, one that may hold pages in the kernel: one that reads through
+ * the page cache (not direct), or a shared mapping, which keeps its handle
+ * open until it is unmapped.
  */
-static int others_cache(struct node *n, const struct handle *h)
+static int open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching)
 {
 	int found = 0;
 
 	pthread_mutex_lock(&n->open_lock);
 	for (struct handle *o = n->open_files; o && !found; o = o->next)
-		found = o != h && !o->direct && !memcmp(o->id, h->id, FILE_ID_BYTES);
+		found = o != skip && !(caching && o->direct) && !memcmp(o->id, id, FILE_ID_BYTES);
 	pthread_mutex_unlock(&n->open_lock);
 	return found;
 }
@@ -632,7 +620,7 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 	REFUSE_ON_FOLLOWER(n);
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
-	if (hidden_name(to) && !flags && id_of(n, from, r.id) == 0 && is_open(n, r.id) &&
+	if (hidden_name(to) && !flags && id_of(n, from, r.id) == 0 && open_by(n, r.id, NULL, 0) &&
 	    id_of(n, to, r.id2) == -ENOENT) {
 		/* libfuse hiding a file that is unlinked while open */
 		r.type = REC_UNLINK;
@@ -963,7 +951,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off, s
 	 * if mtime or size changed, which a same-size overwrite within one tick
 	 * of a coarse clock does not show. A file this handle created has none.
 	 */
-	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH) && (!h->clean || others_cache(n, h)))
+	if (h->direct && n->fuse && path && !(r.flags & REC_F_NOPATH) && (!h->clean || open_by(n, h->id, h, 1)))
 		inval_now_or_soon(n, path);
 	h->clean = 1;
 	if (h->sync || n->commit_write) {
