@@ -15,18 +15,13 @@ snap_json_num() {
 	"$REPFS" status "$1" --json 2>/dev/null | python3 -c "import json,sys; s=json.load(sys.stdin); print($2)" 2>/dev/null || echo ERR
 }
 
-# snap_completed DATADIR -- how many snapshots the node completed. Polled while a
-# snapshot runs, so it must be cheap: a python3 start every poll took up to half
-# of one of the two CPUs from the snapshot it was timing.
-snap_completed() {
-	"$REPFS" status "$1" --json 2>/dev/null | grep -o '"snapshot":{[^}]*}' | grep -o '"completed":[0-9]*' | cut -d: -f2
-}
-
-# snap_wait_done DATADIR COUNT SECS -- until the node completed COUNT snapshots
+# snap_wait_done DATADIR COUNT SECS -- until the node completed COUNT snapshots.
+# Polled while a snapshot runs, so with grep (status_field): a python3 start
+# every poll took up to half of one of the two CPUs from the snapshot it timed.
 snap_wait_done() {
 	local i
 	for ((i = 0; i < $3 * 50; i++)); do
-		[ "$(snap_completed "$1")" = "$2" ] && return 0
+		[ "$(status_field "$1" completed)" = "$2" ] && return 0
 		sleep 0.02
 	done
 	echo "bench: no snapshot completed on $1 within $3 s" >&2
