@@ -85,20 +85,36 @@ part_snapshot() {
 	done
 	rm -rf "$NAT"/cp-copy*	# after the rounds: see "The ext4 trap" in bench/README.md
 
-	# 2. the leader's write latency without, then during, a snapshot (to G)
-	if timeout 60 "$BENCHBIN/latbench" "${N_MNT[$L]}/lat" 3 1000 >"$T/lat.out" 2>&1; then
-		R[sn_p99a]=$(kv p99_us "$(cat "$T/lat.out")")
-		say "write latency, no snapshot" "$(cat "$T/lat.out")"
-	fi
-	drop_caches
-	node_mount "$G" --role follower --name G --listen "127.0.0.1:${N_PORT[$G]}" --peer "127.0.0.1:${N_PORT[$L]}" \
-		--key "$KEY" || { echo "bench: $MOUNT_ERR" >&2; return 2; }
-	if timeout 60 "$BENCHBIN/latbench" "${N_MNT[$L]}/lat" 3 1000 >"$T/lat.out" 2>&1; then
-		R[sn_p99b]=$(kv p99_us "$(cat "$T/lat.out")")
-		say "write latency, during a snapshot" "$(cat "$T/lat.out") (snapshot $(snap_json_num "${N_DATA[$G]}" 's["snapshot"]["state"]'))"
-	fi
-	snap_wait_done "${N_DATA[$G]}" 1 600
-	node_stop "$G"
+	# 2. the leader's write latency without, then during, a snapshot (to an
+	# empty G), alternately, BENCH_REPEAT rounds, the best p99 of each side
+	# kept (a round's G is stopped once installed and a new empty one takes
+	# its place and name)
+	local p99 state
+	for ((round = 1; round <= REPEAT; round++)); do
+		if timeout 60 "$BENCHBIN/latbench" "${N_MNT[$L]}/lat" 3 1000 >"$T/lat.out" 2>&1; then
+			p99=$(kv p99_us "$(cat "$T/lat.out")")
+			[ "${R[sn_p99a]}" = ERR ] || [ "$(calc "$p99 < ${R[sn_p99a]}")" = 1 ] && R[sn_p99a]=$p99
+			say "write latency, no snapshot, round $round" "$(cat "$T/lat.out")"
+		fi
+		if ((round > 1)); then
+			fdata=$(mktemp -d "$T/data.XXXXXX") || return 2
+			N_DATA[$G]=$fdata
+		fi
+		drop_caches
+		node_mount "$G" --role follower --name G --listen "127.0.0.1:${N_PORT[$G]}" --peer "127.0.0.1:${N_PORT[$L]}" \
+			--key "$KEY" || { echo "bench: $MOUNT_ERR" >&2; return 2; }
+		if timeout 60 "$BENCHBIN/latbench" "${N_MNT[$L]}/lat" 3 1000 >"$T/lat.out" 2>&1; then
+			p99=$(kv p99_us "$(cat "$T/lat.out")")
+			state=$(snap_json_num "${N_DATA[$G]}" 's["snapshot"]["state"]')
+			say "write latency, during a snapshot, round $round" "$(cat "$T/lat.out") (snapshot $state)"
+			# only a round whose writes all ran during the snapshot counts
+			if [ "$state" = transferring ] || [ "$state" = replaying ]; then
+				[ "${R[sn_p99b]}" = ERR ] || [ "$(calc "$p99 < ${R[sn_p99b]}")" = 1 ] && R[sn_p99b]=$p99
+			fi
+		fi
+		snap_wait_done "${N_DATA[$G]}" 1 600
+		node_stop "$G"
+	done
 
 	# 3. verify of identical trees
 	"$RPB" converge 120 "${N_DATA[$L]}" "${N_DATA[$F]}" >/dev/null 2>&1
