@@ -869,17 +869,23 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			(fault || logfault) ? "; writes refused\"" : "");
 }
 
+void node_stop_background(struct node *n)
+{
+	if (!n || !n->bg_started)
+		return;
+	pthread_mutex_lock(&n->bg_lock);
+	n->stopping = 1;
+	pthread_cond_broadcast(&n->bg_wake);
+	pthread_mutex_unlock(&n->bg_lock);
+	pthread_join(n->flusher, NULL);
+	n->bg_started = 0;
+}
+
 void node_close(struct node *n)
 {
 	if (!n)
 		return;
-	if (n->bg_started) {
-		pthread_mutex_lock(&n->bg_lock);
-		n->stopping = 1;
-		pthread_cond_broadcast(&n->bg_wake);
-		pthread_mutex_unlock(&n->bg_lock);
-		pthread_join(n->flusher, NULL);
-	}
+	node_stop_background(n);
 	if (n->log && n->store && !n->fault && !oplog_failed(n->log)) {
 		int ret = node_checkpoint(n);
 		if (ret)

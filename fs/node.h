@@ -200,6 +200,9 @@ int node_checkpoint(struct node *n);
 /* Writes the node's status as one JSON object into buf. */
 int node_status_json(struct node *n, char *buf, size_t len);
 
+/* Stops the background thread (group commit, checkpoints); node_close() does it too. */
+void node_stop_background(struct node *n);
+
 /* Stops the flusher, syncs the log, checkpoints, releases everything. */
 void node_close(struct node *n);
 

@@ -38,7 +38,7 @@ static int sock_addr(struct sockaddr_un *sa, const char *datadir)
 }
 
 struct verify_job {
-	struct node *n;
+	struct repl *r;		/* taken (repl_verify_take), or NULL: not replicating */
 	int fd;
 	int repair;
 };
@@ -49,10 +49,13 @@ static void *verify_main(void *arg)
 	struct verify_job *j = arg;
 	size_t len = 65536;
 	char *out = malloc(len), err[400], *reply = malloc(len + 512);
-	int ret;
+	int ret = -ENOMEM;
 
+	if (out && reply)
+		ret = repl_verify(j->r, j->repair, out, len, err, sizeof(err));
+	if (j->r)
+		repl_verify_give(j->r);	/* nothing below touches it: repl_stop() may free it now */
 	if (out && reply) {
-		ret = repl_verify(j->n->repl, j->repair, out, len, err, sizeof(err));
 		if (ret < 0)
 			snprintf(reply, len + 512, "result 2\n%s\n", err);
 		else
@@ -67,17 +70,29 @@ static void *verify_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Hands c to a verify thread. The repl is taken here, in the control
+ * thread, which ctl_stop() joins before the mount stops replication: so
+ * repl_stop() waits for every verify it let start.
+ */
 static int start_verify(struct ctl_server *s, int c, int repair)
 {
 	struct verify_job *j = malloc(sizeof(*j));
 	pthread_t t;
+	int ret;
 
 	if (!j)
 		return -ENOMEM;
-	j->n = s->node;
+	j->r = s->node->repl;
 	j->fd = c;
 	j->repair = repair;
+	if (j->r && (ret = repl_verify_take(j->r))) {
+		free(j);
+		return ret;
+	}
 	if (pthread_create(&t, NULL, verify_main, j)) {
+		if (j->r)
+			repl_verify_give(j->r);
 		free(j);
 		return -EAGAIN;
 	}
@@ -97,13 +112,18 @@ static int serve_one(struct ctl_server *s, int c)
 		return 0;
 	req[n] = 0;
 	req[strcspn(req, "\r\n")] = 0;
-	if ((!strcmp(req, "verify") || !strcmp(req, "verify repair")) &&
-	    start_verify(s, c, !strcmp(req, "verify repair")) == 0)
-		return 1;
 	reply = malloc(len);
 	if (!reply)
 		return 0;
-	if (!strcmp(req, "status")) {
+	if (!strcmp(req, "verify") || !strcmp(req, "verify repair")) {
+		int ret = start_verify(s, c, !strcmp(req, "verify repair"));
+		if (!ret) {
+			free(reply);
+			return 1;
+		}
+		snprintf(reply, len, "result 2\nunable to start the verify: %s\n",
+			 ret == -ESHUTDOWN ? "the node is stopping" : strerror(-ret));
+	} else if (!strcmp(req, "status")) {
 		node_status_json(s->node, reply, len);
 	} else if (!strcmp(req, "promote") || !strcmp(req, "promote force")) {
 		char msg[512], esc[1100];

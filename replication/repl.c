@@ -719,7 +719,9 @@ void repl_stop(struct repl *r)
 	if (checker)
 		pthread_join(r->checker, NULL);
 	pthread_mutex_lock(&r->mu);
-	while (r->conns > 0) {
+	while (r->conns > 0 || r->verifiers > 0) {
+		if (r->verify_fd >= 0)
+			shutdown(r->verify_fd, SHUT_RDWR);
 		for (int i = 0; i < MAX_CONNS; i++)
 			if (r->conn_fds[i] >= 0)
 				shutdown(r->conn_fds[i], SHUT_RDWR);
@@ -735,6 +737,27 @@ void repl_stop(struct repl *r)
 	pthread_cond_destroy(&r->cv_new);
 	pthread_cond_destroy(&r->cv_ack);
 	free(r);
+}
+
+int repl_verify_take(struct repl *r)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->stopping)
+		ret = -ESHUTDOWN;
+	else
+		r->verifiers++;
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
+void repl_verify_give(struct repl *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->verifiers--;
+	pthread_cond_broadcast(&r->cv_ack);	/* repl_stop() may be waiting */
+	pthread_mutex_unlock(&r->mu);
 }
 
 int repl_stopping(struct repl *r)

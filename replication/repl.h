@@ -101,6 +101,15 @@ int repl_leader(struct repl *r, char *buf, size_t len);
  */
 int repl_verify(struct repl *r, int repair, char *out, size_t outlen, char *err, size_t errlen);
 
+/*
+ * A verify run by a thread repl does not own (the control socket's): taken
+ * before the thread starts, given back when its repl_verify() returned.
+ * repl_stop() waits until every one is given back, so r outlives them.
+ * repl_verify_take() fails (-ESHUTDOWN) once repl_stop() began.
+ */
+int repl_verify_take(struct repl *r);
+void repl_verify_give(struct repl *r);
+
 /* Appends the "mode", "sync" and "peers" members of the status JSON. */
 int repl_status_json(struct repl *r, char *buf, size_t len);
 

@@ -133,6 +133,7 @@ struct repl {
 	pthread_t checker;
 	int have_checker, checking;
 	int verify_fd;		/* a verify's connection to the leader (one at a time), -1 if none: shut down at stop */
+	int verifiers;		/* taken by repl_verify_take(), not yet given back */
 	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
 	uint64_t promised_epoch, promised_seq;
 	char promised_to[65];

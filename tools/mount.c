@@ -366,6 +366,10 @@ int cmd_mount(int argc, char **argv)
 out:
 	if (lc)
 		fuse_loop_cfg_destroy(lc);
+	/* first the threads that use the repl: the control thread (status,
+	 * verify) and the flusher (its checkpoints ask what followers hold) */
+	ctl_stop(ctl);
+	node_stop_background(n);
 	if (n)
 		n->repl = NULL;
 	repl_stop(repl);
@@ -373,7 +377,6 @@ out:
 		close(listenfd);
 	if (mounted)
 		fuse_unmount(fuse);
-	ctl_stop(ctl);
 	if (fuse)
 		fuse_destroy(fuse);
 	fuse_opt_free_args(&args);

@@ -64,6 +64,25 @@ out=$("$REPFS" verify "$F1" 2>&1) || fail "verify after the repair exited $?: $o
 cmp "$LM/small/s10" "$F1M/small/s10" || fail "the repaired file differs"
 treecmp "$LM" "$F1M" || fail "not identical after the repair"
 
+note "a verify in flight when the follower stops: it ends with an error, the daemon cleanly"
+# the leader, stopped, accepts the verify's connection but never answers it:
+# the verify waits in its handshake while the follower is unmounted
+lpid=$(rl_pid "$L")
+est_to() { # PORT: established TCP connections to PORT on this host
+	awk -v p="$(printf '%04X' "$1")" 'NR > 1 { split($3, a, ":"); if (a[2] == p && $4 == "01") n++ } END { print n + 0 }' /proc/net/tcp
+}
+_verify_connected() { [ "$(est_to "$RL_PORT")" -ge 2 ]; }	# the follower's stream, and the verify's
+kill -STOP "$lpid"
+rl_bg "$REPFS" verify "$F1"
+vpid=$RL_BG_PID
+wait_for 10 _verify_connected
+rl_stop "$F1" "$F1M"
+kill -CONT "$lpid"
+rl_wait_exit 30 "$vpid" "the verify did not end after its follower stopped"
+[ "$RL_RC" != 0 ] || fail "a verify cut off by the follower's stop exited 0"
+rl_restart "$F1" "$F1M" --peer "127.0.0.1:$RL_PORT"
+rl_wait_converged 60 "$L" "$F1"
+
 note "verify on the leader, and bad arguments"
 out=$("$REPFS" verify "$L" 2>&1)
 assert_eq "$?" 2 "exit status of verify on the leader ($out)"
