@@ -11,6 +11,25 @@
 L=$T/l F1=$T/f1 F2=$T/f2
 LM=$T/lm F1M=$T/f1m F2M=$T/f2m
 
+# drop_tree_pages DATA: the tree's clean pages leave the page cache
+drop_tree_pages() {
+	sync
+	python3 - "$1/tree" <<'PY' || fail "dropping the tree's pages failed"
+import os, sys
+for root, dirs, files in os.walk(sys.argv[1]):
+    for f in files:
+        try:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        os.close(fd)
+PY
+}
+
 rl_leader L "$L" "$LM"
 
 note "a tree of a few thousand files, a sparse one, links, xattrs, owners"
@@ -30,6 +49,11 @@ chown 1234:5678 "$LM/d4/f4"
 chmod 0640 "$LM/d5/f5"
 chmod 0700 "$LM/d6"
 touch -d '2001-02-03 04:05:06.123456789' "$LM/d7/f7"
+# larger than the sender's direct-read windows (8 MiB): an odd size, and one
+# with data past a hole that spans a window
+head -c $((17 * 1048576 + 123)) /dev/urandom >"$LM/large" || fail "writing the large file failed"
+dd if=/dev/urandom of="$LM/sparse_large" bs=1M count=3 seek=13 2>/dev/null || fail "dd of the sparse large file failed"
+head -c 1000 /dev/urandom | dd of="$LM/sparse_large" bs=1 seek=$((5 * 1048576 + 77)) conv=notrunc 2>/dev/null
 
 note "the writer starts; a follower with an empty DATADIR joins"
 mkdir "$LM/busy"
@@ -70,8 +94,16 @@ echo after >"$LM/after"
 rl_wait_converged 30 "$L" "$F1"
 [ "$(cat "$F1M/after")" = after ] || fail "a write after the snapshot did not reach the follower"
 
-note "a second follower joins an idle leader: same result"
+note "a second follower joins an idle leader whose tree left the page cache: same result"
+# while the leader serves no writes the sender reads what is not cached past
+# the page cache (O_DIRECT windows of 8 MiB, the next one read ahead)
+drop_tree_pages "$L"
 rl_follower F2 "$F2" "$F2M" "$RL_PORT"
 rl_wait_converged 60 "$L" "$F1" "$F2"
 treecmp "$LM" "$F2M" || fail "the second follower differs from the leader"
+direct=$(sed -n "s/.*snapshot for 'F2' sent: .*(\([0-9]*\) bytes read past the page cache).*/\1/p" "$L/repfs.log" | tail -n 1)
+[ "${direct:-0}" -ge $((16 * 1048576)) ] ||
+	fail "the sender read ${direct:-no} bytes past the page cache (the large files are $((20 * 1048576)) bytes)"
+cmp "$LM/large" "$F2M/large" || fail "the large file differs on the second follower"
+cmp "$LM/sparse_large" "$F2M/sparse_large" || fail "the sparse large file differs on the second follower"
 exit 0
