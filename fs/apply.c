@@ -279,6 +279,19 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 	if (r->op_flags & RENAME_EXCHANGE) {
 		if (src != MATCH_YES || dst != MATCH_YES)
 			return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	} else if (!(flags & APPLY_STRICT) && src == MATCH_YES && id_at(st, to, r->id) == MATCH_YES) {
+		/*
+		 * The object is at both names: a snapshot's tree holds the name of
+		 * a listing made after the rename and the one of a listing made
+		 * before it. The rename leaves it at "to" only. (A leader never
+		 * logs a rename between two names of one object: it changes nothing.)
+		 */
+		if (unlinkat(root, from, 0) < 0)
+			return errno == ENOENT ? 1 : -errno;
+		ret = touch_parent(st, from, r->time_ns);
+		if (!ret)
+			ret = touch_parent(st, to, r->time_ns);
+		return ret;
 	} else {
 		if (src != MATCH_YES)
 			return (flags & APPLY_STRICT) ? -ENOENT : 1;

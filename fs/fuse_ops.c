@@ -646,6 +646,8 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 		return ret;
 	else if (flags & RENAME_NOREPLACE)
 		return -EEXIST;
+	else if (!memcmp(r.id, r.id2, FILE_ID_BYTES))
+		return 0;	/* two names of one object: rename(2) does nothing, so there is nothing to log */
 	return node_commit(n, &r, -1, NULL);
 }
 

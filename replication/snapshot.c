@@ -920,8 +920,18 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	kind = S_ISDIR(sb.st_mode) ? KIND_DIR : S_ISREG(sb.st_mode) ? KIND_FILE : S_ISLNK(sb.st_mode) ? KIND_SYMLINK
 												  : KIND_SPECIAL;
 	if (set_has(&s->sent, key_of_id(id))) {
-		/* seen before: a second name of a file (a hard link), or met again after a rename */
-		if (kind != KIND_FILE || standin || store_nlink(&sb) < 2)
+		/*
+		 * Seen before under another name: a hard link, or a file moved from a
+		 * directory listed earlier. Either way the listing holds this name, and
+		 * the follower gets it too (a link), so that its tree is the listings:
+		 * the replay then takes away whichever name the records after the
+		 * listings took away. Going by the link count now instead lost a file
+		 * whose first-listed name was unlinked after the listing and before
+		 * this name came (a link then an unlink, seen as a move: the replay
+		 * took the only name). A directory cannot be met twice but by a move,
+		 * which the replay's rename does.
+		 */
+		if (kind != KIND_FILE || standin)
 			goto out;
 		kind = KIND_LINK;
 	} else if ((ret = set_add(&s->sent, key_of_id(id)))) {

@@ -137,5 +137,14 @@ EOF
 treecmp --ignore holes "$T/before" "$D/tree" || soft_fail "failed operations changed the tree"
 check_eq "$(stat -c %s "$M/file")" 5 "size of 'file' seen through the mount after failed writes"
 compare3 "$M" "$D"
+
+# rename(2) between two names of one file succeeds and does nothing (POSIX):
+# nothing to log, and the tree keeps both names
+ln "$M/file" "$M/file2" || fail "ln failed"
+n=$(log_count "$D")
+python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$M/file2" "$M/file" ||
+	fail "a rename between two names of one file failed"
+check_eq "$(log_count "$D")" "$n" "records after a rename between two names of one file"
+[ -f "$D/tree/file" ] && [ -f "$D/tree/file2" ] || fail "a rename between two names of one file changed the tree"
 stop_node "$M" "$D"
 exit 0

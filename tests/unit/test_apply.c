@@ -622,6 +622,25 @@ Test(apply, replay_onto_newer_state_does_not_resurrect_a_renamed_file)
 	ap_expect_replay_converges("create a, write a, rename a -> b, replayed");
 }
 
+Test(apply, rename_onto_a_name_holding_the_same_object_leaves_only_that_name)
+{
+	struct record r = { .type = REC_RENAME, .path = "a", .path2 = "b" };
+
+	/* a snapshot's tree: "a" from a listing made before a move, "b" from one after it */
+	ap_create("a", S_IFREG | 0644, 0, 0, NULL, 1);
+	ap_write("a", 1, 0, "data", 4);
+	ap_two_paths(REC_LINK, "a", "b", 1, 0, 0);
+	/* the move's record, as the leader logged it: "b" was free then */
+	ap_id(r.id, 1);
+	cr_assert_eq(ap_emit(ast, &r, 0), 0);
+	cr_assert(!ap_exists("a"), "the old name is still there");
+	ap_expect_id("b", 1);
+	ap_expect_content("b", "data", 4);
+	ap_decode(aplog.n - 1, &r);
+	cr_assert_eq(apply_record(ast, &r, 0, -1, NULL), 1, "a second apply did something");
+	ap_expect_id("b", 1);
+}
+
 Test(apply, replay_onto_newer_state_keeps_parent_mtime)
 {
 	ap_create("x", S_IFREG | 0644, 0, 0, NULL, 1);
