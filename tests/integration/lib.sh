@@ -29,7 +29,8 @@
 #
 # Cleanup (trap on EXIT): unmounts every mount the test made (fusermount3 -u,
 # falling back to -uz), waits for and then kill -9s only the processes this
-# test started (by recorded pid, never by name), unmounts tmpfs, removes $T.
+# test started (by recorded pid, never by name), unmounts tmpfs, removes $T
+# (copied first to $REPFS_TEST_KEEP, if set, when the test failed).
 # Under ASan the sanitizer's reports (of daemons too, whose stderr is gone)
 # are written under $T/asan and make the test fail.
 
@@ -272,6 +273,11 @@ _cleanup() {
 			[ -f "$f" ] && { echo "--- $f (tail)"; tail -n 8 "$f"; }
 		done
 		[ -n "$_FAIL_MSG" ] && echo "$_FAIL_MSG"
+		# REPFS_TEST_KEEP=DIR: a failed run's temp dir (logs, trees) is copied there
+		if [ -n "${REPFS_TEST_KEEP:-}" ] && mkdir -p "$REPFS_TEST_KEEP" &&
+			cp -a "$T" "$REPFS_TEST_KEEP/" 2>/dev/null; then
+			echo "kept in $REPFS_TEST_KEEP/${T##*/}"
+		fi
 	fi
 	if grep -q " $T/" /proc/self/mountinfo; then
 		echo "warning: still mounted under $T; not removing it"
