@@ -657,6 +657,9 @@ static uint64_t apply_logged(struct node *n, uint64_t upto)
 		}
 		applied = n->applied;
 		pthread_mutex_unlock(&n->seq_lock);
+		if (a == 1)
+			rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded",
+			     record_type_name(r.type), r.seq, r.path);
 		if (a < 0)
 			rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type),
 			     r.seq, r.path, strerror(-a));

@@ -141,6 +141,11 @@ static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_
 		ret = oplog_reader_open(&rd, n->logdirfd, n->key, from);
 	while (!ret && (ret = oplog_reader_next(rd, &r)) == 1 && r.seq <= upto) {
 		int a = replay_apply(rp, st, &r);
+		/* a change of names left out: the trail to follow when a replay ends wrong */
+		if (a == 1 && snapshot && (r.type == REC_CREATE || r.type == REC_LINK || r.type == REC_UNLINK ||
+					   r.type == REC_RMDIR || r.type == REC_RENAME))
+			rlog(LOG_DEBUG, "snapshot replay: %s at seq %" PRIu64 " on '/%s' left out (listed after it, or superseded)",
+			     record_type_name(r.type), r.seq, r.path);
 		ret = a < 0 ? a : 0;
 	}
 	if (ret == 1)

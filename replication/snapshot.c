@@ -253,7 +253,8 @@ static void snap_nice(int on)
  * leader's sender looks before each piece of the tree and tells the follower
  * when that changes (MSG_SNAP_PACE). On a kernel without preemption a woken
  * writer waits until a running snapshot thread leaves its syscall; with the
- * snapshot kept to one CPU the writer finds the other one free. On separate
+ * snapshot kept to one CPU (and the leader's other threads kept off it:
+ * pace_others()) the writer finds the other one free. On separate
  * machines this costs the snapshot nothing (each side is one thread); when
  * both nodes share a machine it halves the snapshot's speed while writes go
  * on (docs/snapshot.md §6).
@@ -280,6 +281,36 @@ static void pace_init(struct pace *pc)
 }
 
 /* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
+/*
+ * The node's other threads (its FUSE handlers above all) keep off the
+ * snapshot's CPU while it is paced, and get all back after: a handler woken
+ * on that CPU would wait there behind a snapshot syscall (PREEMPT_NONE),
+ * with the other CPU free. A thread made while its maker was kept off
+ * inherits that; one made during the first pass of giving back is there
+ * for the second.
+ */
+static void pace_others(const struct pace *pc, int one)
+{
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	cpu_set_t rest = pc->all;
+
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &pc->last))
+			CPU_CLR(i, &rest);
+	for (int pass = 0; pass < (one ? 1 : 2); pass++) {
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *de;
+		if (!d)
+			return;
+		while ((de = readdir(d))) {
+			pid_t tid = (pid_t)atoi(de->d_name);
+			if (tid > 0 && tid != self)	/* one gone meanwhile: ESRCH */
+				sched_setaffinity(tid, sizeof(cpu_set_t), one ? &rest : &pc->all);
+		}
+		closedir(d);
+	}
+}
+
 static void pace_set(struct pace *pc, int one)
 {
 	if (one == pc->one)
@@ -363,6 +394,8 @@ static int sender_pace(struct sender *s)
 	if (!s->paces || busy == s->pace.one)
 		return 0;	/* unchanged, or a follower that would not understand MSG_SNAP_PACE */
 	pace_set(&s->pace, busy);
+	if (CPU_COUNT(&s->pace.last))
+		pace_others(&s->pace, busy);
 	if (s->win.have_helper && CPU_COUNT(&s->pace.last))	/* its reader goes along */
 		pthread_setaffinity_np(s->win.helper, sizeof(cpu_set_t), busy ? &s->pace.last : &s->pace.all);
 	if (busy) {
@@ -833,7 +866,8 @@ static int list_dir(struct node *n, int fd, struct lent **out, size_t *nout, uin
 	for (int attempt = 0;; attempt++) {
 		uint64_t c0 = __atomic_load_n(&n->ns_changes, __ATOMIC_SEQ_CST);
 		int ret = list_dir_once(n, fd, attempt == 2, out, nout, at);
-		if (ret || attempt == 2 || __atomic_load_n(&n->ns_changes, __ATOMIC_SEQ_CST) == c0)
+		/* an odd count: a change of names was under way when the listing began */
+		if (ret || attempt == 2 || (!(c0 & 1) && __atomic_load_n(&n->ns_changes, __ATOMIC_SEQ_CST) == c0))
 			return ret;
 		free_listing(*out, *nout);	/* names changed meanwhile: again */
 	}
@@ -928,10 +962,13 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 		 * listings took away. Going by the link count now instead lost a file
 		 * whose first-listed name was unlinked after the listing and before
 		 * this name came (a link then an unlink, seen as a move: the replay
-		 * took the only name). A directory cannot be met twice but by a move,
-		 * which the replay's rename does.
+		 * took the only name). The same holds when the file died after the
+		 * listing (a stand-in now): without this name a rename of it in the
+		 * replay found nothing to move, and the name it should have replaced
+		 * kept an object the leader no longer had there. A directory cannot
+		 * be met twice but by a move, which the replay's rename does.
 		 */
-		if (kind != KIND_FILE || standin)
+		if (kind != KIND_FILE)
 			goto out;
 		kind = KIND_LINK;
 	} else if ((ret = set_add(&s->sent, key_of_id(id)))) {
@@ -1097,6 +1134,8 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	snap_nice(0);
 	if (s.pace.one)
 		s.yield_ns += now_ns() - s.yield_since;
+	if (s.pace.one && CPU_COUNT(&s.pace.last))
+		pace_others(&s.pace, 0);
 	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);
 	p->snapshotting = 0;

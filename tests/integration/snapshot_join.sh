@@ -49,11 +49,6 @@ chown 1234:5678 "$LM/d4/f4"
 chmod 0640 "$LM/d5/f5"
 chmod 0700 "$LM/d6"
 touch -d '2001-02-03 04:05:06.123456789' "$LM/d7/f7"
-# larger than the sender's direct-read windows (8 MiB): an odd size, and one
-# with data past a hole that spans a window
-head -c $((17 * 1048576 + 123)) /dev/urandom >"$LM/large" || fail "writing the large file failed"
-dd if=/dev/urandom of="$LM/sparse_large" bs=1M count=3 seek=13 2>/dev/null || fail "dd of the sparse large file failed"
-head -c 1000 /dev/urandom | dd of="$LM/sparse_large" bs=1 seek=$((5 * 1048576 + 77)) conv=notrunc 2>/dev/null
 
 note "the writer starts; a follower with an empty DATADIR joins"
 mkdir "$LM/busy"
@@ -97,6 +92,12 @@ rl_wait_converged 30 "$L" "$F1"
 note "a second follower joins an idle leader whose tree left the page cache: same result"
 # while the leader serves no writes the sender reads what is not cached past
 # the page cache (O_DIRECT windows of 8 MiB, the next one read ahead)
+# files larger than those windows: an odd size, and one with data past a
+# hole that spans a window
+head -c $((17 * 1048576 + 123)) /dev/urandom >"$LM/large" || fail "writing the large file failed"
+dd if=/dev/urandom of="$LM/sparse_large" bs=1M count=3 seek=13 2>/dev/null || fail "dd of the sparse large file failed"
+head -c 1000 /dev/urandom | dd of="$LM/sparse_large" bs=1 seek=$((5 * 1048576 + 77)) conv=notrunc 2>/dev/null
+rl_wait_converged 30 "$L" "$F1"
 drop_tree_pages "$L"
 rl_follower F2 "$F2" "$F2M" "$RL_PORT"
 rl_wait_converged 60 "$L" "$F1" "$F2"
