@@ -347,6 +347,8 @@ struct have {
  */
 #define SNAP_DIRECT_WINDOW (8u << 20)
 #define SNAP_DIRECT_ALIGN 4096u
+_Static_assert(SNAP_DIRECT_WINDOW % DIGEST_BLOCK == 0 && DIGEST_BLOCK % SNAP_DIRECT_ALIGN == 0,
+	       "windows hold whole digest blocks, and those start where O_DIRECT may");
 
 struct window {
 	uint8_t *buf;		/* SNAP_DIRECT_WINDOW bytes, aligned; NULL: direct reads are off */
@@ -663,9 +665,16 @@ static ssize_t read_block(struct window *w, int cached, int fd, uint8_t *dst, si
 		if (!w->buf || cached)
 			return (n = pread(fd, dst, want, (off_t)off)) < 0 ? -errno : n;
 		n = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
-		if (n >= 0 || errno != EAGAIN)
-			return n < 0 ? -errno : n;
-		/* not in the page cache: read directly */
+		if (n == (ssize_t)want)
+			return n;	/* all of it in the page cache */
+		if (n < 0 && errno != EAGAIN)
+			return -errno;
+		/*
+		 * Not (all) in the page cache: read directly, in windows of whole
+		 * digest blocks -- a block read in two pieces is sent whole
+		 * (send_content() compares only whole blocks), which cost a resync
+		 * one needless block per window.
+		 */
 		if (w->dfd < 0) {
 			char proc[64];
 			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
@@ -673,7 +682,7 @@ static ssize_t read_block(struct window *w, int cached, int fd, uint8_t *dst, si
 			if (w->dfd < 0 && errno == EPERM)	/* O_NOATIME: not the owner (never as root) */
 				w->dfd = open(proc, O_RDONLY | O_DIRECT | O_CLOEXEC);
 		}
-		if (w->dfd < 0 || window_load(w, off - off % SNAP_DIRECT_ALIGN)) {
+		if (w->dfd < 0 || window_load(w, off - off % DIGEST_BLOCK)) {
 			/* no O_DIRECT here (EINVAL): through the cache, for the rest of the snapshot */
 			rlog(LOG_DEBUG, "snapshot: reading through the page cache: %s", strerror(errno));
 			window_free(w);

@@ -383,6 +383,24 @@ rl_wait_exit() { # SECS PID MSG: sets RL_RC to its exit status (if it is our chi
 	_rl_forget "$2"
 }
 
+rl_drop_tree_pages() { # DATA: the tree's clean pages leave the page cache
+	sync
+	python3 - "$1/tree" <<'PY' || fail "dropping the tree's pages failed"
+import os, sys
+for root, dirs, files in os.walk(sys.argv[1]):
+    for f in files:
+        try:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        os.close(fd)
+PY
+}
+
 rl_bg() { # CMD...: in the background, in its own process group
 	setsid "$@" &
 	RL_BG_PID=$!

@@ -11,25 +11,6 @@
 L=$T/l F1=$T/f1 F2=$T/f2
 LM=$T/lm F1M=$T/f1m F2M=$T/f2m
 
-# drop_tree_pages DATA: the tree's clean pages leave the page cache
-drop_tree_pages() {
-	sync
-	python3 - "$1/tree" <<'PY' || fail "dropping the tree's pages failed"
-import os, sys
-for root, dirs, files in os.walk(sys.argv[1]):
-    for f in files:
-        try:
-            fd = os.open(os.path.join(root, f), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
-        os.close(fd)
-PY
-}
-
 rl_leader L "$L" "$LM"
 
 note "a tree of a few thousand files, a sparse one, links, xattrs, owners"
@@ -98,7 +79,7 @@ head -c $((17 * 1048576 + 123)) /dev/urandom >"$LM/large" || fail "writing the l
 dd if=/dev/urandom of="$LM/sparse_large" bs=1M count=3 seek=13 2>/dev/null || fail "dd of the sparse large file failed"
 head -c 1000 /dev/urandom | dd of="$LM/sparse_large" bs=1 seek=$((5 * 1048576 + 77)) conv=notrunc 2>/dev/null
 rl_wait_converged 30 "$L" "$F1"
-drop_tree_pages "$L"
+rl_drop_tree_pages "$L"
 rl_follower F2 "$F2" "$F2M" "$RL_PORT"
 rl_wait_converged 60 "$L" "$F1" "$F2"
 treecmp "$LM" "$F2M" || fail "the second follower differs from the leader"

@@ -40,6 +40,16 @@ rm "$LM/scratch"
 sync "$LM"
 wait_for 60 sh -c "[ \$('$REPFS' status '$L' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"log_first_seq\"])') -gt $fseq ]"
 
+# the leader reads what its page cache lacks directly, in windows of whole
+# 64 KiB blocks: cold pages, with the first 20 KiB of the block where the
+# second window begins cached, so that windows cut out of line with the
+# blocks (each cut block is sent whole, not compared) would show
+rl_drop_tree_pages "$L"
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)	# no readahead: these 20 KiB only
+os.pread(fd, 20480, (8 << 20) + (128 << 10))	# where a window starts (after the 128 KiB prefetched)' "$L/tree/large" || fail "reading the first 20 KiB of a block failed"
+
 note "restarted, it resyncs"
 rl_restart "$F1" "$F1M" --peer "127.0.0.1:$RL_PORT"
 wait_for 60 sh -c "'$REPFS' status '$F1' --json | grep -q '\"completed\":1'"
@@ -48,6 +58,9 @@ treecmp "$LM" "$F1M" || fail "the follower differs from the leader after the res
 received=$(rl_py status "$F1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"]["bytes_received"])')
 note "changed $changed bytes; the resync received $received"
 [ "$received" -le $((2 * changed)) ] || fail "the resync received $received bytes for $changed changed (more than twice)"
+# exactly: the six 64 KiB blocks the dd touched and the three small files
+[ "$received" -le $((6 * 65536 + 3 * 3000)) ] ||
+	fail "the resync received $received bytes: more than the $((6 * 65536 + 3 * 3000)) of the blocks that changed"
 grep -q "resyncs from a snapshot" "$L/repfs.log" || fail "the leader's log does not say why it sent a snapshot"
 
 note "verify: identical, then a byte changed behind the follower's back"
