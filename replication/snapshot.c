@@ -292,11 +292,11 @@ static void pace_init(struct pace *pc)
 static void pace_others(const struct pace *pc, int one)
 {
 	pid_t self = (pid_t)syscall(SYS_gettid);
-	cpu_set_t rest = pc->all;
+	cpu_set_t rest;
 
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &pc->last))
-			CPU_CLR(i, &rest);
+	if (!CPU_COUNT(&pc->last))
+		return;
+	CPU_XOR(&rest, &pc->all, &pc->last);	/* last is one of all */
 	for (int pass = 0; pass < (one ? 1 : 2); pass++) {
 		DIR *d = opendir("/proc/self/task");
 		struct dirent *de;
@@ -396,10 +396,7 @@ static int sender_pace(struct sender *s)
 	if (!s->paces || busy == s->pace.one)
 		return 0;	/* unchanged, or a follower that would not understand MSG_SNAP_PACE */
 	pace_set(&s->pace, busy);
-	if (CPU_COUNT(&s->pace.last))
-		pace_others(&s->pace, busy);
-	if (s->win.have_helper && CPU_COUNT(&s->pace.last))	/* its reader goes along */
-		pthread_setaffinity_np(s->win.helper, sizeof(cpu_set_t), busy ? &s->pace.last : &s->pace.all);
+	pace_others(&s->pace, busy);	/* the direct-read helper too: paced, the sender reads through the cache */
 	if (busy) {
 		s->yields++;
 		s->yield_since = now;
@@ -1143,7 +1140,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	snap_nice(0);
 	if (s.pace.one)
 		s.yield_ns += now_ns() - s.yield_since;
-	if (s.pace.one && CPU_COUNT(&s.pace.last))
+	if (s.pace.one)
 		pace_others(&s.pace, 0);
 	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);
