@@ -1,23 +1,33 @@
-/* fuse_ops.h -- the FUSE file system a node mounts (libfuse high-level API)
+/* fuse_ops.h -- the FUSE file system a node mounts (libfuse low-level API)
  *
  * A leader's mount passes reads straight to DATADIR/tree and turns every
  * change into a record through node_commit(). A follower's mount answers
- * every mutating call with EROFS. The private data of the FUSE context is the
- * struct node.
+ * every mutating call with EROFS. The request's user data is the struct node.
+ * Each object is one kernel inode, known to us by its file id (fuse_ops.c).
  */
 #ifndef REPFS_FUSE_OPS_H
 #define REPFS_FUSE_OPS_H
 
 #define FUSE_USE_VERSION 314
-#include <fuse.h>
+#include <fuse_lowlevel.h>
 
-extern const struct fuse_operations repfs_fuse_ops;
+extern const struct fuse_lowlevel_ops repfs_ll_ops;
 
 struct node;
 struct record;
+struct handle;
+
+/* The inode table: before the session is made, and after it is gone. */
+int fuse_ops_setup(struct node *n);
+void fuse_ops_free(struct node *n);
 
 /* On a follower: drops the kernel's cached names, attributes and pages that r changed. */
 void fuse_ops_invalidate(struct node *n, const struct record *r);
+/* After the tree was rebuilt or replaced: drops every cached name, attribute and page we know of. */
+void fuse_ops_invalidate_all(struct node *n);
+
+/* Closes an open file's handle (a release, or an open whose reply found the opener gone). */
+void fuse_ops_release_handle(struct node *n, struct handle *h);
 
 /*
  * Kernel cache lifetime of names on a leader (seconds): long enough for warm

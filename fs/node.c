@@ -446,7 +446,7 @@ static int remount(struct node *n, int rw)
 	char src[PATH_MAX + 8];
 	unsigned long flags = MS_REMOUNT | MS_NOSUID | MS_NODEV | (rw ? 0 : MS_RDONLY);
 
-	if (!n->mountpoint[0] || !n->fuse)
+	if (!n->mountpoint[0] || !n->se)
 		return 0;	/* not mounted yet: the mount will be made as the role says */
 	snprintf(src, sizeof(src), "repfs:%s", n->datadir);
 	if (mount(src, n->mountpoint, "fuse.repfs", flags, NULL) < 0) {
@@ -469,7 +469,7 @@ static int remount(struct node *n, int rw)
 
 void node_settle_mount(struct node *n)
 {
-	if (n->fuse && n->mount_rw && node_role(n) != ROLE_LEADER)
+	if (n->se && n->mount_rw && node_role(n) != ROLE_LEADER)
 		remount(n, 0);
 }
 
@@ -572,7 +572,7 @@ uint64_t node_applied(struct node *n)
  */
 static int inval_begin(struct node *n, uint64_t seq)
 {
-	if (!n->fuse)
+	if (!n->se)
 		return 0;
 	if (!n->inval_pending++ || seq < n->inval_low)
 		n->inval_low = seq;
@@ -584,7 +584,7 @@ static void inval_end(struct node *n, const struct record *r, int begun)
 {
 	if (!begun)
 		return;
-	if (n->fuse)
+	if (n->se)
 		fuse_ops_invalidate(n, r);
 	pthread_mutex_lock(&n->seq_lock);
 	if (n->inval_pending && !--n->inval_pending)

@@ -75,16 +75,15 @@ struct node {
 	int64_t started_ns;
 
 	struct repl *repl;		/* replication, NULL until started */
-	struct fuse *fuse;		/* the mount, for cache invalidation on followers */
+	struct fuse_session *se;	/* the mount, for cache invalidation */
 	int commit_write;		/* --commit write: every write waits like an fsync */
 	int mount_rw;			/* the mount is read-write for the kernel (remount) */
 	uint64_t log_retain;
 
-	/* open files and unlinked-while-open names, for fs/fuse_ops.c */
+	/* open files and the mount's inodes, for fs/fuse_ops.c */
 	pthread_mutex_t open_lock;
 	struct handle *open_files;	/* protected by open_lock */
-	struct hidden *hidden;		/* protected by open_lock */
-	struct links *links;		/* protected by open_lock */
+	struct itab *itab;		/* the kernel's inodes */
 	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */
 };
 

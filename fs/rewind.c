@@ -295,8 +295,7 @@ int node_snapshot_finish(struct node *n, uint64_t upto, int *unsure, char *err, 
 	n->snap_pending = 0;
 	n->hold_at = upto;
 	pthread_mutex_unlock(&n->seq_lock);
-	if (n->fuse)
-		fuse_invalidate_path(n->fuse, "/");
+	fuse_ops_invalidate_all(n);
 	node_release(n);
 	return 0;
 }
@@ -364,8 +363,8 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 	rlog(LOG_NOTICE, "rewound to seq %" PRIu64 " (the branch point); following the leader from there", seq);
 out:
 	pthread_mutex_unlock(&n->seq_lock);
-	if (!ret && n->fuse)
-		fuse_invalidate_path(n->fuse, "/");
+	if (!ret)
+		fuse_ops_invalidate_all(n);
 	return ret;
 }
 

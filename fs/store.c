@@ -31,6 +31,7 @@ struct store {
 	int fdcache_next;
 	char *path;	/* absolute path of the tree */
 	size_t pathlen;
+	unsigned gen;	/* bumped by store_reopen() (atomic) */
 };
 
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
@@ -416,12 +417,18 @@ int store_reopen(struct store *st)
 		ret = -errno;
 	close(root);
 	close(ids);
+	__atomic_add_fetch(&st->gen, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < FDCACHE_SIZE; i++) {
 		if (st->fdcache[i].fd >= 0)
 			close(st->fdcache[i].fd);
 		st->fdcache[i].fd = -1;
 	}
 	return ret;
+}
+
+unsigned store_gen(const struct store *st)
+{
+	return __atomic_load_n(&st->gen, __ATOMIC_ACQUIRE);
 }
 
 const char *store_path(const struct store *st)

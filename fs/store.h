@@ -100,6 +100,8 @@ int store_cached_fd(struct store *st, const uint8_t id[FILE_ID_BYTES]);
  * use the store: the descriptors are swapped in place.
  */
 int store_reopen(struct store *st);
+/* How many times store_reopen() replaced the tree: descriptors opened under an older number name the old one. */
+unsigned store_gen(const struct store *st);
 const char *store_path(const struct store *st);
 
 /* The link count to show for sb of an object in the tree (without the index link). */

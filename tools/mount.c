@@ -261,7 +261,7 @@ int cmd_mount(int argc, char **argv)
 	struct fuse_loop_config *lc = NULL;
 	struct ctl_server *ctl = NULL;
 	struct repl *repl = NULL;
-	struct fuse *fuse = NULL;
+	struct fuse_session *se = NULL;
 	struct node *n = NULL;
 	int ret = 1, mounted = 0, listenfd = -1;
 
@@ -316,17 +316,21 @@ int cmd_mount(int argc, char **argv)
 	for (int i = 0; i < o.nfuse_opts; i++)
 		if (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o.fuse_opts[i]))
 			goto out;
-	fuse = fuse_new(&args, &repfs_fuse_ops, sizeof(repfs_fuse_ops), n);
-	if (!fuse) {
+	if (fuse_ops_setup(n)) {
+		die_msg("out of memory");
+		goto out;
+	}
+	se = fuse_session_new(&args, &repfs_ll_ops, sizeof(repfs_ll_ops), n);
+	if (!se) {
 		die_msg("unable to set up FUSE (check the -o options)");
 		goto out;
 	}
-	if (fuse_mount(fuse, mp)) {
+	if (fuse_session_mount(se, mp)) {
 		die_msg("unable to mount on '%s' (is /dev/fuse usable?)", mp);
 		goto out;
 	}
 	mounted = 1;
-	n->fuse = fuse;
+	n->se = se;
 	n->mount_rw = n->st.role == ROLE_LEADER;
 	if (ctl_open(&ctl, n)) {
 		die_msg("unable to create the control socket '%s/ctl.sock'", n->datadir);
@@ -351,7 +355,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	n->repl = repl;
-	if (fuse_set_signal_handlers(fuse_get_session(fuse))) {
+	if (fuse_set_signal_handlers(se)) {
 		rlog(LOG_ERR, "unable to set signal handlers");
 		goto out;
 	}
@@ -360,8 +364,8 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	fuse_loop_cfg_set_max_threads(lc, 32);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
-	ret = fuse_loop_mt(fuse, lc) ? 1 : 0;
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	fuse_remove_signal_handlers(se);
 	rlog(LOG_NOTICE, "unmounted '%s'; stopping", mp);
 out:
 	if (lc)
@@ -376,9 +380,13 @@ out:
 	if (listenfd >= 0)
 		close(listenfd);
 	if (mounted)
-		fuse_unmount(fuse);
-	if (fuse)
-		fuse_destroy(fuse);
+		fuse_session_unmount(se);
+	if (n)
+		n->se = NULL;
+	if (se)
+		fuse_session_destroy(se);
+	if (n)
+		fuse_ops_free(n);
 	fuse_opt_free_args(&args);
 	node_close(n);
 	return ret;
