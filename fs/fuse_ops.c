@@ -6,32 +6,11 @@
  * The project's own metadata (the id xattr) is neither listed nor readable
  * nor writable through the mount.
  *
- * Inodes. The kernel knows each object by a node id we hand out at lookup;
- * here it is the address of a struct inode, keyed by the object's file id,
- * so every name of a hard-linked file is one kernel inode with one set of
- * cached attributes and pages, as on a local file system. How an inode
- * reaches its backing object:
- *   - a directory holds an O_PATH descriptor of it (dirfd). Its path, which a
- *     record needs, is what the kernel says that descriptor names
- *     (/proc/self/fd), so it is right after renames made here or by records a
- *     follower applied. A descriptor opened before store_reopen() replaced
- *     the tree (a snapshot, a rewind) is reopened through the parent's.
- *   - anything else is reached by id through the tree's id index
- *     (store_open_by_id()), whatever its names are now; a file that lost its
- *     last name while open through one of its open descriptors. Its path is
- *     one of the names (parent id, name) the kernel looked it up by.
- *
- * Locking. itab.mu protects the table, the lookup counts, the names and the
- * descriptors' replacement. itab.ns orders changes of names against the
- * records that name paths: an operation that changes names holds it for
- * writing from computing its paths to updating the names, one that names an
- * object by path without a descriptor (setattr, xattrs) for reading. Writes
- * do not take it: their records carry a descriptor, and the path in them is
- * only a hint for followers, who reach the file by id when it is stale.
+ * The kernel's inodes, the paths records name and the invalidations are
+ * fs/inodes.c's.
  */
 #include "fuse_ops.h"
 
-#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,18 +23,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "../lib/log.h"
+#include "inodes.h"
 #include "node.h"
-
-/* An open file: the backing descriptor and the file's id. */
-struct handle {
-	int fd;
-	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
-	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
-	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
-	uint8_t id[FILE_ID_BYTES];
-	struct handle *next, *prev;	/* node->open_files, under open_lock */
-};
 
 struct dirhandle {
 	DIR *dp;
@@ -63,43 +32,9 @@ struct dirhandle {
 	off_t offset;
 };
 
-#define NAMES_MAX 8	/* names remembered per inode (hard links); the oldest goes first */
-
-struct iname {
-	uint8_t parent[FILE_ID_BYTES];
-	struct iname *next;
-	char s[];
-};
-
-struct inode {
-	uint8_t id[FILE_ID_BYTES];
-	mode_t type;		/* S_IFMT bits */
-	uint64_t nlookup;	/* the kernel's references: protected by itab.mu */
-	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu); else -1 */
-	unsigned gen;		/* store_gen() when dirfd was opened (itab.mu) */
-	struct iname *names;	/* protected by itab.mu */
-	int nnames;
-	struct inode *hnext;	/* hash chain (itab.mu) */
-};
-
-#define ITAB_BUCKETS 16384
-
-struct itab {
-	pthread_mutex_t mu;
-	pthread_rwlock_t ns;	/* see "Locking" above */
-	struct inode *bucket[ITAB_BUCKETS];	/* protected by mu */
-	struct inode root;
-	uint64_t count;		/* protected by mu */
-};
-
 static struct node *node_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
-}
-
-static int is_follower(const struct node *n)
-{
-	return n->st.role != ROLE_LEADER;
 }
 
 static struct handle *fh_of(const struct fuse_file_info *fi)
@@ -107,797 +42,16 @@ static struct handle *fh_of(const struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
-/* ---------------------------------------------------------------- inodes */
-
-static unsigned bucket_of(const uint8_t id[FILE_ID_BYTES])
-{
-	uint64_t h;
-
-	memcpy(&h, id + 8, sizeof(h));	/* ids are random */
-	h ^= h >> 29;
-	return (unsigned)(h % ITAB_BUCKETS);
-}
-
-static struct inode *ino_of(struct node *n, fuse_ino_t ino)
-{
-	return ino == FUSE_ROOT_ID ? &n->itab->root : (struct inode *)(uintptr_t)ino;
-}
-
-static fuse_ino_t nodeid_of(struct node *n, struct inode *in)
-{
-	return in == &n->itab->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
-}
-
-/* Under itab.mu. */
-static struct inode *tab_find(struct itab *t, const uint8_t id[FILE_ID_BYTES])
-{
-	struct inode *in;
-
-	if (!memcmp(id, t->root.id, FILE_ID_BYTES))
-		return &t->root;
-	for (in = t->bucket[bucket_of(id)]; in; in = in->hnext)
-		if (!memcmp(in->id, id, FILE_ID_BYTES))
-			return in;
-	return NULL;
-}
-
-static void names_free(struct inode *in)
-{
-	while (in->names) {
-		struct iname *x = in->names;
-		in->names = x->next;
-		free(x);
-	}
-	in->nnames = 0;
-}
-
-/* Under itab.mu. Remembers (parent, name) as a name of in: first in the list. */
-static void name_add(struct inode *in, const uint8_t parent[FILE_ID_BYTES], const char *name)
-{
-	struct iname **pp, *x;
-	size_t len = strlen(name);
-
-	if (S_ISDIR(in->type))
-		names_free(in);	/* a directory has one name */
-	for (pp = &in->names; *pp; pp = &(*pp)->next) {
-		if (!memcmp((*pp)->parent, parent, FILE_ID_BYTES) && !strcmp((*pp)->s, name)) {
-			x = *pp;
-			*pp = x->next;
-			x->next = in->names;
-			in->names = x;
-			return;
-		}
-	}
-	x = malloc(sizeof(*x) + len + 1);
-	if (!x)
-		return;
-	memcpy(x->parent, parent, FILE_ID_BYTES);
-	memcpy(x->s, name, len + 1);
-	x->next = in->names;
-	in->names = x;
-	if (++in->nnames > NAMES_MAX) {
-		for (pp = &in->names; (*pp)->next; pp = &(*pp)->next)
-			;
-		free(*pp);
-		*pp = NULL;
-		in->nnames--;
-	}
-}
-
-/* Under itab.mu. */
-static void name_del(struct inode *in, const uint8_t parent[FILE_ID_BYTES], const char *name)
-{
-	for (struct iname **pp = &in->names; *pp; pp = &(*pp)->next) {
-		if (!memcmp((*pp)->parent, parent, FILE_ID_BYTES) && !strcmp((*pp)->s, name)) {
-			struct iname *x = *pp;
-			*pp = x->next;
-			free(x);
-			in->nnames--;
-			return;
-		}
-	}
-}
-
-/* The name (parent, name) now belongs to nobody we know but the object id (NULL: nobody at all). */
-static void names_moved(struct node *n, const uint8_t parent[FILE_ID_BYTES], const char *name,
-			const uint8_t *from_id, const uint8_t *to_id)
-{
-	struct itab *t = n->itab;
-	struct inode *in;
-
-	pthread_mutex_lock(&t->mu);
-	if (from_id && (in = tab_find(t, from_id)))
-		name_del(in, parent, name);
-	if (to_id && (in = tab_find(t, to_id)))
-		name_add(in, parent, name);
-	pthread_mutex_unlock(&t->mu);
-}
-
-/*
- * The id of the object name in directory dfd (not following a final
- * symlink). An object without one (a tree made by hand) gets a stand-in
- * from its inode number, which no record ever names.
- */
-static int id_at(int dfd, const char *name, const struct stat *st, uint8_t id[FILE_ID_BYTES])
-{
-	char p[64 + NAME_MAX];
-	ssize_t r;
-
-	snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dfd, name);
-	r = lgetxattr(p, ID_XATTR, id, FILE_ID_BYTES);
-	if (r == FILE_ID_BYTES)
-		return 0;
-	if (r >= 0 || errno == ENODATA) {
-		memset(id, 0xff, FILE_ID_BYTES);
-		memcpy(id + 8, &st->st_ino, sizeof(st->st_ino));
-		return 0;
-	}
-	return -errno;
-}
-
-static int dir_fd_locked(struct node *n, struct inode *d);
-
-/*
- * Reopens a directory's descriptor through its parent's, after the tree
- * was replaced (store_gen() moved on). Under itab.mu.
- */
-static int dir_refresh(struct node *n, struct inode *d, unsigned gen)
-{
-	struct inode *parent = d->names ? tab_find(n->itab, d->names->parent) : NULL;
-	uint8_t id[FILE_ID_BYTES];
-	struct stat st;
-	int pfd, fd, ret;
-
-	if (!parent || parent == d)
-		return -ESTALE;
-	pfd = dir_fd_locked(n, parent);
-	if (pfd < 0)
-		return pfd;
-	fd = openat(pfd, d->names->s, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -ESTALE;
-	ret = fstat(fd, &st) < 0 ? -errno : id_at(pfd, d->names->s, &st, id);
-	if (!ret && memcmp(id, d->id, FILE_ID_BYTES))
-		ret = -ESTALE;
-	if (!ret && dup3(fd, d->dirfd, O_CLOEXEC) < 0)
-		ret = -errno;
-	close(fd);
-	if (!ret)
-		d->gen = gen;
-	return ret;
-}
-
-/* A descriptor of directory d (see dir_fd()), under itab.mu. */
-static int dir_fd_locked(struct node *n, struct inode *d)
-{
-	unsigned gen = store_gen(n->store);
-
-	if (d == &n->itab->root)
-		return store_rootfd(n->store);
-	if (d->dirfd < 0)
-		return -ENOTDIR;
-	if (d->gen != gen) {
-		int ret = dir_refresh(n, d, gen);
-		if (ret)
-			return ret;
-	}
-	return d->dirfd;
-}
-
-/*
- * A descriptor of directory d, valid until d is forgotten (the number stays
- * d's: a replacement is dup3'd onto it). Takes itab.mu only if the tree
- * was replaced since it was opened.
- */
-static int dir_fd(struct node *n, struct inode *d)
-{
-	int fd;
-
-	if (d == &n->itab->root)
-		return store_rootfd(n->store);
-	if (d->dirfd >= 0 && d->gen == store_gen(n->store))
-		return d->dirfd;
-	pthread_mutex_lock(&n->itab->mu);
-	fd = dir_fd_locked(n, d);
-	pthread_mutex_unlock(&n->itab->mu);
-	return fd;
-}
-
-/* The path of directory d in the tree ("" for the root), from its descriptor. */
-static int dir_path(struct node *n, struct inode *d, char *buf, size_t len)
-{
-	const char *tree = store_path(n->store);
-	size_t tl = strlen(tree);
-	char proc[64], link[PATH_MAX + 1];
-	ssize_t r;
-	int fd;
-
-	if (d == &n->itab->root) {
-		buf[0] = 0;
-		return 0;
-	}
-	fd = dir_fd(n, d);
-	if (fd < 0)
-		return fd;
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	r = readlink(proc, link, sizeof(link) - 1);
-	if (r < 0)
-		return -errno;
-	if ((size_t)r >= sizeof(link) - 1)
-		return -ENAMETOOLONG;
-	link[r] = 0;
-	/* a removed directory reads "PATH (deleted)"; one outside the tree is another tree's */
-	if ((size_t)r <= tl + 1 || memcmp(link, tree, tl) || link[tl] != '/' ||
-	    ((size_t)r > 10 && !strcmp(link + r - 10, " (deleted)")))
-		return -ENOENT;
-	if ((size_t)r - tl - 1 >= len)
-		return -ENAMETOOLONG;
-	memcpy(buf, link + tl + 1, (size_t)r - tl);
-	return 0;
-}
-
-/* "dir/name" ("name" in the root). */
-static int join(char *buf, size_t len, const char *dir, const char *name)
-{
-	int k = *dir ? snprintf(buf, len, "%s/%s", dir, name) : snprintf(buf, len, "%s", name);
-
-	return k < 0 || (size_t)k >= len ? -ENAMETOOLONG : 0;
-}
-
-/*
- * A path of non-directory f for a record: the first of its names whose
- * parent is known. With verify, a name is used only if it still holds f
- * (names a follower learned go stale as records rename and unlink). -ENOENT
- * if f has no name we know (unlinked while open).
- */
-static int file_path(struct node *n, struct inode *f, char *buf, size_t len, int verify)
-{
-	struct itab *t = n->itab;
-	struct {
-		struct inode *parent;
-		char name[NAME_MAX + 1];
-	} cand[NAMES_MAX];
-	int k = 0, ret = -ENOENT;
-
-	pthread_mutex_lock(&t->mu);
-	for (struct iname *x = f->names; x && k < NAMES_MAX; x = x->next) {
-		cand[k].parent = tab_find(t, x->parent);
-		if (cand[k].parent && strlen(x->s) <= NAME_MAX)
-			snprintf(cand[k++].name, sizeof(cand[0].name), "%s", x->s);
-	}
-	pthread_mutex_unlock(&t->mu);
-	/* a parent in cand stays: the kernel holds its directory while it holds a name in it */
-	for (int i = 0; i < k; i++) {
-		char dir[PATH_MAX];
-		uint8_t id[FILE_ID_BYTES];
-		if (dir_path(n, cand[i].parent, dir, sizeof(dir)) || join(buf, len, dir, cand[i].name))
-			continue;
-		if (verify) {
-			struct stat st;
-			int pfd = dir_fd(n, cand[i].parent);
-			if (pfd < 0 || fstatat(pfd, cand[i].name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    id_at(pfd, cand[i].name, &st, id) || memcmp(id, f->id, FILE_ID_BYTES)) {
-				names_moved(n, cand[i].parent->id, cand[i].name, f->id, NULL);
-				continue;
-			}
-		}
-		return 0;
-	}
-	return ret;
-}
-
-static int ino_path(struct node *n, struct inode *in, char *buf, size_t len, int verify)
-{
-	return S_ISDIR(in->type) ? dir_path(n, in, buf, len) : file_path(n, in, buf, len, verify);
-}
-
-/* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
-static int open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching)
-{
-	int found = 0;
-
-	pthread_mutex_lock(&n->open_lock);
-	for (struct handle *o = n->open_files; o && !found; o = o->next)
-		found = o != skip && !(caching && o->direct) && !memcmp(o->id, id, FILE_ID_BYTES);
-	pthread_mutex_unlock(&n->open_lock);
-	return found;
-}
-
-/* A dup of a descriptor of an open handle of the file id (yours to close), or -ENOENT. */
-static int open_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
-{
-	int fd = -ENOENT;
-
-	pthread_mutex_lock(&n->open_lock);
-	for (struct handle *h = n->open_files; h; h = h->next) {
-		if (!memcmp(h->id, id, FILE_ID_BYTES)) {
-			fd = dup(h->fd);
-			if (fd < 0)
-				fd = -errno;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&n->open_lock);
-	return fd;
-}
-
-/*
- * A descriptor of non-directory f opened with flags (yours to close): by id
- * through the index, else (unlinked while open) through an open handle's,
- * else by a name.
- */
-static int file_open(struct node *n, struct inode *f, int flags)
-{
-	char path[PATH_MAX], proc[64];
-	int fd, old;
-
-	fd = store_open_by_id(n->store, f->id, flags);
-	if (fd != -ENOENT)
-		return fd;
-	old = open_fd_of(n, f->id);
-	if (old >= 0) {
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", old);
-		fd = open(proc, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
-		if (fd < 0)
-			fd = -errno;
-		close(old);
-		return fd;
-	}
-	if (file_path(n, f, path, sizeof(path), 1))
-		return -ENOENT;
-	fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
-static int ino_stat(struct node *n, struct inode *in, struct stat *st)
-{
-	char hex[2 * FILE_ID_BYTES + 1];
-	int fd;
-
-	if (S_ISDIR(in->type)) {
-		fd = dir_fd(n, in);
-		if (fd < 0)
-			return fd;
-		if (fstatat(fd, "", st, AT_EMPTY_PATH) < 0)
-			return -errno;
-	} else {
-		store_id_hex(in->id, hex);
-		if (fstatat(store_indexfd(n->store), hex, st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno != ENOENT)
-				return -errno;
-			fd = file_open(n, in, O_PATH);
-			if (fd < 0)
-				return fd;
-			if (fstatat(fd, "", st, AT_EMPTY_PATH) < 0) {
-				int ret = -errno;
-				close(fd);
-				return ret;
-			}
-			close(fd);
-		}
-	}
-	st->st_nlink = store_nlink(st);
-	return 0;
-}
-
-static void fill_entry(struct node *n, struct fuse_entry_param *e, struct inode *in, const struct stat *st)
-{
-	memset(e, 0, sizeof(*e));
-	e->ino = nodeid_of(n, in);
-	e->attr = *st;
-	if (is_follower(n)) {
-		/* records change the tree behind the kernel's back: names are not cached */
-		e->entry_timeout = 0;
-	} else {
-		e->entry_timeout = REPFS_LEADER_CACHE_S;
-	}
-	e->attr_timeout = 1.0;
-}
-
 static double negative_timeout(struct node *n)
 {
-	return is_follower(n) ? 0 : 1.0;	/* short: a leader may step down and follow */
+	return mount_is_follower(n) ? 0 : 1.0;	/* short: a leader may step down and follow */
 }
-
-/*
- * The kernel learns name in directory parent: finds or makes its inode and
- * counts the reference (the reply must follow). *st is the object's.
- */
-static int learn(struct node *n, struct inode *parent, const char *name, const struct stat *st,
-		 struct fuse_entry_param *e)
-{
-	struct itab *t = n->itab;
-	uint8_t id[FILE_ID_BYTES];
-	struct inode *in;
-	struct stat sb = *st;
-	int pfd, ret;
-
-	pfd = dir_fd(n, parent);
-	if (pfd < 0)
-		return pfd;
-	ret = id_at(pfd, name, st, id);
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&t->mu);
-	in = tab_find(t, id);
-	if (in && (in->type != (st->st_mode & S_IFMT) || in == &t->root)) {
-		pthread_mutex_unlock(&t->mu);
-		return -EIO;	/* two objects with one id */
-	}
-	if (!in) {
-		in = calloc(1, sizeof(*in));
-		if (!in) {
-			pthread_mutex_unlock(&t->mu);
-			return -ENOMEM;
-		}
-		memcpy(in->id, id, FILE_ID_BYTES);
-		in->type = st->st_mode & S_IFMT;
-		in->dirfd = -1;
-		if (S_ISDIR(st->st_mode)) {
-			in->gen = store_gen(n->store);
-			in->dirfd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (in->dirfd < 0) {
-				ret = -errno;
-				pthread_mutex_unlock(&t->mu);
-				free(in);
-				return ret;
-			}
-		}
-		in->hnext = t->bucket[bucket_of(id)];
-		t->bucket[bucket_of(id)] = in;
-		t->count++;
-	} else if (S_ISDIR(st->st_mode) && in->gen != store_gen(n->store)) {
-		int fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd >= 0) {
-			if (dup3(fd, in->dirfd, O_CLOEXEC) == 0)
-				in->gen = store_gen(n->store);
-			close(fd);
-		}
-	}
-	name_add(in, parent->id, name);
-	in->nlookup++;
-	pthread_mutex_unlock(&t->mu);
-	sb.st_nlink = store_nlink(st);
-	fill_entry(n, e, in, &sb);
-	return 0;
-}
-
-/* Looks name up in parent; a missing name is ret -ENOENT with e's ino 0 (a negative entry). */
-static int lookup_in(struct node *n, struct inode *parent, const char *name, struct fuse_entry_param *e)
-{
-	struct stat st;
-	int pfd;
-
-	if (strlen(name) > NAME_MAX)
-		return -ENAMETOOLONG;
-	pfd = dir_fd(n, parent);
-	if (pfd < 0)
-		return pfd;
-	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	return learn(n, parent, name, &st, e);
-}
-
-static void forget_one(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
-{
-	struct itab *t = n->itab;
-	struct inode *in = ino_of(n, nodeid);
-
-	if (in == &t->root)
-		return;
-	pthread_mutex_lock(&t->mu);
-	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
-	if (!in->nlookup) {
-		for (struct inode **pp = &t->bucket[bucket_of(in->id)]; *pp; pp = &(*pp)->hnext) {
-			if (*pp == in) {
-				*pp = in->hnext;
-				break;
-			}
-		}
-		t->count--;
-		if (in->dirfd >= 0)
-			close(in->dirfd);
-		names_free(in);
-		free(in);
-	}
-	pthread_mutex_unlock(&t->mu);
-}
-
-int fuse_ops_setup(struct node *n)
-{
-	struct itab *t = calloc(1, sizeof(*t));
-
-	if (!t)
-		return -ENOMEM;
-	pthread_mutex_init(&t->mu, NULL);
-	pthread_rwlock_init(&t->ns, NULL);
-	memcpy(t->root.id, store_root_id, FILE_ID_BYTES);
-	t->root.type = S_IFDIR;
-	t->root.dirfd = -1;
-	t->root.nlookup = 1;
-	n->itab = t;
-	return 0;
-}
-
-void fuse_ops_free(struct node *n)
-{
-	struct itab *t = n->itab;
-
-	if (!t)
-		return;
-	for (int b = 0; b < ITAB_BUCKETS; b++) {
-		while (t->bucket[b]) {
-			struct inode *in = t->bucket[b];
-			t->bucket[b] = in->hnext;
-			if (in->dirfd >= 0)
-				close(in->dirfd);
-			names_free(in);
-			free(in);
-		}
-	}
-	pthread_mutex_destroy(&t->mu);
-	pthread_rwlock_destroy(&t->ns);
-	free(t);
-	n->itab = NULL;
-}
-
-/* ------------------------------------------------------- invalidations */
-
-/*
- * Invalidations asked for by request handlers go through a queue that a
- * thread of its own works off. A handler must not ask the kernel to drop an
- * inode's pages itself: the kernel may hold one of those pages locked while
- * it waits for a read that only a handler can answer, and if every handler
- * is busy invalidating, nobody does (libfuse: not "in the execution path of
- * a related filesystem operation"). Seen as writers stuck in
- * request_wait_answer and daemon threads in fuse_reverse_inval_inode.
- */
-#define INVALQ_MAX 256
-
-#define INVALQ_WAIT_MS 100	/* how long a handler waits for its invalidation to be done */
-
-struct inval {
-	fuse_ino_t ino;
-	off_t off, len;
-};
-
-struct invalq {
-	pthread_mutex_t mu;
-	pthread_cond_t cv, done_cv;
-	struct inval items[INVALQ_MAX];	/* protected by mu */
-	int n, stop, started;		/* protected by mu */
-	uint64_t queued, done;		/* tickets: protected by mu */
-	pthread_t thread;
-};
-
-static void *invalq_main(void *arg)
-{
-	struct node *n = arg;
-	struct invalq *q = n->invalq;
-
-	for (;;) {
-		struct inval batch[INVALQ_MAX];
-		uint64_t ticket;
-		int k;
-		pthread_mutex_lock(&q->mu);
-		while (!q->n && !q->stop)
-			pthread_cond_wait(&q->cv, &q->mu);
-		if (!q->n && q->stop) {
-			pthread_mutex_unlock(&q->mu);
-			return NULL;
-		}
-		k = q->n;
-		ticket = q->queued;
-		memcpy(batch, q->items, (size_t)k * sizeof(batch[0]));
-		q->n = 0;
-		pthread_mutex_unlock(&q->mu);
-		for (int i = 0; i < k; i++)
-			if (!q->stop && n->se)
-				fuse_lowlevel_notify_inval_inode(n->se, batch[i].ino, batch[i].off, batch[i].len);
-		pthread_mutex_lock(&q->mu);
-		q->done = ticket;
-		pthread_cond_broadcast(&q->done_cv);
-		pthread_mutex_unlock(&q->mu);
-	}
-}
-
-/*
- * Has the kernel drop inode ino's pages in [off, off + len) and its
- * attributes (see struct invalq), and waits up to INVALQ_WAIT_MS for it: long
- * enough that the caller's operation returns with the caches dropped in the
- * normal case, short enough that the deadlock above dissolves -- the
- * invalidation completes once the caller's request is done.
- */
-static void inval_now_or_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
-{
-	struct invalq *q = n->invalq;
-	struct timespec until;
-	uint64_t ticket;
-
-	if (!q)
-		return;
-	pthread_mutex_lock(&q->mu);
-	if (!q->started && !q->stop && pthread_create(&q->thread, NULL, invalq_main, n) == 0)
-		q->started = 1;
-	/* a full queue drops the request: the attribute timeout (1 s) still bounds staleness */
-	if (!q->started || q->n >= INVALQ_MAX) {
-		pthread_mutex_unlock(&q->mu);
-		return;
-	}
-	q->items[q->n++] = (struct inval){ ino, off, len };
-	ticket = ++q->queued;
-	pthread_cond_signal(&q->cv);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += INVALQ_WAIT_MS * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	while (q->done < ticket && !q->stop)
-		if (pthread_cond_timedwait(&q->done_cv, &q->mu, &until) == ETIMEDOUT)
-			break;
-	pthread_mutex_unlock(&q->mu);
-}
-
-static void invalq_init(struct node *n)
-{
-	struct invalq *q = calloc(1, sizeof(*q));
-
-	if (!q)
-		return;
-	pthread_mutex_init(&q->mu, NULL);
-	pthread_cond_init(&q->cv, NULL);
-	pthread_cond_init(&q->done_cv, NULL);
-	n->invalq = q;
-}
-
-static void invalq_free(struct node *n)
-{
-	struct invalq *q = n->invalq;
-
-	if (!q)
-		return;
-	pthread_mutex_lock(&q->mu);
-	q->stop = 1;
-	pthread_cond_broadcast(&q->cv);
-	pthread_cond_broadcast(&q->done_cv);
-	pthread_mutex_unlock(&q->mu);
-	if (q->started)
-		pthread_join(q->thread, NULL);
-	pthread_mutex_destroy(&q->mu);
-	pthread_cond_destroy(&q->cv);
-	pthread_cond_destroy(&q->done_cv);
-	free(q);
-	n->invalq = NULL;
-}
-
-/* The node id of the object id, or 0 if the kernel does not know it. */
-static fuse_ino_t known(struct node *n, const uint8_t id[FILE_ID_BYTES])
-{
-	struct itab *t = n->itab;
-	struct inode *in;
-	fuse_ino_t ino = 0;
-
-	pthread_mutex_lock(&t->mu);
-	in = tab_find(t, id);
-	if (in)
-		ino = nodeid_of(n, in);
-	pthread_mutex_unlock(&t->mu);
-	return ino;
-}
-
-static int zero_id(const uint8_t id[FILE_ID_BYTES])
-{
-	static const uint8_t zero[FILE_ID_BYTES];
-
-	return !memcmp(id, zero, FILE_ID_BYTES);
-}
-
-/* For a name rel that changed: drops the kernel's entry for it and the directory's attributes. */
-static void inval_name(struct node *n, const char *rel)
-{
-	const char *slash = strrchr(rel, '/');
-	char parent[PATH_MAX];
-	uint8_t pid[FILE_ID_BYTES];
-	fuse_ino_t pino;
-
-	if (!*rel)
-		return;
-	if (slash) {
-		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - rel), rel);
-		if (store_get_id(n->store, parent, pid))
-			return;
-		pino = known(n, pid);
-	} else {
-		pino = FUSE_ROOT_ID;
-	}
-	if (!pino)
-		return;
-	fuse_lowlevel_notify_inval_entry(n->se, pino, slash ? slash + 1 : rel, strlen(slash ? slash + 1 : rel));
-	fuse_lowlevel_notify_inval_inode(n->se, pino, -1, 0);
-}
-
-static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)
-{
-	fuse_ino_t ino;
-
-	if (zero_id(id) || !(ino = known(n, id)))
-		return;
-	fuse_lowlevel_notify_inval_inode(n->se, ino, off, len);
-}
-
-void fuse_ops_invalidate(struct node *n, const struct record *r)
-{
-	int names = r->type == REC_CREATE || r->type == REC_UNLINK || r->type == REC_RMDIR ||
-		    r->type == REC_RENAME || r->type == REC_LINK;
-
-	if (!n->se || !n->itab)
-		return;
-	switch (r->type) {
-	case REC_WRITE:
-		inval_id(n, r->id, (off_t)r->off, r->data_len ? (off_t)r->data_len : 1);
-		break;
-	case REC_COPY:
-		inval_id(n, r->id2, (off_t)r->off2, r->len ? (off_t)r->len : 1);
-		break;
-	case REC_CREATE:
-		break;	/* the kernel cannot know a new object; its name and directory below */
-	default:
-		inval_id(n, r->id, 0, 0);
-		if (r->type == REC_RENAME)
-			inval_id(n, r->id2, 0, 0);
-	}
-	if (!names || (r->flags & REC_F_NOPATH))
-		return;
-	inval_name(n, r->path ? r->path : "");
-	if (r->path2 && *r->path2)
-		inval_name(n, r->path2);
-}
-
-void fuse_ops_invalidate_all(struct node *n)
-{
-	struct itab *t = n->itab;
-	struct {
-		fuse_ino_t ino, parent;
-		char name[NAME_MAX + 1];
-	} *all = NULL;
-	size_t k = 0, cap = 0;
-
-	if (!n->se || !t)
-		return;
-	pthread_mutex_lock(&t->mu);
-	for (int b = 0; b < ITAB_BUCKETS; b++)
-		for (struct inode *in = t->bucket[b]; in; in = in->hnext)
-			cap += (size_t)in->nnames;
-	all = calloc(cap + 1, sizeof(*all));
-	for (int b = 0; all && b < ITAB_BUCKETS; b++) {
-		for (struct inode *in = t->bucket[b]; in; in = in->hnext) {
-			for (struct iname *x = in->names; x && k < cap; x = x->next) {
-				struct inode *p = tab_find(t, x->parent);
-				if (!p || strlen(x->s) > NAME_MAX)
-					continue;
-				all[k].ino = nodeid_of(n, in);
-				all[k].parent = nodeid_of(n, p);
-				snprintf(all[k++].name, sizeof(all[0].name), "%s", x->s);
-			}
-		}
-	}
-	pthread_mutex_unlock(&t->mu);
-	fuse_lowlevel_notify_inval_inode(n->se, FUSE_ROOT_ID, 0, 0);
-	for (size_t i = 0; i < k; i++) {
-		fuse_lowlevel_notify_inval_entry(n->se, all[i].parent, all[i].name, strlen(all[i].name));
-		fuse_lowlevel_notify_inval_inode(n->se, all[i].ino, 0, 0);
-	}
-	free(all);
-}
-
-/* ------------------------------------------------------------ requests */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct node *n = userdata;
 
-	invalq_init(n);
+	ino_invalq_init(n);
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;	/* truncation arrives as a setattr record */
 	conn->want &= ~FUSE_CAP_READDIRPLUS;
 	conn->max_write = REC_MAX_DATA;
@@ -907,14 +61,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_destroy(void *userdata)
 {
-	invalq_free(userdata);
+	ino_invalq_free(userdata);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node *n = node_of(req);
 	struct fuse_entry_param e;
-	int ret = lookup_in(n, ino_of(n, parent), name, &e);
+	int ret = ino_lookup(n, ino_of(n, parent), name, &e);
 
 	if (ret == -ENOENT) {
 		memset(&e, 0, sizeof(e));
@@ -929,14 +83,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	forget_one(node_of(req), ino, nlookup);
+	ino_forget(node_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		forget_one(node_of(req), forgets[i].ino, forgets[i].nlookup);
+		ino_forget(node_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -962,7 +116,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct node *n = node_of(req);
 	char buf[PATH_MAX + 1];
-	int fd = file_open(n, ino_of(n, ino), O_PATH);
+	int fd = ino_file_open(n, ino_of(n, ino), O_PATH);
 	ssize_t r;
 
 	if (fd < 0) {
@@ -1012,15 +166,15 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 
 	if (out_fd)
 		*out_fd = -1;
-	if (is_follower(n))
+	if (mount_is_follower(n))
 		return -EROFS;
 	if (strlen(name) > NAME_MAX)
 		return -ENAMETOOLONG;
-	pthread_rwlock_wrlock(&n->itab->ns);
-	pfd = dir_fd(n, p);
-	ret = pfd < 0 ? pfd : dir_path(n, p, dir, sizeof(dir));
+	ino_names_lock(n, 1);
+	pfd = ino_dir_fd(n, p);
+	ret = pfd < 0 ? pfd : ino_dir_path(n, p, dir, sizeof(dir));
 	if (!ret)
-		ret = join(path, sizeof(path), dir, name);
+		ret = path_join(path, sizeof(path), dir, name);
 	if (ret)
 		goto out;
 	new_owner(req, pfd, &mode, &uid, &gid);
@@ -1039,13 +193,13 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		goto out;
 	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
 	if (!ret)
-		ret = learn(n, p, name, &st, e);
+		ret = ino_learn(n, p, name, &st, e);
 	if (ret && fd >= 0) {
 		close(fd);
 		fd = -1;
 	}
 out:
-	pthread_rwlock_unlock(&n->itab->ns);
+	ino_names_unlock(n);
 	if (out_fd)
 		*out_fd = fd;
 	return ret;
@@ -1099,17 +253,17 @@ static int name_path(struct node *n, struct inode *parent, const char *name, cha
 
 	if (strlen(name) > NAME_MAX)
 		return -ENAMETOOLONG;
-	ret = dir_path(n, parent, dir, sizeof(dir));
+	ret = ino_dir_path(n, parent, dir, sizeof(dir));
 	if (!ret)
-		ret = join(path, len, dir, name);
+		ret = path_join(path, len, dir, name);
 	if (ret || !id)
 		return ret;
-	pfd = dir_fd(n, parent);
+	pfd = ino_dir_fd(n, parent);
 	if (pfd < 0)
 		return pfd;
 	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return id_at(pfd, name, &st, id);
+	return ino_id_at(pfd, name, &st, id);
 }
 
 static int remove_object(fuse_req_t req, fuse_ino_t parent, const char *name, int type)
@@ -1120,17 +274,17 @@ static int remove_object(fuse_req_t req, fuse_ino_t parent, const char *name, in
 	char path[PATH_MAX];
 	int ret;
 
-	if (is_follower(n))
+	if (mount_is_follower(n))
 		return -EROFS;
-	pthread_rwlock_wrlock(&n->itab->ns);
+	ino_names_lock(n, 1);
 	ret = name_path(n, p, name, path, sizeof(path), r.id);
 	if (!ret) {
 		r.path = path;
 		ret = node_commit(n, &r, -1, NULL);
 	}
 	if (!ret)
-		names_moved(n, p->id, name, r.id, NULL);
-	pthread_rwlock_unlock(&n->itab->ns);
+		ino_names_moved(n, p->id, name, r.id, NULL);
+	ino_names_unlock(n);
 	return ret;
 }
 
@@ -1172,11 +326,11 @@ static int do_rename(struct node *n, struct inode *p, const char *name, struct i
 	if (ret)
 		return ret;
 	if (flags & RENAME_EXCHANGE) {
-		names_moved(n, p->id, name, r.id, r.id2);
-		names_moved(n, np->id, newname, r.id2, r.id);
+		ino_names_moved(n, p->id, name, r.id, r.id2);
+		ino_names_moved(n, np->id, newname, r.id2, r.id);
 	} else {
-		names_moved(n, p->id, name, r.id, NULL);
-		names_moved(n, np->id, newname, zero_id(r.id2) ? NULL : r.id2, r.id);
+		ino_names_moved(n, p->id, name, r.id, NULL);
+		ino_names_moved(n, np->id, newname, id_is_zero(r.id2) ? NULL : r.id2, r.id);
 	}
 	return 0;
 }
@@ -1187,13 +341,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct node *n = node_of(req);
 	int ret;
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	pthread_rwlock_wrlock(&n->itab->ns);
+	ino_names_lock(n, 1);
 	ret = do_rename(n, ino_of(n, parent), name, ino_of(n, newparent), newname, flags);
-	pthread_rwlock_unlock(&n->itab->ns);
+	ino_names_unlock(n);
 	fuse_reply_err(req, -ret);
 }
 
@@ -1206,12 +360,12 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	struct fuse_entry_param e;
 	int ret;
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	pthread_rwlock_wrlock(&n->itab->ns);
-	ret = file_path(n, f, from, sizeof(from), 1);
+	ino_names_lock(n, 1);
+	ret = ino_file_path(n, f, from, sizeof(from), 1);
 	if (!ret)
 		ret = name_path(n, np, newname, to, sizeof(to), NULL);
 	if (!ret) {
@@ -1221,8 +375,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		ret = node_commit(n, &r, -1, NULL);
 	}
 	if (!ret)
-		ret = lookup_in(n, np, newname, &e);
-	pthread_rwlock_unlock(&n->itab->ns);
+		ret = ino_lookup(n, np, newname, &e);
+	ino_names_unlock(n);
 	reply_entry_or_err(req, ret, &e);
 }
 
@@ -1248,18 +402,18 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 		}
 		return node_commit(n, r, h->fd, NULL);
 	}
-	pthread_rwlock_rdlock(&n->itab->ns);
+	ino_names_lock(n, 0);
 	ret = ino_path(n, in, path, sizeof(path), 1);
 	if (ret == 0) {
 		r->path = path;
-	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (fd = open_fd_of(n, in->id)) >= 0) {
+	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (fd = handle_fd_of(n, in->id)) >= 0) {
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
 	if (!ret)
 		ret = node_commit(n, r, fd, NULL);
-	pthread_rwlock_unlock(&n->itab->ns);
+	ino_names_unlock(n);
 	if (fd >= 0)
 		close(fd);
 	return ret;
@@ -1273,7 +427,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct stat st;
 	int ret = 0;
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -1343,11 +497,11 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 	}
 	h->fd = fd;
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
-	if ((flags & O_ACCMODE) == O_WRONLY && !is_follower(n)) {
+	if ((flags & O_ACCMODE) == O_WRONLY && !mount_is_follower(n)) {
 		/* nothing is read through it: writes skip the kernel's page cache (op_write) */
 		h->direct = 1;
 		fi->direct_io = 1;
-	} else if (!is_follower(n)) {
+	} else if (!mount_is_follower(n)) {
 		/* every change goes through this mount's one inode of the file: its pages stay right */
 		fi->keep_cache = 1;
 	}
@@ -1377,11 +531,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node *n = node_of(req);
 	int fd, ret;
 
-	if (is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
+	if (mount_is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fd = file_open(n, ino_of(n, ino), backing_flags(fi->flags));
+	fd = ino_file_open(n, ino_of(n, ino), backing_flags(fi->flags));
 	ret = fd < 0 ? fd : new_handle(n, fi, fd, fi->flags, NULL);
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -1399,23 +553,23 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	ret = create_object(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, &fd, &e);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
 		/* made meanwhile by another opener: open it */
-		ret = lookup_in(n, ino_of(n, parent), name, &e);
+		ret = ino_lookup(n, ino_of(n, parent), name, &e);
 		if (!ret) {
-			fd = file_open(n, ino_of(n, e.ino), backing_flags(fi->flags));
+			fd = ino_file_open(n, ino_of(n, e.ino), backing_flags(fi->flags));
 			if (fd < 0) {
-				forget_one(n, e.ino, 1);
+				ino_forget(n, e.ino, 1);
 				ret = fd;
 			} else {
 				ret = new_handle(n, fi, fd, fi->flags, NULL);
 				if (ret)
-					forget_one(n, e.ino, 1);
+					ino_forget(n, e.ino, 1);
 			}
 		}
 	} else if (!ret) {
 		memcpy(id, ino_of(n, e.ino)->id, FILE_ID_BYTES);
 		ret = new_handle(n, fi, fd, fi->flags, id);
 		if (ret)
-			forget_one(n, e.ino, 1);
+			ino_forget(n, e.ino, 1);
 	}
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -1507,7 +661,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct record r = { .type = REC_WRITE };
 	int ret;
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -1521,8 +675,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	ret = commit_on(n, in, h, &r);
 	if (ret)
 		goto out;
-	if (h->direct && (!h->clean || open_by(n, h->id, h, 1)))
-		inval_now_or_soon(n, ino, off, (off_t)size);
+	if (h->direct && (!h->clean || handle_open_by(n, h->id, h, 1)))
+		ino_inval_soon(n, ino, off, (off_t)size);
 	h->clean = 1;
 	if (h->sync || n->commit_write)
 		ret = node_sync(n, r.seq);
@@ -1543,7 +697,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	if (is_follower(n))
+	if (mount_is_follower(n))
 		st.f_flag |= ST_RDONLY;
 	fuse_reply_statfs(req, &st);
 }
@@ -1587,7 +741,7 @@ static int xattr_change(fuse_req_t req, fuse_ino_t ino, struct record *r)
 {
 	struct node *n = node_of(req);
 
-	if (is_follower(n))
+	if (mount_is_follower(n))
 		return -EROFS;
 	if (store_hidden_xattr(r->name) || trusted_denied(req, r->name))
 		return -EPERM;
@@ -1635,7 +789,7 @@ static int xattr_source(struct node *n, struct inode *in, char *path, size_t len
 
 	*fd = -1;
 	if (S_ISDIR(in->type)) {
-		d = dir_fd(n, in);
+		d = ino_dir_fd(n, in);
 		if (d < 0)
 			return d;
 		snprintf(path, len, "/proc/self/fd/%d", d);
@@ -1646,7 +800,7 @@ static int xattr_source(struct node *n, struct inode *in, char *path, size_t len
 		snprintf(path, len, "%s.ids/%s", store_path(n->store), hex);
 		return 0;
 	}
-	*fd = open_fd_of(n, in->id);
+	*fd = handle_fd_of(n, in->id);
 	return *fd < 0 ? *fd : 0;
 }
 
@@ -1765,7 +919,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct node *n = node_of(req);
 	struct dirhandle *d;
-	int fd, dfd = dir_fd(n, ino_of(n, ino));
+	int fd, dfd = ino_dir_fd(n, ino_of(n, ino));
 
 	if (dfd < 0) {
 		fuse_reply_err(req, -dfd);
@@ -1855,7 +1009,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	struct node *n = node_of(req);
 	struct record r = { .type = REC_FALLOCATE };
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -1880,14 +1034,14 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 	struct stat st;
 	int ret;
 
-	if (is_follower(n)) {
+	if (mount_is_follower(n)) {
 		ret = -EROFS;
 		goto out;
 	}
 	ret = flags ? -EINVAL : 0;
 	/* a file with no name left cannot be named by a copy record: the kernel falls back to read and write */
-	if (!ret && (file_path(n, ino_of(n, ino_in), from, sizeof(from), 0) ||
-		     file_path(n, ino_of(n, ino_out), to, sizeof(to), 0)))
+	if (!ret && (ino_file_path(n, ino_of(n, ino_in), from, sizeof(from), 0) ||
+		     ino_file_path(n, ino_of(n, ino_out), to, sizeof(to), 0)))
 		ret = -EOPNOTSUPP;
 	if (!ret && fstat(fh_of(fi_in)->fd, &st) < 0)
 		ret = -errno;

@@ -14,17 +14,7 @@
 extern const struct fuse_lowlevel_ops repfs_ll_ops;
 
 struct node;
-struct record;
 struct handle;
-
-/* The inode table: before the session is made, and after it is gone. */
-int fuse_ops_setup(struct node *n);
-void fuse_ops_free(struct node *n);
-
-/* On a follower: drops the kernel's cached names, attributes and pages that r changed. */
-void fuse_ops_invalidate(struct node *n, const struct record *r);
-/* After the tree was rebuilt or replaced: drops every cached name, attribute and page we know of. */
-void fuse_ops_invalidate_all(struct node *n);
 
 /* Closes an open file's handle (a release, or an open whose reply found the opener gone). */
 void fuse_ops_release_handle(struct node *n, struct handle *h);

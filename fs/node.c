@@ -19,6 +19,7 @@
 #include "../lib/util.h"
 #include "../replication/repl.h"
 #include "fuse_ops.h"
+#include "inodes.h"
 
 int64_t now_ns(void)
 {
@@ -585,7 +586,7 @@ static void inval_end(struct node *n, const struct record *r, int begun)
 	if (!begun)
 		return;
 	if (n->se)
-		fuse_ops_invalidate(n, r);
+		ino_invalidate_record(n, r);
 	pthread_mutex_lock(&n->seq_lock);
 	if (n->inval_pending && !--n->inval_pending)
 		n->inval_low = 0;

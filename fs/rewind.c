@@ -24,6 +24,7 @@
 #include "../lib/log.h"
 #include "../lib/util.h"
 #include "fuse_ops.h"
+#include "inodes.h"
 #include "node.h"
 
 static int mkdirs(int dfd, const char *rel)
@@ -295,7 +296,7 @@ int node_snapshot_finish(struct node *n, uint64_t upto, int *unsure, char *err, 
 	n->snap_pending = 0;
 	n->hold_at = upto;
 	pthread_mutex_unlock(&n->seq_lock);
-	fuse_ops_invalidate_all(n);
+	ino_invalidate_all(n);
 	node_release(n);
 	return 0;
 }
@@ -364,7 +365,7 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 out:
 	pthread_mutex_unlock(&n->seq_lock);
 	if (!ret)
-		fuse_ops_invalidate_all(n);
+		ino_invalidate_all(n);
 	return ret;
 }
 

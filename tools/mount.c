@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../fs/fuse_ops.h"
+#include "../fs/inodes.h"
 #include "../fs/node.h"
 #include "../lib/log.h"
 #include "../net/ctl.h"
@@ -316,7 +317,7 @@ int cmd_mount(int argc, char **argv)
 	for (int i = 0; i < o.nfuse_opts; i++)
 		if (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o.fuse_opts[i]))
 			goto out;
-	if (fuse_ops_setup(n)) {
+	if (ino_table_setup(n)) {
 		die_msg("out of memory");
 		goto out;
 	}
@@ -386,7 +387,7 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	if (n)
-		fuse_ops_free(n);
+		ino_table_free(n);
 	fuse_opt_free_args(&args);
 	node_close(n);
 	return ret;

@@ -1,0 +1,853 @@
+/* inodes.c -- the mount's inodes: one per object, keyed by its file id
+ *
+ * The kernel knows each object by a node id we hand out at lookup;
+ * here it is the address of a struct inode, keyed by the object's file id,
+ * so every name of a hard-linked file is one kernel inode with one set of
+ * cached attributes and pages, as on a local file system. How an inode
+ * reaches its backing object:
+ *   - a directory holds an O_PATH descriptor of it (dirfd). Its path, which a
+ *     record needs, is what the kernel says that descriptor names
+ *     (/proc/self/fd), so it is right after renames made here or by records a
+ *     follower applied. A descriptor opened before store_reopen() replaced
+ *     the tree (a snapshot, a rewind) is reopened through the parent's.
+ *   - anything else is reached by id through the tree's id index
+ *     (store_open_by_id()), whatever its names are now; a file that lost its
+ *     last name while open through one of its open descriptors. Its path is
+ *     one of the names (parent id, name) the kernel looked it up by.
+ *
+ * Locking. itab.mu protects the table, the lookup counts, the names and the
+ * descriptors' replacement. itab.ns orders changes of names against the
+ * records that name paths: an operation that changes names holds it for
+ * writing from computing its paths to updating the names, one that names an
+ * object by path without a descriptor (setattr, xattrs) for reading. Writes
+ * do not take it: their records carry a descriptor, and the path in them is
+ * only a hint for followers, who reach the file by id when it is stale.
+ */
+#include "inodes.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "node.h"
+
+#define NAMES_MAX 8	/* names remembered per inode (hard links); the oldest goes first */
+
+struct iname {
+	uint8_t parent[FILE_ID_BYTES];
+	struct iname *next;
+	char s[];
+};
+
+
+#define ITAB_BUCKETS 16384
+
+struct itab {
+	pthread_mutex_t mu;
+	pthread_rwlock_t ns;	/* see "Locking" above */
+	struct inode *bucket[ITAB_BUCKETS];	/* protected by mu */
+	struct inode root;
+	uint64_t count;		/* protected by mu */
+};
+
+int mount_is_follower(const struct node *n)
+{
+	return n->st.role != ROLE_LEADER;
+}
+
+static unsigned bucket_of(const uint8_t id[FILE_ID_BYTES])
+{
+	uint64_t h;
+
+	memcpy(&h, id + 8, sizeof(h));	/* ids are random */
+	h ^= h >> 29;
+	return (unsigned)(h % ITAB_BUCKETS);
+}
+
+struct inode *ino_of(struct node *n, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? &n->itab->root : (struct inode *)(uintptr_t)ino;
+}
+
+fuse_ino_t ino_nodeid(struct node *n, struct inode *in)
+{
+	return in == &n->itab->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
+}
+
+/* Under itab.mu. */
+static struct inode *tab_find(struct itab *t, const uint8_t id[FILE_ID_BYTES])
+{
+	struct inode *in;
+
+	if (!memcmp(id, t->root.id, FILE_ID_BYTES))
+		return &t->root;
+	for (in = t->bucket[bucket_of(id)]; in; in = in->hnext)
+		if (!memcmp(in->id, id, FILE_ID_BYTES))
+			return in;
+	return NULL;
+}
+
+static void names_free(struct inode *in)
+{
+	while (in->names) {
+		struct iname *x = in->names;
+		in->names = x->next;
+		free(x);
+	}
+	in->nnames = 0;
+}
+
+/* Under itab.mu. Remembers (parent, name) as a name of in: first in the list. */
+static void name_add(struct inode *in, const uint8_t parent[FILE_ID_BYTES], const char *name)
+{
+	struct iname **pp, *x;
+	size_t len = strlen(name);
+
+	if (S_ISDIR(in->type))
+		names_free(in);	/* a directory has one name */
+	for (pp = &in->names; *pp; pp = &(*pp)->next) {
+		if (!memcmp((*pp)->parent, parent, FILE_ID_BYTES) && !strcmp((*pp)->s, name)) {
+			x = *pp;
+			*pp = x->next;
+			x->next = in->names;
+			in->names = x;
+			return;
+		}
+	}
+	x = malloc(sizeof(*x) + len + 1);
+	if (!x)
+		return;
+	memcpy(x->parent, parent, FILE_ID_BYTES);
+	memcpy(x->s, name, len + 1);
+	x->next = in->names;
+	in->names = x;
+	if (++in->nnames > NAMES_MAX) {
+		for (pp = &in->names; (*pp)->next; pp = &(*pp)->next)
+			;
+		free(*pp);
+		*pp = NULL;
+		in->nnames--;
+	}
+}
+
+/* Under itab.mu. */
+static void name_del(struct inode *in, const uint8_t parent[FILE_ID_BYTES], const char *name)
+{
+	for (struct iname **pp = &in->names; *pp; pp = &(*pp)->next) {
+		if (!memcmp((*pp)->parent, parent, FILE_ID_BYTES) && !strcmp((*pp)->s, name)) {
+			struct iname *x = *pp;
+			*pp = x->next;
+			free(x);
+			in->nnames--;
+			return;
+		}
+	}
+}
+
+/* The name (parent, name) now belongs to nobody we know but the object id (NULL: nobody at all). */
+void ino_names_moved(struct node *n, const uint8_t parent[FILE_ID_BYTES], const char *name,
+			const uint8_t *from_id, const uint8_t *to_id)
+{
+	struct itab *t = n->itab;
+	struct inode *in;
+
+	pthread_mutex_lock(&t->mu);
+	if (from_id && (in = tab_find(t, from_id)))
+		name_del(in, parent, name);
+	if (to_id && (in = tab_find(t, to_id)))
+		name_add(in, parent, name);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/*
+ * The id of the object name in directory dfd (not following a final
+ * symlink). An object without one (a tree made by hand) gets a stand-in
+ * from its inode number, which no record ever names.
+ */
+int ino_id_at(int dfd, const char *name, const struct stat *st, uint8_t id[FILE_ID_BYTES])
+{
+	char p[64 + NAME_MAX];
+	ssize_t r;
+
+	snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dfd, name);
+	r = lgetxattr(p, ID_XATTR, id, FILE_ID_BYTES);
+	if (r == FILE_ID_BYTES)
+		return 0;
+	if (r >= 0 || errno == ENODATA) {
+		memset(id, 0xff, FILE_ID_BYTES);
+		memcpy(id + 8, &st->st_ino, sizeof(st->st_ino));
+		return 0;
+	}
+	return -errno;
+}
+
+static int dir_fd_locked(struct node *n, struct inode *d);
+
+/*
+ * Reopens a directory's descriptor through its parent's, after the tree
+ * was replaced (store_gen() moved on). Under itab.mu.
+ */
+static int dir_refresh(struct node *n, struct inode *d, unsigned gen)
+{
+	struct inode *parent = d->names ? tab_find(n->itab, d->names->parent) : NULL;
+	uint8_t id[FILE_ID_BYTES];
+	struct stat st;
+	int pfd, fd, ret;
+
+	if (!parent || parent == d)
+		return -ESTALE;
+	pfd = dir_fd_locked(n, parent);
+	if (pfd < 0)
+		return pfd;
+	fd = openat(pfd, d->names->s, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -ESTALE;
+	ret = fstat(fd, &st) < 0 ? -errno : ino_id_at(pfd, d->names->s, &st, id);
+	if (!ret && memcmp(id, d->id, FILE_ID_BYTES))
+		ret = -ESTALE;
+	if (!ret && dup3(fd, d->dirfd, O_CLOEXEC) < 0)
+		ret = -errno;
+	close(fd);
+	if (!ret)
+		d->gen = gen;
+	return ret;
+}
+
+/* A descriptor of directory d (see ino_dir_fd()), under itab.mu. */
+static int dir_fd_locked(struct node *n, struct inode *d)
+{
+	unsigned gen = store_gen(n->store);
+
+	if (d == &n->itab->root)
+		return store_rootfd(n->store);
+	if (d->dirfd < 0)
+		return -ENOTDIR;
+	if (d->gen != gen) {
+		int ret = dir_refresh(n, d, gen);
+		if (ret)
+			return ret;
+	}
+	return d->dirfd;
+}
+
+/*
+ * A descriptor of directory d, valid until d is forgotten (the number stays
+ * d's: a replacement is dup3'd onto it). Takes itab.mu only if the tree
+ * was replaced since it was opened.
+ */
+int ino_dir_fd(struct node *n, struct inode *d)
+{
+	int fd;
+
+	if (d == &n->itab->root)
+		return store_rootfd(n->store);
+	if (d->dirfd >= 0 && d->gen == store_gen(n->store))
+		return d->dirfd;
+	pthread_mutex_lock(&n->itab->mu);
+	fd = dir_fd_locked(n, d);
+	pthread_mutex_unlock(&n->itab->mu);
+	return fd;
+}
+
+/* The path of directory d in the tree ("" for the root), from its descriptor. */
+int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len)
+{
+	const char *tree = store_path(n->store);
+	size_t tl = strlen(tree);
+	char proc[64], link[PATH_MAX + 1];
+	ssize_t r;
+	int fd;
+
+	if (d == &n->itab->root) {
+		buf[0] = 0;
+		return 0;
+	}
+	fd = ino_dir_fd(n, d);
+	if (fd < 0)
+		return fd;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	r = readlink(proc, link, sizeof(link) - 1);
+	if (r < 0)
+		return -errno;
+	if ((size_t)r >= sizeof(link) - 1)
+		return -ENAMETOOLONG;
+	link[r] = 0;
+	/* a removed directory reads "PATH (deleted)"; one outside the tree is another tree's */
+	if ((size_t)r <= tl + 1 || memcmp(link, tree, tl) || link[tl] != '/' ||
+	    ((size_t)r > 10 && !strcmp(link + r - 10, " (deleted)")))
+		return -ENOENT;
+	if ((size_t)r - tl - 1 >= len)
+		return -ENAMETOOLONG;
+	memcpy(buf, link + tl + 1, (size_t)r - tl);
+	return 0;
+}
+
+/* "dir/name" ("name" in the root). */
+int path_join(char *buf, size_t len, const char *dir, const char *name)
+{
+	int k = *dir ? snprintf(buf, len, "%s/%s", dir, name) : snprintf(buf, len, "%s", name);
+
+	return k < 0 || (size_t)k >= len ? -ENAMETOOLONG : 0;
+}
+
+/*
+ * A path of non-directory f for a record: the first of its names whose
+ * parent is known. With verify, a name is used only if it still holds f
+ * (names a follower learned go stale as records rename and unlink). -ENOENT
+ * if f has no name we know (unlinked while open).
+ */
+int ino_file_path(struct node *n, struct inode *f, char *buf, size_t len, int verify)
+{
+	struct itab *t = n->itab;
+	struct {
+		struct inode *parent;
+		char name[NAME_MAX + 1];
+	} cand[NAMES_MAX];
+	int k = 0, ret = -ENOENT;
+
+	pthread_mutex_lock(&t->mu);
+	for (struct iname *x = f->names; x && k < NAMES_MAX; x = x->next) {
+		cand[k].parent = tab_find(t, x->parent);
+		if (cand[k].parent && strlen(x->s) <= NAME_MAX)
+			snprintf(cand[k++].name, sizeof(cand[0].name), "%s", x->s);
+	}
+	pthread_mutex_unlock(&t->mu);
+	/* a parent in cand stays: the kernel holds its directory while it holds a name in it */
+	for (int i = 0; i < k; i++) {
+		char dir[PATH_MAX];
+		uint8_t id[FILE_ID_BYTES];
+		if (ino_dir_path(n, cand[i].parent, dir, sizeof(dir)) || path_join(buf, len, dir, cand[i].name))
+			continue;
+		if (verify) {
+			struct stat st;
+			int pfd = ino_dir_fd(n, cand[i].parent);
+			if (pfd < 0 || fstatat(pfd, cand[i].name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    ino_id_at(pfd, cand[i].name, &st, id) || memcmp(id, f->id, FILE_ID_BYTES)) {
+				ino_names_moved(n, cand[i].parent->id, cand[i].name, f->id, NULL);
+				continue;
+			}
+		}
+		return 0;
+	}
+	return ret;
+}
+
+int ino_path(struct node *n, struct inode *in, char *buf, size_t len, int verify)
+{
+	return S_ISDIR(in->type) ? ino_dir_path(n, in, buf, len) : ino_file_path(n, in, buf, len, verify);
+}
+
+/* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
+int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *o = n->open_files; o && !found; o = o->next)
+		found = o != skip && !(caching && o->direct) && !memcmp(o->id, id, FILE_ID_BYTES);
+	pthread_mutex_unlock(&n->open_lock);
+	return found;
+}
+
+/* A dup of a descriptor of an open handle of the file id (yours to close), or -ENOENT. */
+int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	int fd = -ENOENT;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *h = n->open_files; h; h = h->next) {
+		if (!memcmp(h->id, id, FILE_ID_BYTES)) {
+			fd = dup(h->fd);
+			if (fd < 0)
+				fd = -errno;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->open_lock);
+	return fd;
+}
+
+/*
+ * A descriptor of non-directory f opened with flags (yours to close): by id
+ * through the index, else (unlinked while open) through an open handle's,
+ * else by a name.
+ */
+int ino_file_open(struct node *n, struct inode *f, int flags)
+{
+	char path[PATH_MAX], proc[64];
+	int fd, old;
+
+	fd = store_open_by_id(n->store, f->id, flags);
+	if (fd != -ENOENT)
+		return fd;
+	old = handle_fd_of(n, f->id);
+	if (old >= 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", old);
+		fd = open(proc, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+		close(old);
+		return fd;
+	}
+	if (ino_file_path(n, f, path, sizeof(path), 1))
+		return -ENOENT;
+	fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int ino_stat(struct node *n, struct inode *in, struct stat *st)
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+	int fd;
+
+	if (S_ISDIR(in->type)) {
+		fd = ino_dir_fd(n, in);
+		if (fd < 0)
+			return fd;
+		if (fstatat(fd, "", st, AT_EMPTY_PATH) < 0)
+			return -errno;
+	} else {
+		store_id_hex(in->id, hex);
+		if (fstatat(store_indexfd(n->store), hex, st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				return -errno;
+			fd = ino_file_open(n, in, O_PATH);
+			if (fd < 0)
+				return fd;
+			if (fstatat(fd, "", st, AT_EMPTY_PATH) < 0) {
+				int ret = -errno;
+				close(fd);
+				return ret;
+			}
+			close(fd);
+		}
+	}
+	st->st_nlink = store_nlink(st);
+	return 0;
+}
+
+static void fill_entry(struct node *n, struct fuse_entry_param *e, struct inode *in, const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = ino_nodeid(n, in);
+	e->attr = *st;
+	if (mount_is_follower(n)) {
+		/* records change the tree behind the kernel's back: names are not cached */
+		e->entry_timeout = 0;
+	} else {
+		e->entry_timeout = REPFS_LEADER_CACHE_S;
+	}
+	e->attr_timeout = 1.0;
+}
+
+/*
+ * The kernel learns name in directory parent: finds or makes its inode and
+ * counts the reference (the reply must follow). *st is the object's.
+ */
+int ino_learn(struct node *n, struct inode *parent, const char *name, const struct stat *st,
+		 struct fuse_entry_param *e)
+{
+	struct itab *t = n->itab;
+	uint8_t id[FILE_ID_BYTES];
+	struct inode *in;
+	struct stat sb = *st;
+	int pfd, ret;
+
+	pfd = ino_dir_fd(n, parent);
+	if (pfd < 0)
+		return pfd;
+	ret = ino_id_at(pfd, name, st, id);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->mu);
+	in = tab_find(t, id);
+	if (in && (in->type != (st->st_mode & S_IFMT) || in == &t->root)) {
+		pthread_mutex_unlock(&t->mu);
+		return -EIO;	/* two objects with one id */
+	}
+	if (!in) {
+		in = calloc(1, sizeof(*in));
+		if (!in) {
+			pthread_mutex_unlock(&t->mu);
+			return -ENOMEM;
+		}
+		memcpy(in->id, id, FILE_ID_BYTES);
+		in->type = st->st_mode & S_IFMT;
+		in->dirfd = -1;
+		if (S_ISDIR(st->st_mode)) {
+			in->gen = store_gen(n->store);
+			in->dirfd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (in->dirfd < 0) {
+				ret = -errno;
+				pthread_mutex_unlock(&t->mu);
+				free(in);
+				return ret;
+			}
+		}
+		in->hnext = t->bucket[bucket_of(id)];
+		t->bucket[bucket_of(id)] = in;
+		t->count++;
+	} else if (S_ISDIR(st->st_mode) && in->gen != store_gen(n->store)) {
+		int fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			if (dup3(fd, in->dirfd, O_CLOEXEC) == 0)
+				in->gen = store_gen(n->store);
+			close(fd);
+		}
+	}
+	name_add(in, parent->id, name);
+	in->nlookup++;
+	pthread_mutex_unlock(&t->mu);
+	sb.st_nlink = store_nlink(st);
+	fill_entry(n, e, in, &sb);
+	return 0;
+}
+
+/* Looks name up in parent; a missing name is ret -ENOENT with e's ino 0 (a negative entry). */
+int ino_lookup(struct node *n, struct inode *parent, const char *name, struct fuse_entry_param *e)
+{
+	struct stat st;
+	int pfd;
+
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	pfd = ino_dir_fd(n, parent);
+	if (pfd < 0)
+		return pfd;
+	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return ino_learn(n, parent, name, &st, e);
+}
+
+void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
+{
+	struct itab *t = n->itab;
+	struct inode *in = ino_of(n, nodeid);
+
+	if (in == &t->root)
+		return;
+	pthread_mutex_lock(&t->mu);
+	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
+	if (!in->nlookup) {
+		for (struct inode **pp = &t->bucket[bucket_of(in->id)]; *pp; pp = &(*pp)->hnext) {
+			if (*pp == in) {
+				*pp = in->hnext;
+				break;
+			}
+		}
+		t->count--;
+		if (in->dirfd >= 0)
+			close(in->dirfd);
+		names_free(in);
+		free(in);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
+void ino_names_lock(struct node *n, int write)
+{
+	if (write)
+		pthread_rwlock_wrlock(&n->itab->ns);
+	else
+		pthread_rwlock_rdlock(&n->itab->ns);
+}
+
+void ino_names_unlock(struct node *n)
+{
+	pthread_rwlock_unlock(&n->itab->ns);
+}
+
+int ino_table_setup(struct node *n)
+{
+	struct itab *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_rwlock_init(&t->ns, NULL);
+	memcpy(t->root.id, store_root_id, FILE_ID_BYTES);
+	t->root.type = S_IFDIR;
+	t->root.dirfd = -1;
+	t->root.nlookup = 1;
+	n->itab = t;
+	return 0;
+}
+
+void ino_table_free(struct node *n)
+{
+	struct itab *t = n->itab;
+
+	if (!t)
+		return;
+	for (int b = 0; b < ITAB_BUCKETS; b++) {
+		while (t->bucket[b]) {
+			struct inode *in = t->bucket[b];
+			t->bucket[b] = in->hnext;
+			if (in->dirfd >= 0)
+				close(in->dirfd);
+			names_free(in);
+			free(in);
+		}
+	}
+	pthread_mutex_destroy(&t->mu);
+	pthread_rwlock_destroy(&t->ns);
+	free(t);
+	n->itab = NULL;
+}
+
+/* ------------------------------------------------------- invalidations */
+
+/*
+ * Invalidations asked for by request handlers go through a queue that a
+ * thread of its own works off. A handler must not ask the kernel to drop an
+ * inode's pages itself: the kernel may hold one of those pages locked while
+ * it waits for a read that only a handler can answer, and if every handler
+ * is busy invalidating, nobody does (libfuse: not "in the execution path of
+ * a related filesystem operation"). Seen as writers stuck in
+ * request_wait_answer and daemon threads in fuse_reverse_inval_inode.
+ */
+#define INVALQ_MAX 256
+
+#define INVALQ_WAIT_MS 100	/* how long a handler waits for its invalidation to be done */
+
+struct inval {
+	fuse_ino_t ino;
+	off_t off, len;
+};
+
+struct invalq {
+	pthread_mutex_t mu;
+	pthread_cond_t cv, done_cv;
+	struct inval items[INVALQ_MAX];	/* protected by mu */
+	int n, stop, started;		/* protected by mu */
+	uint64_t queued, done;		/* tickets: protected by mu */
+	pthread_t thread;
+};
+
+static void *invalq_main(void *arg)
+{
+	struct node *n = arg;
+	struct invalq *q = n->invalq;
+
+	for (;;) {
+		struct inval batch[INVALQ_MAX];
+		uint64_t ticket;
+		int k;
+		pthread_mutex_lock(&q->mu);
+		while (!q->n && !q->stop)
+			pthread_cond_wait(&q->cv, &q->mu);
+		if (!q->n && q->stop) {
+			pthread_mutex_unlock(&q->mu);
+			return NULL;
+		}
+		k = q->n;
+		ticket = q->queued;
+		memcpy(batch, q->items, (size_t)k * sizeof(batch[0]));
+		q->n = 0;
+		pthread_mutex_unlock(&q->mu);
+		for (int i = 0; i < k; i++)
+			if (!q->stop && n->se)
+				fuse_lowlevel_notify_inval_inode(n->se, batch[i].ino, batch[i].off, batch[i].len);
+		pthread_mutex_lock(&q->mu);
+		q->done = ticket;
+		pthread_cond_broadcast(&q->done_cv);
+		pthread_mutex_unlock(&q->mu);
+	}
+}
+
+/*
+ * Has the kernel drop inode ino's pages in [off, off + len) and its
+ * attributes (see struct invalq), and waits up to INVALQ_WAIT_MS for it: long
+ * enough that the caller's operation returns with the caches dropped in the
+ * normal case, short enough that the deadlock above dissolves -- the
+ * invalidation completes once the caller's request is done.
+ */
+void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
+{
+	struct invalq *q = n->invalq;
+	struct timespec until;
+	uint64_t ticket;
+
+	if (!q)
+		return;
+	pthread_mutex_lock(&q->mu);
+	if (!q->started && !q->stop && pthread_create(&q->thread, NULL, invalq_main, n) == 0)
+		q->started = 1;
+	/* a full queue drops the request: the attribute timeout (1 s) still bounds staleness */
+	if (!q->started || q->n >= INVALQ_MAX) {
+		pthread_mutex_unlock(&q->mu);
+		return;
+	}
+	q->items[q->n++] = (struct inval){ ino, off, len };
+	ticket = ++q->queued;
+	pthread_cond_signal(&q->cv);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += INVALQ_WAIT_MS * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (q->done < ticket && !q->stop)
+		if (pthread_cond_timedwait(&q->done_cv, &q->mu, &until) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&q->mu);
+}
+
+void ino_invalq_init(struct node *n)
+{
+	struct invalq *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	pthread_cond_init(&q->done_cv, NULL);
+	n->invalq = q;
+}
+
+void ino_invalq_free(struct node *n)
+{
+	struct invalq *q = n->invalq;
+
+	if (!q)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->stop = 1;
+	pthread_cond_broadcast(&q->cv);
+	pthread_cond_broadcast(&q->done_cv);
+	pthread_mutex_unlock(&q->mu);
+	if (q->started)
+		pthread_join(q->thread, NULL);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	pthread_cond_destroy(&q->done_cv);
+	free(q);
+	n->invalq = NULL;
+}
+
+/* The node id of the object id, or 0 if the kernel does not know it. */
+static fuse_ino_t known(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct itab *t = n->itab;
+	struct inode *in;
+	fuse_ino_t ino = 0;
+
+	pthread_mutex_lock(&t->mu);
+	in = tab_find(t, id);
+	if (in)
+		ino = ino_nodeid(n, in);
+	pthread_mutex_unlock(&t->mu);
+	return ino;
+}
+
+int id_is_zero(const uint8_t id[FILE_ID_BYTES])
+{
+	static const uint8_t zero[FILE_ID_BYTES];
+
+	return !memcmp(id, zero, FILE_ID_BYTES);
+}
+
+/* For a name rel that changed: drops the kernel's entry for it and the directory's attributes. */
+static void inval_name(struct node *n, const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+	char parent[PATH_MAX];
+	uint8_t pid[FILE_ID_BYTES];
+	fuse_ino_t pino;
+
+	if (!*rel)
+		return;
+	if (slash) {
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - rel), rel);
+		if (store_get_id(n->store, parent, pid))
+			return;
+		pino = known(n, pid);
+	} else {
+		pino = FUSE_ROOT_ID;
+	}
+	if (!pino)
+		return;
+	fuse_lowlevel_notify_inval_entry(n->se, pino, slash ? slash + 1 : rel, strlen(slash ? slash + 1 : rel));
+	fuse_lowlevel_notify_inval_inode(n->se, pino, -1, 0);
+}
+
+static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)
+{
+	fuse_ino_t ino;
+
+	if (id_is_zero(id) || !(ino = known(n, id)))
+		return;
+	fuse_lowlevel_notify_inval_inode(n->se, ino, off, len);
+}
+
+void ino_invalidate_record(struct node *n, const struct record *r)
+{
+	int names = r->type == REC_CREATE || r->type == REC_UNLINK || r->type == REC_RMDIR ||
+		    r->type == REC_RENAME || r->type == REC_LINK;
+
+	if (!n->se || !n->itab)
+		return;
+	switch (r->type) {
+	case REC_WRITE:
+		inval_id(n, r->id, (off_t)r->off, r->data_len ? (off_t)r->data_len : 1);
+		break;
+	case REC_COPY:
+		inval_id(n, r->id2, (off_t)r->off2, r->len ? (off_t)r->len : 1);
+		break;
+	case REC_CREATE:
+		break;	/* the kernel cannot know a new object; its name and directory below */
+	default:
+		inval_id(n, r->id, 0, 0);
+		if (r->type == REC_RENAME)
+			inval_id(n, r->id2, 0, 0);
+	}
+	if (!names || (r->flags & REC_F_NOPATH))
+		return;
+	inval_name(n, r->path ? r->path : "");
+	if (r->path2 && *r->path2)
+		inval_name(n, r->path2);
+}
+
+void ino_invalidate_all(struct node *n)
+{
+	struct itab *t = n->itab;
+	struct {
+		fuse_ino_t ino, parent;
+		char name[NAME_MAX + 1];
+	} *all = NULL;
+	size_t k = 0, cap = 0;
+
+	if (!n->se || !t)
+		return;
+	pthread_mutex_lock(&t->mu);
+	for (int b = 0; b < ITAB_BUCKETS; b++)
+		for (struct inode *in = t->bucket[b]; in; in = in->hnext)
+			cap += (size_t)in->nnames;
+	all = calloc(cap + 1, sizeof(*all));
+	for (int b = 0; all && b < ITAB_BUCKETS; b++) {
+		for (struct inode *in = t->bucket[b]; in; in = in->hnext) {
+			for (struct iname *x = in->names; x && k < cap; x = x->next) {
+				struct inode *p = tab_find(t, x->parent);
+				if (!p || strlen(x->s) > NAME_MAX)
+					continue;
+				all[k].ino = ino_nodeid(n, in);
+				all[k].parent = ino_nodeid(n, p);
+				snprintf(all[k++].name, sizeof(all[0].name), "%s", x->s);
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->mu);
+	fuse_lowlevel_notify_inval_inode(n->se, FUSE_ROOT_ID, 0, 0);
+	for (size_t i = 0; i < k; i++) {
+		fuse_lowlevel_notify_inval_entry(n->se, all[i].parent, all[i].name, strlen(all[i].name));
+		fuse_lowlevel_notify_inval_inode(n->se, all[i].ino, 0, 0);
+	}
+	free(all);
+}
+

@@ -1,0 +1,121 @@
+/* inodes.h -- the mount's inodes, open files and cache invalidations (fs/inodes.c)
+ *
+ * Each object the kernel knows is one struct inode, found by its file id;
+ * its node id is the struct's address (FUSE_ROOT_ID for the tree's root).
+ * An inode lives while the kernel holds references to it (lookups not yet
+ * forgotten). Functions return 0 or a negative errno unless they say else.
+ */
+#ifndef REPFS_INODES_H
+#define REPFS_INODES_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "fuse_ops.h"
+#include "../replication/record.h"
+
+struct node;
+struct iname;
+
+/* An open file: the backing descriptor and the file's id. */
+struct handle {
+	int fd;
+	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
+	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
+	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
+	uint8_t id[FILE_ID_BYTES];
+	struct handle *next, *prev;	/* node->open_files, under open_lock */
+};
+
+struct inode {
+	uint8_t id[FILE_ID_BYTES];
+	mode_t type;		/* S_IFMT bits */
+	uint64_t nlookup;	/* the kernel's references: protected by itab.mu */
+	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu); else -1 */
+	unsigned gen;		/* store_gen() when dirfd was opened (itab.mu) */
+	struct iname *names;	/* protected by itab.mu */
+	int nnames;
+	struct inode *hnext;	/* hash chain (itab.mu) */
+};
+
+/* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
+int mount_is_follower(const struct node *n);
+
+/* The table: made before the session, freed after it. */
+int ino_table_setup(struct node *n);
+void ino_table_free(struct node *n);
+
+struct inode *ino_of(struct node *n, fuse_ino_t ino);
+fuse_ino_t ino_nodeid(struct node *n, struct inode *in);
+
+/*
+ * The kernel learns name (whose stat is *st) in directory parent: finds or
+ * makes its inode, counts the reference and fills e for the reply, which
+ * must follow. ino_lookup() stats the name first (-ENOENT: none).
+ */
+int ino_learn(struct node *n, struct inode *parent, const char *name, const struct stat *st,
+	      struct fuse_entry_param *e);
+int ino_lookup(struct node *n, struct inode *parent, const char *name, struct fuse_entry_param *e);
+/* The kernel dropped nlookup references; the last frees the inode. */
+void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup);
+
+/*
+ * Changes of names: an operation that changes them holds the names lock
+ * for writing from computing its paths until ino_names_moved(); one that
+ * names an object by path without a descriptor, for reading.
+ */
+void ino_names_lock(struct node *n, int write);
+void ino_names_unlock(struct node *n);
+/* The name (parent, name) left the object from_id (NULL: none) and now is to_id's (NULL: nobody's). */
+void ino_names_moved(struct node *n, const uint8_t parent[FILE_ID_BYTES], const char *name,
+		     const uint8_t *from_id, const uint8_t *to_id);
+
+/* A descriptor of directory d (O_PATH; not yours to close, valid while d lives). */
+int ino_dir_fd(struct node *n, struct inode *d);
+/* Paths in the tree, as records name them ("" for the root). */
+int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len);
+/*
+ * A path of non-directory f: the first of its names whose directory is
+ * known; with verify, only a name that still holds f. -ENOENT if none
+ * (unlinked while open).
+ */
+int ino_file_path(struct node *n, struct inode *f, char *buf, size_t len, int verify);
+int ino_path(struct node *n, struct inode *in, char *buf, size_t len, int verify);
+/* "dir/name" ("name" in the root); -ENAMETOOLONG past len. */
+int path_join(char *buf, size_t len, const char *dir, const char *name);
+
+/* A descriptor of non-directory f opened with flags (yours to close). */
+int ino_file_open(struct node *n, struct inode *f, int flags);
+/* The object's attributes, its link count as the mount shows it. */
+int ino_stat(struct node *n, struct inode *in, struct stat *st);
+
+/* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
+int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching);
+/* A dup of the descriptor of an open handle of the file id (yours to close), or -ENOENT. */
+int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES]);
+
+/*
+ * The id of the object name in directory dfd (not following a final
+ * symlink), whose stat is *st. An object without one (a tree made by hand)
+ * gets a stand-in from its inode number, which no record ever names.
+ */
+int ino_id_at(int dfd, const char *name, const struct stat *st, uint8_t id[FILE_ID_BYTES]);
+
+int id_is_zero(const uint8_t id[FILE_ID_BYTES]);
+
+/*
+ * From a request handler: has the kernel drop inode ino's attributes and
+ * its pages in [off, off + len), through a thread of its own, waiting a
+ * little for it (fs/inodes.c, struct invalq).
+ */
+void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len);
+void ino_invalq_init(struct node *n);
+void ino_invalq_free(struct node *n);
+
+/* On a follower, after applying r: drops the kernel's cached names, attributes and pages that r changed. */
+void ino_invalidate_record(struct node *n, const struct record *r);
+/* After the tree was rebuilt or replaced: drops every cached name, attribute and page we know of. */
+void ino_invalidate_all(struct node *n);
+
+#endif
