@@ -23,6 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../lib/log.h"
 #include "inodes.h"
 #include "node.h"
 
@@ -47,11 +48,71 @@ static double negative_timeout(struct node *n)
 	return mount_is_follower(n) ? 0 : 1.0;	/* short: a leader may step down and follow */
 }
 
+/*
+ * /dev/fuse through our own read and writev (fuse_session_custom_io()),
+ * only so that the INIT reply can carry FUSE_HANDLE_KILLPRIV_V2
+ * (fs/kernel_init.c). Replies that splice data go out as libfuse's would.
+ */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct node *n = userdata;
+	ssize_t r = read(fd, buf, len);
+
+	if (r > 0 && !n->kinit.done)
+		kinit_note_request(&n->kinit, buf, (size_t)r);
+	return r;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct node *n = userdata;
+
+	if (!n->kinit.done && kinit_edit_reply(&n->kinit, iov, count))
+		rlog(LOG_INFO, "the kernel leaves dropping privileges on write, truncate and chown to us "
+			       "(FUSE_HANDLE_KILLPRIV_V2)");
+	return writev(fd, iov, count);
+}
+
+static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
+			      void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+int fuse_ops_attach_io(struct fuse_session *se)
+{
+	static const struct fuse_custom_io io = {
+		.read = io_read,
+		.writev = io_writev,
+		.splice_send = io_splice_send,
+	};
+
+	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct node *n = userdata;
 
 	ino_invalq_init(n);
+	/*
+	 * No writeback cache: with it the kernel keeps each file's size and
+	 * mtime and never takes ours again (a follower's records change both
+	 * behind its back), and errors of the writes it gathers (ENOSPC, EFBIG)
+	 * would reach a program only at fsync or close; see docs/decisions.md 3.
+	 * Privileges on write, truncate and chown are ours to drop where the
+	 * kernel offers it (FUSE_HANDLE_KILLPRIV_V2): it then marks files
+	 * S_NOSEC and stops asking for security.capability before each write.
+	 */
+	if (!mount_is_follower(n))
+		n->kinit.want = 1;
+	/*
+	 * Without FUSE_HANDLE_KILLPRIV_V2 the kernel drops setuid and setgid
+	 * bits itself, by setattr requests (libfuse's default, the first
+	 * version, would leave it to us on truncate and chown too).
+	 */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;	/* truncation arrives as a setattr record */
 	conn->want &= ~FUSE_CAP_READDIRPLUS;
 	conn->max_write = REC_MAX_DATA;
@@ -419,6 +480,8 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 	return ret;
 }
 
+static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h, const struct stat *st);
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
@@ -444,6 +507,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			r.op_flags |= SA_GID;
 		if (r.op_flags)
 			ret = commit_on(n, in, h, &r);
+	}
+	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) && n->kinit.granted && !S_ISDIR(in->type)) {
+		/* FUSE_HANDLE_KILLPRIV_V2: a truncate drops privileges here too */
+		ret = h ? (fstat(h->fd, &st) < 0 ? -errno : 0) : ino_stat(n, in, &st);
+		if (!ret)
+			ret = kill_suidgid(req, ino, in, h, &st);
 	}
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE)) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_SIZE, .len = (uint64_t)attr->st_size };
@@ -485,6 +554,17 @@ static int backing_flags(int flags)
 	return flags | O_CLOEXEC | O_NOFOLLOW;
 }
 
+/*
+ * Write-only opens on a leader go around the kernel's page cache (direct
+ * I/O; see op_write()): nothing is read through them, and a write through
+ * the cache costs a copy (and, where the kernel cannot leave privileges to
+ * us, a security.capability round trip).
+ */
+static int wants_direct(struct node *n, int flags)
+{
+	return !mount_is_follower(n) && (flags & O_ACCMODE) == O_WRONLY;
+}
+
 /* id: the file's id when the caller knows it (a create), else NULL: read from the file */
 static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int flags, const uint8_t *id)
 {
@@ -497,8 +577,7 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 	}
 	h->fd = fd;
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
-	if ((flags & O_ACCMODE) == O_WRONLY && !mount_is_follower(n)) {
-		/* nothing is read through it: writes skip the kernel's page cache (op_write) */
+	if (wants_direct(n, flags)) {
 		h->direct = 1;
 		fi->direct_io = 1;
 	} else if (!mount_is_follower(n)) {
@@ -607,34 +686,49 @@ static int caller_in_group(fuse_req_t req, gid_t gid)
 /*
  * Before a write through the page cache the kernel drops the privileges a
  * changed file must not keep (file_remove_privs(): through a setattr and a
- * removexattr request to us); for direct I/O it leaves that to the file
- * system. As the kernel: a caller without CAP_FSETID (here: not root) drops
- * the setuid bit, and the setgid bit if the file is group-executable or the
- * caller is not in its group; any write drops security.capability. Each
- * drop is its own record, before the write's.
+ * removexattr request to us); for direct I/O, and for every write once it
+ * granted FUSE_HANDLE_KILLPRIV_V2, it leaves that to the file system. As
+ * the kernel: kill_suidgid(), and any write drops security.capability.
+ * Each drop is its own record, before the write's.
  */
-static int drop_privs(fuse_req_t req, struct inode *in, struct handle *h)
+/*
+ * A caller without CAP_FSETID (here: not root) that writes or truncates a
+ * file drops its setuid bit, and its setgid bit if the file is
+ * group-executable or the caller is not in its group: one setattr record.
+ */
+static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h, const struct stat *st)
+{
+	struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE };
+	mode_t kill = 0;
+	int ret;
+
+	if (!S_ISREG(st->st_mode) || fuse_req_ctx(req)->uid == 0 || !(st->st_mode & (S_ISUID | S_ISGID)))
+		return 0;
+	kill = st->st_mode & S_ISUID;
+	if ((st->st_mode & S_ISGID) && ((st->st_mode & S_IXGRP) || !caller_in_group(req, st->st_gid)))
+		kill |= S_ISGID;
+	if (!kill)
+		return 0;
+	r.mode = (st->st_mode & 07777) & ~kill;
+	ret = commit_on(node_of(req), in, h, &r);
+	if (!ret)
+		ino_inval_soon(node_of(req), ino, -1, 0);	/* the kernel's cached mode */
+	return ret;
+}
+
+static int drop_privs(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h)
 {
 	struct node *n = node_of(req);
 	struct stat st;
-	mode_t kill = 0;
 	int ret;
 
 	if (fstat(h->fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return 0;
-	if (fuse_req_ctx(req)->uid != 0 && (st.st_mode & (S_ISUID | S_ISGID))) {
-		kill = st.st_mode & S_ISUID;
-		if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
-			kill |= S_ISGID;
-	}
-	if (kill) {
-		struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE, .mode = (st.st_mode & 07777) & ~kill };
-		ret = commit_on(n, in, h, &r);
-		if (ret)
-			return ret;
-	}
+	ret = kill_suidgid(req, ino, in, h, &st);
+	if (ret)
+		return ret;
 	if (fgetxattr(h->fd, "security.capability", NULL, 0) >= 0) {
 		struct record r = { .type = REC_REMOVEXATTR, .name = "security.capability" };
 		ret = commit_on(n, in, h, &r);
@@ -667,7 +761,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (size > REC_MAX_DATA)
 		size = REC_MAX_DATA;
-	if (h->direct && (ret = drop_privs(req, in, h)))
+	if ((h->direct || n->kinit.granted) && (ret = drop_privs(req, ino, in, h)))
 		goto out;
 	r.off = (uint64_t)off;
 	r.data = buf;

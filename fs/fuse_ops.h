@@ -16,6 +16,9 @@ extern const struct fuse_lowlevel_ops repfs_ll_ops;
 struct node;
 struct handle;
 
+/* Reads and writes the session's /dev/fuse through our hook (fs/kernel_init.c); after fuse_session_mount(). */
+int fuse_ops_attach_io(struct fuse_session *se);
+
 /* Closes an open file's handle (a release, or an open whose reply found the opener gone). */
 void fuse_ops_release_handle(struct node *n, struct handle *h);
 

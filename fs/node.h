@@ -21,6 +21,7 @@
 
 #include "../replication/oplog.h"
 #include "../replication/state.h"
+#include "kernel_init.h"
 #include "store.h"
 
 #define NODE_COMMIT_INTERVAL_MS 100	/* bound on un-synced changes (group commit) */
@@ -84,6 +85,7 @@ struct node {
 	pthread_mutex_t open_lock;
 	struct handle *open_files;	/* protected by open_lock */
 	struct itab *itab;		/* the kernel's inodes */
+	struct kinit kinit;		/* FUSE_HANDLE_KILLPRIV_V2: granted, writes drop privileges here */
 	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */
 };
 

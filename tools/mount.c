@@ -331,6 +331,10 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
+	if (fuse_ops_attach_io(se)) {
+		die_msg("unable to set up FUSE's device I/O");
+		goto out;
+	}
 	n->se = se;
 	n->mount_rw = n->st.role == ROLE_LEADER;
 	if (ctl_open(&ctl, n)) {

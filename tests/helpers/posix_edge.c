@@ -1018,6 +1018,41 @@ static int user_creates(void)
 	return 0;
 }
 
+/* The owner, without CAP_FSETID, writes and truncates its setuid+setgid file: both bits go each time. */
+static int user_kills(void)
+{
+	static const struct {
+		int flags, trunc;
+		const char *what;
+	} w[] = {
+		{ O_RDWR, 0, "a write through a read-write open" },
+		{ O_WRONLY, 0, "a write through a write-only open" },
+		{ O_WRONLY | O_APPEND, 0, "an append" },
+		{ O_RDWR, 1, "ftruncate" },
+		{ O_RDONLY, 2, "truncate" },
+	};
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+		int fd;
+		OK(chmod("pub/ukill", 06775));
+		OK(stat("pub/ukill", &st));
+		CHECK((st.st_mode & 07777) == 06775, "chmod 6775 by the owner gave %o", st.st_mode & 07777);
+		fd = open("pub/ukill", w[i].flags);
+		OK(fd);
+		if (w[i].trunc == 1)
+			OK(ftruncate(fd, 1));
+		else if (w[i].trunc == 2)
+			OK(truncate("pub/ukill", 2));
+		else
+			CHECK(pwrite(fd, "k", 1, 0) == 1, "%s failed", w[i].what);
+		close(fd);
+		OK(stat("pub/ukill", &st));
+		CHECK((st.st_mode & 07777) == 0775, "%s by the owner left mode %o", w[i].what, st.st_mode & 07777);
+	}
+	return 0;
+}
+
 static int t_user_owner(void)
 {
 	struct stat st;
@@ -1062,6 +1097,11 @@ static int t_user_owner(void)
 		OK(stat("rsuid", &st));
 		CHECK((st.st_mode & 07777) == 06755, "a write by root changed the mode to %o", st.st_mode & 07777);
 	}
+	/* a write or truncate by the owner clears them */
+	OK(put_file("pub/ukill", "k", 0644));
+	OK(chown("pub/ukill", user_uid, user_gid));
+	if (as_user(user_kills))
+		return -1;
 	/* chown clears setuid/setgid of a regular file */
 	OK(put_file("suid", "s", 0644));
 	OK(chmod("suid", 06755));
