@@ -19,11 +19,6 @@
 #define XATTR_LIST_MAX_BYTES 65536
 #define XATTR_VALUE_MAX_BYTES 65536
 
-int digest_skip_name(const char *name)
-{
-	return strncmp(name, ".fuse_hidden", 12) == 0;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -195,7 +190,7 @@ static int walk(int parent, const char *name, struct dnode *d, uint64_t *files, 
 		return -errno;
 	}
 	while ((de = readdir(dir))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name))
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (d->nkids == cap) {
 			struct dnode *k = realloc(d->kids, (cap = cap ? 2 * cap : 16) * sizeof(*k));

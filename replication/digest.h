@@ -11,8 +11,7 @@
  *
  * Left out: atime and ctime (reading changes the one, nothing can set the
  * other), the size of a directory (file systems count it differently), the
- * project's own metadata (file ids, the id index) and the names the mount
- * uses for files unlinked while open (".fuse_hidden*").
+ * project's own metadata (file ids, the id index).
  *
  * Functions return 0 or a negative errno.
  */
@@ -37,8 +36,6 @@ struct dnode {
 	size_t nkids;
 };
 
-/* True for names a digest or a snapshot leaves out (see above). */
-int digest_skip_name(const char *name);
 
 /*
  * The digest tree of the directory rootfd (its root named ""). *files and

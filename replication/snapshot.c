@@ -826,7 +826,7 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 	while (!ret && (de = readdir(d))) {
 		char proc[64 + NAME_MAX];
 		struct stat sb;
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name) ||
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (ne == cap) {
@@ -1064,7 +1064,7 @@ static void count_tree(int dirfd, uint64_t *files, uint64_t *bytes)
 		return;
 	while ((de = readdir(d))) {
 		struct stat sb;
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || digest_skip_name(de->d_name) ||
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		(*files)++;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -317,6 +318,14 @@ int cmd_mount(int argc, char **argv)
 	for (int i = 0; i < o.nfuse_opts; i++)
 		if (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o.fuse_opts[i]))
 			goto out;
+	{
+		/* every directory the kernel holds is an open descriptor (fs/inodes.c) */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (ino_table_setup(n)) {
 		die_msg("out of memory");
 		goto out;

@@ -30,6 +30,8 @@ chown 1234:5678 "$LM/d4/f4"
 chmod 0640 "$LM/d5/f5"
 chmod 0700 "$LM/d6"
 touch -d '2001-02-03 04:05:06.123456789' "$LM/d7/f7"
+# a name libfuse's path API once used for open unlinked files is an ordinary name
+echo hidden >"$LM/d8/.fuse_hidden0123456789abcdef"
 
 note "the writer starts; a follower with an empty DATADIR joins"
 mkdir "$LM/busy"
@@ -42,6 +44,7 @@ rl_wait_converged 60 "$L" "$F1"
 
 note "identical"
 treecmp "$LM" "$F1M" || fail "the follower's mount differs from the leader's"
+[ "$(cat "$F1M/d8/.fuse_hidden0123456789abcdef" 2>&1)" = hidden ] || fail "the snapshot left out a file named .fuse_hidden*"
 treecmp "$L/tree" "$F1/tree" || fail "the follower's tree differs from the leader's"
 out=$("$REPFS" verify "$F1M" 2>&1) || fail "repfs verify after the snapshot: $out"
 echo "$out" | grep -q "identical" || fail "verify did not say identical: $out"
