@@ -54,6 +54,7 @@ struct itab {
 	struct inode *bucket[ITAB_BUCKETS];	/* protected by mu */
 	struct inode root;
 	uint64_t count;		/* protected by mu */
+	int stale_names;	/* records changed names behind the kernel: names need checking (atomic) */
 };
 
 int mount_is_follower(const struct node *n)
@@ -324,7 +325,7 @@ int ino_file_path(struct node *n, struct inode *f, char *buf, size_t len, int ve
 		uint8_t id[FILE_ID_BYTES];
 		if (ino_dir_path(n, cand[i].parent, dir, sizeof(dir)) || path_join(buf, len, dir, cand[i].name))
 			continue;
-		if (verify) {
+		if (verify && __atomic_load_n(&n->itab->stale_names, __ATOMIC_RELAXED)) {
 			struct stat st;
 			int pfd = ino_dir_fd(n, cand[i].parent);
 			if (pfd < 0 || fstatat(pfd, cand[i].name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -793,6 +794,8 @@ void ino_invalidate_record(struct node *n, const struct record *r)
 
 	if (!n->se || !n->itab)
 		return;
+	if (names)
+		__atomic_store_n(&n->itab->stale_names, 1, __ATOMIC_RELAXED);
 	switch (r->type) {
 	case REC_WRITE:
 		inval_id(n, r->id, (off_t)r->off, r->data_len ? (off_t)r->data_len : 1);
@@ -825,6 +828,7 @@ void ino_invalidate_all(struct node *n)
 
 	if (!n->se || !t)
 		return;
+	__atomic_store_n(&t->stale_names, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&t->mu);
 	for (int b = 0; b < ITAB_BUCKETS; b++)
 		for (struct inode *in = t->bucket[b]; in; in = in->hnext)

@@ -77,8 +77,9 @@ int ino_dir_fd(struct node *n, struct inode *d);
 int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len);
 /*
  * A path of non-directory f: the first of its names whose directory is
- * known; with verify, only a name that still holds f. -ENOENT if none
- * (unlinked while open).
+ * known; with verify, only a name that still holds f (checked once records
+ * have changed names behind the kernel: on a node that follows or
+ * followed). -ENOENT if none (unlinked while open).
  */
 int ino_file_path(struct node *n, struct inode *f, char *buf, size_t len, int verify);
 int ino_path(struct node *n, struct inode *in, char *buf, size_t len, int verify);
