@@ -593,42 +593,49 @@ static void inval_end(struct node *n, const struct record *r, int begun)
 	pthread_mutex_unlock(&n->seq_lock);
 }
 
-int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
+int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k)
 {
-	struct record r;
-	int ret, a;
+	struct record rs[OPLOG_BATCH_MAX];
+	uint8_t begun[OPLOG_BATCH_MAX] = { 0 };
+	int ret, done = 0, marked = 0;
 
+	if (k > OPLOG_BATCH_MAX)
+		return -EINVAL;
 	pthread_mutex_lock(&n->seq_lock);
 	if (n->st.role != ROLE_FOLLOWER) {
-		ret = -EPERM;
-		goto out;
-	}
-	ret = oplog_append_raw(n->log, buf, len, &r);
-	if (ret)
-		goto out;
-	if (r.epoch > n->st.epoch)
-		n->st.epoch = r.epoch;
-	if (n->snap_pending || r.seq > n->hold_at) {
-		/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
 		pthread_mutex_unlock(&n->seq_lock);
-		return 0;
+		return -EPERM;
 	}
-	a = apply_record(n->store, &r, 0, -1, NULL);
-	if (a == 1)
-		rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded", record_type_name(r.type),
-		     r.seq, r.path);
-	if (a < 0)
-		rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r.type), r.seq,
-		     r.path, strerror(-a));
-	n->applied = r.seq;
-	applied_mark(n, r.seq);
-	a = inval_begin(n, r.seq);
+	ret = oplog_append_raw_many(n->log, bufs, lens, k, rs, &done);
+	for (int i = 0; i < done; i++) {
+		struct record *r = &rs[i];
+		int a;
+		if (r->epoch > n->st.epoch)
+			n->st.epoch = r->epoch;
+		if (n->snap_pending || r->seq > n->hold_at)
+			continue;	/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
+		a = apply_record(n->store, r, 0, -1, NULL);
+		if (a == 1)
+			rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded",
+			     record_type_name(r->type), r->seq, r->path);
+		if (a < 0)
+			rlog(LOG_WARNING, "apply of %s at seq %" PRIu64 " on '/%s' failed: %s", record_type_name(r->type),
+			     r->seq, r->path, strerror(-a));
+		n->applied = r->seq;
+		marked = 1;
+		begun[i] = (uint8_t)inval_begin(n, r->seq);
+	}
+	if (marked)
+		applied_mark(n, n->applied);	/* once per burst */
 	pthread_mutex_unlock(&n->seq_lock);
-	inval_end(n, &r, a);
-	return 0;
-out:
-	pthread_mutex_unlock(&n->seq_lock);
+	for (int i = 0; i < done; i++)
+		inval_end(n, &rs[i], begun[i]);
 	return ret;
+}
+
+int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
+{
+	return node_follow_records(n, &buf, &len, 1);
 }
 
 /*

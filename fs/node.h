@@ -157,6 +157,12 @@ uint64_t node_applied(struct node *n);
  * the connection is made.
  */
 int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
+/*
+ * The same for k records in a row (at most OPLOG_BATCH_MAX): one write to
+ * the log, one update of DATADIR/applied. Records before one that is
+ * refused are logged and applied; the refusal is returned.
+ */
+int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k);
 
 /*
  * Holding a follower's tree at a position (`repfs verify` compares it with

@@ -138,10 +138,73 @@ static void acker_poke(struct acker *a)
 	pthread_mutex_unlock(&a->mu);
 }
 
+/*
+ * Records received in a burst, copied out of the channel's buffer (valid
+ * only until the next receive), appended to the log with one write and
+ * applied together (node_follow_records()).
+ */
+#define BURST_BYTES (4u << 20)
+
+struct burst {
+	uint8_t *arena;
+	size_t used, cap;
+	size_t off[OPLOG_BATCH_MAX], len[OPLOG_BATCH_MAX];
+	int k;
+};
+
+static int burst_add(struct burst *b, const void *buf, size_t len)
+{
+	if (b->used + len > b->cap) {
+		size_t cap = b->cap ? b->cap : (1u << 20);
+		uint8_t *p;
+		while (cap < b->used + len)
+			cap *= 2;
+		p = realloc(b->arena, cap);
+		if (!p)
+			return -ENOMEM;
+		b->arena = p;
+		b->cap = cap;
+	}
+	memcpy(b->arena + b->used, buf, len);
+	b->off[b->k] = b->used;
+	b->len[b->k++] = len;
+	b->used += len;
+	return 0;
+}
+
+static int burst_full(const struct burst *b)
+{
+	return b->k == OPLOG_BATCH_MAX || b->used >= BURST_BYTES;
+}
+
+/* Logs and applies the burst; on a refusal says which record and why. */
+static int burst_apply(struct repl *r, struct burst *b)
+{
+	const uint8_t *bufs[OPLOG_BATCH_MAX];
+	int ret;
+
+	if (!b->k)
+		return 0;
+	for (int i = 0; i < b->k; i++)
+		bufs[i] = b->arena + b->off[i];
+	ret = node_follow_records(r->n, bufs, b->len, b->k);
+	b->k = 0;
+	b->used = 0;
+	if (ret) {
+		char why[64];
+		snprintf(why, sizeof(why), "seq %" PRIu64, oplog_last(r->n->log).seq + 1);
+		set_error(r, "refused the record at %s from the leader: %s", why,
+			  ret == -EBADMSG ? "bad MAC, chain or sequence" : strerror(-ret));
+		rlog(LOG_ERR, "%s", r->last_error);
+	}
+	return ret;
+}
+
 /* Receives records until the connection ends (snap_until: finish a snapshot once the log holds it). */
 static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 {
 	struct acker a = { .r = r, .c = c };
+	struct burst b = { 0 };
 	pthread_t t;
 	unsigned pending = 0;
 
@@ -179,15 +242,13 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 		r->last_heard_ns = now_ns();
 		pthread_mutex_unlock(&r->mu);
 		if (type == MSG_RECORD) {
-			ret = node_follow_record(r->n, buf, len);
-			if (ret) {
-				char why[64];
-				snprintf(why, sizeof(why), "seq %" PRIu64, oplog_last(r->n->log).seq + 1);
-				set_error(r, "refused the record at %s from the leader: %s", why,
-					  ret == -EBADMSG ? "bad MAC, chain or sequence" : strerror(-ret));
-				rlog(LOG_ERR, "%s", r->last_error);
+			ret = burst_add(&b, buf, len);
+			if (ret)
+				rlog(LOG_ERR, "out of memory receiving records; reconnecting");
+			else if (burst_full(&b))
+				ret = burst_apply(r, &b);
+			if (ret)
 				break;
-			}
 			pending++;
 			if (pending < 512 && chan_buffered(c))
 				continue;
@@ -196,6 +257,10 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 				if (pending < 512 && poll(&p, 1, 0) == 1)
 					continue;
 			}
+			if (burst_apply(r, &b))
+				break;
+		} else if (b.k && burst_apply(r, &b)) {
+			break;	/* records came before this message: they go first */
 		} else if (type == MSG_HEARTBEAT && len == 32) {
 			uint64_t epoch;
 			pthread_mutex_lock(&r->n->seq_lock);
@@ -238,6 +303,7 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 	pthread_mutex_unlock(&a.mu);
 	pthread_join(t, NULL);
 out:
+	free(b.arena);
 	pthread_mutex_destroy(&a.mu);
 	pthread_cond_destroy(&a.cv);
 }

@@ -581,44 +581,96 @@ out:
 	return ret;
 }
 
-int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct record *out)
+/*
+ * Called with mu held: writes the n records in iov (pend bytes) at the end of
+ * the segment; last and mac are the last one's position and MAC. On failure
+ * nothing of them remains.
+ */
+static int append_flush(struct oplog *log, struct iovec *iov, int n, uint64_t pend, struct pos last,
+			const uint8_t mac[CRYPTO_MAC_BYTES])
 {
-	struct record r;
 	int ret;
 
+	if (!n)
+		return 0;
+	ret = take_fault(&log->fault_write, log->fault_write_err);
+	if (!ret)
+		ret = writev_all_at(log->fd, iov, n, log->size);
+	if (ret) {
+		if (ftruncate(log->fd, (off_t)log->size) < 0)
+			log->failed = errno;
+		return ret;
+	}
+	log->can_undo = 0;
+	log->size += pend;
+	log->last = last;
+	memcpy(log->last_mac, mac, CRYPTO_MAC_BYTES);
+	return 0;
+}
+
+int oplog_append_raw_many(struct oplog *log, const uint8_t *const bufs[], const size_t lens[], int k,
+			  struct record outs[], int *done)
+{
+	struct iovec iov[OPLOG_BATCH_MAX];
+	uint8_t mac[CRYPTO_MAC_BYTES];
+	uint64_t pend = 0;
+	struct pos last;
+	int n = 0, i, ret = 0;
+
+	*done = 0;
+	if (k > OPLOG_BATCH_MAX)
+		return -EINVAL;
 	pthread_mutex_lock(&log->mu);
 	if (log->failed) {
 		ret = -EIO;
 		goto out;
 	}
-	if (record_decode(buf, len, &r) || r.seq != log->last.seq + 1 || r.epoch < log->last.epoch ||
-	    record_verify(log->key, log->last_mac, buf, len)) {
-		ret = -EBADMSG;
-		goto out;
+	last = log->last;
+	memcpy(mac, log->last_mac, CRYPTO_MAC_BYTES);
+	for (i = 0; i < k; i++) {
+		struct record r;
+		if (record_decode(bufs[i], lens[i], &r) || r.seq != last.seq + 1 || r.epoch < last.epoch ||
+		    record_verify(log->key, mac, bufs[i], lens[i])) {
+			ret = -EBADMSG;
+			break;
+		}
+		if (log->size + pend + lens[i] > OPLOG_SEGMENT_BYTES && log->size + pend > SEG_HEADER_BYTES) {
+			ret = append_flush(log, iov, n, pend, last, mac);
+			if (!ret) {
+				*done += n;
+				n = 0;
+				pend = 0;
+				ret = roll_segment(log, r.seq);
+			}
+			if (ret)
+				break;
+		}
+		iov[n++] = (struct iovec){ (void *)bufs[i], lens[i] };
+		pend += lens[i];
+		last.seq = r.seq;
+		last.epoch = r.epoch;
+		memcpy(mac, record_mac_of(bufs[i], lens[i]), CRYPTO_MAC_BYTES);
+		if (outs)
+			outs[i] = r;
 	}
-	if (log->size + len > OPLOG_SEGMENT_BYTES && log->size > SEG_HEADER_BYTES) {
-		ret = roll_segment(log, r.seq);
-		if (ret)
-			goto out;
+	/* the records before a bad one are good: they go in, and the error is reported after them */
+	if (n && (!ret || ret == -EBADMSG)) {
+		int w = append_flush(log, iov, n, pend, last, mac);
+		if (w)
+			ret = w;
+		else
+			*done += n;
 	}
-	ret = take_fault(&log->fault_write, log->fault_write_err);
-	if (!ret)
-		ret = write_all_at(log->fd, buf, len, log->size);
-	if (ret) {
-		if (ftruncate(log->fd, (off_t)log->size) < 0)
-			log->failed = errno;
-		goto out;
-	}
-	log->can_undo = 0;
-	log->size += len;
-	log->last.seq = r.seq;
-	log->last.epoch = r.epoch;
-	memcpy(log->last_mac, record_mac_of(buf, len), CRYPTO_MAC_BYTES);
-	if (out)
-		*out = r;
 out:
 	pthread_mutex_unlock(&log->mu);
 	return ret;
+}
+
+int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct record *out)
+{
+	int done;
+
+	return oplog_append_raw_many(log, &buf, &len, 1, out, &done);
 }
 
 int oplog_undo_last(struct oplog *log)

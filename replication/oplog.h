@@ -60,6 +60,18 @@ int oplog_append(struct oplog *log, struct record *r);
  */
 int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct record *r);
 
+/*
+ * The same for k records in a row (at most OPLOG_BATCH_MAX), written with one
+ * pwritev per segment: a follower appending a burst. Each is checked against
+ * the one before it. *done says how many were appended (outs[0..done-1] are
+ * decoded, outs may be NULL); if one fails its checks, those before it are
+ * appended and -EBADMSG is returned; a failed write leaves none of the
+ * records of that write.
+ */
+#define OPLOG_BATCH_MAX 256
+int oplog_append_raw_many(struct oplog *log, const uint8_t *const bufs[], const size_t lens[], int k,
+			  struct record outs[], int *done);
+
 /* Removes the last record again (its operation failed); only once per append. */
 int oplog_undo_last(struct oplog *log);
 

@@ -1286,6 +1286,84 @@ Test(oplog, rollover_crosses_segments_and_detects_missing_one)
 }
 
 /* A follower that took a snapshot at seq 5 starts its log over there and takes the leader's record 6 next. */
+/* Copies the records of the log in ologfd (from 1) into bufs/lens; returns how many. */
+static int ol_copy_raw(uint8_t **bufs, size_t *lens, int max)
+{
+	struct oplog_reader *rd;
+	struct record r;
+	int k = 0;
+
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	while (k < max && oplog_reader_next(rd, &r) == 1) {
+		const uint8_t *raw = oplog_reader_raw(rd, &lens[k]);
+		bufs[k] = malloc(lens[k]);
+		memcpy(bufs[k], raw, lens[k]);
+		k++;
+	}
+	oplog_reader_free(rd);
+	return k;
+}
+
+Test(oplog, append_raw_many_takes_a_burst_across_segments_up_to_a_bad_record)
+{
+	enum { N = 70 };
+	uint8_t *data = calloc(1, REC_MAX_DATA), *bufs[N], mac_a[CRYPTO_MAC_BYTES], mac_b[CRYPTO_MAC_BYTES];
+	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "big" }, outs[OPLOG_BATCH_MAX];
+	struct oplog *src = ol_open_ok(), *dst;
+	size_t lens[N];
+	int dfd, done, k;
+	uint8_t saved;
+
+	r.data = data;
+	r.data_len = REC_MAX_DATA;
+	for (uint64_t seq = 1; seq <= N; seq++) {
+		ol_big_fill(data, seq);
+		cr_assert_eq(oplog_append(src, &r), 0);
+	}
+	oplog_last_mac(src, mac_a);
+	oplog_free(src);
+	k = ol_copy_raw(bufs, lens, N);
+	cr_assert_eq(k, N);
+	cr_assert_eq(mkdirat(oenv.dirfd, "log2", 0700), 0);
+	dfd = openat(oenv.dirfd, "log2", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_eq(oplog_open(&dst, dfd, oenv.key, NULL, NULL), 0);
+	/* a burst of 10 whose 8th record is damaged: the 7 before it go in */
+	saved = bufs[7][lens[7] / 2];
+	bufs[7][lens[7] / 2] ^= 1;
+	cr_assert_eq(oplog_append_raw_many(dst, (const uint8_t *const *)bufs, lens, 10, outs, &done), -EBADMSG);
+	cr_assert_eq(done, 7);
+	cr_assert_eq(outs[6].seq, 7);
+	cr_assert_eq(oplog_last(dst).seq, 7);
+	bufs[7][lens[7] / 2] = saved;
+	/* the rest in one burst, which crosses into the second 64 MiB segment */
+	cr_assert_eq(oplog_append_raw_many(dst, (const uint8_t *const *)bufs + 7, lens + 7, N - 7, outs, &done), 0);
+	cr_assert_eq(done, N - 7);
+	cr_assert_eq(outs[N - 8].seq, N);
+	oplog_last_mac(dst, mac_b);
+	cr_assert_arr_eq(mac_a, mac_b, sizeof(mac_a), "the copy ends on the same MAC");
+	cr_assert_eq(oplog_sync(dst, N), 0);
+	cr_assert_gt(oplog_bytes(dst), OPLOG_SEGMENT_BYTES, "one segment holds it all");
+	oplog_free(dst);
+	{
+		/* the copy reads back whole: every record, in order, through the segment boundary */
+		struct oplog_reader *rd;
+		struct record got;
+		uint64_t seq = 0;
+		cr_assert_eq(oplog_reader_open(&rd, dfd, oenv.key, 1), 0);
+		while (oplog_reader_next(rd, &got) == 1) {
+			cr_assert_eq(got.seq, ++seq);
+			cr_assert_eq(got.data_len, REC_MAX_DATA);
+			cr_assert_eq(((const uint8_t *)got.data)[REC_MAX_DATA - 1], (uint8_t)~seq);
+		}
+		cr_assert_eq(seq, N);
+		oplog_reader_free(rd);
+	}
+	for (int i = 0; i < N; i++)
+		free(bufs[i]);
+	free(data);
+	close(dfd);
+}
+
 Test(oplog, reset_continues_the_chain_at_a_snapshot)
 {
 	struct oplog *log = ol_open_ok(), *again;
