@@ -297,6 +297,13 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until)
 		pending = 0;
 		acker_poke(&a);
 	}
+	/*
+	 * Records of a burst came whole and authenticated before the connection
+	 * ended: they go into the log. A leader handing over sends its last
+	 * records and closes, and the follower about to be promoted needs them.
+	 */
+	if (b.k && node_role(r->n) == ROLE_FOLLOWER)
+		burst_apply(r, &b);
 	pthread_mutex_lock(&a.mu);
 	a.stop = 1;
 	pthread_cond_signal(&a.cv);
