@@ -402,7 +402,7 @@ static int apply_write(struct store *st, const struct record *r, unsigned flags,
 		off += (uint64_t)n;
 		left -= (size_t)n;
 	}
-	ret = set_fd_mtime(fd, r->time_ns);
+	ret = (flags & APPLY_NO_MTIME) ? 0 : set_fd_mtime(fd, r->time_ns);
 out:
 	close_obj(fd, hint_fd);
 	return ret;

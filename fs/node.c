@@ -593,6 +593,18 @@ static void inval_end(struct node *n, const struct record *r, int begun)
 	pthread_mutex_unlock(&n->seq_lock);
 }
 
+/*
+ * 1 if rs[i] is a write and rs[i + 1], in the same burst, a write to the same
+ * file that is applied now too (not held for a verify): the next one sets
+ * the file's mtime, so this one need not (a stream of appends costs a
+ * utimensat per record otherwise). Under seq_lock.
+ */
+static int mtime_follows(const struct node *n, const struct record *rs, int i, int done)
+{
+	return i + 1 < done && rs[i + 1].seq <= n->hold_at && rs[i].type == REC_WRITE &&
+	       rs[i + 1].type == REC_WRITE && !memcmp(rs[i].id, rs[i + 1].id, FILE_ID_BYTES);
+}
+
 int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k)
 {
 	struct record rs[OPLOG_BATCH_MAX];
@@ -614,7 +626,7 @@ int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_
 			n->st.epoch = r->epoch;
 		if (n->snap_pending || r->seq > n->hold_at)
 			continue;	/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
-		a = apply_record(n->store, r, 0, -1, NULL);
+		a = apply_record(n->store, r, mtime_follows(n, rs, i, done) ? APPLY_NO_MTIME : 0, -1, NULL);
 		if (a == 1)
 			rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded",
 			     record_type_name(r->type), r->seq, r->path);

@@ -115,6 +115,8 @@ int store_range_digest(int fd, uint64_t off, uint64_t len, uint8_t out[STORE_DIG
 int store_hidden_xattr(const char *name);
 
 #define APPLY_STRICT 0x1
+/* a write whose mtime the next record sets anyway (a follower's burst of writes to one file): no mtime */
+#define APPLY_NO_MTIME 0x2
 
 
 /*
