@@ -155,18 +155,23 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/* The object's attributes through its open file h if there is one (a file unlinked while open), else its inode. */
+static int stat_of(struct node *n, struct inode *in, struct handle *h, struct stat *st)
+{
+	if (h && fstat(h->fd, st) == 0) {
+		st->st_nlink = store_nlink(st);
+		return 0;
+	}
+	return ino_stat(n, in, st);
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
+	struct inode *in = ino_of(n, ino);
 	struct stat st;
-	int ret;
+	int ret = stat_of(n, in, fi && !S_ISDIR(in->type) ? fh_of(fi) : NULL, &st);
 
-	if (fi && !S_ISDIR(ino_of(n, ino)->type) && fstat(fh_of(fi)->fd, &st) == 0) {
-		st.st_nlink = store_nlink(&st);
-		ret = 0;
-	} else {
-		ret = ino_stat(n, ino_of(n, ino), &st);
-	}
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -510,7 +515,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) && n->kinit.granted && !S_ISDIR(in->type)) {
 		/* FUSE_HANDLE_KILLPRIV_V2: a truncate drops privileges here too */
-		ret = h ? (fstat(h->fd, &st) < 0 ? -errno : 0) : ino_stat(n, in, &st);
+		ret = stat_of(n, in, h, &st);
 		if (!ret)
 			ret = kill_suidgid(req, ino, in, h, &st);
 	}
@@ -535,12 +540,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		}
 		ret = commit_on(n, in, h, &r);
 	}
-	if (!ret) {
-		if (h && fstat(h->fd, &st) == 0)
-			st.st_nlink = store_nlink(&st);
-		else
-			ret = ino_stat(n, in, &st);
-	}
+	if (!ret)
+		ret = stat_of(n, in, h, &st);
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -684,14 +685,6 @@ static int caller_in_group(fuse_req_t req, gid_t gid)
 }
 
 /*
- * Before a write through the page cache the kernel drops the privileges a
- * changed file must not keep (file_remove_privs(): through a setattr and a
- * removexattr request to us); for direct I/O, and for every write once it
- * granted FUSE_HANDLE_KILLPRIV_V2, it leaves that to the file system. As
- * the kernel: kill_suidgid(), and any write drops security.capability.
- * Each drop is its own record, before the write's.
- */
-/*
  * A caller without CAP_FSETID (here: not root) that writes or truncates a
  * file drops its setuid bit, and its setgid bit if the file is
  * group-executable or the caller is not in its group: one setattr record.
@@ -716,6 +709,14 @@ static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct
 	return ret;
 }
 
+/*
+ * Before a write through the page cache the kernel drops the privileges a
+ * changed file must not keep (file_remove_privs(): through a setattr and a
+ * removexattr request to us); for direct I/O, and for every write once it
+ * granted FUSE_HANDLE_KILLPRIV_V2, it leaves that to the file system. As
+ * the kernel: kill_suidgid(), and any write drops security.capability.
+ * Each drop is its own record, before the write's.
+ */
 static int drop_privs(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h)
 {
 	struct node *n = node_of(req);

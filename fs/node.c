@@ -645,11 +645,6 @@ int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_
 	return ret;
 }
 
-int node_follow_record(struct node *n, const uint8_t *buf, size_t len)
-{
-	return node_follow_records(n, &buf, &len, 1);
-}
-
 /*
  * Applies the records the log holds after applied, up to upto, one at a
  * time (the receive thread may append meanwhile). Returns the last applied.

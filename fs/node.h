@@ -149,18 +149,14 @@ int node_divergent_count(struct node *n);
 uint64_t node_applied(struct node *n);
 
 /*
- * A follower's apply path: appends a record received from the leader (its MAC,
- * the chain and the epoch order are checked first: -EBADMSG), applies it, and
- * invalidates the kernel's caches of what it changed. Records of an older
- * epoch are fine when they come from a leader of our epoch or above (its
- * history before its branch): fencing is on the leader's epoch, checked when
- * the connection is made.
- */
-int node_follow_record(struct node *n, const uint8_t *buf, size_t len);
-/*
- * The same for k records in a row (at most OPLOG_BATCH_MAX): one write to
- * the log, one update of DATADIR/applied. Records before one that is
- * refused are logged and applied; the refusal is returned.
+ * A follower's apply path: appends k records received from the leader in a row
+ * (at most OPLOG_BATCH_MAX; each record's MAC, the chain and the epoch order
+ * are checked first: -EBADMSG) with one write, applies them, records the
+ * applied position once, and invalidates the kernel's caches of what they
+ * changed. Records before one that is refused are logged and applied; the
+ * refusal is returned. Records of an older epoch are fine when they come
+ * from a leader of our epoch or above (its history before its branch):
+ * fencing is on the leader's epoch, checked when the connection is made.
  */
 int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k);
 

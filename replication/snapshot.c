@@ -280,7 +280,6 @@ static void pace_init(struct pace *pc)
 		}
 }
 
-/* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
 /*
  * The node's other threads (its FUSE handlers above all) keep off the
  * snapshot's CPU while it is paced, and get all back after: a handler woken
@@ -311,6 +310,7 @@ static void pace_others(const struct pace *pc, int one)
 	}
 }
 
+/* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
 static void pace_set(struct pace *pc, int one)
 {
 	if (one == pc->one)
@@ -1138,10 +1138,10 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 		ret = chan_send(c, MSG_SNAP_END, end, sizeof(end));
 	}
 	snap_nice(0);
-	if (s.pace.one)
+	if (s.pace.one) {
 		s.yield_ns += now_ns() - s.yield_since;
-	if (s.pace.one)
 		pace_others(&s.pace, 0);
+	}
 	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);
 	p->snapshotting = 0;
