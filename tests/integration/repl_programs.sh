@@ -179,4 +179,25 @@ check_eq "$(TZ=UTC stat -c '%y %a' "$F1M/ops/hard")" "2011-02-03 04:05:06.500000
 	"mtime and mode of a hard link on a follower right after it applied a change made through another name"
 check_eq "$(TZ=UTC stat -c '%y %a' "$F1M/ops/c2/a-moved/hard2")" "2011-02-03 04:05:06.500000000 +0000 604" \
 	"mtime and mode of a second hard link on a follower right after it applied the change"
+note "G2: a reader that keeps a file open on a follower sees an in-place overwrite once it is applied"
+printf 'old-%04d\n' $(seq 1 2000) >"$LM/ops/kept" || fail "unable to write ops/kept on the leader"
+rl_wait_converged 20 "$L" "$F1"
+mkfifo "$T/go"
+# reads the whole file twice through one descriptor: pages of the first read
+# stay in the follower's kernel unless the applied record drops them
+python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+first = os.pread(fd, 1 << 20, 0)
+print(first.count(b"old-"), flush=True)
+open(sys.argv[2]).read()
+print(os.pread(fd, 1 << 20, 0).count(b"new-"), flush=True)
+' "$F1M/ops/kept" "$T/go" >"$T/kept.out" &
+READER=$!
+wait_for 10 sh -c "[ -s '$T/kept.out' ]"
+dd if=<(printf 'new-%04d\n' $(seq 1 2000)) of="$LM/ops/kept" conv=notrunc status=none || fail "overwrite on the leader failed"
+rl_wait_converged 20 "$L" "$F1"
+echo go >"$T/go"
+wait "$READER" || fail "the reader on the follower failed"
+assert_eq "$(tr '\n' ' ' <"$T/kept.out")" "2000 2000 " "old lines before, new lines after, read through one descriptor on the follower"
 exit 0
