@@ -1041,18 +1041,48 @@ static int reader_fill(struct oplog_reader *rd, size_t from, size_t to)
 	return pread_all(rd->fd, rd->buf + from, to - from, rd->off + from);
 }
 
+/*
+ * The reader is at the end of the last segment it knows of: lists the
+ * segments again, so that a reader following a live log moves on when the log
+ * rolls over instead of being reopened (which reads its segment from the start).
+ */
+static void reader_relist(struct oplog_reader *rd)
+{
+	uint64_t *segs;
+	size_t n;
+
+	if (list_segments(rd->dirfd, &segs, &n))
+		return;
+	for (size_t j = 0; j < n; j++) {
+		if (segs[j] == rd->segs[rd->cur]) {
+			free(rd->segs);
+			rd->segs = segs;
+			rd->nseg = n;
+			rd->cur = j;
+			return;
+		}
+	}
+	free(segs);	/* our segment is gone (trimmed): leave it to the caller */
+}
+
 int oplog_reader_next(struct oplog_reader *rd, struct record *r)
 {
 	size_t head;
 	uint32_t len;
-	int ret;
+	int ret, fresh = 0;	/* fresh: fsize and the segment list were read in this call */
 
 	for (;;) {
 		struct stat st;
 
-		if (rd->off + 4 > rd->fsize && fstat(rd->fd, &st) == 0)
+		if (rd->off + 4 > rd->fsize && fstat(rd->fd, &st) == 0) {
 			rd->fsize = (uint64_t)st.st_size;	/* a live log grows */
+			fresh = 1;
+		}
 		if (rd->off + 4 > rd->fsize) {
+			if (rd->cur + 1 >= rd->nseg && fresh != 2) {
+				reader_relist(rd);
+				fresh = 2;
+			}
 			if (rd->off != rd->fsize && rd->cur + 1 < rd->nseg)
 				return -EBADMSG;	/* garbage at the end of a closed segment */
 			if (rd->cur + 1 >= rd->nseg)
@@ -1076,6 +1106,12 @@ int oplog_reader_next(struct oplog_reader *rd, struct record *r)
 		if (rd->off + len > rd->fsize) {
 			if (rd->cur + 1 < rd->nseg)
 				return -EBADMSG;
+			if (!fresh && fstat(rd->fd, &st) == 0) {
+				/* fsize was taken while this record was being written */
+				rd->fsize = (uint64_t)st.st_size;
+				fresh = 1;
+				continue;
+			}
 			return 0;	/* still being written, or torn */
 		}
 		ret = reader_fill(rd, head, len);

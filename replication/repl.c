@@ -349,6 +349,7 @@ static void stream(struct conn *cn)
 	struct repl *r = cn->r;
 	struct oplog_reader *rd = NULL;
 	int64_t next_hb = 0;
+	int misses = 0;	/* looks in a row that did not find a record applied says is there */
 
 	for (;;) {
 		uint64_t applied = node_applied(r->n), sent;
@@ -404,8 +405,10 @@ static void stream(struct conn *cn)
 			}
 			if (lost || (batch && chan_flush(cn->c)))
 				break;	/* the channel is dead */
-			if (ret == 1 && rec.seq == sent)
+			if (ret == 1 && rec.seq == sent) {
+				misses = 0;
 				continue;	/* stopped at applied or at the batch limit */
+			}
 			if (ret < 0) {
 				rlog(LOG_ERR, "unable to read the log at seq %" PRIu64 " for '%s'", sent + 1, cn->p->name);
 				break;
@@ -419,10 +422,19 @@ static void stream(struct conn *cn)
 				pthread_mutex_unlock(&r->mu);
 				break;
 			}
-			/* the end of what this reader saw (a new segment): reopen */
-			oplog_reader_free(rd);
-			rd = NULL;
-			if (ret == 0 && repl_nap(r, &r->cv_new, 1))
+			/*
+			 * The record is not in the log yet, though applied says so:
+			 * not expected (the reader follows the log's growth and its
+			 * rollovers). Look again with the same reader a few times --
+			 * a new one reads its segment from the start -- then with a
+			 * new one, in case the log was replaced under it.
+			 */
+			if (++misses >= 10) {
+				oplog_reader_free(rd);
+				rd = NULL;
+				misses = 0;
+			}
+			if (repl_nap(r, &r->cv_new, 1))
 				break;
 			continue;
 		}

@@ -5,6 +5,7 @@
  * of records whose offsets the test tracked while appending), then the
  * verifying reader and oplog_open() must name the first bad position.
  */
+#include <dirent.h>
 #include <pthread.h>
 
 #include "../../replication/oplog.h"
@@ -303,6 +304,37 @@ Test(oplog, reader_follows_a_live_log)
 	cr_assert_eq(oplog_reader_next(rd, &r), 0);
 	oplog_reader_free(rd);
 	oplog_free(log);
+}
+
+/*
+ * A reader that looked while a record was half written sees it once it is
+ * whole, without being reopened (a leader's stream reads records while the
+ * next one is being appended).
+ */
+Test(oplog, reader_sees_a_record_finished_after_it_looked)
+{
+	uint64_t ends[3];
+	struct oplog_reader *rd;
+	struct record r;
+	uint8_t tail[16];
+	char path[PATH_MAX];
+	int fd;
+
+	ol_make(2, ends);
+	fd = open(ol_seg_path(1, path, sizeof(path)), O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, tail, sizeof(tail), (off_t)ends[2] - (off_t)sizeof(tail)), (ssize_t)sizeof(tail));
+	cr_assert_eq(ftruncate(fd, (off_t)ends[2] - (off_t)sizeof(tail)), 0);
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	cr_assert_eq(oplog_reader_next(rd, &r), 1);
+	ol_check_record(&r, 1);
+	cr_assert_eq(oplog_reader_next(rd, &r), 0, "half a record read as one");
+	cr_assert_eq(pwrite(fd, tail, sizeof(tail), (off_t)ends[2] - (off_t)sizeof(tail)), (ssize_t)sizeof(tail));
+	cr_assert_eq(oplog_reader_next(rd, &r), 1, "the reader does not see the record finished since");
+	ol_check_record(&r, 2);
+	cr_assert_eq(oplog_reader_next(rd, &r), 0);
+	oplog_reader_free(rd);
+	close(fd);
 }
 
 Test(oplog, epochs_only_grow)
@@ -1362,6 +1394,46 @@ Test(oplog, append_raw_many_takes_a_burst_across_segments_up_to_a_bad_record)
 		free(bufs[i]);
 	free(data);
 	close(dfd);
+}
+
+/* A reader at the end of the log moves into the segment the log rolls over to. */
+Test(oplog, reader_follows_a_live_log_into_its_next_segment)
+{
+	uint8_t *data = calloc(1, REC_MAX_DATA);
+	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "big" }, got;
+	struct oplog *log = ol_open_ok();
+	struct oplog_reader *rd = NULL;
+	uint64_t seq = 0, n = OPLOG_SEGMENT_BYTES / REC_MAX_DATA + 4;
+	char path[PATH_MAX];
+
+	r.data = data;
+	r.data_len = REC_MAX_DATA;
+	for (uint64_t i = 1; i <= n; i++) {
+		ol_big_fill(data, i);
+		cr_assert_eq(oplog_append(log, &r), 0);
+		if (!rd)
+			cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+		/* read up to the end after each append, as a leader's stream does */
+		while (oplog_reader_next(rd, &got) == 1) {
+			cr_assert_eq(got.seq, ++seq);
+			cr_assert_eq(((const uint8_t *)got.data)[REC_MAX_DATA - 1], (uint8_t)~seq);
+		}
+		cr_assert_eq(seq, i, "the reader stopped at seq %llu of %llu", (unsigned long long)seq,
+			     (unsigned long long)i);
+	}
+	{
+		int segs = 0;
+		DIR *d = opendir(strcat(strcpy(path, oenv.dir), "/log"));
+		struct dirent *de;
+		cr_assert_not_null(d);
+		while ((de = readdir(d)))
+			segs += strstr(de->d_name, ".seg") != NULL;
+		closedir(d);
+		cr_assert_geq(segs, 2, "the log did not roll over");
+	}
+	oplog_reader_free(rd);
+	oplog_free(log);
+	free(data);
 }
 
 Test(oplog, reset_continues_the_chain_at_a_snapshot)
