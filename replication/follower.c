@@ -141,15 +141,22 @@ static void acker_poke(struct acker *a)
 /*
  * Records received in a burst, copied out of the channel's buffer (valid
  * only until the next receive), appended to the log with one write and
- * applied together (node_follow_records()).
+ * applied together (node_follow_records()). A burst ends when no more
+ * records are waiting, or at OPLOG_BATCH_MAX records, BURST_BYTES or
+ * BURST_AGE_NS after its first record: a follower that receives as fast as
+ * the leader writes always finds the next record waiting, and would
+ * otherwise apply nothing until the burst is full (at 12,000 records a
+ * second, 256 of them take 21 ms to arrive).
  */
 #define BURST_BYTES (4u << 20)
+#define BURST_AGE_NS 2000000
 
 struct burst {
 	uint8_t *arena;
 	size_t used, cap;
 	size_t off[OPLOG_BATCH_MAX], len[OPLOG_BATCH_MAX];
 	int k;
+	int64_t first_ns;	/* when its first record arrived */
 };
 
 static int burst_add(struct burst *b, const void *buf, size_t len)
@@ -165,6 +172,8 @@ static int burst_add(struct burst *b, const void *buf, size_t len)
 		b->arena = p;
 		b->cap = cap;
 	}
+	if (!b->k)
+		b->first_ns = now_ns();
 	memcpy(b->arena + b->used, buf, len);
 	b->off[b->k] = b->used;
 	b->len[b->k++] = len;
@@ -174,7 +183,7 @@ static int burst_add(struct burst *b, const void *buf, size_t len)
 
 static int burst_full(const struct burst *b)
 {
-	return b->k == OPLOG_BATCH_MAX || b->used >= BURST_BYTES;
+	return b->k == OPLOG_BATCH_MAX || b->used >= BURST_BYTES || now_ns() - b->first_ns >= BURST_AGE_NS;
 }
 
 /* Logs and applies the burst; on a refusal says which record and why. */

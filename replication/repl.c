@@ -343,6 +343,23 @@ static int send_heartbeat(struct repl *r, struct chan *c)
 /* How many bytes of records the stream queues before it writes them out. */
 #define STREAM_BATCH_BYTES (CHAN_QUEUE_BYTES - 4096)
 
+/*
+ * How long a stream waits for a few records to become more (when nobody
+ * waits for followers to hold them), and what counts as a few.
+ */
+#define STREAM_GATHER_NS 500000
+#define STREAM_GATHER_RECORDS 64
+
+static int stream_may_gather(struct repl *r)
+{
+	int may;
+
+	pthread_mutex_lock(&r->mu);
+	may = r->o.mode == SYNC_ASYNC || r->fell_back;
+	pthread_mutex_unlock(&r->mu);
+	return may && node_role(r->n) == ROLE_LEADER;
+}
+
 /* Ships records after p->sent up to the committed position; heartbeats. */
 static void stream(struct conn *cn)
 {
@@ -350,6 +367,7 @@ static void stream(struct conn *cn)
 	struct oplog_reader *rd = NULL;
 	int64_t next_hb = 0;
 	int misses = 0;	/* looks in a row that did not find a record applied says is there */
+	int gathered = 0;	/* napped to let records gather (once per send) */
 
 	for (;;) {
 		uint64_t applied = node_applied(r->n), sent;
@@ -364,6 +382,19 @@ static void stream(struct conn *cn)
 			break;
 		if (applied <= sent && node_role(r->n) != ROLE_LEADER)
 			break;	/* stepped down and handed everything over: let it find the new leader */
+		if (applied > sent && applied - sent < STREAM_GATHER_RECORDS && !gathered && stream_may_gather(r)) {
+			/*
+			 * A few records and nobody waiting for them: let more come
+			 * so that one write carries them, instead of waking this
+			 * thread, the follower's threads and our acknowledger for
+			 * every record.
+			 */
+			struct timespec ts = { 0, STREAM_GATHER_NS };
+			nanosleep(&ts, NULL);
+			gathered = 1;
+			continue;
+		}
+		gathered = 0;
 		if (applied > sent) {
 			struct record rec;
 			size_t batch = 0;
