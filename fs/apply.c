@@ -265,6 +265,8 @@ static int apply_remove(struct store *st, const struct record *r, unsigned flags
 	last = last_name(st, rel);
 	if (unlinkat(store_rootfd(st), rel, r->type == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
 		return -errno;
+	if (r->type == REC_RMDIR)
+		store_moved(st);
 	if (last && (ret = store_id_died(st, r->id, r->seq)))
 		return ret;
 	return touch_parent(st, rel, r->time_ns);
@@ -306,6 +308,7 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 		   last_name(st, to);
 	if (renameat2(root, from, root, to, r->op_flags) < 0)
 		return -errno;
+	store_moved(st);
 	if (replaced && (ret = store_id_died(st, r->id2, r->seq)))
 		return ret;
 	ret = touch_parent(st, from, r->time_ns);

@@ -259,7 +259,7 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		goto out;
 	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
 	if (!ret)
-		ret = ino_learn(n, p, name, &st, e);
+		ret = ino_learn(n, p, name, &st, r.id, e);	/* the id it was made with */
 	if (ret && fd >= 0) {
 		close(fd);
 		fd = -1;

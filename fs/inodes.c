@@ -104,6 +104,15 @@ static void names_free(struct inode *in)
 	in->nnames = 0;
 }
 
+static void inode_free(struct inode *in)
+{
+	if (in->dirfd >= 0)
+		close(in->dirfd);
+	names_free(in);
+	free(in->path);
+	free(in);
+}
+
 /* Under itab.mu. Remembers (parent, name) as a name of in: first in the list. */
 static void name_add(struct inode *in, const uint8_t parent[FILE_ID_BYTES], const char *name)
 {
@@ -256,12 +265,18 @@ int ino_dir_fd(struct node *n, struct inode *d)
 	return fd;
 }
 
-/* The path of directory d in the tree ("" for the root), from its descriptor. */
+/*
+ * The path of directory d in the tree ("" for the root), from its
+ * descriptor: what /proc/self/fd says it names, kept until store_moves()
+ * says a directory may have moved (reading the link costs more than the
+ * rest of a small file's create).
+ */
 int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len)
 {
 	const char *tree = store_path(n->store);
 	size_t tl = strlen(tree);
 	char proc[64], link[PATH_MAX + 1];
+	uint64_t moves = store_moves(n->store);
 	ssize_t r;
 	int fd;
 
@@ -269,6 +284,15 @@ int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len)
 		buf[0] = 0;
 		return 0;
 	}
+	pthread_mutex_lock(&n->itab->mu);
+	if (d->path && d->path_moves == moves) {
+		int ret = strlen(d->path) < len ? 0 : -ENAMETOOLONG;
+		if (!ret)
+			strcpy(buf, d->path);
+		pthread_mutex_unlock(&n->itab->mu);
+		return ret;
+	}
+	pthread_mutex_unlock(&n->itab->mu);
 	fd = ino_dir_fd(n, d);
 	if (fd < 0)
 		return fd;
@@ -286,6 +310,16 @@ int ino_dir_path(struct node *n, struct inode *d, char *buf, size_t len)
 	if ((size_t)r - tl - 1 >= len)
 		return -ENAMETOOLONG;
 	memcpy(buf, link + tl + 1, (size_t)r - tl);
+	{
+		char *keep = strdup(buf);
+		pthread_mutex_lock(&n->itab->mu);
+		if (keep) {
+			free(d->path);
+			d->path = keep;
+			d->path_moves = moves;
+		}
+		pthread_mutex_unlock(&n->itab->mu);
+	}
 	return 0;
 }
 
@@ -452,7 +486,7 @@ static void fill_entry(struct node *n, struct fuse_entry_param *e, struct inode 
  * counts the reference (the reply must follow). *st is the object's.
  */
 int ino_learn(struct node *n, struct inode *parent, const char *name, const struct stat *st,
-		 struct fuse_entry_param *e)
+	      const uint8_t *known, struct fuse_entry_param *e)
 {
 	struct itab *t = n->itab;
 	uint8_t id[FILE_ID_BYTES];
@@ -463,8 +497,9 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 	pfd = ino_dir_fd(n, parent);
 	if (pfd < 0)
 		return pfd;
-	ret = ino_id_at(pfd, name, st, id);
-	if (ret)
+	if (known)
+		memcpy(id, known, FILE_ID_BYTES);
+	else if ((ret = ino_id_at(pfd, name, st, id)))
 		return ret;
 	pthread_mutex_lock(&t->mu);
 	in = tab_find(t, id);
@@ -523,7 +558,7 @@ int ino_lookup(struct node *n, struct inode *parent, const char *name, struct fu
 		return pfd;
 	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return ino_learn(n, parent, name, &st, e);
+	return ino_learn(n, parent, name, &st, NULL, e);
 }
 
 void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
@@ -543,10 +578,7 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 			}
 		}
 		t->count--;
-		if (in->dirfd >= 0)
-			close(in->dirfd);
-		names_free(in);
-		free(in);
+		inode_free(in);
 	}
 	pthread_mutex_unlock(&t->mu);
 }
@@ -590,10 +622,7 @@ void ino_table_free(struct node *n)
 		while (t->bucket[b]) {
 			struct inode *in = t->bucket[b];
 			t->bucket[b] = in->hnext;
-			if (in->dirfd >= 0)
-				close(in->dirfd);
-			names_free(in);
-			free(in);
+			inode_free(in);
 		}
 	}
 	pthread_mutex_destroy(&t->mu);

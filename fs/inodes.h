@@ -34,6 +34,8 @@ struct inode {
 	uint64_t nlookup;	/* the kernel's references: protected by itab.mu */
 	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu); else -1 */
 	unsigned gen;		/* store_gen() when dirfd was opened (itab.mu) */
+	char *path;		/* directories: the path ino_dir_path() found last (itab.mu) */
+	uint64_t path_moves;	/* store_moves() before it was found (itab.mu) */
 	struct iname *names;	/* protected by itab.mu */
 	int nnames;
 	struct inode *hnext;	/* hash chain (itab.mu) */
@@ -52,10 +54,12 @@ fuse_ino_t ino_nodeid(struct node *n, struct inode *in);
 /*
  * The kernel learns name (whose stat is *st) in directory parent: finds or
  * makes its inode, counts the reference and fills e for the reply, which
- * must follow. ino_lookup() stats the name first (-ENOENT: none).
+ * must follow. known: the object's file id when the caller knows it (it
+ * just made the object), else NULL (it is read from the tree). ino_lookup()
+ * stats the name first (-ENOENT: none).
  */
 int ino_learn(struct node *n, struct inode *parent, const char *name, const struct stat *st,
-	      struct fuse_entry_param *e);
+	      const uint8_t *known, struct fuse_entry_param *e);
 int ino_lookup(struct node *n, struct inode *parent, const char *name, struct fuse_entry_param *e);
 /* The kernel dropped nlookup references; the last frees the inode. */
 void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup);

@@ -32,6 +32,7 @@ struct store {
 	char *path;	/* absolute path of the tree */
 	size_t pathlen;
 	unsigned gen;	/* bumped by store_reopen() (atomic) */
+	uint64_t moves;	/* bumped by store_moved() and store_reopen() (atomic) */
 };
 
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
@@ -418,6 +419,7 @@ int store_reopen(struct store *st)
 	close(root);
 	close(ids);
 	__atomic_add_fetch(&st->gen, 1, __ATOMIC_RELEASE);
+	store_moved(st);
 	for (int i = 0; i < FDCACHE_SIZE; i++) {
 		if (st->fdcache[i].fd >= 0)
 			close(st->fdcache[i].fd);
@@ -429,6 +431,16 @@ int store_reopen(struct store *st)
 unsigned store_gen(const struct store *st)
 {
 	return __atomic_load_n(&st->gen, __ATOMIC_ACQUIRE);
+}
+
+void store_moved(struct store *st)
+{
+	__atomic_add_fetch(&st->moves, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t store_moves(const struct store *st)
+{
+	return __atomic_load_n(&st->moves, __ATOMIC_ACQUIRE);
 }
 
 const char *store_path(const struct store *st)

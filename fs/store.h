@@ -102,6 +102,14 @@ int store_cached_fd(struct store *st, const uint8_t id[FILE_ID_BYTES]);
 int store_reopen(struct store *st);
 /* How many times store_reopen() replaced the tree: descriptors opened under an older number name the old one. */
 unsigned store_gen(const struct store *st);
+/*
+ * A count of the tree's changes that may move a directory to another path
+ * (a rename or rmdir applied, the tree replaced): a directory's path found
+ * while it read m stays right as long as it reads m. store_moved() counts
+ * one, after the change is made.
+ */
+void store_moved(struct store *st);
+uint64_t store_moves(const struct store *st);
 const char *store_path(const struct store *st);
 
 /* The link count to show for sb of an object in the tree (without the index link). */
