@@ -802,28 +802,53 @@ static void node_trim(struct node *n, uint64_t checkpoint)
 		rlog(LOG_DEBUG, "pruned %" PRIu64 " dead id markers", pruned);
 }
 
+/* Waits on bg_wake for ms or until stopping; returns stopping. Called with bg_lock held. */
+static int bg_nap(struct node *n, long ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	if (!n->stopping)
+		pthread_cond_timedwait(&n->bg_wake, &n->bg_lock, &until);
+	return n->stopping;
+}
+
+/* Group commit: every NODE_COMMIT_INTERVAL_MS, the log is made durable. */
 static void *flusher_main(void *arg)
+{
+	struct node *n = arg;
+
+	pthread_mutex_lock(&n->bg_lock);
+	while (!bg_nap(n, NODE_COMMIT_INTERVAL_MS)) {
+		pthread_mutex_unlock(&n->bg_lock);
+		if (oplog_durable(n->log) < oplog_last(n->log).seq)
+			node_sync_local(n, 0);
+		pthread_mutex_lock(&n->bg_lock);
+	}
+	pthread_mutex_unlock(&n->bg_lock);
+	return NULL;
+}
+
+/*
+ * Checkpoints every NODE_CHECKPOINT_INTERVAL_S, or at once when the log is
+ * over its budget (it can only shrink down to the checkpoint). A thread of
+ * its own: a checkpoint's syncfs() writes back the whole tree, which takes
+ * seconds after a large write, and the group commit must not wait for it.
+ */
+static void *checkpointer_main(void *arg)
 {
 	struct node *n = arg;
 	int64_t last_ckpt = now_ns();
 
 	pthread_mutex_lock(&n->bg_lock);
-	while (!n->stopping) {
-		struct timespec until;
-
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += NODE_COMMIT_INTERVAL_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&n->bg_wake, &n->bg_lock, &until);
-		if (n->stopping)
-			break;
+	while (!bg_nap(n, NODE_COMMIT_INTERVAL_MS)) {
 		pthread_mutex_unlock(&n->bg_lock);
-		if (oplog_durable(n->log) < oplog_last(n->log).seq)
-			node_sync_local(n, 0);
-		/* a log over its budget can only shrink down to the checkpoint: take one now */
 		if (now_ns() - last_ckpt > (int64_t)NODE_CHECKPOINT_INTERVAL_S * 1000000000 ||
 		    oplog_bytes(n->log) > n->log_retain + OPLOG_SEGMENT_BYTES) {
 			int ret = node_checkpoint(n);
@@ -843,6 +868,15 @@ int node_start(struct node *n)
 
 	if (ret)
 		return -ret;
+	ret = pthread_create(&n->checkpointer, NULL, checkpointer_main, n);
+	if (ret) {
+		pthread_mutex_lock(&n->bg_lock);
+		n->stopping = 1;
+		pthread_cond_broadcast(&n->bg_wake);
+		pthread_mutex_unlock(&n->bg_lock);
+		pthread_join(n->flusher, NULL);
+		return -ret;
+	}
 	n->bg_started = 1;
 	return 0;
 }
@@ -896,6 +930,7 @@ void node_stop_background(struct node *n)
 	pthread_cond_broadcast(&n->bg_wake);
 	pthread_mutex_unlock(&n->bg_lock);
 	pthread_join(n->flusher, NULL);
+	pthread_join(n->checkpointer, NULL);
 	n->bg_started = 0;
 }
 

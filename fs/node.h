@@ -8,9 +8,10 @@
  *
  * Durability: node_sync() returns once the log holds everything up to a seq
  * durably. A flusher thread makes every change durable within
- * commit_interval_ms (group commit) and takes checkpoints (syncfs of the
- * tree, then the applied position in the state file), so that crash recovery
- * replays only the log after the last checkpoint.
+ * NODE_COMMIT_INTERVAL_MS (group commit); a checkpointer thread takes
+ * checkpoints (syncfs of the tree, then the applied position in the state
+ * file), so that crash recovery replays only the log after the last
+ * checkpoint.
  */
 #ifndef REPFS_NODE_H
 #define REPFS_NODE_H
@@ -72,7 +73,8 @@ struct node {
 	pthread_cond_t bg_wake;
 	int stopping;
 	int bg_started;
-	pthread_t flusher;
+	pthread_t flusher;		/* group commit */
+	pthread_t checkpointer;		/* checkpoints (syncfs can take seconds) */
 	int64_t started_ns;
 
 	struct repl *repl;		/* replication, NULL until started */
@@ -96,7 +98,7 @@ struct node {
  */
 int node_open(struct node **out, const struct node_opts *o, char *err, size_t errlen);
 
-/* Starts the flusher thread (after daemonizing: threads do not survive fork). */
+/* Starts the flusher and checkpointer threads (after daemonizing: threads do not survive fork). */
 int node_start(struct node *n);
 
 /*
@@ -206,7 +208,7 @@ int node_status_json(struct node *n, char *buf, size_t len);
 /* Stops the background thread (group commit, checkpoints); node_close() does it too. */
 void node_stop_background(struct node *n);
 
-/* Stops the flusher, syncs the log, checkpoints, releases everything. */
+/* Stops the flusher and checkpointer, syncs the log, checkpoints, releases everything. */
 void node_close(struct node *n);
 
 int64_t now_ns(void);
