@@ -593,10 +593,11 @@ static void *conn_main(void *arg)
 			goto out_peer;
 	}
 	{
-		uint8_t w[16 + 64] = { 0 };
+		uint8_t w[16 + 64 + 8] = { 0 };
 		repl_put64(w, r->n->st.epoch);
 		repl_put64(w + 8, node_applied(r->n));
 		snprintf((char *)w + 16, 64, "%s", r->n->st.name);
+		repl_put64(w + 80, r->o.mode == SYNC_ASYNC ? WELCOME_F_ASYNC : 0);
 		if (chan_send(cn->c, MSG_WELCOME, w, sizeof(w)))
 			goto out_peer;
 	}

@@ -20,7 +20,7 @@ struct chan;
 /* application messages inside the secure channel */
 enum msg {
 	MSG_HELLO = 1,	   /* follower: epoch u64, seq u64, mac[32], name[64] */
-	MSG_WELCOME = 2,   /* leader: epoch u64, last seq u64, name[64] */
+	MSG_WELCOME = 2,   /* leader: epoch u64, last seq u64, name[64], flags u64 (WELCOME_F_*) */
 	MSG_REFUSE = 3,	   /* leader: a one-line reason */
 	MSG_RECORD = 4,	   /* leader: one encoded log record */
 	MSG_HEARTBEAT = 5, /* leader: epoch u64, last u64, durable u64, time_ns i64 */
@@ -47,6 +47,15 @@ enum msg {
 	MSG_VPINNED = 24,    /* leader: seq u64, {exists u8, mode u32, meta[16]}* in the order asked */
 	MSG_SNAP_PACE = 25,  /* leader, in a snapshot: u8 1 = it is serving writes: use one CPU; 0 = any */
 };
+
+/*
+ * WELCOME flags. ASYNC: the leader never waits for a follower's durable
+ * position (--sync async), so the follower may acknowledge at its leisure
+ * (ACK_LAZY_MS). A WELCOME of 80 bytes (no flags) comes from a leader that
+ * may wait.
+ */
+#define WELCOME_F_ASYNC 1u
+
 
 /* flags of MSG_HELLO */
 #define HELLO_F_SNAPSHOT 0x1	/* the follower needs a snapshot (new, or one was interrupted) */
