@@ -147,11 +147,15 @@ static void *acker_main(void *arg)
 	return NULL;
 }
 
+/* An ACK is due. Once one is due the acknowledger needs no waking: it is
+ * syncing, or waiting out ACK_LAZY_MS, and sees want when it looks. */
 static void acker_poke(struct acker *a)
 {
 	pthread_mutex_lock(&a->mu);
-	a->want = 1;
-	pthread_cond_signal(&a->cv);
+	if (!a->want) {
+		a->want = 1;
+		pthread_cond_signal(&a->cv);
+	}
 	pthread_mutex_unlock(&a->mu);
 }
 
