@@ -78,7 +78,9 @@ static int list_segments(int dirfd, uint64_t **out, size_t *count)
 	DIR *d;
 	int fd;
 
-	fd = dup(dirfd);
+	/* a descriptor of its own: a dup would share its position in the
+	 * directory with every other thread listing the log at the same time */
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	d = fdopendir(fd);
