@@ -94,8 +94,17 @@ struct acker {
 	int stop;	/* under mu */
 	int failed;	/* it ended the connection (and logged why); under mu */
 	int lazy;	/* the leader never waits for us (WELCOME_F_ASYNC): see ACK_LAZY_MS */
-	int64_t last_ns;	/* when the last ACK went out */
+	int64_t last_ns;	/* when the last ACK went out (mono_ns()) */
 };
+
+/* CLOCK_MONOTONIC in ns: the acknowledger's waits do not move with the wall clock. */
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /*
  * How often a follower of a leader that never waits for it (--sync async)
@@ -117,10 +126,9 @@ static void *acker_main(void *arg)
 		pthread_mutex_lock(&a->mu);
 		while (!a->want && !a->stop)
 			pthread_cond_wait(&a->cv, &a->mu);
-		while (a->lazy && !a->stop && now_ns() < a->last_ns + ACK_LAZY_MS * 1000000LL) {
-			int64_t due = a->last_ns + ACK_LAZY_MS * 1000000LL;
+		for (int64_t due = a->last_ns + ACK_LAZY_MS * 1000000LL; a->lazy && !a->stop && mono_ns() < due;) {
 			struct timespec until = { (time_t)(due / 1000000000), (long)(due % 1000000000) };
-			pthread_cond_timedwait(&a->cv, &a->mu, &until);	/* now_ns() is CLOCK_REALTIME too */
+			pthread_cond_timedwait(&a->cv, &a->mu, &until);	/* cv runs on CLOCK_MONOTONIC */
 		}
 		if (a->stop) {
 			pthread_mutex_unlock(&a->mu);
@@ -133,7 +141,7 @@ static void *acker_main(void *arg)
 			break;
 		}
 		ret = send_ack(r, a->c);
-		a->last_ns = now_ns();	/* only this thread reads it */
+		a->last_ns = mono_ns();	/* only this thread reads it */
 		if (ret) {
 			set_error(r, "connection to the leader ended: %s%s", chan_strerror(ret), "");
 			rlog(LOG_WARNING, "%s", r->last_error);
@@ -242,7 +250,13 @@ static void receive(struct repl *r, struct chan *c, uint64_t snap_until, int laz
 	unsigned pending = 0;
 
 	pthread_mutex_init(&a.mu, NULL);
-	pthread_cond_init(&a.cv, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&a.cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	if (pthread_create(&t, NULL, acker_main, &a)) {
 		rlog(LOG_ERR, "unable to start the acknowledger; reconnecting");
 		goto out;
