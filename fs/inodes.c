@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "../lib/util.h"
 
 #define NAMES_MAX 8	/* names remembered per inode (hard links); the oldest goes first */
 
@@ -717,12 +718,7 @@ void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 	q->items[q->n++] = (struct inval){ ino, off, len };
 	ticket = ++q->queued;
 	pthread_cond_signal(&q->cv);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += INVALQ_WAIT_MS * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = deadline_in_ms(CLOCK_REALTIME, INVALQ_WAIT_MS);
 	while (q->done < ticket && !q->stop)
 		if (pthread_cond_timedwait(&q->done_cv, &q->mu, &until) == ETIMEDOUT)
 			break;

@@ -805,15 +805,8 @@ static void node_trim(struct node *n, uint64_t checkpoint)
 /* Waits on bg_wake for ms or until stopping; returns stopping. Called with bg_lock held. */
 static int bg_nap(struct node *n, long ms)
 {
-	struct timespec until;
+	struct timespec until = deadline_in_ms(CLOCK_REALTIME, ms);
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	if (!n->stopping)
 		pthread_cond_timedwait(&n->bg_wake, &n->bg_lock, &until);
 	return n->stopping;
@@ -862,6 +855,15 @@ static void *checkpointer_main(void *arg)
 	return NULL;
 }
 
+/* Tells the background threads to stop. */
+static void bg_tell_stop(struct node *n)
+{
+	pthread_mutex_lock(&n->bg_lock);
+	n->stopping = 1;
+	pthread_cond_broadcast(&n->bg_wake);
+	pthread_mutex_unlock(&n->bg_lock);
+}
+
 int node_start(struct node *n)
 {
 	int ret = pthread_create(&n->flusher, NULL, flusher_main, n);
@@ -870,10 +872,7 @@ int node_start(struct node *n)
 		return -ret;
 	ret = pthread_create(&n->checkpointer, NULL, checkpointer_main, n);
 	if (ret) {
-		pthread_mutex_lock(&n->bg_lock);
-		n->stopping = 1;
-		pthread_cond_broadcast(&n->bg_wake);
-		pthread_mutex_unlock(&n->bg_lock);
+		bg_tell_stop(n);
 		pthread_join(n->flusher, NULL);
 		return -ret;
 	}
@@ -925,10 +924,7 @@ void node_stop_background(struct node *n)
 {
 	if (!n || !n->bg_started)
 		return;
-	pthread_mutex_lock(&n->bg_lock);
-	n->stopping = 1;
-	pthread_cond_broadcast(&n->bg_wake);
-	pthread_mutex_unlock(&n->bg_lock);
+	bg_tell_stop(n);
 	pthread_join(n->flusher, NULL);
 	pthread_join(n->checkpointer, NULL);
 	n->bg_started = 0;

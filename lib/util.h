@@ -4,6 +4,8 @@
 
 #include <dirent.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 /* Copies s into out as the inside of a JSON string (quotes, backslashes, controls escaped). */
 const char *json_escape(char *out, size_t len, const char *s);
@@ -16,5 +18,11 @@ int remove_all(const char *path);
 
 /* A directory stream of name relative to dirfd ("." for dirfd itself); NULL and errno on failure. */
 DIR *opendir_at(int dirfd, const char *name);
+
+/* clock_gettime(clk) plus ms: a deadline for pthread_cond_timedwait() on a condition using clk. */
+struct timespec deadline_in_ms(clockid_t clk, long ms);
+
+/* CLOCK_MONOTONIC in ns. */
+int64_t mono_ns(void);
 
 #endif

@@ -97,15 +97,6 @@ struct acker {
 	int64_t last_ns;	/* when the last ACK went out (mono_ns()) */
 };
 
-/* CLOCK_MONOTONIC in ns: the acknowledger's waits do not move with the wall clock. */
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /*
  * How often a follower of a leader that never waits for it (--sync async)
  * syncs its log and acknowledges, at most. Such a leader uses the positions

@@ -13,6 +13,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../lib/util.h"
+
 #define SEG_MAGIC "REPFSLG1"
 #define SEG_HEADER_BYTES 64
 
@@ -75,20 +77,12 @@ static int list_segments(int dirfd, uint64_t **out, size_t *count)
 	uint64_t *v = NULL, first;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
-	DIR *d;
-	int fd;
+	/* a stream of its own: a dup of dirfd would share its position in
+	 * the directory with every other thread listing the log at the same time */
+	DIR *d = opendir_at(dirfd, ".");
 
-	/* a descriptor of its own: a dup would share its position in the
-	 * directory with every other thread listing the log at the same time */
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	if (!d)
 		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(d);
 	while ((de = readdir(d))) {
 		if (parse_seg_name(de->d_name, &first))
 			continue;

@@ -102,16 +102,9 @@ int repl_tcp_socket(const char *hostport, int listening, int timeout_ms)
 /* Sleeps up to ms unless stopping; returns nonzero when stopping. */
 int repl_nap(struct repl *r, pthread_cond_t *cv, int ms)
 {
-	struct timespec until;
+	struct timespec until = deadline_in_ms(CLOCK_REALTIME, ms);
 	int stop;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&r->mu);
 	if (!r->stopping)
 		pthread_cond_timedwait(cv, &r->mu, &until);
@@ -873,12 +866,7 @@ int repl_wait(struct repl *r, uint64_t seq)
 			     r->o.sync_timeout_ms);
 			break;
 		}
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 100000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		until = deadline_in_ms(CLOCK_REALTIME, 100);
 		pthread_cond_timedwait(&r->cv_ack, &r->mu, &until);
 	}
 	pthread_mutex_unlock(&r->mu);

@@ -1317,7 +1317,6 @@ Test(oplog, rollover_crosses_segments_and_detects_missing_one)
 	oplog_reader_free(rd);
 }
 
-/* A follower that took a snapshot at seq 5 starts its log over there and takes the leader's record 6 next. */
 /* Copies the records of the log in ologfd (from 1) into bufs/lens; returns how many. */
 static int ol_copy_raw(uint8_t **bufs, size_t *lens, int max)
 {
@@ -1436,6 +1435,7 @@ Test(oplog, reader_follows_a_live_log_into_its_next_segment)
 	free(data);
 }
 
+/* A follower that took a snapshot at seq 5 starts its log over there and takes the leader's record 6 next. */
 Test(oplog, reset_continues_the_chain_at_a_snapshot)
 {
 	struct oplog *log = ol_open_ok(), *again;
