@@ -764,6 +764,13 @@ int node_checkpoint(struct node *n)
 		return ret;
 	if (syncfs(store_rootfd(n->store)) < 0)
 		return -errno;
+	if (n->bg_started && getenv("REPFS_TEST_CHECKPOINT_DELAY_MS")) {
+		/* tests: a syncfs that takes long (tests/fault/checkpoint_slow.sh) */
+		long ms = atol(getenv("REPFS_TEST_CHECKPOINT_DELAY_MS"));
+		struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+		rlog(LOG_INFO, "test: checkpoint held %ld ms", ms);
+		nanosleep(&ts, NULL);
+	}
 	pthread_mutex_lock(&n->seq_lock);
 	if (applied > n->st.checkpoint || n->st.checkpoint > oplog_last(n->log).seq)
 		n->st.checkpoint = applied;
