@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "fuse_ring.h"
 #include "inodes.h"
 #include "node.h"
 
@@ -49,28 +50,49 @@ static double negative_timeout(struct node *n)
 }
 
 /*
- * /dev/fuse through our own read and writev (fuse_session_custom_io()),
- * only so that the INIT reply can carry FUSE_HANDLE_KILLPRIV_V2
- * (fs/kernel_init.c). Replies that splice data go out as libfuse's would.
+ * /dev/fuse through our own read and writev (fuse_session_custom_io()), so
+ * that the INIT reply can carry what libfuse 3.14 cannot ask for
+ * (fs/kernel_init.c), and so that replies to requests that came through a
+ * FUSE ring go back there (fs/fuse_ring.c). Replies that splice data go out
+ * as libfuse's would.
  */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct node *n = userdata;
 	ssize_t r = read(fd, buf, len);
 
-	if (r > 0 && !n->kinit.done)
+	if (r > 0 && !n->kinit.done && !n->kinit.unique) {
 		kinit_note_request(&n->kinit, buf, (size_t)r);
+		/* the rings must be ready before the reply grants them */
+		if (n->kinit.ring_offered && !n->ring_off && n->se && (n->ring = fring_open(n->se, fd)))
+			n->kinit.ring_want = 1;
+	}
 	return r;
 }
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct node *n = userdata;
+	ssize_t r;
 
-	if (!n->kinit.done && kinit_edit_reply(&n->kinit, iov, count))
+	if (n->ring && n->kinit.ring_granted && fring_reply(n->ring, iov, count, &r))
+		return r;
+	if (n->kinit.done)
+		return writev(fd, iov, count);
+	kinit_edit_reply(&n->kinit, iov, count);
+	if (!n->kinit.done)	/* not the INIT reply */
+		return writev(fd, iov, count);
+	if (n->kinit.granted)
 		rlog(LOG_INFO, "the kernel leaves dropping privileges on write, truncate and chown to us "
 			       "(FUSE_HANDLE_KILLPRIV_V2)");
-	return writev(fd, iov, count);
+	r = writev(fd, iov, count);
+	if (n->ring && n->kinit.ring_granted && r >= 0) {
+		fring_start(n->ring, n->kinit.ring_need);
+	} else if (n->ring) {
+		fring_free(n->ring);
+		n->ring = NULL;
+	}
+	return r;
 }
 
 static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
@@ -89,6 +111,11 @@ int fuse_ops_attach_io(struct fuse_session *se)
 	};
 
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+size_t fuse_ops_max_payload(void)
+{
+	return REC_MAX_DATA;
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -657,12 +684,27 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_ops_release_handle(n, fh_of(fi));
 }
 
-/* Reads hand the kernel the backing descriptor: libfuse splices from it, no copy through us. */
+/*
+ * Reads hand the kernel the backing descriptor: libfuse splices from it, no
+ * copy through us. A request that came through a FUSE ring cannot be
+ * answered by splicing into /dev/fuse: it is read into the ring's buffer.
+ */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	size_t cap;
+	char *ring = fring_payload(&cap);
 
 	(void)ino;
+	if (ring) {
+		ssize_t k = pread(fh_of(fi)->fd, ring, size < cap ? size : cap, off);
+
+		if (k < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_buf(req, ring, (size_t)k);
+		return;
+	}
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = fh_of(fi)->fd;
 	bv.buf[0].pos = off;

@@ -19,6 +19,9 @@ struct handle;
 /* Reads and writes the session's /dev/fuse through our hook (fs/kernel_init.c); after fuse_session_mount(). */
 int fuse_ops_attach_io(struct fuse_session *se);
 
+/* The largest request or reply payload the mount negotiates (max_write). */
+size_t fuse_ops_max_payload(void);
+
 /* Closes an open file's handle (a release, or an open whose reply found the opener gone). */
 void fuse_ops_release_handle(struct node *n, struct handle *h);
 

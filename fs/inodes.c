@@ -708,8 +708,6 @@ void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 	if (!q)
 		return;
 	pthread_mutex_lock(&q->mu);
-	if (!q->started && !q->stop && pthread_create(&q->thread, NULL, invalq_main, n) == 0)
-		q->started = 1;
 	/* a full queue drops the request: the attribute timeout (1 s) still bounds staleness */
 	if (!q->started || q->n >= INVALQ_MAX) {
 		pthread_mutex_unlock(&q->mu);
@@ -735,6 +733,9 @@ void ino_invalq_init(struct node *n)
 	pthread_cond_init(&q->cv, NULL);
 	pthread_cond_init(&q->done_cv, NULL);
 	n->invalq = q;
+	/* here, not at the first invalidation: a thread made by a request
+	 * handler on a FUSE ring thread would inherit its CPU (fs/fuse_ring.c) */
+	q->started = pthread_create(&q->thread, NULL, invalq_main, n) == 0;
 }
 
 void ino_invalq_free(struct node *n)

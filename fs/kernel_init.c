@@ -1,4 +1,4 @@
-/* kernel_init.c -- asks the kernel for FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot negotiate
+/* kernel_init.c -- asks the kernel for what libfuse 3.14 cannot negotiate
  *
  * Every write(2) through the kernel's page cache to a file the kernel has
  * not marked S_NOSEC costs a round trip: before it the kernel asks us for
@@ -11,6 +11,9 @@
  * it offers the flag, the second sets the flag in our INIT reply. This file
  * includes the kernel's <linux/fuse.h> for the wire structures, which
  * libfuse's public headers cannot be mixed with.
+ *
+ * The same reply grants FUSE_OVER_IO_URING when our rings are ready
+ * (fs/fuse_ring.c): a flags2 bit, which needs FUSE_INIT_EXT in flags.
  */
 #include "kernel_init.h"
 
@@ -18,26 +21,32 @@
 #include <stddef.h>
 #include <string.h>
 
+/* FUSE_OVER_IO_URING (kernel 6.14), newer than Debian 12's <linux/fuse.h> */
+#define RING_FLAG (1ULL << 41)
+
 void kinit_note_request(struct kinit *k, const void *buf, size_t len)
 {
 	struct fuse_in_header in;
-	uint32_t flags;
+	struct fuse_init_in init;
 
-	if (k->unique || len < sizeof(in) + offsetof(struct fuse_init_in, flags) + sizeof(flags))
+	if (k->unique || len < sizeof(in) + offsetof(struct fuse_init_in, flags2) + sizeof(init.flags2))
 		return;
 	memcpy(&in, buf, sizeof(in));
 	if (in.opcode != FUSE_INIT)
 		return;
-	memcpy(&flags, (const char *)buf + sizeof(in) + offsetof(struct fuse_init_in, flags), sizeof(flags));
+	memset(&init, 0, sizeof(init));
+	memcpy(&init, (const char *)buf + sizeof(in), len - sizeof(in) < sizeof(init) ? len - sizeof(in) : sizeof(init));
 	k->unique = in.unique;
-	k->offered = (flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+	k->offered = (init.flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+	k->ring_offered = (init.flags & FUSE_INIT_EXT) && (init.flags2 & (uint32_t)(RING_FLAG >> 32));
 }
 
 int kinit_edit_reply(struct kinit *k, struct iovec *iov, int count)
 {
 	struct fuse_out_header out;
-	uint32_t flags;
-	char *arg;
+	struct fuse_init_out init;
+	size_t len;
+	int edited = 0;
 
 	if (!k->unique || k->done || count < 2 || iov[0].iov_len < sizeof(out))
 		return 0;
@@ -45,13 +54,27 @@ int kinit_edit_reply(struct kinit *k, struct iovec *iov, int count)
 	if (out.unique != k->unique)
 		return 0;
 	k->done = 1;
-	if (out.error || !k->want || !k->offered ||
-	    iov[1].iov_len < offsetof(struct fuse_init_out, flags) + sizeof(flags))
+	len = iov[1].iov_len;
+	if (out.error || len < offsetof(struct fuse_init_out, flags2) + sizeof(init.flags2))
 		return 0;
-	arg = iov[1].iov_base;
-	memcpy(&flags, arg + offsetof(struct fuse_init_out, flags), sizeof(flags));
-	flags |= FUSE_HANDLE_KILLPRIV_V2;
-	memcpy(arg + offsetof(struct fuse_init_out, flags), &flags, sizeof(flags));
-	k->granted = 1;
-	return 1;
+	memset(&init, 0, sizeof(init));
+	memcpy(&init, iov[1].iov_base, len < sizeof(init) ? len : sizeof(init));
+	if (k->want && k->offered) {
+		init.flags |= FUSE_HANDLE_KILLPRIV_V2;
+		k->granted = edited = 1;
+	}
+	if (k->ring_want && k->ring_offered) {
+		size_t pages = (size_t)(init.max_pages ? init.max_pages : 1) * 4096;
+
+		init.flags |= FUSE_INIT_EXT;
+		init.flags2 |= (uint32_t)(RING_FLAG >> 32);
+		/* the kernel's max_payload_sz: FUSE_MIN_READ_BUFFER, max_write, max_pages */
+		k->ring_need = init.max_write > 8192 ? init.max_write : 8192;
+		if (pages > k->ring_need)
+			k->ring_need = pages;
+		k->ring_granted = edited = 1;
+	}
+	if (edited)
+		memcpy(iov[1].iov_base, &init, len < sizeof(init) ? len : sizeof(init));
+	return edited;
 }

@@ -19,6 +19,7 @@
 #include "../lib/util.h"
 #include "../replication/repl.h"
 #include "fuse_ops.h"
+#include "fuse_ring.h"
 #include "inodes.h"
 
 int64_t now_ns(void)
@@ -917,12 +918,13 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
-			",\"divergent\":%d,\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
+			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu"
+			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
-			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			fring_serving(n->ring) ? "io_uring" : "/dev/fuse", fring_served(n->ring), (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }

@@ -88,6 +88,8 @@ struct node {
 	struct handle *open_files;	/* protected by open_lock */
 	struct itab *itab;		/* the kernel's inodes */
 	struct kinit kinit;		/* FUSE_HANDLE_KILLPRIV_V2: granted, writes drop privileges here */
+	int ring_off;			/* --io-uring off: requests only through /dev/fuse */
+	struct fring *ring;		/* FUSE over io_uring, NULL if not in use (fs/fuse_ring.c) */
 	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */
 };
 

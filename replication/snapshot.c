@@ -50,6 +50,7 @@
 
 #include <xxhash.h>
 
+#include "../fs/fuse_ring.h"
 #include "../fs/node.h"
 #include "../lib/log.h"
 #include "../lib/util.h"
@@ -288,7 +289,7 @@ static void pace_init(struct pace *pc)
  * inherits that; one made during the first pass of giving back is there
  * for the second.
  */
-static void pace_others(const struct pace *pc, int one)
+static void pace_others(const struct pace *pc, int one, struct fring *ring)
 {
 	pid_t self = (pid_t)syscall(SYS_gettid);
 	cpu_set_t rest;
@@ -308,6 +309,8 @@ static void pace_others(const struct pace *pc, int one)
 		}
 		closedir(d);
 	}
+	if (!one)
+		fring_repin(ring);	/* each FUSE ring thread back to its own CPU */
 }
 
 /* Keeps the calling thread to the last of its CPUs (one), or gives it back all it had. */
@@ -396,7 +399,7 @@ static int sender_pace(struct sender *s)
 	if (!s->paces || busy == s->pace.one)
 		return 0;	/* unchanged, or a follower that would not understand MSG_SNAP_PACE */
 	pace_set(&s->pace, busy);
-	pace_others(&s->pace, busy);	/* the direct-read helper too: paced, the sender reads through the cache */
+	pace_others(&s->pace, busy, s->n->ring);	/* the direct-read helper too: paced, the sender reads through the cache */
 	if (busy) {
 		s->yields++;
 		s->yield_since = now;
@@ -1140,7 +1143,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	snap_nice(0);
 	if (s.pace.one) {
 		s.yield_ns += now_ns() - s.yield_since;
-		pace_others(&s.pace, 0);
+		pace_others(&s.pace, 0, s.n->ring);
 	}
 	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);

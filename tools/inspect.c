@@ -120,6 +120,7 @@ static void print_human(const char *json)
 		{ "datadir", "data directory" },
 		{ "mountpoint", "mountpoint" },
 		{ "divergent", "divergent writes" },
+		{ "fuse_io", "FUSE requests via" },
 		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};

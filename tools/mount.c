@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../fs/fuse_ops.h"
+#include "../fs/fuse_ring.h"
 #include "../fs/inodes.h"
 #include "../fs/node.h"
 #include "../lib/log.h"
@@ -26,6 +27,7 @@ struct mount_opts {
 	char *fuse_opts[16];
 	int nfuse_opts;
 	struct repl_opts repl;
+	int ring_off;		/* --io-uring off */
 };
 
 static void mount_usage(FILE *f)
@@ -42,6 +44,7 @@ static void mount_usage(FILE *f)
 	      "  --heartbeat MS           heartbeat interval (default 500)\n"
 	      "  --leader-timeout MS      a silent leader is given up after MS (default 3000)\n"
 	      "  --log-retain SIZE        log kept for lagging followers, e.g. 512M (default 1G)\n"
+	      "  --io-uring auto|off      FUSE requests over io_uring where the kernel has it (default auto)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -75,7 +78,7 @@ static int parse_ms(const char *opt, const char *s, int *out)
 static int parse_args(int argc, char **argv, struct mount_opts *o)
 {
 	enum { OPT_ROLE = 256, OPT_NAME, OPT_LISTEN, OPT_PEER, OPT_KEY, OPT_SYNC, OPT_COMMIT, OPT_SYNC_TIMEOUT,
-	       OPT_LOG_RETAIN, OPT_HEARTBEAT, OPT_LEADER_TIMEOUT, OPT_HELP };
+	       OPT_LOG_RETAIN, OPT_HEARTBEAT, OPT_LEADER_TIMEOUT, OPT_IO_URING, OPT_HELP };
 	static const struct option longopts[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "name", required_argument, 0, OPT_NAME },
@@ -88,6 +91,7 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 		{ "log-retain", required_argument, 0, OPT_LOG_RETAIN },
 		{ "heartbeat", required_argument, 0, OPT_HEARTBEAT },
 		{ "leader-timeout", required_argument, 0, OPT_LEADER_TIMEOUT },
+		{ "io-uring", required_argument, 0, OPT_IO_URING },
 		{ "help", no_argument, 0, OPT_HELP },
 		{ 0, 0, 0, 0 },
 	};
@@ -166,6 +170,13 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 		case OPT_LEADER_TIMEOUT:
 			if (parse_ms("--leader-timeout", optarg, &o->repl.leader_timeout_ms))
 				return -1;
+			break;
+		case OPT_IO_URING:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
+				die_msg("invalid value '%s' for --io-uring (auto or off)", optarg);
+				return -1;
+			}
+			o->ring_off = !strcmp(optarg, "off");
 			break;
 		case OPT_LOG_RETAIN: {
 			char *end;
@@ -335,6 +346,9 @@ int cmd_mount(int argc, char **argv)
 		die_msg("unable to set up FUSE (check the -o options)");
 		goto out;
 	}
+	n->ring_off = o.ring_off;
+	if (!o.ring_off)
+		fring_enable_kernel();
 	if (fuse_session_mount(se, mp)) {
 		die_msg("unable to mount on '%s' (is /dev/fuse usable?)", mp);
 		goto out;
@@ -379,6 +393,7 @@ int cmd_mount(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(lc, 32);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	fring_stop(n->ring);	/* its threads too finish their requests before the node goes */
 	fuse_remove_signal_handlers(se);
 	rlog(LOG_NOTICE, "unmounted '%s'; stopping", mp);
 out:
@@ -399,6 +414,10 @@ out:
 		n->se = NULL;
 	if (se)
 		fuse_session_destroy(se);
+	if (n) {
+		fring_free(n->ring);
+		n->ring = NULL;
+	}
 	if (n)
 		ino_table_free(n);
 	fuse_opt_free_args(&args);

@@ -198,11 +198,12 @@ def main():
         ldata, fdata, pid = a[0], a[1], int(a[2])
         ls, fs = [], []
         def alive():
-            try:
+            try:  # gone between any two of these steps: not alive
                 os.kill(pid, 0)
-            except OSError:
+                with open("/proc/%d/stat" % pid) as f:
+                    st = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 return False
-            st = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0]
             return st not in ("Z", "X")
         while alive():
             ls.append((time.monotonic(), status(ldata)["seq"]))
