@@ -250,6 +250,38 @@ static int check_mountpoint(const char *mp, char *real, size_t len)
 	return 0;
 }
 
+/*
+ * The kernel caps a FUSE mount's readahead at the default 128 KiB whatever
+ * max_readahead says, so a cold sequential read arrives as 128 KiB requests.
+ * Our own mount's read_ahead_kb (its bdi is named after its device, which
+ * /proc/self/mountinfo gives without asking the not yet served mount) is
+ * raised to the largest request, 1 MiB: eight times fewer requests.
+ */
+static void raise_readahead(const char *mp)
+{
+	char line[3 * PATH_MAX], path[128];
+	unsigned major = 0, minor = 0;
+	int found = 0, fd;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char m[PATH_MAX];
+		unsigned a, b;
+		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, m) == 3 && !strcmp(m, mp))
+			major = a, minor = b, found = 1;	/* the last one: ours, mounted over */
+	}
+	if (f)
+		fclose(f);
+	if (!found)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || dprintf(fd, "%u\n", (unsigned)(fuse_ops_max_payload() >> 10)) < 0)
+		rlog(LOG_INFO, "unable to raise the mount's readahead ('%s'): %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 static int remember_keyfile(struct node *n, const char *keyfile)
 {
 	char real[PATH_MAX];
@@ -354,6 +386,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
+	raise_readahead(mp);
 	if (fuse_ops_attach_io(se)) {
 		die_msg("unable to set up FUSE's device I/O");
 		goto out;

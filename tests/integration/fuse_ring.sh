@@ -52,6 +52,9 @@ else
 	note "this kernel has no FUSE over io_uring: only the fallback is checked"
 	assert_eq "$(json_get "$st" fuse_io)" /dev/fuse "fuse_io in status"
 fi
+# the mount's readahead is raised to the largest request (tools/mount.c)
+ra=/sys/class/bdi/$(mountpoint -d "$M")/read_ahead_kb
+[ ! -e "$ra" ] || assert_eq "$(cat "$ra")" 1024 "the mount's read_ahead_kb"
 before=$(json_get "$st" fuse_ring_requests)
 workload "$M"
 after=$(json_get "$(status_json "$D")" fuse_ring_requests)
