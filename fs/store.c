@@ -184,12 +184,14 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 		return -errno;
 	}
 	while ((de = readdir(d))) {
-		struct stat sb;
-		if (de->d_name[0] == '.' || fstatat(st->idxfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
 		size_t l = strlen(de->d_name);
-		if (l > 2 && !strcmp(de->d_name + l - 2, ".d") && (uint64_t)sb.st_mtim.tv_sec <= upto &&
-		    unlinkat(st->idxfd, de->d_name, 0) == 0)
+		struct stat sb;
+		/* only tombstones ("ID.d") are looked at: a stat of every live id
+		 * cost each checkpoint a path lookup per file of the tree */
+		if (de->d_name[0] == '.' || l <= 2 || strcmp(de->d_name + l - 2, ".d") ||
+		    fstatat(st->idxfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if ((uint64_t)sb.st_mtim.tv_sec <= upto && unlinkat(st->idxfd, de->d_name, 0) == 0)
 			n++;
 	}
 	closedir(d);

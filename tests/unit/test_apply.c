@@ -1007,3 +1007,33 @@ Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
 	cr_assert_eq(replay_apply(rp, ast, &r), 1);
 	cr_assert_eq(replay_finish(rp, ast), 0);
 }
+
+Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint, .init = apply_setup, .fini = apply_teardown)
+{
+	uint8_t live[FILE_ID_BYTES], old[FILE_ID_BYTES], recent[FILE_ID_BYTES];
+	uint64_t pruned = 99;
+	char p[512];
+	int fd;
+
+	memset(live, 0x11, sizeof(live));
+	memset(old, 0x22, sizeof(old));
+	memset(recent, 0x33, sizeof(recent));
+	snprintf(p, sizeof(p), "%s/f", atree);
+	fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(store_id_born(ast, live, "f", 0), 0);
+	cr_assert_eq(store_id_died(ast, old, 5), 0);
+	cr_assert_eq(store_id_died(ast, recent, 50), 0);
+
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 1, "one tombstone at or below seq 10");
+	cr_assert_eq(store_id_state(ast, old), ID_UNKNOWN, "the old tombstone is gone");
+	cr_assert_eq(store_id_state(ast, recent), ID_DEAD, "the recent one stays");
+	cr_assert_eq(store_id_state(ast, live), ID_ALIVE, "a live id is never pruned");
+
+	cr_assert_eq(store_prune_ids(ast, 50, &pruned), 0);
+	cr_assert_eq(pruned, 1);
+	cr_assert_eq(store_id_state(ast, recent), ID_UNKNOWN);
+	cr_assert_eq(store_id_state(ast, live), ID_ALIVE);
+}
