@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,16 +57,24 @@ static double negative_timeout(struct node *n)
  * FUSE ring go back there (fs/fuse_ring.c). Replies that splice data go out
  * as libfuse's would.
  */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;	/* the INIT handshake */
+
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct node *n = userdata;
 	ssize_t r = read(fd, buf, len);
 
-	if (r > 0 && !n->kinit.done && !n->kinit.unique) {
-		kinit_note_request(&n->kinit, buf, (size_t)r);
-		/* the rings must be ready before the reply grants them */
-		if (n->kinit.ring_offered && !n->ring_off && n->se && (n->ring = fring_open(n->se, fd)))
-			n->kinit.ring_want = 1;
+	if (r > 0 && !__atomic_load_n(&n->kinit.done, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&init_lock);
+		if (!n->kinit.unique) {
+			kinit_note_request(&n->kinit, buf, (size_t)r);
+			/* the rings must exist before the reply grants them */
+			if (n->kinit.ring_offered && !n->ring_off && n->se && (n->ring_new = fring_open(n->se, fd))) {
+				n->kinit.ring_want = 1;
+				n->kinit.ring_have = fuse_ops_max_payload();
+			}
+		}
+		pthread_mutex_unlock(&init_lock);
 	}
 	return r;
 }
@@ -73,32 +82,46 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct node *n = userdata;
+	struct fring *ring = __atomic_load_n(&n->ring, __ATOMIC_ACQUIRE);
 	ssize_t r;
 
-	if (n->ring && n->kinit.ring_granted && fring_reply(n->ring, iov, count, &r))
+	if (ring && fring_reply(ring, iov, count, &r))
 		return r;
-	if (n->kinit.done)
+	if (__atomic_load_n(&n->kinit.done, __ATOMIC_ACQUIRE))
 		return writev(fd, iov, count);
-	kinit_edit_reply(&n->kinit, iov, count);
-	if (!n->kinit.done)	/* not the INIT reply */
+	/* a notification may race the INIT reply: only the reply itself goes on */
+	pthread_mutex_lock(&init_lock);
+	if (kinit_edit_reply(&n->kinit, iov, count) < 0) {
+		pthread_mutex_unlock(&init_lock);
 		return writev(fd, iov, count);
+	}
 	if (n->kinit.granted)
 		rlog(LOG_INFO, "the kernel leaves dropping privileges on write, truncate and chown to us "
 			       "(FUSE_HANDLE_KILLPRIV_V2)");
 	r = writev(fd, iov, count);
-	if (n->ring && n->kinit.ring_granted && r >= 0) {
-		fring_start(n->ring, n->kinit.ring_need);
-	} else if (n->ring) {
-		fring_free(n->ring);
-		n->ring = NULL;
+	if (n->ring_new && n->kinit.ring_granted && r >= 0) {
+		/* published before its threads can take a request and reply */
+		__atomic_store_n(&n->ring, n->ring_new, __ATOMIC_RELEASE);
+		fring_start(n->ring_new);
+	} else if (n->ring_new) {
+		fring_free(n->ring_new);
 	}
+	n->ring_new = NULL;
+	__atomic_store_n(&n->kinit.done, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&init_lock);
 	return r;
 }
 
 static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
 			      void *userdata)
 {
+	size_t cap;
+
 	(void)userdata;
+	if (fring_payload(&cap)) {	/* a ring's reply cannot go into /dev/fuse (see op_read) */
+		errno = EIO;
+		return -1;
+	}
 	return splice(fdin, offin, fdout, offout, len, flags);
 }
 

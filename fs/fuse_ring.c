@@ -50,7 +50,18 @@
 enum { CMD_REGISTER = 1, CMD_COMMIT_AND_FETCH = 2 };
 enum { UD_CMD = 1, UD_STOP = 2 };	/* user_data of our two kinds of SQE */
 
-#define THREADS_PER_CPU 4	/* a request that waits (fsync, quorum) holds one */
+/*
+ * Threads per CPU queue: a request that waits (an fsync for followers, every
+ * write with --commit write) holds one, and the kernel never hands a CPU's
+ * requests to another queue. 64 in all (libfuse's /dev/fuse loop allows 32),
+ * at least 4 and at most 16 per CPU.
+ */
+static int threads_per_cpu(int ncpu)
+{
+	int k = 64 / ncpu;
+
+	return k < 4 ? 4 : k > 16 ? 16 : k;
+}
 #define HEAD_ROOM 4096		/* before the payload: in header + per-op header */
 #define SQE_SIZE 128		/* IORING_SETUP_SQE128: 80 bytes of command */
 
@@ -104,21 +115,23 @@ struct worker {
 	pthread_cond_t cond;
 	pthread_t tid;
 	_Atomic pid_t os_tid;	/* for fring_repin() */
+	_Atomic int state;	/* W_IDLE, W_SERVING (an entry registered), W_GONE */
 	int running;
 };
+
+enum { W_IDLE, W_SERVING, W_GONE };
 
 struct fring {
 	struct fuse_session *se;
 	int devfd, stopfd;
 	size_t payload;		/* each entry's payload buffer */
-	size_t need;		/* what the kernel asks for, from fring_start() */
 	int go;			/* 1: register and serve; -1: quit */
 	int stopped;
 	_Atomic int refused;	/* the kernel refused an entry */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	_Atomic unsigned long long served;
-	int nworkers;
+	int nqueues, nworkers;
 	struct worker w[];
 };
 
@@ -134,18 +147,26 @@ static int uring_enter(int fd, unsigned submit, unsigned wait)
 	return (int)syscall(__NR_io_uring_enter, fd, submit, wait, wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
 }
 
-/* The possible CPUs, as the kernel counts its queues (num_possible_cpus()). */
+/* How many CPUs are possible: the kernel's number of queues (num_possible_cpus()). */
 static int possible_cpus(void)
 {
 	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
-	int lo = 0, hi = -1;
+	int lo, hi, n = 0;
+	char sep;
 
-	if (f) {
-		if (fscanf(f, "%d-%d", &lo, &hi) == 1)
-			hi = lo;
-		fclose(f);
+	/* a list of ranges: "0-1", "0", "0-3,8-11" */
+	while (f && fscanf(f, "%d", &lo) == 1) {
+		hi = lo;
+		if (fscanf(f, "%c", &sep) == 1 && sep == '-' && (fscanf(f, "%d", &hi) != 1 || fscanf(f, "%c", &sep) != 1))
+			sep = 0;
+		if (hi >= lo)
+			n += hi - lo + 1;
+		if (sep != ',')
+			break;
 	}
-	return hi >= 0 ? hi + 1 : get_nprocs_conf();
+	if (f)
+		fclose(f);
+	return n > 0 ? n : get_nprocs_conf();
 }
 
 static void worker_unmap(struct worker *w)
@@ -224,6 +245,12 @@ static void sqe_push(struct worker *w)
 	atomic_store_explicit(w->sq_tail, tail + 1, memory_order_release);
 }
 
+static unsigned sq_pending(struct worker *w)
+{
+	return atomic_load_explicit(w->sq_tail, memory_order_relaxed) -
+	       atomic_load_explicit(w->sq_head, memory_order_acquire);
+}
+
 static void push_cmd(struct worker *w, unsigned op, uint64_t commit_id)
 {
 	struct io_uring_sqe *s = sqe_next(w);
@@ -281,12 +308,18 @@ static void serve(struct worker *w)
 	current = w;
 	fuse_session_process_buf(r->se, &(struct fuse_buf){ .mem = msg, .size = in.len });
 	current = NULL;
-	/* a reply from another thread (none does so today) is waited for */
-	pthread_mutex_lock(&w->lock);
-	while (!w->replied)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
 	atomic_store(&w->unique, 0);
+	/* every handler answers before it returns: one that did not (a reply
+	 * that failed, or went to /dev/fuse) would hold the caller forever */
+	pthread_mutex_lock(&w->lock);
+	if (!w->replied) {
+		struct wire_out out = { sizeof(out), -EIO, in.unique };
+
+		rlog(LOG_ERR, "a request through the FUSE ring (opcode %u) got no reply; answering EIO", in.opcode);
+		memcpy(w->hdr->in_out, &out, sizeof(out));
+		w->hdr->io.payload_sz = 0;
+	}
+	pthread_mutex_unlock(&w->lock);
 	atomic_fetch_add_explicit(&r->served, 1, memory_order_relaxed);
 }
 
@@ -315,7 +348,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct fring *r = w->r;
 	char name[16];
-	int quit = 0, registered = 0;
+	int quit = 0, registering = 1;
 
 	snprintf(name, sizeof(name), "repfs-ring%u", w->qid);
 	pthread_setname_np(pthread_self(), name);
@@ -327,23 +360,29 @@ static void *worker_main(void *arg)
 	quit = r->go < 0;
 	pthread_mutex_unlock(&r->lock);
 	if (quit) {
+		atomic_store(&w->state, W_GONE);
 		atomic_store(&w->os_tid, 0);
 		return NULL;
 	}
 	push_stop_poll(w);
 	push_cmd(w, CMD_REGISTER, 0);
+	/* submitted without waiting (a registered entry completes only with a
+	 * request): a refusal is in the first batch below and undoes this */
+	if (uring_enter(w->fd, sq_pending(w), 0) >= 0)
+		atomic_store(&w->state, W_SERVING);
 	while (!quit) {
-		unsigned pending = atomic_load_explicit(w->sq_tail, memory_order_relaxed) -
-				   atomic_load_explicit(w->sq_head, memory_order_acquire);
 		unsigned head, tail;
 
-		if (uring_enter(w->fd, pending, 1) < 0 && errno != EINTR) {
-			rlog(LOG_ERR, "FUSE ring %u: io_uring_enter failed: %s", w->qid, strerror(errno));
+		if (uring_enter(w->fd, sq_pending(w), 1) < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EBUSY)
+				continue;
+			rlog(LOG_ERR, "FUSE ring %u: io_uring_enter failed: %s; this thread stops", w->qid, strerror(errno));
 			break;
 		}
 		head = atomic_load_explicit(w->cq_head, memory_order_relaxed);
 		tail = atomic_load_explicit(w->cq_tail, memory_order_acquire);
-		for (; head != tail && !quit; head++) {
+		/* the whole batch, also after a stop: a request taken is answered */
+		for (; head != tail; head++) {
 			struct io_uring_cqe c = w->cqes[head & w->cq_mask];
 
 			atomic_store_explicit(w->cq_head, head + 1, memory_order_release);
@@ -352,22 +391,33 @@ static void *worker_main(void *arg)
 			} else if (c.res == 0) {
 				uint64_t commit = w->hdr->io.commit_id;
 
-				registered = 1;
+				registering = 0;
 				serve(w);
 				push_cmd(w, CMD_COMMIT_AND_FETCH, commit);
 			} else if (c.res == -EINTR || c.res == -EAGAIN) {
 				/* not taken: again (a commit is found by its request's id) */
-				push_cmd(w, registered ? CMD_COMMIT_AND_FETCH : CMD_REGISTER, w->hdr->io.commit_id);
-			} else {
-				if (!registered)
-					atomic_store(&r->refused, 1);
-				if (c.res != -ENOTCONN && c.res != -ECONNABORTED && c.res != -ECANCELED)
-					rlog(LOG_ERR, "FUSE ring %u: the kernel %s: %s; requests go through /dev/fuse",
-					     w->qid, registered ? "ended an entry" : "refused an entry", strerror(-c.res));
+				push_cmd(w, registering ? CMD_REGISTER : CMD_COMMIT_AND_FETCH, w->hdr->io.commit_id);
+			} else if (c.res == -ENOTCONN || c.res == -ECONNABORTED || c.res == -ECANCELED) {
+				quit = 1;	/* the connection ended */
+			} else if (registering) {
+				atomic_store(&w->state, W_GONE);
+				atomic_store(&r->refused, 1);
+				rlog(LOG_ERR, "FUSE ring %u: the kernel refused an entry: %s", w->qid, strerror(-c.res));
 				quit = 1;
+			} else {
+				/* the entry is lost to the kernel: a fresh one on the same buffers */
+				rlog(LOG_ERR, "FUSE ring %u: the kernel ended an entry: %s; registering it again", w->qid,
+				     strerror(-c.res));
+				registering = 1;
+				push_cmd(w, CMD_REGISTER, 0);
 			}
 		}
 	}
+	/* replies made after the stop go out; what the kernel hands these
+	 * entries meanwhile ends with the connection */
+	if (sq_pending(w))
+		uring_enter(w->fd, sq_pending(w), 0);
+	atomic_store(&w->state, W_GONE);
 	atomic_store(&w->os_tid, 0);
 	return NULL;
 }
@@ -375,17 +425,20 @@ static void *worker_main(void *arg)
 struct fring *fring_open(struct fuse_session *se, int devfd)
 {
 	int ncpu = possible_cpus();
-	int n = ncpu * THREADS_PER_CPU, err = 0;
+	int n = ncpu * threads_per_cpu(ncpu), err = 0;
 	struct fring *r;
 
-	if (ncpu <= 0 || ncpu > 1024)
+	if (ncpu > 4096) {
+		rlog(LOG_WARNING, "%d possible CPUs: FUSE requests go through /dev/fuse", ncpu);
 		return NULL;
+	}
 	r = calloc(1, sizeof(*r) + (size_t)n * sizeof(struct worker));
 	if (!r)
 		return NULL;
 	r->se = se;
 	r->devfd = devfd;
 	r->payload = fuse_ops_max_payload();
+	r->nqueues = ncpu;
 	r->nworkers = n;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
@@ -416,18 +469,14 @@ struct fring *fring_open(struct fuse_session *se, int devfd)
 	return r;
 }
 
-void fring_start(struct fring *r, size_t need)
+void fring_start(struct fring *r)
 {
 	pthread_mutex_lock(&r->lock);
-	r->need = need;
 	r->go = 1;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
-	if (need > r->payload)	/* the kernel refuses the entries and falls back to /dev/fuse */
-		rlog(LOG_ERR, "the kernel wants %zu-byte FUSE ring buffers, we have %zu", need, r->payload);
-	else
-		rlog(LOG_INFO, "FUSE requests go through io_uring: %d CPU queues, %d threads each",
-		     r->nworkers / THREADS_PER_CPU, THREADS_PER_CPU);
+	rlog(LOG_INFO, "FUSE requests go through io_uring: %d CPU queues, %d threads each", r->nqueues,
+	     r->nworkers / r->nqueues);
 }
 
 void fring_stop(struct fring *r)
@@ -528,7 +577,17 @@ unsigned long long fring_served(const struct fring *r)
 
 int fring_serving(const struct fring *r)
 {
-	return r && r->go == 1 && !r->stopped && !atomic_load(&r->refused);
+	if (!r || r->go != 1 || r->stopped || atomic_load(&r->refused))
+		return 0;
+	/* every queue has a thread with an entry registered */
+	for (int q = 0; q < r->nqueues; q++) {
+		int ok = 0;
+		for (int i = q; i < r->nworkers && !ok; i += r->nqueues)
+			ok = atomic_load(&r->w[i].state) == W_SERVING;
+		if (!ok)
+			return 0;
+	}
+	return 1;
 }
 
 void fring_enable_kernel(void)

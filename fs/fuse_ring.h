@@ -12,14 +12,17 @@ struct fring;
 /*
  * Sets up the rings and their threads, which wait for fring_start().
  * Called when the kernel's INIT request offers FUSE_OVER_IO_URING and
- * before the reply grants it: once granted, the kernel holds every
- * request until each CPU's queue has an entry, so the rings must exist.
+ * before the reply grants it, so that the rings exist when it does.
  * NULL (and a logged line) when io_uring cannot be used here.
  */
 struct fring *fring_open(struct fuse_session *se, int devfd);
-/* After the INIT reply went out: register the entries and serve.
- * payload is the kernel's largest request or reply (max_write, max_pages). */
-void fring_start(struct fring *r, size_t payload);
+/*
+ * After the INIT reply granted the ring (only if the kernel's largest
+ * request, max_write and max_pages, fits fuse_ops_max_payload()): register
+ * the entries and serve. Once granted there is no way back to /dev/fuse:
+ * the kernel holds every request until each CPU's queue has an entry.
+ */
+void fring_start(struct fring *r);
 /* Stops and joins the threads (each finishes the request in hand). r stays
  * valid for fring_reply(), which then takes nothing, until fring_free(). */
 void fring_stop(struct fring *r);

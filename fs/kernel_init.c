@@ -20,6 +20,7 @@
 #include <linux/fuse.h>
 #include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 /* FUSE_OVER_IO_URING (kernel 6.14), newer than Debian 12's <linux/fuse.h> */
 #define RING_FLAG (1ULL << 41)
@@ -29,7 +30,8 @@ void kinit_note_request(struct kinit *k, const void *buf, size_t len)
 	struct fuse_in_header in;
 	struct fuse_init_in init;
 
-	if (k->unique || len < sizeof(in) + offsetof(struct fuse_init_in, flags2) + sizeof(init.flags2))
+	/* kernels before 5.17 send only major, minor, max_readahead and flags */
+	if (k->unique || len < sizeof(in) + offsetof(struct fuse_init_in, flags) + sizeof(init.flags))
 		return;
 	memcpy(&in, buf, sizeof(in));
 	if (in.opcode != FUSE_INIT)
@@ -45,17 +47,16 @@ int kinit_edit_reply(struct kinit *k, struct iovec *iov, int count)
 {
 	struct fuse_out_header out;
 	struct fuse_init_out init;
-	size_t len;
+	size_t len, need;
 	int edited = 0;
 
-	if (!k->unique || k->done || count < 2 || iov[0].iov_len < sizeof(out))
-		return 0;
+	if (!k->unique || count < 1 || iov[0].iov_len < sizeof(out))
+		return -1;
 	memcpy(&out, iov[0].iov_base, sizeof(out));
 	if (out.unique != k->unique)
-		return 0;
-	k->done = 1;
-	len = iov[1].iov_len;
-	if (out.error || len < offsetof(struct fuse_init_out, flags2) + sizeof(init.flags2))
+		return -1;
+	len = count < 2 ? 0 : iov[1].iov_len;
+	if (out.error || len < offsetof(struct fuse_init_out, flags) + sizeof(init.flags))
 		return 0;
 	memset(&init, 0, sizeof(init));
 	memcpy(&init, iov[1].iov_base, len < sizeof(init) ? len : sizeof(init));
@@ -63,15 +64,14 @@ int kinit_edit_reply(struct kinit *k, struct iovec *iov, int count)
 		init.flags |= FUSE_HANDLE_KILLPRIV_V2;
 		k->granted = edited = 1;
 	}
-	if (k->ring_want && k->ring_offered) {
-		size_t pages = (size_t)(init.max_pages ? init.max_pages : 1) * 4096;
-
+	/* the kernel's max_payload_sz: FUSE_MIN_READ_BUFFER, max_write, max_pages pages */
+	need = init.max_write > 8192 ? init.max_write : 8192;
+	if ((size_t)init.max_pages * (size_t)sysconf(_SC_PAGESIZE) > need)
+		need = (size_t)init.max_pages * (size_t)sysconf(_SC_PAGESIZE);
+	if (k->ring_want && k->ring_offered && need <= k->ring_have &&
+	    len >= offsetof(struct fuse_init_out, flags2) + sizeof(init.flags2)) {
 		init.flags |= FUSE_INIT_EXT;
 		init.flags2 |= (uint32_t)(RING_FLAG >> 32);
-		/* the kernel's max_payload_sz: FUSE_MIN_READ_BUFFER, max_write, max_pages */
-		k->ring_need = init.max_write > 8192 ? init.max_write : 8192;
-		if (pages > k->ring_need)
-			k->ring_need = pages;
 		k->ring_granted = edited = 1;
 	}
 	if (edited)

@@ -924,7 +924,8 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
-			fring_serving(n->ring) ? "io_uring" : "/dev/fuse", fring_served(n->ring), (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
+			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }

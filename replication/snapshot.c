@@ -399,7 +399,7 @@ static int sender_pace(struct sender *s)
 	if (!s->paces || busy == s->pace.one)
 		return 0;	/* unchanged, or a follower that would not understand MSG_SNAP_PACE */
 	pace_set(&s->pace, busy);
-	pace_others(&s->pace, busy, s->n->ring);	/* the direct-read helper too: paced, the sender reads through the cache */
+	pace_others(&s->pace, busy, __atomic_load_n(&s->n->ring, __ATOMIC_ACQUIRE));	/* the direct-read helper too: paced, the sender reads through the cache */
 	if (busy) {
 		s->yields++;
 		s->yield_since = now;
@@ -1143,7 +1143,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	snap_nice(0);
 	if (s.pace.one) {
 		s.yield_ns += now_ns() - s.yield_since;
-		pace_others(&s.pace, 0, s.n->ring);
+		pace_others(&s.pace, 0, __atomic_load_n(&s.n->ring, __ATOMIC_ACQUIRE));
 	}
 	pace_set(&s.pace, 0);
 	pthread_mutex_lock(&r->mu);

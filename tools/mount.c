@@ -449,7 +449,8 @@ out:
 		fuse_session_destroy(se);
 	if (n) {
 		fring_free(n->ring);
-		n->ring = NULL;
+		fring_free(n->ring_new);	/* made at INIT, never granted */
+		n->ring = n->ring_new = NULL;
 	}
 	if (n)
 		ino_table_free(n);

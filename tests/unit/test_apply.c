@@ -1008,7 +1008,7 @@ Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
 	cr_assert_eq(replay_finish(rp, ast), 0);
 }
 
-Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint, .init = apply_setup, .fini = apply_teardown)
+Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint)
 {
 	uint8_t live[FILE_ID_BYTES], old[FILE_ID_BYTES], recent[FILE_ID_BYTES];
 	uint64_t pruned = 99;
