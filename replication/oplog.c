@@ -48,6 +48,12 @@ struct oplog {
 	/* fault injection */
 	unsigned fault_write, fault_sync;
 	int fault_write_err, fault_sync_err;
+	/* received batches: whole blocks around the page cache (write_batch()) */
+	int dfd;		/* O_DIRECT descriptor of the segment dfd_dev/dfd_ino, or -1 */
+	dev_t dfd_dev;
+	ino_t dfd_ino;
+	int no_direct;		/* refused here (tmpfs, alignment): the page cache only */
+	uint8_t *stage;		/* DIRECT_STAGE bytes, aligned */
 };
 
 static void seg_name(char *buf, size_t len, uint64_t first)
@@ -290,6 +296,7 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	log->dirfd = dirfd;
 	log->key = k;
 	log->fd = -1;
+	log->dfd = -1;
 	log->rnd_used = sizeof(log->rnd);
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_cond_init(&log->synced, NULL);
@@ -365,6 +372,9 @@ void oplog_free(struct oplog *log)
 		return;
 	if (log->fd >= 0)
 		close(log->fd);
+	if (log->dfd >= 0)
+		close(log->dfd);
+	free(log->stage);
 	for (int i = 0; i < log->npending; i++)
 		close(log->pending[i]);
 	pthread_mutex_destroy(&log->mu);
@@ -578,6 +588,112 @@ out:
 }
 
 /*
+ * Received records (a follower's) are appended in batches. Through the page
+ * cache every appended byte takes a page of it, which nobody reads again (a
+ * follower's log is read at recovery, or once it leads), and on the 2-core
+ * bench machine a new page-cache page costs about four times an overwritten
+ * one and is later written back by the kernel's flusher on the same CPUs.
+ * The whole 4 KiB blocks of a large batch therefore go around the page cache
+ * (O_DIRECT, from an aligned copy); the partial blocks at its two ends go
+ * through it, so that the segment's size stays exact and no block is ever
+ * written both ways at once. Durability is unchanged: oplog_sync()'s
+ * fdatasync() also flushes the device's cache for what went around.
+ */
+#define DIRECT_BLOCK 4096u
+#define DIRECT_MIN (512u << 10)	/* smaller batches: the page cache */
+#define DIRECT_STAGE (1u << 20)
+
+/* The O_DIRECT descriptor of the current segment, opened on first use; -1: none. */
+static int direct_fd(struct oplog *log)
+{
+	struct stat st;
+	char path[64];
+
+	if (log->no_direct || fstat(log->fd, &st) < 0)
+		return -1;
+	if (log->dfd >= 0 && st.st_dev == log->dfd_dev && st.st_ino == log->dfd_ino)
+		return log->dfd;
+	if (log->dfd >= 0)
+		close(log->dfd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", log->fd);
+	log->dfd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+	if (!log->stage && log->dfd >= 0)
+		log->stage = aligned_alloc(DIRECT_BLOCK, DIRECT_STAGE);
+	if (log->dfd < 0 || !log->stage) {
+		if (log->dfd >= 0)
+			close(log->dfd);
+		log->dfd = -1;
+		log->no_direct = 1;	/* tmpfs has no O_DIRECT: the page cache from now on */
+		return -1;
+	}
+	log->dfd_dev = st.st_dev;
+	log->dfd_ino = st.st_ino;
+	return log->dfd;
+}
+
+/* Copies bytes [from, from + len) of the stream iov[0..n) to dst. */
+static void gather(const struct iovec *iov, int n, uint64_t from, size_t len, uint8_t *dst)
+{
+	for (int i = 0; i < n && len; i++) {
+		size_t k;
+		if (from >= iov[i].iov_len) {
+			from -= iov[i].iov_len;
+			continue;
+		}
+		k = iov[i].iov_len - (size_t)from;
+		if (k > len)
+			k = len;
+		memcpy(dst, (const uint8_t *)iov[i].iov_base + from, k);
+		dst += k;
+		len -= k;
+		from = 0;
+	}
+}
+
+/* Writes the stream iov[0..n) (pend bytes) at off: see above. */
+static int write_batch(struct oplog *log, struct iovec *iov, int n, uint64_t pend, uint64_t off)
+{
+	uint64_t a = (off + DIRECT_BLOCK - 1) & ~(uint64_t)(DIRECT_BLOCK - 1);
+	uint64_t b = (off + pend) & ~(uint64_t)(DIRECT_BLOCK - 1);
+	uint8_t edge[DIRECT_BLOCK];
+	int dfd, ret = 0;
+
+	if (b <= a || b - a < DIRECT_MIN || (dfd = direct_fd(log)) < 0)
+		return writev_all_at(log->fd, iov, n, off);
+	/* the head, the whole blocks, the tail: the size grows in order */
+	if (a > off) {
+		gather(iov, n, 0, (size_t)(a - off), edge);
+		if ((ret = write_all_at(log->fd, edge, (size_t)(a - off), off)))
+			return ret;
+	}
+	for (uint64_t at = a; at < b;) {
+		size_t k = b - at > DIRECT_STAGE ? DIRECT_STAGE : (size_t)(b - at), done = 0;
+		gather(iov, n, at - off, k, log->stage);
+		while (done < k) {
+			ssize_t w = log->no_direct ? pwrite(log->fd, log->stage + done, k - done, (off_t)(at + done))
+						   : pwrite(dfd, log->stage + done, k - done, (off_t)(at + done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && errno == EINVAL && !log->no_direct) {
+				log->no_direct = 1;	/* alignment refused: the page cache */
+				continue;
+			}
+			if (w < 0)
+				return -errno;
+			done += (size_t)w;
+			if (done % DIRECT_BLOCK)
+				log->no_direct = 1;	/* a short write left the rest unaligned */
+		}
+		at += k;
+	}
+	if (off + pend > b) {
+		gather(iov, n, b - off, (size_t)(off + pend - b), edge);
+		ret = write_all_at(log->fd, edge, (size_t)(off + pend - b), b);
+	}
+	return ret;
+}
+
+/*
  * Called with mu held: writes the n records in iov (pend bytes) at the end of
  * the segment; last and mac are the last one's position and MAC. On failure
  * nothing of them remains.
@@ -591,7 +707,7 @@ static int append_flush(struct oplog *log, struct iovec *iov, int n, uint64_t pe
 		return 0;
 	ret = take_fault(&log->fault_write, log->fault_write_err);
 	if (!ret)
-		ret = writev_all_at(log->fd, iov, n, log->size);
+		ret = write_batch(log, iov, n, pend, log->size);
 	if (ret) {
 		if (ftruncate(log->fd, (off_t)log->size) < 0)
 			log->failed = errno;
