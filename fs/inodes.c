@@ -666,6 +666,7 @@ static void *invalq_main(void *arg)
 	struct node *n = arg;
 	struct invalq *q = n->invalq;
 
+	thread_name("repfs-inval");
 	for (;;) {
 		struct inval batch[INVALQ_MAX];
 		uint64_t ticket;

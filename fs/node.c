@@ -825,6 +825,7 @@ static void *flusher_main(void *arg)
 {
 	struct node *n = arg;
 
+	thread_name("repfs-flush");
 	pthread_mutex_lock(&n->bg_lock);
 	while (!bg_nap(n, NODE_COMMIT_INTERVAL_MS)) {
 		pthread_mutex_unlock(&n->bg_lock);
@@ -847,6 +848,7 @@ static void *checkpointer_main(void *arg)
 	struct node *n = arg;
 	int64_t last_ckpt = now_ns();
 
+	thread_name("repfs-ckpt");
 	pthread_mutex_lock(&n->bg_lock);
 	while (!bg_nap(n, NODE_COMMIT_INTERVAL_MS)) {
 		pthread_mutex_unlock(&n->bg_lock);

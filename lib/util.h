@@ -25,4 +25,7 @@ struct timespec deadline_in_ms(clockid_t clk, long ms);
 /* CLOCK_MONOTONIC in ns. */
 int64_t mono_ns(void);
 
+/* Names the calling thread (at most 15 characters) for ps, top and perf. */
+void thread_name(const char *name);
+
 #endif

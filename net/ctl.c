@@ -51,6 +51,7 @@ static void *verify_main(void *arg)
 	char *out = malloc(len), err[400], *reply = malloc(len + 512);
 	int ret = -ENOMEM;
 
+	thread_name("repfs-verify");
 	if (out && reply)
 		ret = repl_verify(j->r, j->repair, out, len, err, sizeof(err));
 	if (j->r)
@@ -144,6 +145,7 @@ static void *ctl_main(void *arg)
 	struct ctl_server *s = arg;
 	struct pollfd p[2] = { { s->fd, POLLIN, 0 }, { s->stop_pipe[0], POLLIN, 0 } };
 
+	thread_name("repfs-ctl");
 	for (;;) {
 		int c;
 

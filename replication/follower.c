@@ -111,6 +111,7 @@ static void *acker_main(void *arg)
 	struct acker *a = arg;
 	struct repl *r = a->r;
 
+	thread_name("repfs-acker");
 	for (;;) {
 		int ret;
 
@@ -486,6 +487,7 @@ static void *follow_main(void *arg)
 	struct repl *r = arg;
 	int backoff = 100;
 
+	thread_name("repfs-follow");
 	while (!repl_nap(r, &r->cv_new, 0) && node_role(r->n) == ROLE_FOLLOWER) {
 		char extra[64];
 		pthread_mutex_lock(&r->mu);

@@ -188,6 +188,7 @@ static void *ack_main(void *arg)
 	struct conn *cn = arg;
 	struct repl *r = cn->r;
 
+	thread_name("repfs-ackread");
 	for (;;) {
 		uint8_t type;
 		void *buf;
@@ -492,6 +493,7 @@ static void *conn_main(void *arg)
 	pthread_t acker;
 	int ret, have_acker = 0, want_snap;
 
+	thread_name("repfs-conn");
 	ret = chan_handshake(&cn->c, cn->fd, r->n->key, 0, HANDSHAKE_MS);
 	if (ret) {
 		rlog(LOG_WARNING, "refused a connection from %s: %s", cn->addr, chan_strerror(ret));
@@ -628,6 +630,7 @@ static void *listen_main(void *arg)
 {
 	struct repl *r = arg;
 
+	thread_name("repfs-listen");
 	for (;;) {
 		struct sockaddr_storage sa;
 		socklen_t salen = sizeof(sa);

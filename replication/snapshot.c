@@ -531,6 +531,7 @@ static void *helper_main(void *arg)
 {
 	struct window *w = arg;
 
+	thread_name("repfs-snaphelp");
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		while (!w->stop && !(w->busy && w->got == INT64_MIN))

@@ -29,6 +29,7 @@
 
 #include "../fs/node.h"
 #include "../lib/log.h"
+#include "../lib/util.h"
 #include "../net/chan.h"
 #include "digest.h"
 #include "repl_int.h"
@@ -545,6 +546,7 @@ static void *check_main(void *arg)
 	char *out = malloc(len), err[400] = "out of memory";
 	int ret = -ENOMEM, state, resynced = 0;
 
+	thread_name("repfs-check");
 	for (int round = 0; out && round < CHECK_ROUNDS; round++) {
 		if (round)
 			rlog(LOG_INFO, "the snapshot still differs from the leader after a resync (names moved "
