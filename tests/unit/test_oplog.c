@@ -1336,6 +1336,22 @@ static int ol_copy_raw(uint8_t **bufs, size_t *lens, int max)
 	return k;
 }
 
+/* Closes src (its last MAC in mac), copies its first n records' raw bytes
+ * into bufs/lens, and opens an empty log "log2" as *dst; returns its dirfd. */
+static int ol_copy_to_log2(struct oplog *src, uint8_t mac[CRYPTO_MAC_BYTES], uint8_t **bufs, size_t *lens, int n,
+			   struct oplog **dst)
+{
+	int dfd;
+
+	oplog_last_mac(src, mac);
+	oplog_free(src);
+	cr_assert_eq(ol_copy_raw(bufs, lens, n), n);
+	cr_assert_eq(mkdirat(oenv.dirfd, "log2", 0700), 0);
+	dfd = openat(oenv.dirfd, "log2", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_eq(oplog_open(dst, dfd, oenv.key, NULL, NULL), 0);
+	return dfd;
+}
+
 Test(oplog, append_raw_many_takes_a_burst_across_segments_up_to_a_bad_record)
 {
 	enum { N = 70 };
@@ -1343,7 +1359,7 @@ Test(oplog, append_raw_many_takes_a_burst_across_segments_up_to_a_bad_record)
 	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "big" }, outs[OPLOG_BATCH_MAX];
 	struct oplog *src = ol_open_ok(), *dst;
 	size_t lens[N];
-	int dfd, done, k;
+	int dfd, done;
 	uint8_t saved;
 
 	r.data = data;
@@ -1352,13 +1368,7 @@ Test(oplog, append_raw_many_takes_a_burst_across_segments_up_to_a_bad_record)
 		ol_big_fill(data, seq);
 		cr_assert_eq(oplog_append(src, &r), 0);
 	}
-	oplog_last_mac(src, mac_a);
-	oplog_free(src);
-	k = ol_copy_raw(bufs, lens, N);
-	cr_assert_eq(k, N);
-	cr_assert_eq(mkdirat(oenv.dirfd, "log2", 0700), 0);
-	dfd = openat(oenv.dirfd, "log2", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	cr_assert_eq(oplog_open(&dst, dfd, oenv.key, NULL, NULL), 0);
+	dfd = ol_copy_to_log2(src, mac_a, bufs, lens, N, &dst);
 	/* a burst of 10 whose 8th record is damaged: the 7 before it go in */
 	saved = bufs[7][lens[7] / 2];
 	bufs[7][lens[7] / 2] ^= 1;
@@ -1505,7 +1515,7 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 	struct record got;
 	struct stat st;
 	size_t lens[N];
-	int dfd, done, k, at = 0, batch = 1, segfd;
+	int dfd, done, at = 0, batch = 1, segfd;
 	char name[32];
 
 	for (uint64_t seq = 1; seq <= N; seq++) {
@@ -1514,13 +1524,7 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 		memset(data, (int)seq, r.data_len);
 		cr_assert_eq(oplog_append(src, &r), 0);
 	}
-	oplog_last_mac(src, mac_a);
-	oplog_free(src);
-	k = ol_copy_raw(bufs, lens, N);
-	cr_assert_eq(k, N);
-	cr_assert_eq(mkdirat(oenv.dirfd, "log2", 0700), 0);
-	dfd = openat(oenv.dirfd, "log2", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	cr_assert_eq(oplog_open(&dst, dfd, oenv.key, NULL, NULL), 0);
+	dfd = ol_copy_to_log2(src, mac_a, bufs, lens, N, &dst);
 	while (at < N) {	/* batches of 1, 2, 4, ... 37 records */
 		int n = batch < N - at ? batch : N - at;
 		cr_assert_eq(oplog_append_raw_many(dst, (const uint8_t *const *)bufs + at, lens + at, n, outs, &done), 0);
