@@ -29,6 +29,7 @@
 
 #include "fuse_ops.h"
 #include "../lib/log.h"
+#include "../lib/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -110,9 +111,8 @@ struct worker {
 	size_t area_len;
 	struct iovec iov[2];
 	_Atomic uint64_t unique;	/* the request in hand, 0 if none */
-	int replied;
+	int replied;		/* under lock: a reply may come from another thread */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	pthread_t tid;
 	_Atomic pid_t os_tid;	/* for fring_repin() */
 	_Atomic int state;	/* W_IDLE, W_SERVING (an entry registered), W_GONE */
@@ -279,6 +279,15 @@ static void push_stop_poll(struct worker *w)
 	sqe_push(w);
 }
 
+/* Answers the request in w's entry with EIO. */
+static void answer_eio(struct worker *w, uint64_t unique)
+{
+	struct wire_out out = { sizeof(out), -EIO, unique };
+
+	memcpy(w->hdr->in_out, &out, sizeof(out));
+	w->hdr->io.payload_sz = 0;
+}
+
 /* Hands the request in w's entry to libfuse; returns once it is answered. */
 static void serve(struct worker *w)
 {
@@ -291,12 +300,9 @@ static void serve(struct worker *w)
 	memcpy(&in, w->hdr->in_out, sizeof(in));
 	if (in.len < sizeof(in) + (size_t)psz || in.len - sizeof(in) - psz > sizeof(w->hdr->op_in) ||
 	    psz > r->payload) {
-		/* cannot happen with a kernel that keeps to the protocol: answer EIO */
-		struct wire_out out = { sizeof(out), -EIO, in.unique };
-
+		/* cannot happen with a kernel that keeps to the protocol */
 		rlog(LOG_ERR, "a malformed request came through the FUSE ring (opcode %u); answering EIO", in.opcode);
-		memcpy(w->hdr->in_out, &out, sizeof(out));
-		w->hdr->io.payload_sz = 0;
+		answer_eio(w, in.unique);
 		return;
 	}
 	opsz = in.len - sizeof(in) - psz;
@@ -313,11 +319,8 @@ static void serve(struct worker *w)
 	 * that failed, or went to /dev/fuse) would hold the caller forever */
 	pthread_mutex_lock(&w->lock);
 	if (!w->replied) {
-		struct wire_out out = { sizeof(out), -EIO, in.unique };
-
 		rlog(LOG_ERR, "a request through the FUSE ring (opcode %u) got no reply; answering EIO", in.opcode);
-		memcpy(w->hdr->in_out, &out, sizeof(out));
-		w->hdr->io.payload_sz = 0;
+		answer_eio(w, in.unique);
 	}
 	pthread_mutex_unlock(&w->lock);
 	atomic_fetch_add_explicit(&r->served, 1, memory_order_relaxed);
@@ -351,7 +354,7 @@ static void *worker_main(void *arg)
 	int quit = 0, registering = 1;
 
 	snprintf(name, sizeof(name), "repfs-ring%u", w->qid);
-	pthread_setname_np(pthread_self(), name);
+	thread_name(name);
 	atomic_store(&w->os_tid, (pid_t)syscall(SYS_gettid));
 	pin(0, w->qid);
 	pthread_mutex_lock(&r->lock);
@@ -452,7 +455,6 @@ struct fring *fring_open(struct fuse_session *se, int devfd)
 		w->qid = (unsigned)(i % ncpu);
 		w->fd = -1;
 		pthread_mutex_init(&w->lock, NULL);
-		pthread_cond_init(&w->cond, NULL);
 		if (!err)
 			err = worker_map(w, r->payload);
 	}
@@ -508,10 +510,8 @@ void fring_free(struct fring *r)
 	if (!r)
 		return;
 	fring_stop(r);
-	for (int i = 0; i < r->nworkers; i++) {
+	for (int i = 0; i < r->nworkers; i++)
 		pthread_mutex_destroy(&r->w[i].lock);
-		pthread_cond_destroy(&r->w[i].cond);
-	}
 	if (r->stopfd >= 0)
 		close(r->stopfd);
 	pthread_mutex_destroy(&r->lock);
@@ -557,7 +557,6 @@ int fring_reply(struct fring *r, const struct iovec *iov, int count, ssize_t *re
 	w->hdr->io.payload_sz = (uint32_t)total;
 	pthread_mutex_lock(&w->lock);
 	w->replied = 1;
-	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	return 1;
 }

@@ -215,13 +215,34 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 	return 0;
 }
 
+/*
+ * 1 if something is mounted on the absolute path mp (per /proc/self/mountinfo,
+ * which answers without asking the file system); dev gets the device
+ * ("MAJOR:MINOR") of the last such mount, the one on top.
+ */
+static int mounted_dev(const char *mp, char dev[32])
+{
+	char line[3 * PATH_MAX];
+	int found = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char m[PATH_MAX], d[32];
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", d, m) == 2 && !strcmp(m, mp)) {
+			found = 1;
+			if (dev)
+				memcpy(dev, d, sizeof(d));
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
 /* 0 if mp is a directory nothing is mounted on, else prints why. */
 static int check_mountpoint(const char *mp, char *real, size_t len)
 {
-	char line[3 * PATH_MAX];
 	struct stat st;
-	FILE *f;
-	int busy = 0;
 
 	if (stat(mp, &st) < 0) {
 		die_msg("mountpoint '%s' is not usable: %s", mp, strerror(errno));
@@ -235,15 +256,7 @@ static int check_mountpoint(const char *mp, char *real, size_t len)
 		die_msg("mountpoint '%s' is not usable: %s", mp, strerror(errno));
 		return -1;
 	}
-	f = fopen("/proc/self/mountinfo", "re");
-	while (f && fgets(line, sizeof(line), f)) {
-		char m[PATH_MAX];
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", m) == 1 && !strcmp(m, real))
-			busy = 1;
-	}
-	if (f)
-		fclose(f);
-	if (busy) {
+	if (mounted_dev(real, NULL)) {
 		die_msg("mountpoint '%s' is in use (something is mounted there)", mp);
 		return -1;
 	}
@@ -259,22 +272,12 @@ static int check_mountpoint(const char *mp, char *real, size_t len)
  */
 static void raise_readahead(const char *mp)
 {
-	char line[3 * PATH_MAX], path[128];
-	unsigned major = 0, minor = 0;
-	int found = 0, fd;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char dev[32], path[128];
+	int fd;
 
-	while (f && fgets(line, sizeof(line), f)) {
-		char m[PATH_MAX];
-		unsigned a, b;
-		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, m) == 3 && !strcmp(m, mp))
-			major = a, minor = b, found = 1;	/* the last one: ours, mounted over */
-	}
-	if (f)
-		fclose(f);
-	if (!found)
+	if (!mounted_dev(mp, dev))
 		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || dprintf(fd, "%u\n", (unsigned)(fuse_ops_max_payload() >> 10)) < 0)
 		rlog(LOG_INFO, "unable to raise the mount's readahead ('%s'): %s", path, strerror(errno));
