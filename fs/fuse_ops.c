@@ -835,6 +835,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	ret = commit_on(n, in, h, &r);
 	if (ret)
 		goto out;
+	size = r.data_len;	/* a large write stopped part way (node_commit()) is short */
 	if (h->direct && (!h->clean || handle_open_by(n, h->id, h, 1)))
 		ino_inval_soon(n, ino, off, (off_t)size);
 	h->clean = 1;

@@ -372,9 +372,217 @@ fail:
 	return ret;
 }
 
-int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
+/*
+ * Applies r, which the log holds. A write that a full disk stopped half way
+ * through extending its file is taken back (the size and mtime it found), so
+ * that the tree holds nothing of a record the log will not keep.
+ */
+static int apply_or_take_back(struct node *n, struct record *r, int hint_fd, int *out_fd)
 {
 	struct stat before = { .st_size = -1 };
+	int ret;
+
+	if (hint_fd >= 0 && (r->type == REC_WRITE || r->type == REC_FALLOCATE || r->type == REC_COPY) &&
+	    fstat(hint_fd, &before) < 0)
+		before.st_size = -1;
+	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
+	if (ret == 1)
+		ret = -ESTALE;
+	if (ret && before.st_size >= 0 && (uint64_t)before.st_size <= r->off) {
+		struct timespec ts[2] = { { 0, UTIME_OMIT }, before.st_mtim };
+		if (ftruncate(hint_fd, before.st_size) < 0 || futimens(hint_fd, ts) < 0)
+			rlog(LOG_WARNING, "unable to take back a partial write: %s", strerror(errno));
+	}
+	return ret;
+}
+
+static int append_failed(const struct record *r, int ret)
+{
+	rlog(LOG_ERR, "unable to append %s to the log: %s", record_type_name(r->type), strerror(-ret));
+	return (ret == -ENOSPC || ret == -EDQUOT) ? ret : -EIO;
+}
+
+static void undo_failed(struct node *n, const struct record *r)
+{
+	/* the record cannot be taken back: stop accepting changes */
+	n->fault = EIO;
+	rlog(LOG_ERR, "unable to undo %s at seq %" PRIu64 " after it failed; refusing writes",
+	     record_type_name(r->type), r->seq);
+}
+
+/* ---- the apply helper: a large write's tree half, on another CPU ---- */
+
+struct apply_helper {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;	/* a job was posted, or stop */
+	pthread_cond_t done;	/* the job finished */
+	int stop, posted, ret;
+	struct node *n;
+	struct record *r;
+	int fd;
+	unsigned served, fail_at;	/* test hook: the fail_at'th piece fails (REPFS_TEST_FAIL_PIECE) */
+};
+
+static void *helper_main(void *arg)
+{
+	struct apply_helper *h = arg;
+
+	thread_name("repfs-apply");
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		while (!h->posted && !h->stop)
+			pthread_cond_wait(&h->wake, &h->mu);
+		if (!h->posted)
+			break;
+		pthread_mutex_unlock(&h->mu);
+		int ret = ++h->served == h->fail_at ? -EIO : apply_or_take_back(h->n, h->r, h->fd, NULL);
+		pthread_mutex_lock(&h->mu);
+		h->ret = ret;
+		h->posted = 0;
+		pthread_cond_signal(&h->done);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+static void helper_post(struct apply_helper *h, struct record *r, int fd)
+{
+	pthread_mutex_lock(&h->mu);
+	h->r = r;
+	h->fd = fd;
+	h->posted = 1;
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->mu);
+}
+
+static int helper_wait(struct apply_helper *h)
+{
+	int ret;
+
+	pthread_mutex_lock(&h->mu);
+	while (h->posted)
+		pthread_cond_wait(&h->done, &h->mu);
+	ret = h->ret;
+	pthread_mutex_unlock(&h->mu);
+	return ret;
+}
+
+static int helper_start(struct node *n)
+{
+	struct apply_helper *h = calloc(1, sizeof(*h));
+	int ret;
+
+	if (!h)
+		return -ENOMEM;
+	h->n = n;
+	if (getenv("REPFS_TEST_FAIL_PIECE"))
+		h->fail_at = (unsigned)atoi(getenv("REPFS_TEST_FAIL_PIECE"));
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->wake, NULL);
+	pthread_cond_init(&h->done, NULL);
+	ret = pthread_create(&h->thread, NULL, helper_main, h);
+	if (ret) {
+		free(h);
+		return -ret;
+	}
+	n->helper = h;
+	return 0;
+}
+
+static void helper_stop(struct node *n)
+{
+	struct apply_helper *h = n->helper;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = 1;
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->wake);
+	pthread_cond_destroy(&h->done);
+	free(h);
+	n->helper = NULL;
+}
+
+/*
+ * A large write is logged as pieces of NODE_PIECE_BYTES, and each piece is
+ * applied to the tree by the helper thread while the next one is MAC'd and
+ * appended: the log's half and the tree's half of the work on two CPUs,
+ * where one write used to run both on one while the writer waited. A piece
+ * goes to the tree only once it is whole in the log, so a kill -9 cannot
+ * leave the tree ahead of the log. When a piece fails to apply, it and the
+ * one logged after it are taken back out of the log; the pieces before it
+ * stay, and the write is short (as ext4's on a full disk). Only when every
+ * piece fits in the current segment (oplog_undo_to() works within one).
+ * Called with seq_lock held; r->data_len becomes what was written.
+ */
+static int pieces_fit(struct node *n, const struct record *r, int hint_fd)
+{
+	uint64_t pieces = (r->data_len + NODE_PIECE_BYTES - 1) / NODE_PIECE_BYTES;
+
+	return n->helper && r->type == REC_WRITE && hint_fd >= 0 && pieces > 1 &&
+	       oplog_segment_room(n->log) >=
+		       r->data_len + pieces * (REC_HEADER_BYTES + REC_BODY_BYTES + PATH_MAX + CRYPTO_MAC_BYTES);
+}
+
+static int commit_pieces(struct node *n, struct record *r, int hint_fd)
+{
+	struct record p[2];
+	struct oplog_mark m[2];
+	uint32_t logged = 0, done = 0;
+	int k = 0, busy = 0, ret = 0;
+
+	for (;;) {
+		int more = logged < r->data_len;
+
+		if (more) {
+			p[k] = *r;
+			p[k].off = r->off + logged;
+			p[k].data = (const uint8_t *)r->data + logged;
+			p[k].data_len = r->data_len - logged < NODE_PIECE_BYTES ? r->data_len - logged : NODE_PIECE_BYTES;
+			oplog_mark(n->log, &m[k]);
+			ret = oplog_append(n->log, &p[k]);
+			if (ret) {
+				ret = append_failed(&p[k], ret);	/* nothing of p[k] is in the log */
+				more = 0;
+			}
+		}
+		if (busy) {
+			int aret = helper_wait(n->helper);
+
+			busy = 0;
+			if (aret) {
+				/* the piece before failed: it goes, and this one if logged */
+				if (oplog_undo_to(n->log, &m[!k]) < 0)
+					undo_failed(n, &p[!k]);
+				ret = aret;
+				more = 0;
+			} else {
+				done += p[!k].data_len;
+				n->applied = p[!k].seq;
+			}
+		}
+		if (!more)
+			break;
+		helper_post(n->helper, &p[k], hint_fd);
+		busy = 1;
+		logged += p[k].data_len;
+		k = !k;
+	}
+	if (!done)
+		return ret;
+	applied_mark(n, n->applied);
+	r->seq = n->applied;
+	r->data_len = done;
+	return 0;
+}
+
+int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
+{
 	int ret, ns = 0;
 
 	pthread_mutex_lock(&n->seq_lock);
@@ -389,36 +597,23 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	r->epoch = n->st.epoch;
 	r->time_ns = now_ns();
 	__atomic_store_n(&n->last_commit_ns, r->time_ns, __ATOMIC_RELAXED);	/* a snapshot yields to it */
-	ret = oplog_append(n->log, r);
-	if (ret) {
-		rlog(LOG_ERR, "unable to append %s to the log: %s", record_type_name(r->type), strerror(-ret));
-		if (ret != -ENOSPC && ret != -EDQUOT)
-			ret = -EIO;
+	if (pieces_fit(n, r, hint_fd)) {
+		ret = commit_pieces(n, r, hint_fd);
 		goto out;
 	}
-	if (hint_fd >= 0 && (r->type == REC_WRITE || r->type == REC_FALLOCATE || r->type == REC_COPY) &&
-	    fstat(hint_fd, &before) < 0)
-		before.st_size = -1;
+	ret = oplog_append(n->log, r);
+	if (ret) {
+		ret = append_failed(r, ret);
+		goto out;
+	}
 	ns = r->type == REC_CREATE || r->type == REC_LINK || r->type == REC_UNLINK || r->type == REC_RMDIR ||
 	     r->type == REC_RENAME;
 	if (ns)
 		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
-	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
-	if (ret == 1)
-		ret = -ESTALE;
-	if (ret && before.st_size >= 0 && (uint64_t)before.st_size <= r->off) {
-		/* a full disk stopped an extension half way: take back what it wrote */
-		struct timespec ts[2] = { { 0, UTIME_OMIT }, before.st_mtim };
-		if (ftruncate(hint_fd, before.st_size) < 0 || futimens(hint_fd, ts) < 0)
-			rlog(LOG_WARNING, "unable to take back a partial write: %s", strerror(errno));
-	}
+	ret = apply_or_take_back(n, r, hint_fd, out_fd);
 	if (ret) {
-		if (oplog_undo_last(n->log) < 0) {
-			/* the record cannot be taken back: stop accepting changes */
-			n->fault = EIO;
-			rlog(LOG_ERR, "unable to undo %s at seq %" PRIu64 " after it failed; refusing writes",
-			     record_type_name(r->type), r->seq);
-		}
+		if (oplog_undo_last(n->log) < 0)
+			undo_failed(n, r);
 		goto out;
 	}
 	n->applied = r->seq;
@@ -886,6 +1081,8 @@ int node_start(struct node *n)
 		pthread_join(n->flusher, NULL);
 		return -ret;
 	}
+	if (helper_start(n) < 0)
+		rlog(LOG_WARNING, "unable to start the apply helper: large writes run on one thread");
 	n->bg_started = 1;
 	return 0;
 }
@@ -939,6 +1136,7 @@ void node_stop_background(struct node *n)
 	bg_tell_stop(n);
 	pthread_join(n->flusher, NULL);
 	pthread_join(n->checkpointer, NULL);
+	helper_stop(n);
 	n->bg_started = 0;
 }
 

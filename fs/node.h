@@ -28,6 +28,7 @@
 #define NODE_COMMIT_INTERVAL_MS 100	/* bound on un-synced changes (group commit) */
 #define NODE_CHECKPOINT_INTERVAL_S 30
 #define NODE_DEFAULT_LOG_RETAIN (1ull << 30)	/* bytes of log kept for lagging followers */
+#define NODE_PIECE_BYTES (256u << 10)	/* a larger write is logged in pieces of this size (node.c) */
 
 struct node_opts {
 	const char *datadir;
@@ -75,6 +76,7 @@ struct node {
 	int bg_started;
 	pthread_t flusher;		/* group commit */
 	pthread_t checkpointer;		/* checkpoints (syncfs can take seconds) */
+	struct apply_helper *helper;	/* applies a large write's pieces (node.c), or NULL */
 	int64_t started_ns;
 
 	struct repl *repl;		/* replication, NULL until started */
@@ -107,7 +109,10 @@ int node_start(struct node *n);
 /*
  * The sequencer. Fills r's epoch, seq and time, appends, applies (see
  * apply_record() for hint_fd and out_fd). Returns the apply's result; on
- * failure the log holds no trace of r.
+ * failure the log holds no trace of r. A write of more than
+ * NODE_PIECE_BYTES through hint_fd may be logged as several records (r->seq
+ * is then the last one's) and may come out short: r->data_len says how much
+ * was written.
  */
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
 

@@ -785,36 +785,78 @@ int oplog_append_raw(struct oplog *log, const uint8_t *buf, size_t len, struct r
 	return oplog_append_raw_many(log, &buf, &len, 1, out, &done);
 }
 
+/*
+ * Cuts the current segment back to size, the log's last record to last.
+ * A group commit running meanwhile is waited for first (its fdatasync could
+ * otherwise count records appended after the cut as durable); one that made
+ * some of the removed records durable is followed by an fdatasync that makes
+ * their removal durable too. Called with the lock held.
+ */
+static int undo_locked(struct oplog *log, uint64_t size, struct pos last, const uint8_t mac[CRYPTO_MAC_BYTES])
+{
+	while (log->syncing)
+		pthread_cond_wait(&log->synced, &log->mu);
+	if (ftruncate(log->fd, (off_t)size) < 0) {
+		log->failed = errno;
+		return -errno;
+	}
+	if (log->durable > last.seq) {
+		if (fdatasync(log->fd) < 0) {
+			log->failed = errno;
+			return -errno;
+		}
+		log->durable = last.seq;
+	}
+	log->size = size;
+	log->last = last;
+	memcpy(log->last_mac, mac, CRYPTO_MAC_BYTES);
+	log->can_undo = 0;
+	return 0;
+}
+
 int oplog_undo_last(struct oplog *log)
 {
-	int ret = 0;
+	int ret;
 
 	pthread_mutex_lock(&log->mu);
-	if (!log->can_undo) {
-		ret = -EINVAL;
-		goto out;
-	}
-	if (ftruncate(log->fd, (off_t)log->undo_size) < 0) {
-		ret = -errno;
-		log->failed = errno;
-		goto out;
-	}
-	/* a group commit may have made it durable meanwhile: make its removal durable too */
-	if (log->durable >= log->last.seq) {
-		if (fdatasync(log->fd) < 0) {
-			ret = -errno;
-			log->failed = errno;
-			goto out;
-		}
-		log->durable = log->undo_last.seq;
-	}
-	log->size = log->undo_size;
-	log->last = log->undo_last;
-	memcpy(log->last_mac, log->undo_mac, CRYPTO_MAC_BYTES);
-	log->can_undo = 0;
-out:
+	ret = log->can_undo ? undo_locked(log, log->undo_size, log->undo_last, log->undo_mac) : -EINVAL;
 	pthread_mutex_unlock(&log->mu);
 	return ret;
+}
+
+void oplog_mark(struct oplog *log, struct oplog_mark *m)
+{
+	pthread_mutex_lock(&log->mu);
+	m->seg_first = log->seg_first;
+	m->size = log->size;
+	m->last = log->last;
+	memcpy(m->mac, log->last_mac, CRYPTO_MAC_BYTES);
+	pthread_mutex_unlock(&log->mu);
+}
+
+int oplog_undo_to(struct oplog *log, const struct oplog_mark *m)
+{
+	int ret;
+
+	pthread_mutex_lock(&log->mu);
+	if (log->failed)
+		ret = -EIO;
+	else if (m->seg_first != log->seg_first || m->size > log->size || m->last.seq > log->last.seq)
+		ret = -EXDEV;
+	else
+		ret = undo_locked(log, m->size, m->last, m->mac);
+	pthread_mutex_unlock(&log->mu);
+	return ret;
+}
+
+uint64_t oplog_segment_room(struct oplog *log)
+{
+	uint64_t room;
+
+	pthread_mutex_lock(&log->mu);
+	room = log->size < OPLOG_SEGMENT_BYTES ? OPLOG_SEGMENT_BYTES - log->size : 0;
+	pthread_mutex_unlock(&log->mu);
+	return room;
 }
 
 int oplog_rewind(struct oplog *log, uint64_t seq)

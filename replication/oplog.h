@@ -76,6 +76,21 @@ int oplog_append_raw_many(struct oplog *log, const uint8_t *const bufs[], const 
 int oplog_undo_last(struct oplog *log);
 
 /*
+ * A point in the log to come back to: oplog_undo_to() removes every record
+ * appended after oplog_mark() took it (one write logged as several records,
+ * one of which failed to apply). Only within one segment: -EXDEV once the
+ * log has moved on to another (oplog_segment_room() tells how much fits).
+ */
+struct oplog_mark {
+	uint64_t seg_first, size;
+	struct pos last;
+	uint8_t mac[CRYPTO_MAC_BYTES];
+};
+void oplog_mark(struct oplog *log, struct oplog_mark *m);
+int oplog_undo_to(struct oplog *log, const struct oplog_mark *m);
+uint64_t oplog_segment_room(struct oplog *log);	/* bytes the current segment can still take */
+
+/*
  * Returns once every record up to seq is durable (group commit: one fdatasync
  * serves every waiter). After an fdatasync failure the log is failed for good
  * and every later append or sync returns -EIO.

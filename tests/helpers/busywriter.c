@@ -42,7 +42,7 @@ static double now_s(void)
 
 static int one_op(int k, char *why, size_t whylen)
 {
-	static char buf[32768];
+	static char buf[1 << 20];	/* one write in 8 may be large: logged in pieces (fs/node.c) */
 	char a[64], b[64];
 	int fd, r = 0;
 	unsigned long op = rnd() % 100;
@@ -50,7 +50,7 @@ static int one_op(int k, char *why, size_t whylen)
 	snprintf(a, sizeof(a), "f%02lu", rnd() % NFILES);
 	snprintf(b, sizeof(b), "f%02lu", rnd() % NFILES);
 	if (op < 40) {
-		size_t len = 1 + rnd() % sizeof(buf);
+		size_t len = 1 + rnd() % (rnd() % 8 ? 32768 : sizeof(buf));
 		off_t off = (rnd() % 4 == 0) ? (off_t)(rnd() % (4u << 20)) : 0;
 		memset(buf, (int)('A' + rnd() % 26), len);
 		fd = open(a, O_WRONLY | O_CREAT | (off ? 0 : O_APPEND), 0644);

@@ -800,6 +800,57 @@ Test(oplog, undo_last_removes_the_record)
 	ol_expect_clean(3);
 }
 
+/* A write logged as pieces: undo_to takes back every record after the mark, and only within a segment. */
+Test(oplog, undo_to_a_mark_removes_the_records_after_it)
+{
+	struct oplog *log = ol_open_ok();
+	struct oplog_mark m, late;
+	uint8_t mac2[CRYPTO_MAC_BYTES], mac[CRYPTO_MAC_BYTES];
+	uint8_t *data = calloc(1, REC_MAX_DATA);
+	struct record big = { .type = REC_WRITE, .epoch = 1, .path = "big" };
+	uint64_t bytes2, room;
+	char path[512];
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	oplog_last_mac(log, mac2);
+	bytes2 = oplog_bytes(log);
+	oplog_mark(log, &m);
+	cr_assert_eq(oplog_undo_to(log, &m), 0, "undo to where the log is: nothing to take back");
+	cr_assert_eq(oplog_last(log).seq, 2);
+	ol_append(log, 1);
+	oplog_mark(log, &late);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 4), 0);	/* a group commit synced them meanwhile */
+	cr_assert_eq(oplog_undo_to(log, &m), 0);
+	cr_assert_eq(oplog_last(log).seq, 2);
+	cr_assert_eq(oplog_durable(log), 2, "durable still counts records that were taken back");
+	cr_assert_eq(oplog_bytes(log), bytes2);
+	oplog_last_mac(log, mac);
+	cr_assert_arr_eq(mac, mac2, sizeof(mac));
+	cr_assert_eq(unit_file_size(ol_seg_path(1, path, sizeof(path))), bytes2, "undone bytes left in the file");
+	cr_assert_eq(oplog_undo_to(log, &late), -EXDEV, "a mark past the log's end");
+	ol_expect_clean(2);
+	cr_assert_eq(ol_append(log, 1), 3, "the seqs are reused");
+
+	/* a mark taken before the log moved on to another segment is refused */
+	room = oplog_segment_room(log);
+	cr_assert_eq(room, OPLOG_SEGMENT_BYTES - oplog_bytes(log));
+	oplog_mark(log, &m);
+	big.data = data;
+	big.data_len = REC_MAX_DATA;
+	while (oplog_bytes(log) <= OPLOG_SEGMENT_BYTES)
+		cr_assert_eq(oplog_append(log, &big), 0);
+	cr_assert_gt(oplog_segment_room(log), OPLOG_SEGMENT_BYTES / 2, "no room reported after the roll");
+	cr_assert_eq(oplog_undo_to(log, &m), -EXDEV, "undo across a segment roll");
+	cr_assert_eq(oplog_sync(log, oplog_last(log).seq), 0);
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_gt(oplog_last(log).seq, 3);
+	oplog_free(log);
+	free(data);
+}
+
 /* ---- group commit ---- */
 
 #define OL_THREADS 6

@@ -1,0 +1,51 @@
+#!/bin/bash
+# write_pieces.sh -- a large write is logged in pieces of 256 KiB, each
+# applied to the tree beside the next one's append (fs/node.c). A piece that
+# fails to apply is taken back out of the log together with the piece logged
+# after it; the pieces before it stay and the write is short, which the
+# writer sees and carries on from. REPFS_TEST_FAIL_PIECE=N makes the Nth
+# piece fail. After it: the file holds exactly what was written, the log
+# verifies and holds the data once, and mount, tree and replay are equal.
+. "$(dirname "$0")/../integration/lib.sh" || exit 1
+
+D=$T/data
+M=$T/mnt
+head -c 3145728 /dev/urandom >"$T/src"
+REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
+seq0=$(json_get "$(status_json "$D")" seq)
+
+# one 3 MiB write(2) of 1 MiB requests: piece 2 fails, piece 3 (already
+# logged) goes with it, the first write(2) comes back short at 256 KiB
+python3 - "$T/src" "$M/big" >"$T/writes" <<'PY' || fail "the writer failed: $(cat "$T/writes")"
+import os, sys
+data = open(sys.argv[1], "rb").read()
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+done = 0
+while done < len(data):
+    n = os.write(fd, data[done:done + (1 << 20)])
+    print(n)
+    done += n
+os.fsync(fd)
+os.close(fd)
+PY
+check_eq "$(head -n 1 "$T/writes")" 262144 "the first write(2), whose second piece failed"
+cmp -s "$T/src" "$M/big" || fail "the file differs from what was written"
+cmp -s "$T/src" "$D/tree/big" || fail "the tree's file differs from what was written"
+
+# the log: the create, then pieces of at most 256 KiB covering 3 MiB once
+"$REPFS" log "$D" --from $((seq0 + 1)) >"$T/log" || fail "repfs log failed"
+note "records: $(awk '$3 == "write" { printf "%s@%s ", $5, $6 }' "$T/log")"
+check_eq "$(awk '$3 == "write" { s += $5 } END { print s }' "$T/log")" 3145728 "bytes of write records in the log"
+check_eq "$(awk '$3 == "write" && $5 > 262144' "$T/log" | wc -l)" 0 "write records over 256 KiB"
+log_verify "$D"
+st=$(status_json "$D")
+check_eq "$(json_get "$st" faults)" "[]" "faults after a piece failed"
+compare3 "$M" "$D" "after a failed piece"
+
+# and after a restart, nothing of the taken-back pieces comes back
+stop_node "$M" "$D"
+start_leader "$D" "$M"
+cmp -s "$T/src" "$M/big" || fail "the file differs from what was written after a restart"
+compare3 "$M" "$D" "after a restart"
+stop_node "$M" "$D"
+exit 0
