@@ -516,8 +516,9 @@ static void helper_stop(struct node *n)
  * goes to the tree only once it is whole in the log, so a kill -9 cannot
  * leave the tree ahead of the log. When a piece fails to apply, it and the
  * one logged after it are taken back out of the log; the pieces before it
- * stay, and the write is short (as ext4's on a full disk). Only when every
- * piece fits in the current segment (oplog_undo_to() works within one).
+ * stay, and the write is short (as ext4's on a full disk). All pieces go
+ * to one segment (oplog_undo_to() works within one): the log rolls over
+ * first if they would not fit.
  * Called with seq_lock held; r->data_len becomes what was written.
  */
 static int pieces_fit(struct node *n, const struct record *r, int hint_fd)
@@ -525,8 +526,8 @@ static int pieces_fit(struct node *n, const struct record *r, int hint_fd)
 	uint64_t pieces = (r->data_len + NODE_PIECE_BYTES - 1) / NODE_PIECE_BYTES;
 
 	return n->helper && r->type == REC_WRITE && hint_fd >= 0 && pieces > 1 &&
-	       oplog_segment_room(n->log) >=
-		       r->data_len + pieces * (REC_HEADER_BYTES + REC_BODY_BYTES + PATH_MAX + CRYPTO_MAC_BYTES);
+	       oplog_make_room(n->log, r->data_len + pieces * (REC_HEADER_BYTES + REC_BODY_BYTES + PATH_MAX +
+							       CRYPTO_MAC_BYTES)) == 0;
 }
 
 static int commit_pieces(struct node *n, struct record *r, int hint_fd)

@@ -21,6 +21,7 @@
 struct oplog {
 	int dirfd;
 	const struct key *key;
+	pthread_mutex_t dir_mu;	/* segments removed outside mu (oplog_trim) vs rewind and reset; before mu */
 	pthread_mutex_t mu;	/* protects everything below */
 	pthread_cond_t synced;
 	int fd;			/* current segment, O_APPEND is not used: we track size */
@@ -33,6 +34,7 @@ struct oplog {
 	uint8_t last_mac[CRYPTO_MAC_BYTES];
 	uint64_t durable;
 	int syncing;
+	int dir_unsynced;	/* a segment was made since the last sync: its header and name are not durable */
 	int failed;		/* errno after an unrecoverable error */
 	/* closed segments whose writeback started at the roll; the next sync makes them durable */
 	int pending[8];
@@ -164,8 +166,17 @@ static int read_seg_header(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTE
 	return 0;
 }
 
+/*
+ * A new segment: its header, and (sync) the header and the directory entry
+ * made durable at once. A roll leaves both to the next oplog_sync(), which
+ * must make them durable before any record of the segment counts as
+ * durable: the appender does not wait for two syncs behind the writeback
+ * of the segments before (tens of milliseconds under a stream of writes).
+ * A crash before then leaves the segment short or its header zeros, and
+ * oplog_open() drops it: nothing in it was durable.
+ */
 static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[CRYPTO_MAC_BYTES],
-			  uint64_t gstart)
+			  uint64_t gstart, int sync)
 {
 	uint8_t h[SEG_HEADER_BYTES] = { 0 };
 	char name[32];
@@ -180,9 +191,9 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 	memcpy(h + 16, &gstart, 8);
 	memcpy(h + 24, prev, CRYPTO_MAC_BYTES);
 	ret = write_all_at(fd, h, sizeof(h), 0);
-	if (!ret && fdatasync(fd) < 0)
+	if (!ret && sync && fdatasync(fd) < 0)
 		ret = -errno;
-	if (!ret && fsync(log->dirfd) < 0)
+	if (!ret && sync && fsync(log->dirfd) < 0)
 		ret = -errno;
 	if (ret) {
 		close(fd);
@@ -193,6 +204,8 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 	log->seg_first = first;
 	log->seg_gstart = gstart;
 	log->size = SEG_HEADER_BYTES;
+	if (!sync)
+		log->dir_unsynced = 1;
 	return 0;
 }
 
@@ -203,6 +216,19 @@ static int all_zero(const uint8_t *buf, size_t len)
 		if (buf[i])
 			return 0;
 	return 1;
+}
+
+/* True if segment name in dirfd starts with a header of zeros. */
+static int zero_header(int dirfd, const char *name)
+{
+	uint8_t h[SEG_HEADER_BYTES];
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC), zero;
+
+	if (fd < 0)
+		return 0;
+	zero = pread_all(fd, h, sizeof(h), 0) == 0 && all_zero(h, sizeof(h));
+	close(fd);
+	return zero;
 }
 
 /*
@@ -298,18 +324,25 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	log->fd = -1;
 	log->dfd = -1;
 	log->rnd_used = sizeof(log->rnd);
+	pthread_mutex_init(&log->dir_mu, NULL);
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_cond_init(&log->synced, NULL);
 
 	ret = list_segments(dirfd, &segs, &nseg);
 	if (ret)
 		goto out;
-	/* a crash while starting a segment leaves it without a whole header: drop it */
+	/*
+	 * A crash while starting a segment leaves it without a whole header
+	 * (or, after a roll that no sync followed, with a header of zeros):
+	 * drop it, nothing in it was durable (create_segment()).
+	 */
 	while (nseg > 0) {
 		char name[32];
 		struct stat st;
 		seg_name(name, sizeof(name), segs[nseg - 1]);
-		if (fstatat(dirfd, name, &st, 0) < 0 || st.st_size >= SEG_HEADER_BYTES)
+		if (fstatat(dirfd, name, &st, 0) < 0)
+			break;
+		if (st.st_size >= SEG_HEADER_BYTES && !(nseg > 1 && zero_header(dirfd, name)))
 			break;
 		if (unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0) {
 			ret = -errno;
@@ -319,7 +352,7 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	}
 	if (nseg == 0) {
 		uint8_t zero[CRYPTO_MAC_BYTES] = { 0 };
-		ret = create_segment(log, 1, zero, 0);
+		ret = create_segment(log, 1, zero, 0, 1);
 		if (ret)
 			goto out;
 		log->first_seq = 1;
@@ -378,6 +411,7 @@ void oplog_free(struct oplog *log)
 	for (int i = 0; i < log->npending; i++)
 		close(log->pending[i]);
 	pthread_mutex_destroy(&log->mu);
+	pthread_mutex_destroy(&log->dir_mu);
 	pthread_cond_destroy(&log->synced);
 	free(log);
 }
@@ -518,8 +552,7 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 		close(log->pending[0]);
 		memmove(log->pending, log->pending + 1, (size_t)--log->npending * sizeof(int));
 	}
-	sync_file_range(oldfd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	ret = create_segment(log, next_seq, log->last_mac, log->seg_gstart + oldsize);
+	ret = create_segment(log, next_seq, log->last_mac, log->seg_gstart + oldsize, 0);
 	if (ret) {
 		log->fd = oldfd;
 		log->size = oldsize;
@@ -849,14 +882,21 @@ int oplog_undo_to(struct oplog *log, const struct oplog_mark *m)
 	return ret;
 }
 
-uint64_t oplog_segment_room(struct oplog *log)
+int oplog_make_room(struct oplog *log, uint64_t bytes)
 {
-	uint64_t room;
+	int ret = 0;
 
+	if (bytes > OPLOG_SEGMENT_BYTES - SEG_HEADER_BYTES)
+		return -EFBIG;
 	pthread_mutex_lock(&log->mu);
-	room = log->size < OPLOG_SEGMENT_BYTES ? OPLOG_SEGMENT_BYTES - log->size : 0;
+	if (log->failed)
+		ret = -EIO;
+	else if (log->size + bytes > OPLOG_SEGMENT_BYTES && log->size > SEG_HEADER_BYTES)
+		ret = roll_segment(log, log->last.seq + 1);
+	if (!ret)
+		log->can_undo = 0;	/* an undo of the record before would cut the new segment */
 	pthread_mutex_unlock(&log->mu);
-	return room;
+	return ret;
 }
 
 int oplog_rewind(struct oplog *log, uint64_t seq)
@@ -869,6 +909,7 @@ int oplog_rewind(struct oplog *log, uint64_t seq)
 	struct stat st;
 	int fd = -1, ret;
 
+	pthread_mutex_lock(&log->dir_mu);
 	pthread_mutex_lock(&log->mu);
 	ret = list_segments(log->dirfd, &segs, &n);
 	if (ret)
@@ -954,6 +995,7 @@ out:
 	free(buf);
 	free(segs);
 	pthread_mutex_unlock(&log->mu);
+	pthread_mutex_unlock(&log->dir_mu);
 	return ret;
 }
 
@@ -963,6 +1005,7 @@ int oplog_reset(struct oplog *log, struct pos at, const uint8_t mac[CRYPTO_MAC_B
 	size_t n = 0;
 	int ret;
 
+	pthread_mutex_lock(&log->dir_mu);
 	pthread_mutex_lock(&log->mu);
 	ret = list_segments(log->dirfd, &segs, &n);
 	if (ret)
@@ -986,7 +1029,7 @@ int oplog_reset(struct oplog *log, struct pos at, const uint8_t mac[CRYPTO_MAC_B
 	if (log->fd >= 0)
 		close(log->fd);
 	log->fd = -1;
-	ret = create_segment(log, at.seq + 1, mac, 0);
+	ret = create_segment(log, at.seq + 1, mac, 0, 1);
 	if (ret) {
 		log->failed = -ret;
 		goto out;
@@ -1000,15 +1043,23 @@ int oplog_reset(struct oplog *log, struct pos at, const uint8_t mac[CRYPTO_MAC_B
 out:
 	free(segs);
 	pthread_mutex_unlock(&log->mu);
+	pthread_mutex_unlock(&log->dir_mu);
 	return ret;
 }
 
+/*
+ * The segments to remove are chosen, and the log's bookkeeping moved past
+ * them, under mu; they are unlinked after it is released: dropping 64 MiB
+ * of page cache takes milliseconds, and appends must not wait for it.
+ * dir_mu keeps a rewind or reset from picking one of them meanwhile.
+ */
 int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes)
 {
 	uint64_t *segs = NULL, removed = 0;
-	size_t n = 0;
+	size_t n = 0, gone = 0;
 	int ret;
 
+	pthread_mutex_lock(&log->dir_mu);
 	pthread_mutex_lock(&log->mu);
 	ret = list_segments(log->dirfd, &segs, &n);
 	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i] != log->seg_first &&
@@ -1018,17 +1069,26 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 		struct stat st;
 
 		seg_name(name, sizeof(name), segs[i]);
-		if (fstatat(log->dirfd, name, &st, 0) < 0 || unlinkat(log->dirfd, name, 0) < 0) {
+		if (fstatat(log->dirfd, name, &st, 0) < 0) {
 			ret = -errno;
 			break;
 		}
 		removed += (uint64_t)st.st_size;
 		log->older_bytes -= (uint64_t)st.st_size;
 		log->first_seq = segs[i + 1];
+		segs[gone++] = segs[i];
 	}
-	if (removed && fsync(log->dirfd) < 0 && !ret)
-		ret = -errno;
 	pthread_mutex_unlock(&log->mu);
+	for (size_t i = 0; i < gone; i++) {
+		char name[32];
+
+		seg_name(name, sizeof(name), segs[i]);
+		if (unlinkat(log->dirfd, name, 0) < 0 && !ret)
+			ret = -errno;
+	}
+	if (gone && fsync(log->dirfd) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_unlock(&log->dir_mu);
 	free(segs);
 	if (removed_bytes)
 		*removed_bytes = removed;
@@ -1042,7 +1102,7 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
 		uint64_t target;
-		int fd, npend, pend[8];
+		int fd, npend, pend[8], dirsync;
 
 		if (log->failed) {
 			ret = -EIO;
@@ -1056,6 +1116,8 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		}
 		log->syncing = 1;
 		target = log->last.seq;
+		dirsync = log->dir_unsynced;
+		log->dir_unsynced = 0;
 		fd = dup(log->fd);
 		npend = log->npending;
 		memcpy(pend, log->pending, sizeof(pend));
@@ -1071,6 +1133,8 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 			close(pend[i]);
 		}
 		if (!ret && fdatasync(fd) < 0)
+			ret = -errno;
+		if (!ret && dirsync && fsync(log->dirfd) < 0)	/* the names of segments made since */
 			ret = -errno;
 		if (fd >= 0)
 			close(fd);

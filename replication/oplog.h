@@ -79,7 +79,8 @@ int oplog_undo_last(struct oplog *log);
  * A point in the log to come back to: oplog_undo_to() removes every record
  * appended after oplog_mark() took it (one write logged as several records,
  * one of which failed to apply). Only within one segment: -EXDEV once the
- * log has moved on to another (oplog_segment_room() tells how much fits).
+ * log has moved on to another. oplog_make_room() first rolls over to a new
+ * segment unless the current one can take bytes more (-EFBIG if no segment can).
  */
 struct oplog_mark {
 	uint64_t seg_first, size;
@@ -88,7 +89,7 @@ struct oplog_mark {
 };
 void oplog_mark(struct oplog *log, struct oplog_mark *m);
 int oplog_undo_to(struct oplog *log, const struct oplog_mark *m);
-uint64_t oplog_segment_room(struct oplog *log);	/* bytes the current segment can still take */
+int oplog_make_room(struct oplog *log, uint64_t bytes);
 
 /*
  * Returns once every record up to seq is durable (group commit: one fdatasync

@@ -808,7 +808,8 @@ Test(oplog, undo_to_a_mark_removes_the_records_after_it)
 	uint8_t mac2[CRYPTO_MAC_BYTES], mac[CRYPTO_MAC_BYTES];
 	uint8_t *data = calloc(1, REC_MAX_DATA);
 	struct record big = { .type = REC_WRITE, .epoch = 1, .path = "big" };
-	uint64_t bytes2, room;
+	uint64_t bytes2, seq;
+	struct stat st;
 	char path[512];
 
 	ol_append(log, 1);
@@ -833,22 +834,71 @@ Test(oplog, undo_to_a_mark_removes_the_records_after_it)
 	ol_expect_clean(2);
 	cr_assert_eq(ol_append(log, 1), 3, "the seqs are reused");
 
+	/* room for what fits: no roll; room for more: a roll first; more than a segment: refused */
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES / 2), 0);
+	cr_assert_eq(stat(ol_seg_path(4, path, sizeof(path)), &st), -1, "rolled over with room left");
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES), -EFBIG);
 	/* a mark taken before the log moved on to another segment is refused */
-	room = oplog_segment_room(log);
-	cr_assert_eq(room, OPLOG_SEGMENT_BYTES - oplog_bytes(log));
 	oplog_mark(log, &m);
 	big.data = data;
 	big.data_len = REC_MAX_DATA;
-	while (oplog_bytes(log) <= OPLOG_SEGMENT_BYTES)
+	while (oplog_bytes(log) + REC_MAX_BYTES < OPLOG_SEGMENT_BYTES)
 		cr_assert_eq(oplog_append(log, &big), 0);
-	cr_assert_gt(oplog_segment_room(log), OPLOG_SEGMENT_BYTES / 2, "no room reported after the roll");
+	seq = oplog_last(log).seq;
+	cr_assert_eq(oplog_make_room(log, REC_MAX_BYTES), 0);
+	cr_assert_eq(stat(ol_seg_path(seq + 1, path, sizeof(path)), &st), 0, "no roll when the room was short");
 	cr_assert_eq(oplog_undo_to(log, &m), -EXDEV, "undo across a segment roll");
+	cr_assert_eq(oplog_undo_last(log), -EINVAL, "undo of the record before a roll");
+	cr_assert_eq(oplog_append(log, &big), 0);
+	cr_assert_eq(oplog_last(log).seq, seq + 1);
 	cr_assert_eq(oplog_sync(log, oplog_last(log).seq), 0);
 	oplog_free(log);
 	log = ol_open_ok();
-	cr_assert_gt(oplog_last(log).seq, 3);
+	cr_assert_eq(oplog_last(log).seq, seq + 1, "the log after a roll by make_room does not reopen");
 	oplog_free(log);
 	free(data);
+}
+
+/*
+ * A roll writes the new segment's header without syncing it or its name
+ * (the next sync does): a crash before that sync can leave the segment with
+ * a header of zeros. Such a last segment is dropped at open; so is one on
+ * its own, never: a first segment is always synced.
+ */
+Test(oplog, a_last_segment_with_a_zero_header_is_dropped)
+{
+	uint8_t zero[OL_SEG_HEADER] = { 0 };
+	struct oplog *log = ol_open_ok();
+	uint64_t seq;
+	char path[512];
+	struct stat st;
+	int fd;
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	seq = ol_append(log, 1);
+	cr_assert_eq(seq, 3);
+	cr_assert_eq(stat(ol_seg_path(3, path, sizeof(path)), &st), 0, "no second segment");
+	oplog_free(log);
+	/* the crash: the second segment's header never reached the disk */
+	fd = open(path, O_WRONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+	close(fd);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 2, "the records of a segment with a zero header were kept");
+	cr_assert_eq(stat(path, &st), -1, "the segment with a zero header is still there");
+	cr_assert_eq(ol_append(log, 1), 3);
+	oplog_free(log);
+	ol_expect_clean(3);
+
+	/* the only segment with a zero header: damage, not a crash */
+	fd = open(ol_seg_path(1, path, sizeof(path)), O_WRONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+	close(fd);
+	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, NULL, NULL), -EBADMSG);
 }
 
 /* ---- group commit ---- */
