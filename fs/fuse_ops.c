@@ -833,9 +833,23 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	r.data = buf;
 	r.data_len = (uint32_t)size;
 	ret = commit_on(n, in, h, &r);
+	if (ret && r.data_len) {
+		/*
+		 * Stopped part way (node_commit()): a short write, as ext4's on a
+		 * full disk; the program's next write meets the error. Not for
+		 * the kernel's writeback of mmap'd pages, which ignores the count
+		 * (the error must reach fsync), nor through the page cache,
+		 * whose pages past the cut some kernels keep: those get the
+		 * error, and the kernel's pages of the range are dropped.
+		 */
+		if (h->direct && !fi->writepage)
+			ret = 0;
+		else
+			ino_inval_soon(n, ino, off, (off_t)size);
+	}
 	if (ret)
 		goto out;
-	size = r.data_len;	/* a large write stopped part way (node_commit()) is short */
+	size = r.data_len;
 	if (h->direct && (!h->clean || handle_open_by(n, h->id, h, 1)))
 		ino_inval_soon(n, ino, off, (off_t)size);
 	h->clean = 1;

@@ -516,18 +516,21 @@ static void helper_stop(struct node *n)
  * goes to the tree only once it is whole in the log, so a kill -9 cannot
  * leave the tree ahead of the log. When a piece fails to apply, it and the
  * one logged after it are taken back out of the log; the pieces before it
- * stay, and the write is short (as ext4's on a full disk). All pieces go
- * to one segment (oplog_undo_to() works within one): the log rolls over
- * first if they would not fit.
- * Called with seq_lock held; r->data_len becomes what was written.
+ * stay, and r->data_len says how much they hold (the caller makes that a
+ * short write, as ext4's on a full disk, or an error). All pieces go to one
+ * segment (oplog_undo_to() works within one): the log rolls over first if
+ * they would not fit. If a failed piece cannot be taken back, the node
+ * faults and the write fails whole (r->data_len 0). Called with seq_lock
+ * held; nobody sees applied move until the whole write is done.
  */
 static int pieces_fit(struct node *n, const struct record *r, int hint_fd)
 {
 	uint64_t pieces = (r->data_len + NODE_PIECE_BYTES - 1) / NODE_PIECE_BYTES;
 
+	/* a piece's record: header, body, path (NUL included), empty path2 and name, MAC */
 	return n->helper && r->type == REC_WRITE && hint_fd >= 0 && pieces > 1 &&
 	       oplog_make_room(n->log, r->data_len + pieces * (REC_HEADER_BYTES + REC_BODY_BYTES + PATH_MAX +
-							       CRYPTO_MAC_BYTES)) == 0;
+							       2 + CRYPTO_MAC_BYTES)) == 0;
 }
 
 static int commit_pieces(struct node *n, struct record *r, int hint_fd)
@@ -535,7 +538,7 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 	struct record p[2];
 	struct oplog_mark m[2];
 	uint32_t logged = 0, done = 0;
-	int k = 0, busy = 0, ret = 0;
+	int k = 0, busy = 0, ret = 0, stuck = 0;
 
 	for (;;) {
 		int more = logged < r->data_len;
@@ -558,8 +561,11 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 			busy = 0;
 			if (aret) {
 				/* the piece before failed: it goes, and this one if logged */
-				if (oplog_undo_to(n->log, &m[!k]) < 0)
+				if (oplog_undo_to(n->log, &m[!k]) < 0) {
 					undo_failed(n, &p[!k]);
+					aret = -EIO;
+					stuck = 1;
+				}
 				ret = aret;
 				more = 0;
 			} else {
@@ -574,12 +580,12 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 		logged += p[k].data_len;
 		k = !k;
 	}
-	if (!done)
-		return ret;
-	applied_mark(n, n->applied);
-	r->seq = n->applied;
-	r->data_len = done;
-	return 0;
+	if (done) {
+		applied_mark(n, n->applied);
+		r->seq = n->applied;
+	}
+	r->data_len = stuck ? 0 : done;
+	return ret;
 }
 
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
@@ -605,7 +611,7 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	ret = oplog_append(n->log, r);
 	if (ret) {
 		ret = append_failed(r, ret);
-		goto out;
+		goto whole;
 	}
 	ns = r->type == REC_CREATE || r->type == REC_LINK || r->type == REC_UNLINK || r->type == REC_RMDIR ||
 	     r->type == REC_RENAME;
@@ -615,10 +621,14 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	if (ret) {
 		if (oplog_undo_last(n->log) < 0)
 			undo_failed(n, r);
-		goto out;
+		goto whole;
 	}
 	n->applied = r->seq;
 	applied_mark(n, r->seq);
+	goto out;
+whole:
+	if (r->type == REC_WRITE)
+		r->data_len = 0;	/* nothing of it was written */
 out:
 	if (ns)	/* after applied moved: a listing that saw no change knows the seq it reflects */
 		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
@@ -919,8 +929,16 @@ int node_sync(struct node *n, uint64_t seq)
 {
 	int ret;
 
-	if (!seq)
-		seq = oplog_last(n->log).seq;
+	if (!seq) {
+		/*
+		 * Everything done so far: on a leader, what it applied. A record
+		 * appended beyond is an operation still in progress, which may
+		 * yet be taken back, and then no follower would ever hold it.
+		 */
+		pthread_mutex_lock(&n->seq_lock);
+		seq = n->st.role == ROLE_LEADER ? n->applied : oplog_last(n->log).seq;
+		pthread_mutex_unlock(&n->seq_lock);
+	}
 	ret = node_sync_local(n, seq);
 	if (ret || node_role(n) != ROLE_LEADER)
 		return ret;	/* a follower has nothing of its own to replicate */

@@ -111,8 +111,9 @@ int node_start(struct node *n);
  * apply_record() for hint_fd and out_fd). Returns the apply's result; on
  * failure the log holds no trace of r. A write of more than
  * NODE_PIECE_BYTES through hint_fd may be logged as several records (r->seq
- * is then the last one's) and may come out short: r->data_len says how much
- * was written.
+ * is then the last one's); if one of them fails, those before it stay, and
+ * r->data_len says how many bytes they hold (on failure of any other write:
+ * 0).
  */
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
 

@@ -6,6 +6,9 @@
 # writer sees and carries on from. REPFS_TEST_FAIL_PIECE=N makes the Nth
 # piece fail. After it: the file holds exactly what was written, the log
 # verifies and holds the data once, and mount, tree and replay are equal.
+# Through the page cache, and in the kernel's writeback of mmap'd pages
+# (which ignores a short count), the write fails instead, and msync reports
+# it; the mount still shows exactly the tree.
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -47,5 +50,42 @@ stop_node "$M" "$D"
 start_leader "$D" "$M"
 cmp -s "$T/src" "$M/big" || fail "the file differs from what was written after a restart"
 compare3 "$M" "$D" "after a restart"
+stop_node "$M" "$D"
+
+# a read-write descriptor writes through the page cache: the error, not a short count
+REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
+out=$(python3 - "$T/src" "$M/rw" 2>&1 <<'PY'
+import os, sys
+data = open(sys.argv[1], "rb").read(1 << 20)
+fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    n = os.write(fd, data)
+    print("wrote", n)
+except OSError as e:
+    print("error", e.errno)
+PY
+)
+check_eq "$out" "error 5" "a 1 MiB write through the page cache whose second piece failed"
+compare3 "$M" "$D" "after a failed piece through the page cache"
+stop_node "$M" "$D"
+
+# the kernel's writeback of a shared mapping: msync must report the failure
+REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
+out=$(python3 - "$T/src" "$M/mapped" 2>&1 <<'PY'
+import mmap, os, sys
+data = open(sys.argv[1], "rb").read(2 << 20)
+fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(fd, len(data))
+m = mmap.mmap(fd, len(data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[:] = data
+try:
+    m.flush()
+    print("flushed")
+except OSError as e:
+    print("error", e.errno)
+PY
+)
+check_eq "$out" "error 5" "msync of 2 MiB of mmap'd pages whose second piece failed"
+compare3 "$M" "$D" "after a failed piece in mmap writeback"
 stop_node "$M" "$D"
 exit 0
