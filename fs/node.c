@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -101,9 +102,17 @@ static uint64_t applied_hint(struct node *n)
 	return seq;
 }
 
+/*
+ * After every record: a store into the file's page, mapped once at start
+ * (applied_reset()), instead of a pwrite per record -- a system call and
+ * the file's mtime update, on every change. The page cache outlives a kill
+ * -9 of the daemon either way; neither is ever synced.
+ */
 static void applied_mark(struct node *n, uint64_t seq)
 {
-	if (pwrite(n->appliedfd, &seq, 8, 0) != 8) {
+	if (n->applied_map) {
+		__atomic_store_n(n->applied_map, seq, __ATOMIC_RELAXED);
+	} else if (pwrite(n->appliedfd, &seq, 8, 0) != 8) {
 		/* only a hint for recovery: it falls back to the checkpoint */
 	}
 }
@@ -130,6 +139,10 @@ static void applied_reset(struct node *n)
 	boot_id((char *)buf + 8);
 	if (pwrite(n->appliedfd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
 		rlog(LOG_WARNING, "unable to write '%s/applied'", n->datadir);
+	if (!n->applied_map) {
+		void *m = mmap(NULL, APPLIED_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, n->appliedfd, 0);
+		n->applied_map = m == MAP_FAILED ? NULL : m;	/* else: a pwrite per record */
+	}
 }
 
 /* Replays the log after the checkpoint onto the tree (crash recovery). */
@@ -1176,6 +1189,8 @@ void node_close(struct node *n)
 		close(n->logdirfd);
 	if (n->logfile >= 0)
 		close(n->logfile);
+	if (n->applied_map)
+		munmap(n->applied_map, APPLIED_BYTES);
 	if (n->appliedfd >= 0)
 		close(n->appliedfd);
 	if (n->lockfd >= 0)

@@ -46,6 +46,7 @@ struct node {
 	int lockfd;		/* DATADIR/lock, flock'd for our lifetime */
 	int logfile;		/* DATADIR/repfs.log */
 	int appliedfd;		/* DATADIR/applied: last applied seq and boot id (see node.c) */
+	uint64_t *applied_map;	/* its first 8 bytes, mapped; NULL: written with pwrite */
 	struct key *key;
 	struct store *store;
 	struct oplog *log;
