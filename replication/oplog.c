@@ -35,6 +35,8 @@ struct oplog {
 	uint64_t durable;
 	int syncing;
 	int dir_unsynced;	/* a segment was made since the last sync: its header and name are not durable */
+	uint64_t prealloc_end;	/* the current segment's blocks are allocated up to here (a hint: prealloc()) */
+	int no_prealloc;	/* the file system cannot (fallocate) */
 	int failed;		/* errno after an unrecoverable error */
 	/* closed segments whose writeback started at the roll; the next sync makes them durable */
 	int pending[8];
@@ -204,6 +206,7 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 	log->seg_first = first;
 	log->seg_gstart = gstart;
 	log->size = SEG_HEADER_BYTES;
+	log->prealloc_end = SEG_HEADER_BYTES;
 	if (!sync)
 		log->dir_unsynced = 1;
 	return 0;
@@ -299,6 +302,7 @@ static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 	}
 	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
 	log->size = fsize;
+	log->prealloc_end = fsize;
 	log->seg_first = first;
 out:
 	free(buf);
@@ -540,6 +544,29 @@ static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
  * The old segment's writeback is only started here; the next oplog_sync()
  * waits for it, so that a roll does not stall the writer.
  */
+/*
+ * Allocates the current segment's blocks ahead of its end, PREALLOC_STEP at
+ * a time (fallocate, FALLOC_FL_KEEP_SIZE: the size, and so everything that
+ * reads the log, is unchanged). An append into allocated blocks skips
+ * ext4's delayed allocation for each page: 256 KiB buffered writes into such
+ * a file measured twice as fast here. Best effort: without fallocate, or on
+ * a full disk, appends go without it. prealloc_end is only a hint (a
+ * truncate frees the blocks past it; it is then moved back).
+ */
+#define PREALLOC_STEP (4u << 20)
+static void prealloc(struct oplog *log, uint64_t end)
+{
+	uint64_t to;
+
+	if (log->no_prealloc || end <= log->prealloc_end)
+		return;
+	to = (end + PREALLOC_STEP - 1) / PREALLOC_STEP * PREALLOC_STEP;
+	if (fallocate(log->fd, FALLOC_FL_KEEP_SIZE, (off_t)log->size, (off_t)(to - log->size)) < 0 &&
+	    (errno == EOPNOTSUPP || errno == ENOSYS))
+		log->no_prealloc = 1;
+	log->prealloc_end = to;	/* also after ENOSPC: not again before the next step */
+}
+
 static int roll_segment(struct oplog *log, uint64_t next_seq)
 {
 	int oldfd = log->fd, ret;
@@ -560,6 +587,11 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 		log->seg_gstart = oldgstart;
 		return ret;
 	}
+	/* the old segment's blocks past its end go back to the file system */
+	if (log->prealloc_end > oldsize)
+		(void)fallocate(oldfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)oldsize,
+				(off_t)(log->prealloc_end - oldsize));
+	log->prealloc_end = log->size;
 	log->older_bytes += oldsize;
 	log->pending[log->npending++] = oldfd;
 	return 0;
@@ -598,6 +630,7 @@ int oplog_append(struct oplog *log, struct record *r)
 		if (ret)
 			goto out;
 	}
+	prealloc(log, log->size + total);
 	ret = take_fault(&log->fault_write, log->fault_write_err);
 	if (!ret)
 		ret = writev_all_at(log->fd, iov, n, log->size);
@@ -605,6 +638,7 @@ int oplog_append(struct oplog *log, struct record *r)
 		/* leave nothing of the record behind */
 		if (ftruncate(log->fd, (off_t)log->size) < 0)
 			log->failed = errno;
+		log->prealloc_end = log->size;
 		goto out;
 	}
 	log->can_undo = 1;
@@ -738,12 +772,14 @@ static int append_flush(struct oplog *log, struct iovec *iov, int n, uint64_t pe
 
 	if (!n)
 		return 0;
+	prealloc(log, log->size + pend);
 	ret = take_fault(&log->fault_write, log->fault_write_err);
 	if (!ret)
 		ret = write_batch(log, iov, n, pend, log->size);
 	if (ret) {
 		if (ftruncate(log->fd, (off_t)log->size) < 0)
 			log->failed = errno;
+		log->prealloc_end = log->size;
 		return ret;
 	}
 	log->can_undo = 0;
@@ -841,6 +877,7 @@ static int undo_locked(struct oplog *log, uint64_t size, struct pos last, const 
 		log->durable = last.seq;
 	}
 	log->size = size;
+	log->prealloc_end = size;
 	log->last = last;
 	memcpy(log->last_mac, mac, CRYPTO_MAC_BYTES);
 	log->can_undo = 0;
@@ -982,6 +1019,7 @@ int oplog_rewind(struct oplog *log, uint64_t seq)
 	log->seg_first = first;
 	log->seg_gstart = gstart;
 	log->size = off;
+	log->prealloc_end = off;
 	log->older_bytes = older;
 	log->last.seq = seq;
 	if (epoch)
