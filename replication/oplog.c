@@ -235,76 +235,159 @@ static int zero_header(int dirfd, const char *name)
 }
 
 /*
+ * Walks the records of a segment's body buf[0..len) (the bytes after its
+ * header), each chained on the one before, starting from prev and last (the
+ * position before the first). Leaves prev, last and *end (the bytes of
+ * whole records) at the last whole record. Returns 0 at the end of the body,
+ * 1 at a torn tail (a prefix of a consistent record running past the end, or
+ * zero fill), -EBADMSG at anything else that does not verify.
+ */
+static int walk_records(const struct key *k, const uint8_t *buf, uint64_t len, uint8_t prev[CRYPTO_MAC_BYTES],
+			struct pos *last, uint64_t *end)
+{
+	uint64_t off = 0;
+
+	while (off < len) {
+		const uint8_t *p = buf + off;
+		uint64_t avail = len - off;
+		uint32_t rl = record_peek_len(p, avail), implied = record_implied_len(p, avail);
+		struct record r;
+
+		*end = off;
+		if (all_zero(p, avail) || avail < 4 || (rl && rl > avail && (!implied || implied == rl)))
+			return 1;
+		if (!rl || rl > avail || (implied && implied != rl) || record_decode(p, rl, &r) ||
+		    record_verify(k, prev, p, rl) || r.seq != last->seq + 1 || r.epoch < last->epoch)
+			return -EBADMSG;
+		memcpy(prev, record_mac_of(p, rl), CRYPTO_MAC_BYTES);
+		last->seq = r.seq;
+		last->epoch = r.epoch;
+		off += rl;
+	}
+	*end = off;
+	return 0;
+}
+
+/* Reads a segment: its header, and its body into *body (malloc'd, *len bytes). */
+static int read_segment(int fd, uint64_t *first, uint8_t prev[CRYPTO_MAC_BYTES], uint64_t *gstart,
+			uint8_t **body, uint64_t *len)
+{
+	struct stat st;
+	int ret = read_seg_header(fd, first, prev, gstart);
+
+	*body = NULL;
+	if (ret)
+		return ret;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*len = (uint64_t)st.st_size > SEG_HEADER_BYTES ? (uint64_t)st.st_size - SEG_HEADER_BYTES : 0;
+	*body = malloc(*len ? *len : 1);
+	if (!*body)
+		return -ENOMEM;
+	ret = pread_all(fd, *body, *len, SEG_HEADER_BYTES);
+	if (ret) {
+		free(*body);
+		*body = NULL;
+	}
+	return ret;
+}
+
+/*
  * Scans the current (last) segment, leaving log->last, last_mac and size at its
  * last whole record. A torn tail is cut; damage before the tail is -EBADMSG.
  */
 static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 {
-	uint8_t prev[CRYPTO_MAC_BYTES];
-	uint64_t first, off = SEG_HEADER_BYTES, fsize, gstart;
-	uint8_t *buf = NULL;
-	struct stat st;
-	int ret;
+	uint8_t prev[CRYPTO_MAC_BYTES], *buf = NULL;
+	uint64_t first = 0, gstart = 0, len = 0, end = 0;
+	int ret = read_segment(log->fd, &first, prev, &gstart, &buf, &len);
 
-	ret = read_seg_header(log->fd, &first, prev, &gstart);
 	log->seg_gstart = gstart;
 	if (ret)
 		return ret;
-	if (fstat(log->fd, &st) < 0)
-		return -errno;
-	fsize = (uint64_t)st.st_size;
-	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
 	log->last.seq = first - 1;
-	buf = malloc(fsize > off ? fsize - off : 1);
-	if (!buf)
-		return -ENOMEM;
-	ret = pread_all(log->fd, buf, fsize - off, off);
-	if (ret)
-		goto out;
-	while (off < fsize) {
-		const uint8_t *p = buf + (off - SEG_HEADER_BYTES);
-		uint64_t avail = fsize - off;
-		uint32_t len = record_peek_len(p, avail), implied = record_implied_len(p, avail);
-		struct record r;
-		int torn, ok;
-
-		/*
-		 * Torn: a prefix of a consistent record running past the end,
-		 * or zero fill. Anything else that does not verify is damage.
-		 */
-		torn = all_zero(p, avail) || (avail < 4) || (len && len > avail && (!implied || implied == len));
-		ok = !torn && len && len <= avail && (!implied || implied == len) && record_decode(p, len, &r) == 0 &&
-		     record_verify(log->key, prev, p, len) == 0 && r.seq == log->last.seq + 1 &&
-		     r.epoch >= log->last.epoch;
-		if (ok) {
-			memcpy(prev, record_mac_of(p, len), CRYPTO_MAC_BYTES);
-			log->last.seq = r.seq;
-			log->last.epoch = r.epoch;
-			off += len;
-			continue;
+	ret = walk_records(log->key, buf, len, prev, &log->last, &end);
+	if (ret == 1) {
+		if (ftruncate(log->fd, (off_t)(SEG_HEADER_BYTES + end)) < 0 || fdatasync(log->fd) < 0) {
+			ret = -errno;
+			goto out;
 		}
-		if (torn) {
-			if (ftruncate(log->fd, (off_t)off) < 0 || fdatasync(log->fd) < 0) {
-				ret = -errno;
-				goto out;
-			}
-			if (cut)
-				*cut = fsize - off;
-			fsize = off;
-			break;
-		}
+		if (cut)
+			*cut += len - end;
+		ret = 0;
+	} else if (ret < 0) {
 		if (bad) {
 			bad->epoch = log->last.epoch;
 			bad->seq = log->last.seq + 1;
 		}
-		ret = -EBADMSG;
 		goto out;
 	}
 	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
-	log->size = fsize;
-	log->prealloc_end = fsize;
+	log->size = SEG_HEADER_BYTES + end;
+	log->prealloc_end = log->size;
 	log->seg_first = first;
 out:
+	free(buf);
+	return ret;
+}
+
+/*
+ * Whether segment a ends where segment b, the one after it, begins: its
+ * records whole up to b's first seq, the last one's MAC the one b's header
+ * names. Rolls do not sync (create_segment()), so after a crash a can lack
+ * its tail while b's header reached the disk; nothing in b was durable then
+ * (a sync does the closed segments first). Returns 1 if a continues into b
+ * (a tail of zeros after its last record is cut, *cut counting it), 0 if
+ * a's end is missing, -EBADMSG if a is damaged or contradicts b.
+ */
+static int segment_continues(int dirfd, const struct key *k, uint64_t a, uint64_t b, uint64_t *cut,
+			     struct pos *bad)
+{
+	uint8_t aprev[CRYPTO_MAC_BYTES], bprev[CRYPTO_MAC_BYTES], *buf = NULL;
+	uint64_t afirst = 0, bfirst = 0, gstart, len = 0, end = 0;
+	struct pos last = { 0, 0 };
+	char name[32];
+	int fa, fb, ret;
+
+	seg_name(name, sizeof(name), a);
+	fa = openat(dirfd, name, O_RDWR | O_CLOEXEC);
+	seg_name(name, sizeof(name), b);
+	fb = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fa < 0 || fb < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = read_seg_header(fb, &bfirst, bprev, &gstart);
+	if (!ret)
+		ret = read_segment(fa, &afirst, aprev, &gstart, &buf, &len);
+	if (ret)
+		goto out;
+	last.seq = afirst - 1;
+	ret = walk_records(k, buf, len, aprev, &last, &end);
+	if (ret >= 0 && last.seq + 1 == bfirst && !memcmp(aprev, bprev, CRYPTO_MAC_BYTES)) {
+		if (ret == 1) {
+			if (ftruncate(fa, (off_t)(SEG_HEADER_BYTES + end)) < 0 || fdatasync(fa) < 0) {
+				ret = -errno;
+				goto out;
+			}
+			if (cut)
+				*cut += len - end;
+		}
+		ret = 1;
+	} else if (ret >= 0 && last.seq + 1 < bfirst) {
+		ret = 0;
+	} else {
+		if (bad) {
+			bad->epoch = last.epoch;
+			bad->seq = last.seq + 1;
+		}
+		ret = -EBADMSG;
+	}
+out:
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
 	free(buf);
 	return ret;
 }
@@ -354,6 +437,26 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 		}
 		nseg--;
 	}
+	/* a segment that does not end where the next begins: what follows it goes (segment_continues()) */
+	while (nseg > 1) {
+		char name[32];
+		struct stat st;
+
+		ret = segment_continues(dirfd, k, segs[nseg - 2], segs[nseg - 1], cut_bytes, bad);
+		if (ret < 0)
+			goto out;
+		if (ret == 1)
+			break;
+		seg_name(name, sizeof(name), segs[nseg - 1]);
+		if (fstatat(dirfd, name, &st, 0) < 0 || unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		if (cut_bytes)
+			*cut_bytes += (uint64_t)st.st_size;
+		nseg--;
+	}
+	ret = 0;
 	if (nseg == 0) {
 		uint8_t zero[CRYPTO_MAC_BYTES] = { 0 };
 		ret = create_segment(log, 1, zero, 0, 1);
@@ -1093,15 +1196,22 @@ out:
  */
 int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t *removed_bytes)
 {
-	uint64_t *segs = NULL, removed = 0;
+	uint64_t *segs = NULL, *sizes = NULL, removed = 0;
 	size_t n = 0, gone = 0;
 	int ret;
 
 	pthread_mutex_lock(&log->dir_mu);
 	pthread_mutex_lock(&log->mu);
 	ret = list_segments(log->dirfd, &segs, &n);
-	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i] != log->seg_first &&
-			   log->older_bytes + log->size > budget;
+	if (!ret && !(sizes = calloc(n ? n : 1, sizeof(*sizes))))
+		ret = -ENOMEM;
+	/*
+	 * A segment goes only once the next one holds a durable record: its
+	 * header and name are then durable too (a roll leaves them to the next
+	 * sync), and it can be the log's first after a crash.
+	 */
+	for (size_t i = 0; !ret && i + 1 < n && segs[i + 1] <= keep_from && segs[i + 1] <= log->durable &&
+			   segs[i] != log->seg_first && log->older_bytes + log->size > budget;
 	     i++) {
 		char name[32];
 		struct stat st;
@@ -1114,6 +1224,7 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 		removed += (uint64_t)st.st_size;
 		log->older_bytes -= (uint64_t)st.st_size;
 		log->first_seq = segs[i + 1];
+		sizes[gone] = (uint64_t)st.st_size;
 		segs[gone++] = segs[i];
 	}
 	pthread_mutex_unlock(&log->mu);
@@ -1121,13 +1232,24 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 		char name[32];
 
 		seg_name(name, sizeof(name), segs[i]);
-		if (unlinkat(log->dirfd, name, 0) < 0 && !ret)
+		if (unlinkat(log->dirfd, name, 0) < 0) {
+			/* this one and those after it stay: count them again */
 			ret = -errno;
+			pthread_mutex_lock(&log->mu);
+			log->first_seq = segs[i];
+			for (size_t j = i; j < gone; j++) {
+				log->older_bytes += sizes[j];
+				removed -= sizes[j];
+			}
+			pthread_mutex_unlock(&log->mu);
+			break;
+		}
 	}
 	if (gone && fsync(log->dirfd) < 0 && !ret)
 		ret = -errno;
 	pthread_mutex_unlock(&log->dir_mu);
 	free(segs);
+	free(sizes);
 	if (removed_bytes)
 		*removed_bytes = removed;
 	return ret;

@@ -901,6 +901,94 @@ Test(oplog, a_last_segment_with_a_zero_header_is_dropped)
 	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, NULL, NULL), -EBADMSG);
 }
 
+/*
+ * Rolls do not sync, so after a crash a segment can lack its tail while the
+ * next one's header reached the disk: nothing in the next one was durable
+ * (a sync does the closed segments first). It goes, and the log ends where
+ * the shorter segment's records do. A closed segment with zeros after its
+ * last record keeps the next one and loses the zeros; one whose records are
+ * damaged still refuses to open.
+ */
+Test(oplog, a_segment_missing_its_tail_drops_the_segments_after_it)
+{
+	struct oplog *log = ol_open_ok();
+	uint8_t zero[100] = { 0 };
+	uint64_t two, cut = 0;
+	struct pos bad = { 0, 0 };
+	char path[512], next[512];
+	struct stat st;
+	int fd;
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	two = oplog_bytes(log);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 5), 0);
+	oplog_free(log);
+	ol_seg_path(1, path, sizeof(path));
+	ol_seg_path(4, next, sizeof(next));
+
+	/* zeros after the last whole record of segment 1: cut, segment 4 kept */
+	fd = open(path, O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, zero, sizeof(zero)), (ssize_t)sizeof(zero));
+	close(fd);
+	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, &cut, &bad), 0);
+	cr_assert_eq(cut, sizeof(zero));
+	cr_assert_eq(oplog_last(log).seq, 5);
+	oplog_free(log);
+	ol_expect_clean(5);
+
+	/* segment 1 lost record 3: segment 4 cannot have been durable */
+	cr_assert_eq(truncate(path, (off_t)two), 0);
+	cr_assert_eq(stat(next, &st), 0);
+	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, &cut, &bad), 0);
+	cr_assert_eq(cut, (uint64_t)st.st_size, "cut %llu bytes, segment 4 held %llu", (unsigned long long)cut,
+		     (unsigned long long)st.st_size);
+	cr_assert_eq(oplog_last(log).seq, 2);
+	cr_assert_eq(stat(next, &st), -1, "segment 4 is still there");
+	cr_assert_eq(ol_append(log, 1), 3);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	cr_assert_eq(ol_append(log, 1), 4);
+	cr_assert_eq(oplog_sync(log, 4), 0);
+	oplog_free(log);
+	ol_expect_clean(4);
+
+	/* a damaged record in segment 1 (not its tail) still stops the open */
+	fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, "X", 1, (off_t)two - 40), 1);
+	close(fd);
+	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, &cut, &bad), -EBADMSG);
+}
+
+/* A segment is trimmed only once the one after it holds a durable record (its header and name are durable then). */
+Test(oplog, trim_waits_for_the_next_segment_to_be_durable)
+{
+	struct oplog *log = ol_open_ok();
+	uint64_t removed = 99;
+	char path[512];
+	struct stat st;
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 2), 0);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_trim(log, 10, 0, &removed), 0);
+	cr_assert_eq(removed, 0, "a segment went before the next one was durable");
+	cr_assert_eq(stat(ol_seg_path(1, path, sizeof(path)), &st), 0);
+	cr_assert_eq(oplog_sync(log, 3), 0);
+	cr_assert_eq(oplog_trim(log, 10, 0, &removed), 0);
+	cr_assert_gt(removed, 0);
+	cr_assert_eq(stat(path, &st), -1, "segment 1 was not trimmed once segment 3 was durable");
+	cr_assert_eq(oplog_first_seq(log), 3);
+	oplog_free(log);
+}
+
 /* ---- group commit ---- */
 
 #define OL_THREADS 6
