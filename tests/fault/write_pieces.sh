@@ -14,6 +14,28 @@
 D=$T/data
 M=$T/mnt
 head -c 3145728 /dev/urandom >"$T/src"
+
+# rw_write rw|mmap FILE: 1 MiB through a read-write descriptor, or 2 MiB
+# stored into a shared mapping and msync'd; prints "wrote N", "flushed" or "error ERRNO"
+rw_write() {
+	python3 - "$1" "$T/src" "$2" 2>&1 <<'PY'
+import mmap, os, sys
+how, src, path = sys.argv[1:4]
+data = open(src, "rb").read((1 if how == "rw" else 2) << 20)
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    if how == "rw":
+        print("wrote", os.write(fd, data))
+    else:
+        os.ftruncate(fd, len(data))
+        m = mmap.mmap(fd, len(data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        m[:] = data
+        m.flush()
+        print("flushed")
+except OSError as e:
+    print("error", e.errno)
+PY
+}
 REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
 seq0=$(json_get "$(status_json "$D")" seq)
 
@@ -54,37 +76,14 @@ stop_node "$M" "$D"
 
 # a read-write descriptor writes through the page cache: the error, not a short count
 REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
-out=$(python3 - "$T/src" "$M/rw" 2>&1 <<'PY'
-import os, sys
-data = open(sys.argv[1], "rb").read(1 << 20)
-fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-try:
-    n = os.write(fd, data)
-    print("wrote", n)
-except OSError as e:
-    print("error", e.errno)
-PY
-)
+out=$(rw_write rw "$M/rw")
 check_eq "$out" "error 5" "a 1 MiB write through the page cache whose second piece failed"
 compare3 "$M" "$D" "after a failed piece through the page cache"
 stop_node "$M" "$D"
 
 # the kernel's writeback of a shared mapping: msync must report the failure
 REPFS_TEST_FAIL_PIECE=2 start_leader "$D" "$M"
-out=$(python3 - "$T/src" "$M/mapped" 2>&1 <<'PY'
-import mmap, os, sys
-data = open(sys.argv[1], "rb").read(2 << 20)
-fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, len(data))
-m = mmap.mmap(fd, len(data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-m[:] = data
-try:
-    m.flush()
-    print("flushed")
-except OSError as e:
-    print("error", e.errno)
-PY
-)
+out=$(rw_write mmap "$M/mapped")
 check_eq "$out" "error 5" "msync of 2 MiB of mmap'd pages whose second piece failed"
 compare3 "$M" "$D" "after a failed piece in mmap writeback"
 stop_node "$M" "$D"
