@@ -328,7 +328,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 		say(err, errlen, "unable to open '%s/log': %s", n->datadir, strerror(errno));
 		goto fail;
 	}
-	ret = oplog_open(&n->log, n->logdirfd, n->key, &cut, &bad);
+	ret = oplog_open_above(&n->log, n->logdirfd, n->key, n->st.checkpoint, &cut, &bad);
 	if (ret == -EBADMSG) {
 		say(err, errlen, "log of '%s' is damaged at seq %" PRIu64 " (see 'repfs log --verify')", n->datadir,
 		    bad.seq);

@@ -358,8 +358,14 @@ static int segment_continues(int dirfd, const struct key *k, uint64_t a, uint64_
 		goto out;
 	}
 	ret = read_seg_header(fb, &bfirst, bprev, &gstart);
-	if (!ret)
-		ret = read_segment(fa, &afirst, aprev, &gstart, &buf, &len);
+	if (ret) {
+		if (bad) {
+			bad->epoch = 0;
+			bad->seq = b;
+		}
+		goto out;
+	}
+	ret = read_segment(fa, &afirst, aprev, &gstart, &buf, &len);
 	if (ret)
 		goto out;
 	last.seq = afirst - 1;
@@ -392,8 +398,42 @@ out:
 	return ret;
 }
 
+/*
+ * True if segment first has a header no sync can have covered: shorter than
+ * a header, or (zeros_too) all zeros.
+ */
+static int unsynced_header(int dirfd, uint64_t first, int zeros_too)
+{
+	char name[32];
+	struct stat st;
+
+	seg_name(name, sizeof(name), first);
+	if (fstatat(dirfd, name, &st, 0) < 0)
+		return 0;
+	return st.st_size < SEG_HEADER_BYTES || (zeros_too && zero_header(dirfd, name));
+}
+
+static int drop_segment(int dirfd, uint64_t first, uint64_t *cut_bytes)
+{
+	char name[32];
+	struct stat st;
+
+	seg_name(name, sizeof(name), first);
+	if (fstatat(dirfd, name, &st, 0) < 0 || unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0)
+		return -errno;
+	if (cut_bytes)
+		*cut_bytes += (uint64_t)st.st_size;
+	return 0;
+}
+
 int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut_bytes,
 	       struct pos *bad)
+{
+	return oplog_open_above(out, dirfd, k, 0, cut_bytes, bad);
+}
+
+int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_t keep_seq, uint64_t *cut_bytes,
+		     struct pos *bad)
 {
 	struct oplog *log;
 	uint64_t *segs = NULL;
@@ -419,42 +459,47 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 	if (ret)
 		goto out;
 	/*
-	 * A crash while starting a segment leaves it without a whole header
-	 * (or, after a roll that no sync followed, with a header of zeros):
-	 * drop it, nothing in it was durable (create_segment()).
+	 * Rolls do not sync (create_segment()), and a sync does the closed
+	 * segments first: after a crash, nothing after the first segment that
+	 * is not whole was durable. From the end: the last segment goes if its
+	 * header is short (or zeros, unless it is the only one); it goes if the
+	 * one before it has such a header (not the first: a first segment's
+	 * header is always durable), or does not end where it begins
+	 * (segment_continues()). Never a segment that starts at or below
+	 * keep_seq (the caller's checkpoint: durable for sure): that is damage.
 	 */
-	while (nseg > 0) {
-		char name[32];
-		struct stat st;
-		seg_name(name, sizeof(name), segs[nseg - 1]);
-		if (fstatat(dirfd, name, &st, 0) < 0)
-			break;
-		if (st.st_size >= SEG_HEADER_BYTES && !(nseg > 1 && zero_header(dirfd, name)))
-			break;
-		if (unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0) {
-			ret = -errno;
-			goto out;
-		}
-		nseg--;
-	}
-	/* a segment that does not end where the next begins: what follows it goes (segment_continues()) */
-	while (nseg > 1) {
-		char name[32];
-		struct stat st;
+	for (size_t keep = nseg; keep > 0; keep--) {
+		int drop = 0;
 
-		ret = segment_continues(dirfd, k, segs[nseg - 2], segs[nseg - 1], cut_bytes, bad);
-		if (ret < 0)
-			goto out;
-		if (ret == 1)
+		if (unsynced_header(dirfd, segs[keep - 1], keep > 1)) {
+			drop = 1;
+		} else if (keep > 2 && unsynced_header(dirfd, segs[keep - 2], 1)) {
+			drop = 1;
+		} else if (keep > 1) {
+			ret = segment_continues(dirfd, k, segs[keep - 2], segs[keep - 1], cut_bytes, bad);
+			if (ret < 0)
+				goto out;
+			drop = ret == 0;
+		}
+		if (!drop) {
+			/* decided: drop what follows, the last first */
+			for (; nseg > keep; nseg--)
+				if ((ret = drop_segment(dirfd, segs[nseg - 1], cut_bytes)))
+					goto out;
 			break;
-		seg_name(name, sizeof(name), segs[nseg - 1]);
-		if (fstatat(dirfd, name, &st, 0) < 0 || unlinkat(dirfd, name, 0) < 0 || fsync(dirfd) < 0) {
-			ret = -errno;
+		}
+		if (segs[keep - 1] <= keep_seq) {
+			if (bad) {
+				bad->epoch = 0;
+				bad->seq = segs[keep - 1];
+			}
+			ret = -EBADMSG;
 			goto out;
 		}
-		if (cut_bytes)
-			*cut_bytes += (uint64_t)st.st_size;
-		nseg--;
+		if (keep == 1)	/* nothing whole at all */
+			for (; nseg > 0; nseg--)
+				if ((ret = drop_segment(dirfd, segs[nseg - 1], cut_bytes)))
+					goto out;
 	}
 	ret = 0;
 	if (nseg == 0) {
@@ -497,7 +542,26 @@ int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut
 			}
 		}
 	}
-	log->durable = log->last.seq;	/* what survived a restart is on disk */
+	/*
+	 * What survived a restart is durable only once synced: after a kill -9
+	 * the page cache held segments no sync had covered yet.
+	 */
+	for (size_t i = 0; i < nseg; i++) {
+		char name[32];
+		int fd;
+
+		seg_name(name, sizeof(name), segs[i]);
+		fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && fdatasync(fd) < 0)
+			ret = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (!ret && fsync(dirfd) < 0)
+		ret = -errno;
+	if (ret)
+		goto out;
+	log->durable = log->last.seq;
 	*out = log;
 	log = NULL;
 out:
@@ -1113,9 +1177,15 @@ int oplog_rewind(struct oplog *log, uint64_t seq)
 		if (fstatat(log->dirfd, older_name, &os, 0) == 0)
 			older += (uint64_t)os.st_size;
 	}
-	for (int i = 0; i < log->npending; i++)
+	/* the segments before the one kept: durable before durable says so */
+	for (int i = 0; i < log->npending; i++) {
+		if (fdatasync(log->pending[i]) < 0 && !ret)
+			ret = -errno;
 		close(log->pending[i]);
+	}
 	log->npending = 0;
+	if (ret)
+		log->failed = -ret;
 	close(log->fd);
 	log->fd = fd;
 	fd = -1;

@@ -36,6 +36,13 @@ struct oplog;
  */
 int oplog_open(struct oplog **out, int dirfd, const struct key *k, uint64_t *cut_bytes,
 	       struct pos *bad);
+/*
+ * The same, where every record up to keep_seq is known durable (a node's
+ * checkpoint): a segment that starts at or below it is never dropped as the
+ * remains of a crash; -EBADMSG instead (damage).
+ */
+int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_t keep_seq, uint64_t *cut_bytes,
+		     struct pos *bad);
 void oplog_free(struct oplog *log);	/* NULL is a no-op; does not sync */
 
 /* Position and MAC of the last record ({0,0} and zeros when empty). */

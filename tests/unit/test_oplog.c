@@ -869,7 +869,7 @@ Test(oplog, a_last_segment_with_a_zero_header_is_dropped)
 {
 	uint8_t zero[OL_SEG_HEADER] = { 0 };
 	struct oplog *log = ol_open_ok();
-	uint64_t seq;
+	uint64_t seq, cut = 0;
 	char path[512];
 	struct stat st;
 	int fd;
@@ -886,7 +886,9 @@ Test(oplog, a_last_segment_with_a_zero_header_is_dropped)
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
 	close(fd);
-	log = ol_open_ok();
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, &cut, NULL), 0);
+	cr_assert_eq(cut, (uint64_t)st.st_size, "the dropped segment's bytes count as cut");
 	cr_assert_eq(oplog_last(log).seq, 2, "the records of a segment with a zero header were kept");
 	cr_assert_eq(stat(path, &st), -1, "the segment with a zero header is still there");
 	cr_assert_eq(ol_append(log, 1), 3);
@@ -963,6 +965,47 @@ Test(oplog, a_segment_missing_its_tail_drops_the_segments_after_it)
 	cr_assert_eq(pwrite(fd, "X", 1, (off_t)two - 40), 1);
 	close(fd);
 	cr_assert_eq(oplog_open(&log, ologfd, oenv.key, &cut, &bad), -EBADMSG);
+}
+
+/*
+ * A middle segment whose header never reached the disk (rolls outran the
+ * syncs): nothing after it was durable, so the segments after it go, then
+ * it. With a checkpoint above such a segment, that is damage instead.
+ */
+Test(oplog, a_middle_segment_with_an_unsynced_header_drops_the_rest)
+{
+	struct oplog *log = ol_open_ok();
+	struct pos bad = { 0, 0 };
+	uint64_t cut = 0;
+	char path[512], p4[512], p6[512];
+	struct stat st;
+
+	ol_append(log, 1);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	ol_append(log, 1);	/* segment 3 */
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	ol_append(log, 1);	/* segment 4 */
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	ol_append(log, 1);	/* segment 5 */
+	cr_assert_eq(oplog_sync(log, 5), 0);
+	oplog_free(log);
+	ol_seg_path(3, path, sizeof(path));
+	ol_seg_path(4, p4, sizeof(p4));
+	ol_seg_path(5, p6, sizeof(p6));
+	cr_assert_eq(truncate(p4, 0), 0);	/* segment 4: its header and records never written back */
+
+	/* a checkpoint at 4 says record 4 was durable: refused */
+	cr_assert_eq(oplog_open_above(&log, ologfd, oenv.key, 4, &cut, &bad), -EBADMSG);
+	cr_assert_eq(stat(p6, &st), 0, "a refused open dropped a segment");
+
+	cr_assert_eq(oplog_open_above(&log, ologfd, oenv.key, 2, &cut, &bad), 0);
+	cr_assert_eq(oplog_last(log).seq, 3);
+	cr_assert_eq(stat(p4, &st), -1, "segment 4 is still there");
+	cr_assert_eq(stat(p6, &st), -1, "segment 5 is still there");
+	cr_assert_eq(stat(path, &st), 0, "segment 3 went too");
+	oplog_free(log);
+	ol_expect_clean(3);
 }
 
 /* A segment is trimmed only once the one after it holds a durable record (its header and name are durable then). */
