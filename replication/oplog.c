@@ -38,7 +38,7 @@ struct oplog {
 	uint64_t prealloc_end;	/* the current segment's blocks are allocated up to here (a hint: prealloc()) */
 	int no_prealloc;	/* the file system cannot (fallocate) */
 	int failed;		/* errno after an unrecoverable error */
-	/* closed segments whose writeback started at the roll; the next sync makes them durable */
+	/* closed segments not synced since their roll; the next sync makes them durable */
 	int pending[8];
 	int npending;
 	/* undo state for the last append */
@@ -221,19 +221,6 @@ static int all_zero(const uint8_t *buf, size_t len)
 	return 1;
 }
 
-/* True if segment name in dirfd starts with a header of zeros. */
-static int zero_header(int dirfd, const char *name)
-{
-	uint8_t h[SEG_HEADER_BYTES];
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC), zero;
-
-	if (fd < 0)
-		return 0;
-	zero = pread_all(fd, h, sizeof(h), 0) == 0 && all_zero(h, sizeof(h));
-	close(fd);
-	return zero;
-}
-
 /*
  * Walks the records of a segment's body buf[0..len) (the bytes after its
  * header), each chained on the one before, starting from prev and last (the
@@ -404,13 +391,21 @@ out:
  */
 static int unsynced_header(int dirfd, uint64_t first, int zeros_too)
 {
+	uint8_t h[SEG_HEADER_BYTES];
 	char name[32];
-	struct stat st;
+	int fd, zero, ret;
 
 	seg_name(name, sizeof(name), first);
-	if (fstatat(dirfd, name, &st, 0) < 0)
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return 0;
-	return st.st_size < SEG_HEADER_BYTES || (zeros_too && zero_header(dirfd, name));
+	ret = pread_all(fd, h, sizeof(h), 0);
+	if (ret == -ENODATA)
+		zero = 1;	/* shorter than a header */
+	else
+		zero = !ret && zeros_too && all_zero(h, sizeof(h));
+	close(fd);
+	return zero;
 }
 
 static int drop_segment(int dirfd, uint64_t first, uint64_t *cut_bytes)
@@ -437,7 +432,7 @@ int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_
 {
 	struct oplog *log;
 	uint64_t *segs = NULL;
-	size_t nseg = 0;
+	size_t nseg = 0, keep;
 	int ret;
 
 	*out = NULL;
@@ -468,7 +463,7 @@ int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_
 	 * (segment_continues()). Never a segment that starts at or below
 	 * keep_seq (the caller's checkpoint: durable for sure): that is damage.
 	 */
-	for (size_t keep = nseg; keep > 0; keep--) {
+	for (keep = nseg; keep > 0; keep--) {
 		int drop = 0;
 
 		if (unsynced_header(dirfd, segs[keep - 1], keep > 1)) {
@@ -481,13 +476,8 @@ int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_
 				goto out;
 			drop = ret == 0;
 		}
-		if (!drop) {
-			/* decided: drop what follows, the last first */
-			for (; nseg > keep; nseg--)
-				if ((ret = drop_segment(dirfd, segs[nseg - 1], cut_bytes)))
-					goto out;
+		if (!drop)
 			break;
-		}
 		if (segs[keep - 1] <= keep_seq) {
 			if (bad) {
 				bad->epoch = 0;
@@ -496,11 +486,10 @@ int oplog_open_above(struct oplog **out, int dirfd, const struct key *k, uint64_
 			ret = -EBADMSG;
 			goto out;
 		}
-		if (keep == 1)	/* nothing whole at all */
-			for (; nseg > 0; nseg--)
-				if ((ret = drop_segment(dirfd, segs[nseg - 1], cut_bytes)))
-					goto out;
 	}
+	for (; nseg > keep; nseg--)	/* decided: the last first */
+		if ((ret = drop_segment(dirfd, segs[nseg - 1], cut_bytes)))
+			goto out;
 	ret = 0;
 	if (nseg == 0) {
 		uint8_t zero[CRYPTO_MAC_BYTES] = { 0 };
@@ -707,11 +696,6 @@ static int writev_all_at(int fd, struct iovec *iov, int n, uint64_t off)
 }
 
 /*
- * Called with mu held: closes the current segment and starts the next one.
- * The old segment's writeback is only started here; the next oplog_sync()
- * waits for it, so that a roll does not stall the writer.
- */
-/*
  * Allocates the current segment's blocks ahead of its end, PREALLOC_STEP at
  * a time (fallocate, FALLOC_FL_KEEP_SIZE: the size, and so everything that
  * reads the log, is unchanged). An append into allocated blocks skips
@@ -734,10 +718,16 @@ static void prealloc(struct oplog *log, uint64_t end)
 	log->prealloc_end = to;	/* also after ENOSPC: not again before the next step */
 }
 
+/*
+ * Called with mu held: closes the current segment and starts the next one,
+ * waiting for no disk: the next oplog_sync() makes the old segment, the new
+ * header and the new name durable (create_segment()).
+ */
 static int roll_segment(struct oplog *log, uint64_t next_seq)
 {
 	int oldfd = log->fd, ret;
 	uint64_t oldsize = log->size, oldfirst = log->seg_first, oldgstart = log->seg_gstart;
+	uint64_t oldprealloc = log->prealloc_end;
 
 	if (log->npending == (int)(sizeof(log->pending) / sizeof(log->pending[0]))) {
 		/* rolls outran syncs: settle the oldest now */
@@ -754,11 +744,14 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 		log->seg_gstart = oldgstart;
 		return ret;
 	}
-	/* the old segment's blocks past its end go back to the file system */
-	if (log->prealloc_end > oldsize)
-		(void)fallocate(oldfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)oldsize,
-				(off_t)(log->prealloc_end - oldsize));
-	log->prealloc_end = log->size;
+	/*
+	 * The old segment's blocks past its end go back to the file system: a
+	 * truncate to its own size frees them (a hole punched past the end
+	 * would not, on ext4).
+	 */
+	if (oldprealloc > oldsize && ftruncate(oldfd, (off_t)oldsize) < 0) {
+		/* best effort: the blocks stay allocated until the segment is trimmed */
+	}
 	log->older_bytes += oldsize;
 	log->pending[log->npending++] = oldfd;
 	return 0;

@@ -1008,6 +1008,28 @@ Test(oplog, a_middle_segment_with_an_unsynced_header_drops_the_rest)
 	ol_expect_clean(3);
 }
 
+/* The current segment's blocks are allocated ahead of its end; a roll gives the unused ones back. */
+Test(oplog, segments_are_preallocated_and_given_back_at_a_roll)
+{
+	struct oplog *log = ol_open_ok();
+	char path[512];
+	struct stat st;
+
+	ol_append(log, 1);
+	cr_assert_eq(stat(ol_seg_path(1, path, sizeof(path)), &st), 0);
+	cr_assert_lt((uint64_t)st.st_size, 4096, "the size counts preallocated bytes");
+	cr_assert_geq((uint64_t)st.st_blocks * 512, 4u << 20, "no blocks allocated ahead: %llu",
+		      (unsigned long long)st.st_blocks * 512);
+	cr_assert_eq(oplog_make_room(log, OPLOG_SEGMENT_BYTES - OL_SEG_HEADER), 0);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_leq((uint64_t)st.st_blocks * 512, 64u << 10, "the closed segment kept %llu bytes of blocks",
+		      (unsigned long long)st.st_blocks * 512);
+	oplog_free(log);
+	log = ol_open_ok();
+	cr_assert_eq(oplog_last(log).seq, 1);
+	oplog_free(log);
+}
+
 /* A segment is trimmed only once the one after it holds a durable record (its header and name are durable then). */
 Test(oplog, trim_waits_for_the_next_segment_to_be_durable)
 {
