@@ -216,7 +216,8 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	}
 	ret = finish_object(st, r, rel, fd);
 	if (!ret)
-		ret = store_id_born(st, r->id, rel, (r->mode & S_IFMT) == S_IFDIR);
+		ret = fd >= 0 ? store_id_born_fd(st, r->id, fd, rel)
+			      : store_id_born(st, r->id, rel, (r->mode & S_IFMT) == S_IFDIR);
 	if (ret) {
 		if (fd >= 0)
 			close(fd);

@@ -507,6 +507,8 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 	char path[PATH_MAX];
 	int fd = -1, ret;
 
+	if ((r->type == REC_SETATTR && (r->op_flags & (SA_MODE | SA_UID | SA_GID))) || r->type == REC_SETXATTR)
+		__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* see drop_privs() */
 	memcpy(r->id, in->id, FILE_ID_BYTES);
 	if (h) {
 		memcpy(r->id, h->id, FILE_ID_BYTES);
@@ -541,7 +543,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 {
 	struct node *n = node_of(req);
 	struct inode *in = ino_of(n, ino);
-	struct handle *h = fi && !S_ISDIR(in->type) ? fh_of(fi) : NULL;
+	struct handle *h = fi && !S_ISDIR(in->type) ? fh_of(fi) : NULL, *lent = NULL;
 	struct stat st;
 	int ret = 0;
 
@@ -549,6 +551,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	/*
+	 * fchown(), fchmod() and futimens() come without the file's handle:
+	 * one of its open handles spares the apply two walks of its path (a
+	 * truncate needs a writable one: the kernel sends it).
+	 */
+	if (!h && !S_ISDIR(in->type) && !(to_set & FUSE_SET_ATTR_SIZE))
+		h = lent = handle_borrow(n, in->id);
 	/* one record per kind, in the order libfuse's path API gave them: mode, owner, size, times */
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE, .mode = attr->st_mode & 07777 };
@@ -592,6 +601,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	if (!ret)
 		ret = stat_of(n, in, h, &st);
+	if (lent)
+		handle_return(n, lent);
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -781,13 +792,21 @@ static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct
  * granted FUSE_HANDLE_KILLPRIV_V2, it leaves that to the file system. As
  * the kernel: kill_suidgid(), and any write drops security.capability.
  * Each drop is its own record, before the write's.
+ *
+ * A file found with neither setuid nor setgid bit nor security.capability
+ * has nothing to drop for any caller until some file's mode, owner or
+ * xattrs change (node->priv_gen): until then its handle skips the check's
+ * two system calls (tar writes a file in pieces of 10 KiB).
  */
 static int drop_privs(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h)
 {
 	struct node *n = node_of(req);
+	unsigned gen = __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST);
 	struct stat st;
 	int ret;
 
+	if (__atomic_load_n(&h->priv_gen, __ATOMIC_RELAXED) == gen)
+		return 0;
 	if (fstat(h->fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
@@ -800,6 +819,8 @@ static int drop_privs(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct h
 		ret = commit_on(n, in, h, &r);
 		if (ret)
 			return ret;
+	} else if (!(st.st_mode & (S_ISUID | S_ISGID))) {
+		__atomic_store_n(&h->priv_gen, gen, __ATOMIC_RELAXED);
 	}
 	return 0;
 }
@@ -879,16 +900,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 void fuse_ops_release_handle(struct node *n, struct handle *h)
 {
-	pthread_mutex_lock(&n->open_lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		n->open_files = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&n->open_lock);
-	close(h->fd);
-	free(h);
+	handle_release(n, h);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -951,18 +963,19 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 }
 
 /*
- * Where the xattr reads of in go: a path for the l*xattr calls (a
- * directory's descriptor through /proc, which getxattr follows to it; a
- * file's index entry), or, for a file unlinked while open, a descriptor
- * (*fd >= 0, close it).
+ * Where the xattr reads of in go: an open handle of a file (*lent, give it
+ * back with handle_return(): the kernel asks for security.capability
+ * before each chown, mostly of a file just written), else a path for the l*xattr calls
+ * (a directory's descriptor through /proc, which getxattr follows to it; a
+ * file's index entry).
  */
-static int xattr_source(struct node *n, struct inode *in, char *path, size_t len, int *fd)
+static int xattr_source(struct node *n, struct inode *in, char *path, size_t len, struct handle **lent)
 {
 	char hex[2 * FILE_ID_BYTES + 1];
 	struct stat st;
 	int d;
 
-	*fd = -1;
+	*lent = NULL;
 	if (S_ISDIR(in->type)) {
 		d = ino_dir_fd(n, in);
 		if (d < 0)
@@ -970,13 +983,13 @@ static int xattr_source(struct node *n, struct inode *in, char *path, size_t len
 		snprintf(path, len, "/proc/self/fd/%d", d);
 		return 0;
 	}
-	store_id_hex(in->id, hex);
-	if (fstatat(store_indexfd(n->store), hex, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		snprintf(path, len, "%s.ids/%s", store_path(n->store), hex);
+	if ((*lent = handle_borrow(n, in->id)))
 		return 0;
-	}
-	*fd = handle_fd_of(n, in->id);
-	return *fd < 0 ? *fd : 0;
+	store_id_hex(in->id, hex);
+	if (fstatat(store_indexfd(n->store), hex, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -ENOENT;
+	snprintf(path, len, "%s.ids/%s", store_path(n->store), hex);
+	return 0;
 }
 
 static ssize_t xattr_get(struct inode *in, const char *path, int fd, const char *name, void *buf, size_t size)
@@ -998,14 +1011,15 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	struct node *n = node_of(req);
 	struct inode *in = ino_of(n, ino);
 	char path[PATH_MAX + 64], *buf = NULL;
-	int fd, ret;
+	struct handle *lent;
+	int ret;
 	ssize_t r;
 
 	if (store_hidden_xattr(name) || trusted_denied(req, name)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	ret = xattr_source(n, in, path, sizeof(path), &fd);
+	ret = xattr_source(n, in, path, sizeof(path), &lent);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -1014,7 +1028,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		ret = -ENOMEM;
 		goto out;
 	}
-	r = xattr_get(in, path, fd, name, buf, size);
+	r = xattr_get(in, path, lent ? lent->fd : -1, name, buf, size);
 	if (r < 0)
 		ret = -errno;
 	else if (size)
@@ -1025,8 +1039,8 @@ out:
 	if (ret)
 		fuse_reply_err(req, -ret);
 	free(buf);
-	if (fd >= 0)
-		close(fd);
+	if (lent)
+		handle_return(n, lent);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
@@ -1036,15 +1050,16 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char path[PATH_MAX + 64], *all = NULL, *out = NULL;
 	size_t used = 0;
 	ssize_t len;
-	int fd, ret;
+	struct handle *lent;
+	int ret;
 
-	ret = xattr_source(n, in, path, sizeof(path), &fd);
+	ret = xattr_source(n, in, path, sizeof(path), &lent);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
 	for (;;) {
-		len = xattr_list(in, path, fd, NULL, 0);
+		len = xattr_list(in, path, lent ? lent->fd : -1, NULL, 0);
 		if (len < 0) {
 			ret = -errno;
 			goto out;
@@ -1055,7 +1070,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 			ret = -ENOMEM;
 			goto out;
 		}
-		len = xattr_list(in, path, fd, all, (size_t)len);
+		len = xattr_list(in, path, lent ? lent->fd : -1, all, (size_t)len);
 		if (len >= 0)
 			break;
 		if (errno != ERANGE) {
@@ -1086,8 +1101,8 @@ out:
 		fuse_reply_err(req, -ret);
 	free(all);
 	free(out);
-	if (fd >= 0)
-		close(fd);
+	if (lent)
+		handle_return(n, lent);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -409,6 +409,54 @@ int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
 	return fd;
 }
 
+struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct handle *h;
+
+	pthread_mutex_lock(&n->open_lock);
+	for (h = n->open_files; h && memcmp(h->id, id, FILE_ID_BYTES); h = h->next)
+		;
+	if (h)
+		h->lent++;
+	pthread_mutex_unlock(&n->open_lock);
+	return h;
+}
+
+static void handle_free(struct handle *h)
+{
+	close(h->fd);
+	free(h);
+}
+
+void handle_return(struct node *n, struct handle *h)
+{
+	int last;
+
+	pthread_mutex_lock(&n->open_lock);
+	last = !--h->lent && h->released;
+	pthread_mutex_unlock(&n->open_lock);
+	if (last)
+		handle_free(h);
+}
+
+void handle_release(struct node *n, struct handle *h)
+{
+	int lent;
+
+	pthread_mutex_lock(&n->open_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		n->open_files = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	lent = h->lent > 0;
+	h->released = 1;
+	pthread_mutex_unlock(&n->open_lock);
+	if (!lent)
+		handle_free(h);
+}
+
 /*
  * A descriptor of non-directory f opened with flags (yours to close): by id
  * through the index, else (unlinked while open) through an open handle's,

@@ -24,6 +24,9 @@ struct handle {
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
 	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
 	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
+	unsigned priv_gen;	/* node->priv_gen when the file was found to hold no privileges, 0: not known */
+	int lent;	/* handle_borrow()s not yet returned (open_lock) */
+	int released;	/* the kernel released it while lent: the last return frees it (open_lock) */
 	uint8_t id[FILE_ID_BYTES];
 	struct handle *next, *prev;	/* node->open_files, under open_lock */
 };
@@ -99,6 +102,14 @@ int ino_stat(struct node *n, struct inode *in, struct stat *st);
 int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching);
 /* A dup of the descriptor of an open handle of the file id (yours to close), or -ENOENT. */
 int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES]);
+/*
+ * An open handle of the file id, or NULL: lent, its descriptor stays open
+ * until handle_return(), even if the kernel releases it meanwhile (no dup).
+ */
+struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES]);
+void handle_return(struct node *n, struct handle *h);
+/* Frees h once nobody has it lent (the kernel's release). */
+void handle_release(struct node *n, struct handle *h);
 
 /*
  * The id of the object name in directory dfd (not following a final

@@ -243,6 +243,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	n->dfd = n->logdirfd = n->lockfd = n->logfile = n->appliedfd = -1;
 	pthread_mutex_init(&n->seq_lock, NULL);
 	n->hold_at = UINT64_MAX;
+	n->priv_gen = 1;	/* a handle's 0: not known */
 	pthread_mutex_init(&n->bg_lock, NULL);
 	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
@@ -711,6 +712,7 @@ int node_promote(struct node *n, uint64_t epoch)
 		epoch = (n->st.epoch > prev.epoch ? n->st.epoch : prev.epoch) + 1;
 	save = n->st;
 	n->st.role = ROLE_LEADER;
+	__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* records applied meanwhile */
 	n->st.epoch = epoch;
 	/* the new epoch is on disk before its first record */
 	ret = state_save(n->dfd, &n->st);

@@ -104,6 +104,17 @@ int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char 
 	return ret < 0 && errno != EEXIST ? -errno : 0;
 }
 
+int store_id_born_fd(struct store *st, const uint8_t id[FILE_ID_BYTES], int fd, const char *rel)
+{
+	char hex[2 * FILE_ID_BYTES + 1];
+
+	store_id_hex(id, hex);
+	/* by the descriptor: no walk of rel (this needs CAP_DAC_READ_SEARCH; else by rel) */
+	if (linkat(fd, "", st->idxfd, hex, AT_EMPTY_PATH) == 0 || errno == EEXIST)
+		return 0;
+	return store_id_born(st, id, rel, 0);
+}
+
 static int fdcache_find(struct store *st, const uint8_t id[FILE_ID_BYTES])
 {
 	for (int i = 0; i < FDCACHE_SIZE; i++)
@@ -271,9 +282,18 @@ const char *store_rel(const char *path)
 	return *path ? path : ".";
 }
 
+/* Ids are drawn from a per-thread pool: one getrandom() per 64 new objects, not one each. */
 void store_new_id(uint8_t id[FILE_ID_BYTES])
 {
-	crypto_random(id, FILE_ID_BYTES);
+	static __thread uint8_t pool[64 * FILE_ID_BYTES];
+	static __thread size_t used = sizeof(pool);
+
+	if (used == sizeof(pool)) {
+		crypto_random(pool, sizeof(pool));
+		used = 0;
+	}
+	memcpy(id, pool + used, FILE_ID_BYTES);
+	used += FILE_ID_BYTES;
 }
 
 int store_hidden_xattr(const char *name)

@@ -80,6 +80,8 @@ enum { ID_UNKNOWN = 0, ID_ALIVE = 1, ID_DEAD = 2 };
 int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES]);
 /* rel: the object's path in the tree (linked into the index unless isdir). */
 int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char *rel, int isdir);
+/* The same for the regular file open as fd (at rel). */
+int store_id_born_fd(struct store *st, const uint8_t id[FILE_ID_BYTES], int fd, const char *rel);
 int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq);
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */

@@ -1050,6 +1050,17 @@ static int user_kills(void)
 		OK(stat("pub/ukill", &st));
 		CHECK((st.st_mode & 07777) == 0775, "%s by the owner left mode %o", w[i].what, st.st_mode & 07777);
 	}
+	/* a descriptor that wrote while the file had nothing to drop: the bits set after still go */
+	{
+		int fd = open("pub/ukill", O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "a", 1, 0) == 1, "a first write failed");
+		OK(fchmod(fd, 06775));
+		CHECK(pwrite(fd, "b", 1, 0) == 1, "a second write failed");
+		OK(fstat(fd, &st));
+		close(fd);
+		CHECK((st.st_mode & 07777) == 0775, "a write after fchmod 6775 left mode %o", st.st_mode & 07777);
+	}
 	return 0;
 }
 
@@ -1096,6 +1107,26 @@ static int t_user_owner(void)
 		close(fd);
 		OK(stat("rsuid", &st));
 		CHECK((st.st_mode & 07777) == 06755, "a write by root changed the mode to %o", st.st_mode & 07777);
+	}
+	/* any write drops security.capability, also one set after the descriptor's first write */
+	{
+		/* VFS_CAP_REVISION_2, no effective bit; permitted: CAP_NET_BIND_SERVICE */
+		static const uint32_t cap[5] = { 0x02000000, 1u << 10, 0, 0, 0 };
+		int fd;
+		OK(put_file("capf", "c", 0755));
+		OK(setxattr("capf", "security.capability", cap, sizeof(cap), 0));
+		fd = open("capf", O_WRONLY);
+		OK(fd);
+		CHECK(pwrite(fd, "x", 1, 0) == 1, "write to a file with capabilities");
+		CHECK(getxattr("capf", "security.capability", NULL, 0) < 0 && errno == ENODATA,
+		      "a write left security.capability");
+		OK(setxattr("capf", "security.capability", cap, sizeof(cap), 0));
+		CHECK(getxattr("capf", "security.capability", NULL, 0) == (ssize_t)sizeof(cap),
+		      "security.capability not set again");
+		CHECK(pwrite(fd, "y", 1, 1) == 1, "a second write to a file with capabilities");
+		close(fd);
+		CHECK(getxattr("capf", "security.capability", NULL, 0) < 0 && errno == ENODATA,
+		      "a write through a descriptor that wrote before left security.capability");
 	}
 	/* a write or truncate by the owner clears them */
 	OK(put_file("pub/ukill", "k", 0644));
