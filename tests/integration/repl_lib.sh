@@ -153,12 +153,21 @@ def main():
                 out.write(f.read())
     elif cmd == "log-prefix":
         def recs(data):
+            # the whole records of each segment: a torn tail (kill -9 mid-append)
+            # is not held, the node cuts it at its next start
             d = os.path.join(data, "log")
             b = b""
             for name in sorted(n for n in os.listdir(d) if n.endswith(".seg")):
                 with open(os.path.join(d, name), "rb") as f:
                     f.seek(64)
-                    b += f.read()
+                    s = f.read()
+                at = 0
+                while at + 4 <= len(s):
+                    n = int.from_bytes(s[at:at + 4], "little")
+                    if n < 4 or at + n > len(s):
+                        break
+                    at += n
+                b += s[:at]
             return b
         f, l = recs(a[0]), recs(a[1])
         equal = len(a) > 2 and a[2] == "equal"
