@@ -502,13 +502,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
  * object with no name left (unlinked while open) is named by id alone and
  * reached through a descriptor of one of its opens.
  */
-static int commit_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
+static int commit_record_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
 {
 	char path[PATH_MAX];
 	int fd = -1, ret;
 
-	if ((r->type == REC_SETATTR && (r->op_flags & (SA_MODE | SA_UID | SA_GID))) || r->type == REC_SETXATTR)
-		__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* see drop_privs() */
 	memcpy(r->id, in->id, FILE_ID_BYTES);
 	if (h) {
 		memcpy(r->id, h->id, FILE_ID_BYTES);
@@ -534,6 +532,19 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 	ino_names_unlock(n);
 	if (fd >= 0)
 		close(fd);
+	return ret;
+}
+
+/*
+ * A change that can give a file privileges tells drop_privs() once it is
+ * applied: a check that read the file before it is then not trusted.
+ */
+static int commit_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
+{
+	int ret = commit_record_on(n, in, h, r);
+
+	if ((r->type == REC_SETATTR && (r->op_flags & (SA_MODE | SA_UID | SA_GID))) || r->type == REC_SETXATTR)
+		__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);
 	return ret;
 }
 
@@ -638,6 +649,7 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 		return -ENOMEM;
 	}
 	h->fd = fd;
+	h->tree_gen = store_gen(n->store);
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
 	if (wants_direct(n, flags)) {
 		h->direct = 1;
@@ -801,7 +813,7 @@ static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct
 static int drop_privs(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h)
 {
 	struct node *n = node_of(req);
-	unsigned gen = __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST);
+	uint64_t gen = __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST);
 	struct stat st;
 	int ret;
 

@@ -391,6 +391,15 @@ int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct
 	return found;
 }
 
+/*
+ * 1 if h was opened in the tree the store holds now: a rewind or a snapshot's
+ * install replaces the tree, and a handle opened before reaches the old one.
+ */
+static int handle_current(struct node *n, const struct handle *h)
+{
+	return h->tree_gen == store_gen(n->store);
+}
+
 /* A dup of a descriptor of an open handle of the file id (yours to close), or -ENOENT. */
 int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
 {
@@ -398,7 +407,7 @@ int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
 
 	pthread_mutex_lock(&n->open_lock);
 	for (struct handle *h = n->open_files; h; h = h->next) {
-		if (!memcmp(h->id, id, FILE_ID_BYTES)) {
+		if (!memcmp(h->id, id, FILE_ID_BYTES) && handle_current(n, h)) {
 			fd = dup(h->fd);
 			if (fd < 0)
 				fd = -errno;
@@ -414,7 +423,7 @@ struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES])
 	struct handle *h;
 
 	pthread_mutex_lock(&n->open_lock);
-	for (h = n->open_files; h && memcmp(h->id, id, FILE_ID_BYTES); h = h->next)
+	for (h = n->open_files; h && (memcmp(h->id, id, FILE_ID_BYTES) || !handle_current(n, h)); h = h->next)
 		;
 	if (h)
 		h->lent++;

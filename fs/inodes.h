@@ -24,7 +24,8 @@ struct handle {
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
 	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
 	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
-	unsigned priv_gen;	/* node->priv_gen when the file was found to hold no privileges, 0: not known */
+	uint64_t priv_gen;	/* node->priv_gen when the file was found to hold no privileges, 0: not known */
+	unsigned tree_gen;	/* store_gen() at the open: a rewind or snapshot install since replaced the tree */
 	int lent;	/* handle_borrow()s not yet returned (open_lock) */
 	int released;	/* the kernel released it while lent: the last return frees it (open_lock) */
 	uint8_t id[FILE_ID_BYTES];

@@ -70,7 +70,7 @@ struct node {
 	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
 	uint64_t ns_changes;		/* bumped before and after each change of names (atomic):
 					   a snapshot's directory listing that saw it unchanged was not raced */
-	unsigned priv_gen;		/* bumped by every change that can give a file privileges (atomic;
+	uint64_t priv_gen;		/* bumped by every change that can give a file privileges (atomic;
 					   fs/fuse_ops.c, drop_privs()) and at every role change */
 
 	pthread_mutex_t bg_lock;	/* protects stopping */

@@ -3,13 +3,35 @@
  */
 #include "../../fs/inodes.h"
 #include "../../fs/node.h"
+#include "../../fs/store.h"
 #include "unit.h"
 
-/* A node with only what the open-handle list needs. */
+static struct unit_env henv;
+
+static void handles_setup(void)
+{
+	unit_env_init(&henv);
+}
+
+static void handles_teardown(void)
+{
+	unit_env_fini(&henv);
+}
+
+TestSuite(handles, .init = handles_setup, .fini = handles_teardown);
+
+/* A node with only what the open-handle list needs: the lock and a store. */
 static void hn_init(struct node *n)
 {
+	char path[512];
+	int ret;
+
 	memset(n, 0, sizeof(*n));
 	pthread_mutex_init(&n->open_lock, NULL);
+	unit_path(&henv, "tree", path, sizeof(path));
+	cr_assert_eq(mkdir(path, 0755), 0);
+	ret = store_open(&n->store, path);
+	cr_assert_eq(ret, 0, "store_open '%s': %s", path, strerror(-ret));
 }
 
 /* Opens a handle of id on n (its descriptor: /dev/null), as new_handle() links it. */
@@ -21,6 +43,7 @@ static struct handle *hn_open(struct node *n, uint8_t idbyte)
 	h->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(h->fd, 0);
 	memset(h->id, idbyte, FILE_ID_BYTES);
+	h->tree_gen = store_gen(n->store);
 	h->next = n->open_files;
 	if (h->next)
 		h->next->prev = h;
@@ -51,6 +74,7 @@ Test(handles, borrow_finds_by_id)
 	handle_release(&n, ha);
 	handle_release(&n, hb);
 	cr_assert_null(n.open_files);
+	store_free(n.store);
 }
 
 Test(handles, released_while_lent_lives_until_returned)
@@ -79,6 +103,7 @@ Test(handles, released_while_lent_lives_until_returned)
 	cr_assert(!fd_is_open(fd), "the last return did not free it");
 	handle_release(&n, hb);
 	cr_assert_null(n.open_files);
+	store_free(n.store);
 }
 
 Test(handles, release_unlinks_from_the_middle)
@@ -96,4 +121,28 @@ Test(handles, release_unlinks_from_the_middle)
 	cr_assert(n.open_files == h1 && !h1->prev);
 	handle_release(&n, h1);
 	cr_assert_null(n.open_files);
+	store_free(n.store);
+}
+
+Test(handles, none_lent_from_a_replaced_tree)
+{
+	struct node n;
+	uint8_t a[FILE_ID_BYTES];
+	struct handle *old, *now;
+	int fd;
+
+	hn_init(&n);
+	old = hn_open(&n, 1);
+	/* a rewind or a snapshot's install swaps the tree: old reaches the one before */
+	cr_assert_eq(store_reopen(n.store), 0);
+	memset(a, 1, sizeof(a));
+	cr_assert_null(handle_borrow(&n, a), "a handle of the replaced tree was lent");
+	fd = handle_fd_of(&n, a);
+	cr_assert_lt(fd, 0, "a descriptor of the replaced tree was handed out");
+	now = hn_open(&n, 1);
+	cr_assert_eq(handle_borrow(&n, a), now);
+	handle_return(&n, now);
+	handle_release(&n, now);
+	handle_release(&n, old);
+	store_free(n.store);
 }
