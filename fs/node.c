@@ -702,11 +702,23 @@ int node_promote(struct node *n, uint64_t epoch)
 	struct pos prev;
 	int ret;
 
-	pthread_mutex_lock(&n->seq_lock);
+	/*
+	 * Records a verify holds back (node_hold()) are applied first: the
+	 * branch record's commit moves applied past everything logged, and
+	 * what was held would never reach the tree.
+	 */
+	for (;;) {
+		node_release(n);
+		pthread_mutex_lock(&n->seq_lock);
+		if (n->st.role == ROLE_LEADER || n->snap_pending || n->applied >= oplog_last(n->log).seq)
+			break;
+		pthread_mutex_unlock(&n->seq_lock);	/* more came meanwhile, held again */
+	}
 	if (n->st.role == ROLE_LEADER) {
 		pthread_mutex_unlock(&n->seq_lock);
 		return -EALREADY;
 	}
+	n->hold_at = UINT64_MAX;
 	prev = oplog_last(n->log);
 	if (epoch <= n->st.epoch || epoch <= prev.epoch)
 		epoch = (n->st.epoch > prev.epoch ? n->st.epoch : prev.epoch) + 1;
