@@ -1219,6 +1219,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* as ext4: an fallocate of any mode drops privileges (file_modified()) */
+	if (n->kinit.granted) {
+		int ret = drop_privs(req, ino, ino_of(n, ino), fh_of(fi));
+		if (ret) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
 	r.op_flags = (uint32_t)mode;
 	r.off = (uint64_t)off;
 	r.len = (uint64_t)len;
@@ -1257,6 +1265,9 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 		size = (size_t)(st.st_size - off_in);
 	if (size > (1u << 30))
 		size = 1u << 30;
+	/* the destination drops privileges, as a write to it would */
+	if (n->kinit.granted && (ret = drop_privs(req, ino_out, ino_of(n, ino_out), fh_of(fi_out))))
+		goto out;
 	/* the source range's digest lets a replay tell whether the source still holds it */
 	ret = store_range_digest(fh_of(fi_in)->fd, (uint64_t)off_in, size, digest);
 	if (ret)

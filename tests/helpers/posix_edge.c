@@ -1030,6 +1030,9 @@ static int user_kills(void)
 		{ O_WRONLY | O_APPEND, 0, "an append" },
 		{ O_RDWR, 1, "ftruncate" },
 		{ O_RDONLY, 2, "truncate" },
+		{ O_RDWR, 3, "fallocate" },
+		{ O_RDWR, 4, "fallocate (keep size)" },
+		{ O_RDWR, 5, "copy_file_range into it" },
 	};
 	struct stat st;
 
@@ -1044,11 +1047,24 @@ static int user_kills(void)
 			OK(ftruncate(fd, 1));
 		else if (w[i].trunc == 2)
 			OK(truncate("pub/ukill", 2));
-		else
+		else if (w[i].trunc == 3)
+			OK(fallocate(fd, 0, 0, 8192));
+		else if (w[i].trunc == 4)
+			OK(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 16384));
+		else if (w[i].trunc == 5) {
+			int src = open("pub/ucopysrc", O_RDONLY);
+			off_t a = 0, b = 0;
+			OK(src);
+			CHECK(copy_file_range(src, &a, fd, &b, 2, 0) == 2, "copy_file_range failed");
+			close(src);
+		} else
 			CHECK(pwrite(fd, "k", 1, 0) == 1, "%s failed", w[i].what);
 		close(fd);
 		OK(stat("pub/ukill", &st));
 		CHECK((st.st_mode & 07777) == 0775, "%s by the owner left mode %o", w[i].what, st.st_mode & 07777);
+		/* no preallocated blocks stay inside the size: where SEEK_HOLE finds them depends on the page cache */
+		if (w[i].trunc >= 3)
+			OK(truncate("pub/ukill", 1));
 	}
 	/* a descriptor that wrote while the file had nothing to drop: the bits set after still go */
 	{
@@ -1131,6 +1147,7 @@ static int t_user_owner(void)
 	/* a write or truncate by the owner clears them */
 	OK(put_file("pub/ukill", "k", 0644));
 	OK(chown("pub/ukill", user_uid, user_gid));
+	OK(put_file("pub/ucopysrc", "cc", 0644));
 	if (as_user(user_kills))
 		return -1;
 	/* chown clears setuid/setgid of a regular file */
