@@ -381,6 +381,11 @@ static int pin(struct verifier *v, char *out, size_t outlen, size_t *ndiff)
 		if (used + strlen(v->cand[i]) + 16 < outlen)
 			used += (size_t)snprintf(out + used, outlen - used, "%s /%s\n", what, v->cand[i]);
 	}
+	if (getenv("REPFS_TEST_VERIFY_HOLD_MS")) {
+		/* tests: keep the apply held a while (tests/fault/promote_during_verify.sh) */
+		rlog(LOG_INFO, "verify: test hook: holding the apply at seq %" PRIu64, at);
+		usleep((useconds_t)atoi(getenv("REPFS_TEST_VERIFY_HOLD_MS")) * 1000);
+	}
 	node_release(n);
 	rlog(LOG_INFO, "verify: %zu of %zu paths differ at seq %" PRIu64, *ndiff, v->ncand, at);
 	return 0;
