@@ -502,7 +502,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
  * object with no name left (unlinked while open) is named by id alone and
  * reached through a descriptor of one of its opens.
  */
-static int commit_record_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
+static int commit_record_on(struct node *n, struct inode *in, struct handle *h, struct handle *lent,
+			    struct record *r)
 {
 	char path[PATH_MAX];
 	int fd = -1, ret;
@@ -518,17 +519,18 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 		}
 		return node_commit(n, r, h->fd, NULL);
 	}
+	/* named as without a handle; a lent one only spares the apply the walks of the path */
 	ino_names_lock(n, 0);
 	ret = ino_path(n, in, path, sizeof(path), 1);
 	if (ret == 0) {
 		r->path = path;
-	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (fd = handle_fd_of(n, in->id)) >= 0) {
+	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (lent || (fd = handle_fd_of(n, in->id)) >= 0)) {
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
 	if (!ret)
-		ret = node_commit(n, r, fd, NULL);
+		ret = node_commit(n, r, lent ? lent->fd : fd, NULL);
 	ino_names_unlock(n);
 	if (fd >= 0)
 		close(fd);
@@ -539,13 +541,18 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
  * A change that can give a file privileges tells drop_privs() once it is
  * applied: a check that read the file before it is then not trusted.
  */
-static int commit_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
+static int commit_lent(struct node *n, struct inode *in, struct handle *h, struct handle *lent, struct record *r)
 {
-	int ret = commit_record_on(n, in, h, r);
+	int ret = commit_record_on(n, in, h, lent, r);
 
 	if ((r->type == REC_SETATTR && (r->op_flags & (SA_MODE | SA_UID | SA_GID))) || r->type == REC_SETXATTR)
 		__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);
 	return ret;
+}
+
+static int commit_on(struct node *n, struct inode *in, struct handle *h, struct record *r)
+{
+	return commit_lent(n, in, h, NULL, r);
 }
 
 static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h, const struct stat *st);
@@ -564,15 +571,16 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	/*
 	 * fchown(), fchmod() and futimens() come without the file's handle:
-	 * one of its open handles spares the apply two walks of its path (a
-	 * truncate needs a writable one: the kernel sends it).
+	 * one of its open handles, lent, spares the apply two walks of its
+	 * path; the records name it as without a handle (a truncate needs a
+	 * writable one: the kernel sends it).
 	 */
 	if (!h && !S_ISDIR(in->type) && !(to_set & FUSE_SET_ATTR_SIZE))
-		h = lent = handle_borrow(n, in->id);
+		lent = handle_borrow(n, in->id);
 	/* one record per kind, in the order libfuse's path API gave them: mode, owner, size, times */
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE, .mode = attr->st_mode & 07777 };
-		ret = commit_on(n, in, h, &r);
+		ret = commit_lent(n, in, h, lent, &r);
 	}
 	if (!ret && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		struct record r = { .type = REC_SETATTR, .uid = attr->st_uid, .gid = attr->st_gid };
@@ -581,7 +589,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != (gid_t)-1)
 			r.op_flags |= SA_GID;
 		if (r.op_flags)
-			ret = commit_on(n, in, h, &r);
+			ret = commit_lent(n, in, h, lent, &r);
 	}
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) && n->kinit.granted && !S_ISDIR(in->type)) {
 		/* FUSE_HANDLE_KILLPRIV_V2: a truncate drops privileges here too */
@@ -591,7 +599,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE)) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_SIZE, .len = (uint64_t)attr->st_size };
-		ret = attr->st_size < 0 ? -EINVAL : commit_on(n, in, h, &r);
+		ret = attr->st_size < 0 ? -EINVAL : commit_lent(n, in, h, lent, &r);
 	}
 	if (!ret && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
 		struct record r = { .type = REC_SETATTR };
@@ -608,10 +616,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 					     ? now
 					     : (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
 		}
-		ret = commit_on(n, in, h, &r);
+		ret = commit_lent(n, in, h, lent, &r);
 	}
 	if (!ret)
-		ret = stat_of(n, in, h, &st);
+		ret = stat_of(n, in, h ? h : lent, &st);
 	if (lent)
 		handle_return(n, lent);
 	if (ret)
