@@ -506,7 +506,8 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 			    struct record *r)
 {
 	char path[PATH_MAX];
-	int fd = -1, ret;
+	struct handle *own = NULL;
+	int ret;
 
 	memcpy(r->id, in->id, FILE_ID_BYTES);
 	if (h) {
@@ -524,16 +525,16 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	ret = ino_path(n, in, path, sizeof(path), 1);
 	if (ret == 0) {
 		r->path = path;
-	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (lent || (fd = handle_fd_of(n, in->id)) >= 0)) {
+	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (lent || (lent = own = handle_borrow(n, in->id)))) {
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
 	if (!ret)
-		ret = node_commit(n, r, lent ? lent->fd : fd, NULL);
+		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
 	ino_names_unlock(n);
-	if (fd >= 0)
-		close(fd);
+	if (own)
+		handle_return(n, own);
 	return ret;
 }
 
@@ -701,7 +702,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else if (fuse_reply_open(req, fi) == -ENOENT)
-		fuse_ops_release_handle(n, fh_of(fi));	/* the opener was interrupted */
+		handle_release(n, fh_of(fi));	/* the opener was interrupted */
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
@@ -735,7 +736,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else if (fuse_reply_create(req, &e, fi) == -ENOENT)
-		fuse_ops_release_handle(n, fh_of(fi));
+		handle_release(n, fh_of(fi));
 }
 
 /*
@@ -918,15 +919,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-void fuse_ops_release_handle(struct node *n, struct handle *h)
-{
-	handle_release(n, h);
-}
-
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse_ops_release_handle(node_of(req), fh_of(fi));
+	handle_release(node_of(req), fh_of(fi));
 	fuse_reply_err(req, 0);
 }
 
@@ -985,9 +981,9 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 /*
  * Where the xattr reads of in go: an open handle of a file (*lent, give it
  * back with handle_return(): the kernel asks for security.capability
- * before each chown, mostly of a file just written), else a path for the l*xattr calls
- * (a directory's descriptor through /proc, which getxattr follows to it; a
- * file's index entry).
+ * before each chown, mostly of a file just written), else a path for the
+ * l*xattr calls (a directory's descriptor through /proc, which getxattr
+ * follows to it; a file's index entry).
  */
 static int xattr_source(struct node *n, struct inode *in, char *path, size_t len, struct handle **lent)
 {

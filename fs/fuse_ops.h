@@ -22,9 +22,6 @@ int fuse_ops_attach_io(struct fuse_session *se);
 /* The largest request or reply payload the mount negotiates (max_write). */
 size_t fuse_ops_max_payload(void);
 
-/* Closes an open file's handle (a release, or an open whose reply found the opener gone). */
-void fuse_ops_release_handle(struct node *n, struct handle *h);
-
 /*
  * Kernel cache lifetime of names on a leader (seconds): long enough for warm
  * lookups, short enough that a leader that steps down sees the new leader's

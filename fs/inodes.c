@@ -400,24 +400,6 @@ static int handle_current(struct node *n, const struct handle *h)
 	return h->tree_gen == store_gen(n->store);
 }
 
-/* A dup of a descriptor of an open handle of the file id (yours to close), or -ENOENT. */
-int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES])
-{
-	int fd = -ENOENT;
-
-	pthread_mutex_lock(&n->open_lock);
-	for (struct handle *h = n->open_files; h; h = h->next) {
-		if (!memcmp(h->id, id, FILE_ID_BYTES) && handle_current(n, h)) {
-			fd = dup(h->fd);
-			if (fd < 0)
-				fd = -errno;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&n->open_lock);
-	return fd;
-}
-
 struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES])
 {
 	struct handle *h;
@@ -474,18 +456,18 @@ void handle_release(struct node *n, struct handle *h)
 int ino_file_open(struct node *n, struct inode *f, int flags)
 {
 	char path[PATH_MAX], proc[64];
-	int fd, old;
+	struct handle *lent;
+	int fd;
 
 	fd = store_open_by_id(n->store, f->id, flags);
 	if (fd != -ENOENT)
 		return fd;
-	old = handle_fd_of(n, f->id);
-	if (old >= 0) {
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", old);
+	if ((lent = handle_borrow(n, f->id))) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", lent->fd);
 		fd = open(proc, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
 		if (fd < 0)
 			fd = -errno;
-		close(old);
+		handle_return(n, lent);
 		return fd;
 	}
 	if (ino_file_path(n, f, path, sizeof(path), 1))

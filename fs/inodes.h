@@ -101,15 +101,16 @@ int ino_stat(struct node *n, struct inode *in, struct stat *st);
 
 /* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
 int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching);
-/* A dup of the descriptor of an open handle of the file id (yours to close), or -ENOENT. */
-int handle_fd_of(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 /*
  * An open handle of the file id, or NULL: lent, its descriptor stays open
  * until handle_return(), even if the kernel releases it meanwhile (no dup).
  */
 struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 void handle_return(struct node *n, struct handle *h);
-/* Frees h once nobody has it lent (the kernel's release). */
+/*
+ * Closes an open file's handle (the kernel's release, or an open whose reply
+ * found the opener gone) once nobody has it lent.
+ */
 void handle_release(struct node *n, struct handle *h);
 
 /*
