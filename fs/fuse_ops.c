@@ -147,16 +147,26 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	ino_invalq_init(n);
 	/*
-	 * No writeback cache: with it the kernel keeps each file's size and
-	 * mtime and never takes ours again (a follower's records change both
-	 * behind its back), and errors of the writes it gathers (ENOSPC, EFBIG)
-	 * would reach a program only at fsync or close; see docs/decisions.md 3.
+	 * The writeback cache on a mount that starts as a leader: writes are
+	 * gathered in the kernel's pages and reach us at fsync, close, or the
+	 * kernel's writeback, in large pieces. The kernel then keeps each
+	 * regular file's size and mtime and never takes ours again, which a
+	 * follower's records change behind its back: a follower's mount goes
+	 * without it (for the mount's life, promoted or not), and one that
+	 * steps down gives each file a records change a new kernel inode
+	 * (fs/inodes.c). --commit write needs every write(2) here when it is
+	 * made. See docs/decisions.md 3.
 	 * Privileges on write, truncate and chown are ours to drop where the
 	 * kernel offers it (FUSE_HANDLE_KILLPRIV_V2): it then marks files
 	 * S_NOSEC and stops asking for security.capability before each write.
 	 */
-	if (!mount_is_follower(n))
+	if (!mount_is_follower(n)) {
 		n->kinit.want = 1;
+		if (!n->wb_off && !n->commit_write && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+			n->wb = 1;
+		}
+	}
 	/*
 	 * Without FUSE_HANDLE_KILLPRIV_V2 the kernel drops setuid and setgid
 	 * bits itself, by setattr requests (libfuse's default, the first
@@ -558,6 +568,10 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 
 static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h, const struct stat *st);
 
+/* what the writeback cache's setattr of a written file's times sets */
+#define WB_TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME | FUSE_SET_ATTR_ATIME_NOW | \
+		  FUSE_SET_ATTR_MTIME_NOW)
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
@@ -619,8 +633,18 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		}
 		ret = commit_lent(n, in, h, lent, &r);
 	}
-	if (!ret)
+	if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES)) {
+		/*
+		 * The writeback cache's times of a file that was unlinked and
+		 * closed before the kernel wrote its inode back (syncfs, say):
+		 * nobody can see them any more.
+		 */
+		memset(&st, 0, sizeof(st));
+		st.st_mode = in->type | 0600;
+		ret = 0;
+	} else if (!ret) {
 		ret = stat_of(n, in, h ? h : lent, &st);
+	}
 	if (lent)
 		handle_return(n, lent);
 	if (ret)
@@ -629,22 +653,27 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, 1.0);
 }
 
-static int backing_flags(int flags)
+static int backing_flags(struct node *n, int flags)
 {
 	/* the kernel gives every write its offset (O_APPEND included); we log that */
 	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_SYNC | O_DSYNC | O_DIRECT | O_NOCTTY);
+	/* with the writeback cache the kernel reads pages it writes in part, through any open */
+	if (n->wb && (flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
 	return flags | O_CLOEXEC | O_NOFOLLOW;
 }
 
 /*
- * Write-only opens on a leader go around the kernel's page cache (direct
- * I/O; see op_write()): nothing is read through them, and a write through
- * the cache costs a copy (and, where the kernel cannot leave privileges to
- * us, a security.capability round trip).
+ * Without the writeback cache, write-only opens on a leader go around the
+ * kernel's page cache (direct I/O; see op_write()): nothing is read through
+ * them, and a write through the cache costs a copy (and, where the kernel
+ * cannot leave privileges to us, a security.capability round trip). With
+ * it, every open goes through the cache: a direct write would leave the
+ * kernel's mtime, which it no longer takes from us, behind.
  */
 static int wants_direct(struct node *n, int flags)
 {
-	return !mount_is_follower(n) && (flags & O_ACCMODE) == O_WRONLY;
+	return !n->wb && !mount_is_follower(n) && (flags & O_ACCMODE) == O_WRONLY;
 }
 
 /* id: the file's id when the caller knows it (a create), else NULL: read from the file */
@@ -660,6 +689,7 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 	h->fd = fd;
 	h->tree_gen = store_gen(n->store);
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
+	h->writable = (flags & O_ACCMODE) != O_RDONLY;
 	if (wants_direct(n, flags)) {
 		h->direct = 1;
 		fi->direct_io = 1;
@@ -697,7 +727,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fd = ino_file_open(n, ino_of(n, ino), backing_flags(fi->flags));
+	fd = ino_file_open(n, ino_of(n, ino), backing_flags(n, fi->flags));
 	ret = fd < 0 ? fd : new_handle(n, fi, fd, fi->flags, NULL);
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -717,7 +747,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		/* made meanwhile by another opener: open it */
 		ret = ino_lookup(n, ino_of(n, parent), name, &e);
 		if (!ret) {
-			fd = ino_file_open(n, ino_of(n, e.ino), backing_flags(fi->flags));
+			fd = ino_file_open(n, ino_of(n, e.ino), backing_flags(n, fi->flags));
 			if (fd < 0) {
 				ino_forget(n, e.ino, 1);
 				ret = fd;
@@ -864,6 +894,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int ret;
 
 	if (mount_is_follower(n)) {
+		if (n->wb)
+			ino_retire_soon(n, in->id);	/* written into the kernel's pages before a step-down */
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -874,8 +906,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	r.off = (uint64_t)off;
 	r.data = buf;
 	r.data_len = (uint32_t)size;
+	if (n->wb)
+		r.flags |= REC_F_KEEP_MTIME;	/* the kernel's mtime comes in a setattr */
 	ret = commit_on(n, in, h, &r);
-	if (ret && r.data_len) {
+	if (ret && n->wb) {
+		/* the kernel's size may count bytes that never got here: a new inode takes ours */
+		ino_retire_soon(n, in->id);
+	} else if (ret && r.data_len) {
 		/*
 		 * Stopped part way (node_commit()): a short write, as ext4's on a
 		 * full disk; the program's next write meets the error. Not for
@@ -892,7 +929,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (ret)
 		goto out;
 	size = r.data_len;
-	if (h->direct && (!h->clean || handle_open_by(n, h->id, h, 1)))
+	if (h->direct && (!h->clean || handle_open_by(n, h->id, h, HANDLE_CACHING)))
 		ino_inval_soon(n, ino, off, (off_t)size);
 	h->clean = 1;
 	if (h->sync || n->commit_write)
@@ -1293,11 +1330,54 @@ out:
 		fuse_reply_write(req, size);
 }
 
+/*
+ * Has the kernel write file in's dirty pages back to us, through the mount:
+ * sync_file_range() on a descriptor of our own, which (unlike fsync) takes
+ * no lock the caller's lseek holds; the writes are served by other threads.
+ */
+static int write_back(struct node *n, struct inode *in)
+{
+	char rel[PATH_MAX], path[PATH_MAX];
+	int fd, ret = 0;
+
+	if (!n->mountpoint[0] || ino_file_path(n, in, rel, sizeof(rel), 1) ||
+	    path_join(path, sizeof(path), n->mountpoint, rel))
+		return -ENOENT;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (sync_file_range(fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * SEEK_DATA and SEEK_HOLE from the backing file. With the writeback cache,
+ * while the file is open for writing the kernel may hold pages the backing
+ * file lacks (and its lseek writes nothing back first): they are written
+ * back first (write_back()). Where that fails (a file with no name left),
+ * the answer is that everything is data, which POSIX allows. The kernel
+ * writes a file's pages back before it releases it.
+ */
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
+	struct node *n = node_of(req);
+	struct handle *h = fh_of(fi);
+	struct stat st;
 	off_t r;
 
-	(void)ino;
+	if (n->wb && (whence == SEEK_DATA || whence == SEEK_HOLE) && handle_open_by(n, h->id, NULL, HANDLE_WRITABLE) &&
+	    write_back(n, ino_of(n, ino))) {
+		if (off < 0 || fstat(h->fd, &st) < 0) {
+			fuse_reply_err(req, off < 0 ? ENXIO : errno);
+			return;
+		}
+		/* the kernel's size may be past ours: data from off on, a hole no sooner than our end */
+		fuse_reply_lseek(req, whence == SEEK_DATA || off > st.st_size ? off : st.st_size);
+		return;
+	}
 	r = lseek(fh_of(fi)->fd, off, whence);
 	if (r < 0)
 		fuse_reply_err(req, errno);

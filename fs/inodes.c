@@ -54,6 +54,7 @@ struct itab {
 	pthread_rwlock_t ns;	/* see "Locking" above */
 	struct inode *bucket[ITAB_BUCKETS];	/* protected by mu */
 	struct inode root;
+	struct inode *retired;	/* ino_retire()d inodes the kernel still holds (mu) */
 	uint64_t count;		/* protected by mu */
 	int stale_names;	/* records changed names behind the kernel: names need checking (atomic) */
 };
@@ -360,7 +361,8 @@ int ino_file_path(struct node *n, struct inode *f, char *buf, size_t len, int ve
 		uint8_t id[FILE_ID_BYTES];
 		if (ino_dir_path(n, cand[i].parent, dir, sizeof(dir)) || path_join(buf, len, dir, cand[i].name))
 			continue;
-		if (verify && __atomic_load_n(&n->itab->stale_names, __ATOMIC_RELAXED)) {
+		if ((verify && __atomic_load_n(&n->itab->stale_names, __ATOMIC_RELAXED)) ||
+		    __atomic_load_n(&f->retired, __ATOMIC_RELAXED)) {	/* its names are no longer kept */
 			struct stat st;
 			int pfd = ino_dir_fd(n, cand[i].parent);
 			if (pfd < 0 || fstatat(pfd, cand[i].name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -379,14 +381,14 @@ int ino_path(struct node *n, struct inode *in, char *buf, size_t len, int verify
 	return S_ISDIR(in->type) ? ino_dir_path(n, in, buf, len) : ino_file_path(n, in, buf, len, verify);
 }
 
-/* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
-int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching)
+int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int mask)
 {
 	int found = 0;
 
 	pthread_mutex_lock(&n->open_lock);
 	for (struct handle *o = n->open_files; o && !found; o = o->next)
-		found = o != skip && !(caching && o->direct) && !memcmp(o->id, id, FILE_ID_BYTES);
+		found = o != skip && !((mask & HANDLE_CACHING) && o->direct) &&
+			!((mask & HANDLE_WRITABLE) && !o->writable) && !memcmp(o->id, id, FILE_ID_BYTES);
 	pthread_mutex_unlock(&n->open_lock);
 	return found;
 }
@@ -611,13 +613,15 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 	pthread_mutex_lock(&t->mu);
 	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
 	if (!in->nlookup) {
-		for (struct inode **pp = &t->bucket[bucket_of(in->id)]; *pp; pp = &(*pp)->hnext) {
+		for (struct inode **pp = in->retired ? &t->retired : &t->bucket[bucket_of(in->id)]; *pp;
+		     pp = &(*pp)->hnext) {
 			if (*pp == in) {
 				*pp = in->hnext;
 				break;
 			}
 		}
-		t->count--;
+		if (!in->retired)
+			t->count--;
 		inode_free(in);
 	}
 	pthread_mutex_unlock(&t->mu);
@@ -665,6 +669,11 @@ void ino_table_free(struct node *n)
 			inode_free(in);
 		}
 	}
+	while (t->retired) {
+		struct inode *in = t->retired;
+		t->retired = in->hnext;
+		inode_free(in);
+	}
 	pthread_mutex_destroy(&t->mu);
 	pthread_rwlock_destroy(&t->ns);
 	free(t);
@@ -687,8 +696,9 @@ void ino_table_free(struct node *n)
 #define INVALQ_WAIT_MS 100	/* how long a handler waits for its invalidation to be done */
 
 struct inval {
-	fuse_ino_t ino;
+	fuse_ino_t ino;		/* 0: retire the file id */
 	off_t off, len;
+	uint8_t id[FILE_ID_BYTES];
 };
 
 struct invalq {
@@ -722,9 +732,14 @@ static void *invalq_main(void *arg)
 		memcpy(batch, q->items, (size_t)k * sizeof(batch[0]));
 		q->n = 0;
 		pthread_mutex_unlock(&q->mu);
-		for (int i = 0; i < k; i++)
-			if (!q->stop && n->se)
+		for (int i = 0; i < k; i++) {
+			if (q->stop || !n->se)
+				continue;
+			if (!batch[i].ino)
+				ino_retire(n, batch[i].id);
+			else
 				fuse_lowlevel_notify_inval_inode(n->se, batch[i].ino, batch[i].off, batch[i].len);
+		}
 		pthread_mutex_lock(&q->mu);
 		q->done = ticket;
 		pthread_cond_broadcast(&q->done_cv);
@@ -739,7 +754,7 @@ static void *invalq_main(void *arg)
  * normal case, short enough that the deadlock above dissolves -- the
  * invalidation completes once the caller's request is done.
  */
-void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
+static void invalq_push(struct node *n, const struct inval *v)
 {
 	struct invalq *q = n->invalq;
 	struct timespec until;
@@ -753,7 +768,7 @@ void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 		pthread_mutex_unlock(&q->mu);
 		return;
 	}
-	q->items[q->n++] = (struct inval){ ino, off, len };
+	q->items[q->n++] = *v;
 	ticket = ++q->queued;
 	pthread_cond_signal(&q->cv);
 	until = deadline_in_ms(CLOCK_REALTIME, INVALQ_WAIT_MS);
@@ -761,6 +776,21 @@ void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 		if (pthread_cond_timedwait(&q->done_cv, &q->mu, &until) == ETIMEDOUT)
 			break;
 	pthread_mutex_unlock(&q->mu);
+}
+
+void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
+{
+	struct inval v = { .ino = ino, .off = off, .len = len };
+
+	invalq_push(n, &v);
+}
+
+void ino_retire_soon(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct inval v = { .ino = 0 };
+
+	memcpy(v.id, id, FILE_ID_BYTES);
+	invalq_push(n, &v);
 }
 
 void ino_invalq_init(struct node *n)
@@ -844,11 +874,56 @@ static void inval_name(struct node *n, const char *rel)
 	fuse_lowlevel_notify_inval_inode(n->se, pino, -1, 0);
 }
 
+int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct itab *t = n->itab;
+	struct {
+		fuse_ino_t parent;
+		char name[NAME_MAX + 1];
+	} names[NAMES_MAX];
+	struct inode *in;
+	fuse_ino_t ino;
+	int k = 0;
+
+	if (!n->se || !t || id_is_zero(id))
+		return 0;
+	pthread_mutex_lock(&t->mu);
+	in = tab_find(t, id);
+	if (!in || in == &t->root || !S_ISREG(in->type)) {
+		pthread_mutex_unlock(&t->mu);
+		return 0;
+	}
+	for (struct inode **pp = &t->bucket[bucket_of(id)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == in) {
+			*pp = in->hnext;
+			break;
+		}
+	}
+	t->count--;
+	in->hnext = t->retired;
+	t->retired = in;
+	__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
+	for (struct iname *x = in->names; x && k < NAMES_MAX; x = x->next) {
+		struct inode *p = tab_find(t, x->parent);
+		if (p && strlen(x->s) <= NAME_MAX) {
+			names[k].parent = ino_nodeid(n, p);
+			snprintf(names[k++].name, sizeof(names[0].name), "%s", x->s);
+		}
+	}
+	ino = ino_nodeid(n, in);
+	pthread_mutex_unlock(&t->mu);
+	/* a name's directory stays while the kernel holds the name: the node ids above stay good */
+	for (int i = 0; i < k; i++)
+		fuse_lowlevel_notify_inval_entry(n->se, names[i].parent, names[i].name, strlen(names[i].name));
+	fuse_lowlevel_notify_inval_inode(n->se, ino, 0, 0);
+	return 1;
+}
+
 static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)
 {
 	fuse_ino_t ino;
 
-	if (id_is_zero(id) || !(ino = known(n, id)))
+	if (id_is_zero(id) || (n->wb && ino_retire(n, id)) || !(ino = known(n, id)))
 		return;
 	fuse_lowlevel_notify_inval_inode(n->se, ino, off, len);
 }
@@ -910,6 +985,22 @@ void ino_invalidate_all(struct node *n)
 				all[k].parent = ino_nodeid(n, p);
 				snprintf(all[k++].name, sizeof(all[0].name), "%s", x->s);
 			}
+		}
+	}
+	/* with the writeback cache, every regular file gets a new kernel inode (ino_retire()) */
+	for (int b = 0; n->wb && all && b < ITAB_BUCKETS; b++) {
+		struct inode **pp = &t->bucket[b];
+		while (*pp) {
+			struct inode *in = *pp;
+			if (!S_ISREG(in->type)) {
+				pp = &in->hnext;
+				continue;
+			}
+			*pp = in->hnext;
+			t->count--;
+			in->hnext = t->retired;
+			t->retired = in;
+			__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
 		}
 	}
 	pthread_mutex_unlock(&t->mu);

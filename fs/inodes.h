@@ -24,6 +24,7 @@ struct handle {
 	int sync;	/* opened O_SYNC or O_DSYNC: each write waits for the log */
 	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
 	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
+	int writable;	/* opened for writing (the kernel may hold dirty pages through it) */
 	uint64_t priv_gen;	/* node->priv_gen when the file was found to hold no privileges, 0: not known */
 	unsigned tree_gen;	/* store_gen() at the open: a rewind or snapshot install since replaced the tree */
 	int lent;	/* handle_borrow()s not yet returned (open_lock) */
@@ -42,7 +43,8 @@ struct inode {
 	uint64_t path_moves;	/* store_moves() before it was found (itab.mu) */
 	struct iname *names;	/* protected by itab.mu */
 	int nnames;
-	struct inode *hnext;	/* hash chain (itab.mu) */
+	struct inode *hnext;	/* hash chain, or the retired list (itab.mu) */
+	int retired;		/* ino_retire()d: no lookup finds it, it lives until forgotten (itab.mu) */
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
@@ -99,8 +101,10 @@ int ino_file_open(struct node *n, struct inode *f, int flags);
 /* The object's attributes, its link count as the mount shows it. */
 int ino_stat(struct node *n, struct inode *in, struct stat *st);
 
-/* 1 if an open handle other than skip has this id (with caching: one that reads through the page cache). */
-int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int caching);
+/* 1 if an open handle other than skip has this id and is of the kinds in mask (0: any). */
+#define HANDLE_CACHING 1	/* reads through the kernel's page cache */
+#define HANDLE_WRITABLE 2	/* opened for writing */
+int handle_open_by(struct node *n, const uint8_t id[FILE_ID_BYTES], const struct handle *skip, int mask);
 /*
  * An open handle of the file id, or NULL: lent, its descriptor stays open
  * until handle_return(), even if the kernel releases it meanwhile (no dup).
@@ -130,6 +134,21 @@ int id_is_zero(const uint8_t id[FILE_ID_BYTES]);
 void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len);
 void ino_invalq_init(struct node *n);
 void ino_invalq_free(struct node *n);
+
+/*
+ * With the writeback cache the kernel never takes a regular file's size or
+ * mtime from us again once it has an inode for it. Where ours changed behind
+ * it (records on a leader that stepped down; a write the kernel gathered
+ * that failed), the file's inode is retired: lookups no longer find it, its
+ * names and pages are dropped from the kernel's caches, and the next lookup
+ * gives the file a new node id, which the kernel takes as a new inode with
+ * our attributes. Descriptors opened before keep the old one (its requests
+ * still work; names it is reached by are checked). From a thread that is
+ * not a request handler; ino_retire_soon() from a handler. Returns 1 if
+ * the kernel had such a file of that id.
+ */
+int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES]);
+void ino_retire_soon(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 
 /* On a follower, after applying r: drops the kernel's cached names, attributes and pages that r changed. */
 void ino_invalidate_record(struct node *n, const struct record *r);

@@ -763,11 +763,93 @@ int node_raise_epoch(struct node *n, uint64_t epoch)
 	return ret;
 }
 
+#define WB_FLUSH_MS 2000	/* how long a step-down waits for the kernel's dirty pages */
+
+struct wb_flush {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done, refs;
+	char path[PATH_MAX];
+};
+
+static void wb_flush_put(struct wb_flush *f)
+{
+	int last;
+
+	pthread_mutex_lock(&f->mu);
+	last = !--f->refs;
+	pthread_mutex_unlock(&f->mu);
+	if (last) {
+		pthread_mutex_destroy(&f->mu);
+		pthread_cond_destroy(&f->cv);
+		free(f);
+	}
+}
+
+static void *wb_flush_main(void *arg)
+{
+	struct wb_flush *f = arg;
+	int fd = open(f->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	thread_name("repfs-wbflush");
+	if (fd >= 0) {
+		if (syncfs(fd) < 0)
+			rlog(LOG_WARNING, "unable to write back '%s' before stepping down: %s", f->path,
+			     strerror(errno));
+		close(fd);
+	}
+	pthread_mutex_lock(&f->mu);
+	f->done = 1;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	wb_flush_put(f);
+	return NULL;
+}
+
+/*
+ * With the writeback cache, what programs wrote may still be in the kernel's
+ * pages: it is written back through the mount while this node still leads,
+ * so that it becomes records like every earlier write. In a thread of its
+ * own, waited for at most WB_FLUSH_MS (a leader that cannot commit, say):
+ * what is written back after the step-down fails with EROFS, which the
+ * writer sees at its fsync or close.
+ */
+static void wb_flush(struct node *n)
+{
+	struct wb_flush *f;
+	struct timespec until;
+	pthread_t t;
+
+	if (!n->wb || !n->se || !n->mountpoint[0] || !(f = calloc(1, sizeof(*f))))
+		return;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	f->refs = 2;
+	snprintf(f->path, sizeof(f->path), "%s", n->mountpoint);
+	if (pthread_create(&t, NULL, wb_flush_main, f)) {
+		f->refs = 1;
+		wb_flush_put(f);
+		return;
+	}
+	pthread_detach(t);
+	until = deadline_in_ms(CLOCK_REALTIME, WB_FLUSH_MS);
+	pthread_mutex_lock(&f->mu);
+	while (!f->done)
+		if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT)
+			break;
+	if (!f->done)
+		rlog(LOG_WARNING, "the kernel's writeback of '%s' took over %d ms; stepping down without waiting",
+		     n->mountpoint, WB_FLUSH_MS);
+	pthread_mutex_unlock(&f->mu);
+	wb_flush_put(f);
+}
+
 int node_step_down(struct node *n, uint64_t epoch)
 {
 	struct node_state save;
 	int ret;
 
+	wb_flush(n);
 	pthread_mutex_lock(&n->seq_lock);
 	save = n->st;
 	n->st.role = ROLE_FOLLOWER;
@@ -1163,14 +1245,14 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
-			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu"
+			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu,\"writeback_cache\":%s"
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
 			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
-			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false", (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }

@@ -94,6 +94,9 @@ struct node {
 	struct itab *itab;		/* the kernel's inodes */
 	struct kinit kinit;		/* FUSE_HANDLE_KILLPRIV_V2: granted, writes drop privileges here */
 	int ring_off;			/* --io-uring off: requests only through /dev/fuse */
+	int wb_off;			/* --writeback off */
+	int wb;				/* the kernel's writeback cache is on (negotiated at INIT, for the
+					   mount's life): the kernel keeps regular files' sizes and mtimes */
 	struct fring *ring;		/* FUSE over io_uring once granted, else NULL (atomic; fs/fuse_ring.c) */
 	struct fring *ring_new;		/* made at INIT, until the reply grants it (fs/fuse_ops.c) */
 	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */

@@ -121,6 +121,7 @@ static void print_human(const char *json)
 		{ "mountpoint", "mountpoint" },
 		{ "divergent", "divergent writes" },
 		{ "fuse_io", "FUSE requests via" },
+		{ "writeback_cache", "writeback cache" },
 		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};

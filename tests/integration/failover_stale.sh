@@ -17,7 +17,7 @@ rc=$?
 note "repfs promote of the stopped C: exit $rc: $out"
 [ "$rc" = 1 ] || fail "promote of a stopped node: exit $rc, want 1: $out"
 case $out in *"not running"*) ;; *) fail "promote of a stopped node says: $out" ;; esac
-out=$(timeout 20 "$HELPERS/ackwriter" write "$AM/more" 30) || fail "fsync'd writes on A with C down failed: $out"
+out=$(timeout 20 "$HELPERS/ackwriter" write "$AM/more" 15) || fail "fsync'd writes on A with C down failed: $out"
 echo two >"$AM/d/two"
 sync "$AM/d/two"
 fo_wait_converged 20 "$A" "$B"

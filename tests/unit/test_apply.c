@@ -756,6 +756,36 @@ Test(apply, fallocate_keep_size_sets_record_time)
 	ap_expect_same(want, got, "fallocate KEEP_SIZE replayed into an empty tree");
 }
 
+/*
+ * With the writeback cache the kernel sends the writer's mtime in a setattr
+ * of its own, before or after the write (its writeback is asynchronous): a
+ * write marked REC_F_KEEP_MTIME leaves the file's mtime as it was, through
+ * the log's encoding and in a replay.
+ */
+Test(apply, write_keeping_mtime_leaves_the_setattrs_time)
+{
+	struct record r = { .type = REC_WRITE, .flags = REC_F_KEEP_MTIME, .path = "f", .off = 3, .data = "def",
+			    .data_len = 3 };
+	char *want, *got, path2[300];
+	struct store *st2;
+
+	ap_create("f", S_IFREG | 0644, 0, 0, NULL, 1);
+	ap_write("f", 1, 0, "abc", 3);
+	ap_setattr("f", 1, SA_MTIME, 0, 0, 0, 0, 0, 1234567890123456789LL);
+	usleep(10000);
+	ap_id(r.id, 1);
+	ap_ok(&r);
+	ap_expect_mtime("f", 1234567890123456789LL, "a write keeping the mtime, after the setattr");
+	ap_expect_content("f", "abcdef", 6);
+	want = ap_snapshot(atree);
+	st2 = ap_new_tree("tree2", path2, sizeof(path2));
+	usleep(10000);
+	ap_replay(st2, 0, 1, "replay into an empty tree");
+	got = ap_snapshot(path2);
+	store_free(st2);
+	ap_expect_same(want, got, "writes keeping the mtime replayed into an empty tree");
+}
+
 /* ---- strict failures ---- */
 
 static int ap_try(struct record *r, unsigned flags)

@@ -1,0 +1,89 @@
+#!/bin/bash
+# writeback.sh -- the kernel's writeback cache (docs/decisions.md 3): on for a
+# mount that starts as a leader with --commit fsync, off with --writeback off,
+# --commit write, and on a follower's mount. With it:
+# * data a program wrote and has not fsync'd or closed may be only in the
+#   kernel's pages; fsync puts it in the log, close too, and the mount's
+#   mtime is the one the tree and the log get;
+# * SEEK_DATA/SEEK_HOLE on a file still open for writing see those pages;
+# * a switchover writes the old leader's dirty pages back before it steps
+#   down: they reach the new leader;
+# * the old leader's kernel never takes a file's size from the daemon
+#   again, so a file the new leader's records change gets a new kernel inode
+#   on the stepped-down node: its mount shows the new size and data.
+. "$(dirname "$0")/failover_lib.sh"
+
+fo_cluster --sync quorum=1
+check_eq "$(fo_get "$A" writeback_cache)" true "writeback cache of a mount started as leader"
+check_eq "$(fo_get "$B" writeback_cache)" false "writeback cache of a follower's mount"
+
+# kept open, unsynced: fsync is what puts the data in the log
+exec 7>"$AM/open"
+printf 'first' >&7
+python3 -c 'import os; os.fsync(7)' 7>&7 || fail "fsync through an inherited descriptor failed"
+grep -q ' write /open 5 @0' <("$REPFS" log "$A") || fail "fsync did not put the write in the log"
+
+# SEEK_HOLE on a file open for writing with data only in the kernel's pages
+python3 - "$AM/sparse" <<'EOF' || fail "SEEK_DATA/SEEK_HOLE through the writeback cache"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, b"x" * 4096, 1 << 20)           # only in the kernel's pages
+assert os.lseek(fd, 0, os.SEEK_DATA) == 1 << 20, os.lseek(fd, 0, os.SEEK_DATA)
+assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+assert os.lseek(fd, 1 << 20, os.SEEK_HOLE) == (1 << 20) + 4096
+os.close(fd)
+EOF
+
+# mtimes: what the mount shows is what the tree and the log hold
+for i in 1 2 3; do echo "v$i" >"$AM/stamped$i"; done
+exec 7>&-
+fo_wait_converged 20 "$A" "$B" "$C"
+for f in open sparse stamped1 stamped2 stamped3; do
+	check_eq "$(stat -c %Y.%y "$AM/$f")" "$(stat -c %Y.%y "$A/tree/$f")" "mtime of '$f' through the mount vs the tree"
+done
+treecmp "$AM" "$A/tree" "$BM" || fail "the leader's mount, its tree and the follower differ"
+
+# the old leader caches an inode of 'grow' and holds 'held' open for reading
+echo small >"$AM/grow"
+echo small >"$AM/held"
+stat "$AM/grow" >/dev/null
+exec 8<"$AM/held"
+
+# unsynced data at a switchover reaches the new leader
+exec 7>"$AM/dirty"
+printf 'written before the switchover, never synced' >&7
+fo_promote B
+[ "$FO_RC" = 0 ] || fail "switchover to B failed: $FO_OUT"
+fo_wait_get 20 "$A" role follower
+check_eq "$(cat "$BM/dirty" 2>&1)" "written before the switchover, never synced" \
+	"data in the old leader's pages at a switchover, on the new leader"
+if printf 'more' >&7 2>/dev/null && python3 -c 'import os; os.fsync(7)' 7>&7 2>/dev/null; then
+	fail "a write through a descriptor opened before the step-down was made durable on a follower"
+fi
+exec 7>&- 2>/dev/null
+
+# the new leader's changes show on the stepped-down node, whose kernel kept inodes
+fo_wait_leader 20 A B
+head -c 100000 /dev/urandom >"$T/big"
+cp "$T/big" "$BM/grow" || fail "a write on the new leader failed"
+echo "new contents" >"$BM/held"
+sync -f "$BM/grow"
+fo_wait_converged 20 "$B" "$A" "$C"
+check_eq "$(stat -c %s "$AM/grow")" 100000 "size on the old leader of a file the new leader grew"
+cmp -s "$T/big" "$AM/grow" || fail "data on the old leader of a file the new leader rewrote"
+check_eq "$(cat "$AM/held")" "new contents" "a file held open on the old leader, read by name"
+exec 8<&-
+treecmp "$AM" "$BM" "$CM" || fail "the nodes' mounts differ after the switchover"
+
+# no writeback cache where a program's every write must reach the daemon
+fo_stop C
+out=$("$REPFS" mount --key "$KEY" --writeback maybe "$C" "$CM" 2>&1) && fail "--writeback maybe was accepted"
+case $out in *"invalid value 'maybe' for --writeback"*) ;; *) fail "--writeback maybe: $out" ;; esac
+D2=$T/solo
+start_leader "$D2" "$T/solom" --writeback off
+check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --writeback off"
+stop_node "$T/solom" "$D2"
+start_leader "$D2" "$T/solom" --commit write
+check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --commit write"
+stop_node "$T/solom" "$D2"
+exit 0
