@@ -393,16 +393,11 @@ static int apply_write(struct store *st, const struct record *r, unsigned flags,
 	const uint8_t *p = r->data;
 	uint64_t off = r->off;
 	size_t left = r->data_len;
-	struct stat before;
 	int fd, ret;
 
 	ret = open_obj(st, r, r->path, r->id, hint_fd, O_WRONLY, &fd);
 	if (ret)
 		return (flags & APPLY_STRICT) ? ret : 1;
-	if ((r->flags & REC_F_KEEP_MTIME) && fstat(fd, &before) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	while (left) {
 		ssize_t n = pwrite(fd, p, left, (off_t)off);
 		if (n < 0) {
@@ -415,12 +410,10 @@ static int apply_write(struct store *st, const struct record *r, unsigned flags,
 		off += (uint64_t)n;
 		left -= (size_t)n;
 	}
-	if (r->flags & REC_F_KEEP_MTIME) {
-		struct timespec ts[2] = { { 0, UTIME_OMIT }, before.st_mtim };
-		ret = futimens(fd, ts) < 0 ? -errno : 0;
-	} else {
-		ret = (flags & APPLY_NO_MTIME) ? 0 : set_fd_mtime(fd, r->time_ns);
-	}
+	if (flags & APPLY_NO_MTIME)
+		ret = 0;
+	else
+		ret = set_fd_mtime(fd, (r->flags & REC_F_KEEP_MTIME) ? r->mtime_ns : r->time_ns);
 out:
 	close_obj(fd, hint_fd);
 	return ret;

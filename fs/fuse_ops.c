@@ -572,13 +572,42 @@ static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct
 #define WB_TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME | FUSE_SET_ATTR_ATIME_NOW | \
 		  FUSE_SET_ATTR_MTIME_NOW)
 
+/*
+ * The writeback cache's times of a file with no open handle whose names we
+ * do not know (retired, or its names never looked up) or that has none left:
+ * recorded through its id; a file that is gone (unlinked and closed before
+ * the kernel wrote its inode back: syncfs, say) nobody can see any more.
+ */
+static int times_by_id(struct node *n, struct inode *in, struct record *r, struct stat *st, int *stated)
+{
+	struct handle tmp = { .fd = store_open_by_id(n->store, in->id, O_RDONLY) };
+	int ret;
+
+	*stated = 1;
+	if (tmp.fd == -ENOENT) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = in->type | 0600;
+		return 0;
+	}
+	if (tmp.fd < 0)
+		return tmp.fd;
+	memcpy(tmp.id, in->id, FILE_ID_BYTES);
+	r->path = NULL;
+	r->flags = 0;
+	ret = commit_lent(n, in, &tmp, NULL, r);
+	if (!ret)
+		ret = stat_of(n, in, &tmp, st);
+	close(tmp.fd);
+	return ret;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
 	struct inode *in = ino_of(n, ino);
 	struct handle *h = fi && !S_ISDIR(in->type) ? fh_of(fi) : NULL, *lent = NULL;
 	struct stat st;
-	int ret = 0;
+	int ret = 0, stated = 0;
 
 	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
@@ -632,19 +661,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 					     : (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
 		}
 		ret = commit_lent(n, in, h, lent, &r);
+		if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES))
+			ret = times_by_id(n, in, &r, &st, &stated);
 	}
-	if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES)) {
-		/*
-		 * The writeback cache's times of a file that was unlinked and
-		 * closed before the kernel wrote its inode back (syncfs, say):
-		 * nobody can see them any more.
-		 */
-		memset(&st, 0, sizeof(st));
-		st.st_mode = in->type | 0600;
-		ret = 0;
-	} else if (!ret) {
+	if (!ret && !stated)
 		ret = stat_of(n, in, h ? h : lent, &st);
-	}
 	if (lent)
 		handle_return(n, lent);
 	if (ret)
@@ -894,9 +915,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int ret;
 
 	if (mount_is_follower(n)) {
-		if (n->wb)
-			ino_retire_soon(n, in->id);	/* written into the kernel's pages before a step-down */
+		if (n->wb && !__atomic_load_n(&h->stale, __ATOMIC_RELAXED))
+			ino_retire_soon(n, in, EROFS);	/* written into the kernel's pages before a step-down */
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if ((ret = __atomic_load_n(&h->stale, __ATOMIC_RELAXED))) {
+		fuse_reply_err(req, ret);	/* see ino_retire() */
 		return;
 	}
 	if (size > REC_MAX_DATA)
@@ -911,7 +936,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	ret = commit_on(n, in, h, &r);
 	if (ret && n->wb) {
 		/* the kernel's size may count bytes that never got here: a new inode takes ours */
-		ino_retire_soon(n, in->id);
+		ino_retire_soon(n, in, -ret);
 	} else if (ret && r.data_len) {
 		/*
 		 * Stopped part way (node_commit()): a short write, as ext4's on a
@@ -1330,26 +1355,41 @@ out:
 		fuse_reply_write(req, size);
 }
 
+#define WRITE_BACKS_MAX 2	/* write_back()s at once, well below a CPU queue's threads (fs/fuse_ring.c) */
+
 /*
  * Has the kernel write file in's dirty pages back to us, through the mount:
  * sync_file_range() on a descriptor of our own, which (unlike fsync) takes
- * no lock the caller's lseek holds; the writes are served by other threads.
+ * no lock the caller's lseek holds. The requests this makes (lookup, open,
+ * the writes, release) are served by other threads of the caller's CPU
+ * queue, which a few of these at once cannot use up: past
+ * WRITE_BACKS_MAX, -EBUSY. A retired inode (ino_retire()) is not the one
+ * its name reaches now: -ESTALE.
  */
 static int write_back(struct node *n, struct inode *in)
 {
+	static int running;
 	char rel[PATH_MAX], path[PATH_MAX];
 	int fd, ret = 0;
 
+	if (__atomic_load_n(&in->retired, __ATOMIC_RELAXED))
+		return -ESTALE;
+	if (__atomic_add_fetch(&running, 1, __ATOMIC_SEQ_CST) > WRITE_BACKS_MAX) {
+		__atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
+		return -EBUSY;
+	}
 	if (!n->mountpoint[0] || ino_file_path(n, in, rel, sizeof(rel), 1) ||
-	    path_join(path, sizeof(path), n->mountpoint, rel))
-		return -ENOENT;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (sync_file_range(fd, 0, 0,
-			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+	    path_join(path, sizeof(path), n->mountpoint, rel)) {
+		ret = -ENOENT;
+	} else if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0) {
 		ret = -errno;
-	close(fd);
+	} else {
+		if (sync_file_range(fd, 0, 0,
+				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+			ret = -errno;
+		close(fd);
+	}
+	__atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
 	return ret;
 }
 
@@ -1357,8 +1397,9 @@ static int write_back(struct node *n, struct inode *in)
  * SEEK_DATA and SEEK_HOLE from the backing file. With the writeback cache,
  * while the file is open for writing the kernel may hold pages the backing
  * file lacks (and its lseek writes nothing back first): they are written
- * back first (write_back()). Where that fails (a file with no name left),
- * the answer is that everything is data, which POSIX allows. The kernel
+ * back first (write_back()). Where that cannot be done (a file with no name
+ * left, too many at once), the answer is that everything is data, which
+ * POSIX allows. The kernel
  * writes a file's pages back before it releases it.
  */
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)

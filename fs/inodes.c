@@ -696,19 +696,32 @@ void ino_table_free(struct node *n)
 #define INVALQ_WAIT_MS 100	/* how long a handler waits for its invalidation to be done */
 
 struct inval {
-	fuse_ino_t ino;		/* 0: retire the file id */
+	fuse_ino_t ino;
 	off_t off, len;
-	uint8_t id[FILE_ID_BYTES];
+};
+
+/* What the kernel must be told of a retired inode (ino_retire()): its names and itself. */
+struct retired_note {
+	fuse_ino_t ino;
+	int k;
+	struct {
+		fuse_ino_t parent;
+		char name[NAME_MAX + 1];
+	} names[NAMES_MAX];
+	struct retired_note *next;
 };
 
 struct invalq {
 	pthread_mutex_t mu;
 	pthread_cond_t cv, done_cv;
 	struct inval items[INVALQ_MAX];	/* protected by mu */
+	struct retired_note *notes;	/* never dropped, unlike items (mu) */
 	int n, stop, started;		/* protected by mu */
 	uint64_t queued, done;		/* tickets: protected by mu */
 	pthread_t thread;
 };
+
+static void retired_tell(struct node *n, const struct retired_note *note);
 
 static void *invalq_main(void *arg)
 {
@@ -718,12 +731,13 @@ static void *invalq_main(void *arg)
 	thread_name("repfs-inval");
 	for (;;) {
 		struct inval batch[INVALQ_MAX];
+		struct retired_note *notes;
 		uint64_t ticket;
 		int k;
 		pthread_mutex_lock(&q->mu);
-		while (!q->n && !q->stop)
+		while (!q->n && !q->notes && !q->stop)
 			pthread_cond_wait(&q->cv, &q->mu);
-		if (!q->n && q->stop) {
+		if (!q->n && !q->notes && q->stop) {
 			pthread_mutex_unlock(&q->mu);
 			return NULL;
 		}
@@ -731,15 +745,19 @@ static void *invalq_main(void *arg)
 		ticket = q->queued;
 		memcpy(batch, q->items, (size_t)k * sizeof(batch[0]));
 		q->n = 0;
+		notes = q->notes;
+		q->notes = NULL;
 		pthread_mutex_unlock(&q->mu);
-		for (int i = 0; i < k; i++) {
-			if (q->stop || !n->se)
-				continue;
-			if (!batch[i].ino)
-				ino_retire(n, batch[i].id);
-			else
-				fuse_lowlevel_notify_inval_inode(n->se, batch[i].ino, batch[i].off, batch[i].len);
+		while (notes) {
+			struct retired_note *x = notes;
+			notes = x->next;
+			if (!q->stop && n->se)
+				retired_tell(n, x);
+			free(x);
 		}
+		for (int i = 0; i < k; i++)
+			if (!q->stop && n->se)
+				fuse_lowlevel_notify_inval_inode(n->se, batch[i].ino, batch[i].off, batch[i].len);
 		pthread_mutex_lock(&q->mu);
 		q->done = ticket;
 		pthread_cond_broadcast(&q->done_cv);
@@ -785,13 +803,6 @@ void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 	invalq_push(n, &v);
 }
 
-void ino_retire_soon(struct node *n, const uint8_t id[FILE_ID_BYTES])
-{
-	struct inval v = { .ino = 0 };
-
-	memcpy(v.id, id, FILE_ID_BYTES);
-	invalq_push(n, &v);
-}
 
 void ino_invalq_init(struct node *n)
 {
@@ -821,6 +832,11 @@ void ino_invalq_free(struct node *n)
 	pthread_mutex_unlock(&q->mu);
 	if (q->started)
 		pthread_join(q->thread, NULL);
+	while (q->notes) {
+		struct retired_note *x = q->notes;
+		q->notes = x->next;
+		free(x);
+	}
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
 	pthread_cond_destroy(&q->done_cv);
@@ -874,26 +890,15 @@ static void inval_name(struct node *n, const char *rel)
 	fuse_lowlevel_notify_inval_inode(n->se, pino, -1, 0);
 }
 
-int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES])
+/*
+ * Under itab.mu: takes regular file in out of the id hash (onto the retired
+ * list, until the kernel forgets it) and notes what the kernel must be told.
+ */
+static void retire_locked(struct node *n, struct inode *in, struct retired_note *note)
 {
 	struct itab *t = n->itab;
-	struct {
-		fuse_ino_t parent;
-		char name[NAME_MAX + 1];
-	} names[NAMES_MAX];
-	struct inode *in;
-	fuse_ino_t ino;
-	int k = 0;
 
-	if (!n->se || !t || id_is_zero(id))
-		return 0;
-	pthread_mutex_lock(&t->mu);
-	in = tab_find(t, id);
-	if (!in || in == &t->root || !S_ISREG(in->type)) {
-		pthread_mutex_unlock(&t->mu);
-		return 0;
-	}
-	for (struct inode **pp = &t->bucket[bucket_of(id)]; *pp; pp = &(*pp)->hnext) {
+	for (struct inode **pp = &t->bucket[bucket_of(in->id)]; *pp; pp = &(*pp)->hnext) {
 		if (*pp == in) {
 			*pp = in->hnext;
 			break;
@@ -903,20 +908,95 @@ int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES])
 	in->hnext = t->retired;
 	t->retired = in;
 	__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
-	for (struct iname *x = in->names; x && k < NAMES_MAX; x = x->next) {
+	note->ino = ino_nodeid(n, in);
+	note->k = 0;
+	for (struct iname *x = in->names; x && note->k < NAMES_MAX; x = x->next) {
 		struct inode *p = tab_find(t, x->parent);
 		if (p && strlen(x->s) <= NAME_MAX) {
-			names[k].parent = ino_nodeid(n, p);
-			snprintf(names[k++].name, sizeof(names[0].name), "%s", x->s);
+			note->names[note->k].parent = ino_nodeid(n, p);
+			snprintf(note->names[note->k++].name, sizeof(note->names[0].name), "%s", x->s);
 		}
 	}
-	ino = ino_nodeid(n, in);
+}
+
+/* Tells the kernel to drop a retired inode's names and pages (not from a request handler). */
+static void retired_tell(struct node *n, const struct retired_note *note)
+{
+	/* node ids of directories that were forgotten meanwhile name nothing: harmless */
+	for (int i = 0; i < note->k; i++)
+		fuse_lowlevel_notify_inval_entry(n->se, note->names[i].parent, note->names[i].name,
+						 strlen(note->names[i].name));
+	fuse_lowlevel_notify_inval_inode(n->se, note->ino, 0, 0);
+}
+
+/*
+ * The handles open on the file now were opened through the retired inode:
+ * its size is the kernel's stale one, and pages written back through it
+ * would carry that (zeros past our end). Writes through them fail with err.
+ */
+static void handles_stale(struct node *n, const uint8_t id[FILE_ID_BYTES], int err)
+{
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *h = n->open_files; h; h = h->next)
+		if (!memcmp(h->id, id, FILE_ID_BYTES))
+			__atomic_store_n(&h->stale, err, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&n->open_lock);
+}
+
+/*
+ * Retires the file's inode (which, if not NULL, and only if it is still the
+ * one lookups find), if the kernel has one; returns its note (yours to
+ * free) or NULL.
+ */
+static struct retired_note *retire(struct node *n, const uint8_t id[FILE_ID_BYTES], struct inode *which, int err)
+{
+	struct itab *t = n->itab;
+	struct retired_note *note;
+	struct inode *in;
+
+	if (!n->se || !t || id_is_zero(id) || !(note = calloc(1, sizeof(*note))))
+		return NULL;
+	pthread_mutex_lock(&t->mu);
+	in = tab_find(t, id);
+	if (!in || in == &t->root || !S_ISREG(in->type) || (which && in != which)) {
+		pthread_mutex_unlock(&t->mu);
+		free(note);
+		return NULL;
+	}
+	retire_locked(n, in, note);
 	pthread_mutex_unlock(&t->mu);
-	/* a name's directory stays while the kernel holds the name: the node ids above stay good */
-	for (int i = 0; i < k; i++)
-		fuse_lowlevel_notify_inval_entry(n->se, names[i].parent, names[i].name, strlen(names[i].name));
-	fuse_lowlevel_notify_inval_inode(n->se, ino, 0, 0);
+	handles_stale(n, id, err);
+	return note;
+}
+
+int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct retired_note *note = retire(n, id, NULL, EIO);
+
+	if (!note)
+		return 0;
+	retired_tell(n, note);
+	free(note);
 	return 1;
+}
+
+/* From a request handler: the table changes now, the kernel is told by the invalidation thread. */
+void ino_retire_soon(struct node *n, struct inode *in, int err)
+{
+	struct retired_note *note = retire(n, in->id, in, err);
+	struct invalq *q = n->invalq;
+
+	if (!note)
+		return;
+	if (!q || !q->started) {
+		free(note);	/* no thread: the kernel keeps the old inode's names until they expire */
+		return;
+	}
+	pthread_mutex_lock(&q->mu);
+	note->next = q->notes;
+	q->notes = note;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
 }
 
 static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)

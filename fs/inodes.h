@@ -25,6 +25,8 @@ struct handle {
 	int direct;	/* write-only on a leader: the kernel's direct I/O (see op_write) */
 	int clean;	/* direct: the kernel holds no pages of the file from before (see op_write) */
 	int writable;	/* opened for writing (the kernel may hold dirty pages through it) */
+	int stale;	/* opened through an inode since retired (ino_retire()): writes fail with
+			   this errno (atomic) */
 	uint64_t priv_gen;	/* node->priv_gen when the file was found to hold no privileges, 0: not known */
 	unsigned tree_gen;	/* store_gen() at the open: a rewind or snapshot install since replaced the tree */
 	int lent;	/* handle_borrow()s not yet returned (open_lock) */
@@ -142,13 +144,17 @@ void ino_invalq_free(struct node *n);
  * that failed), the file's inode is retired: lookups no longer find it, its
  * names and pages are dropped from the kernel's caches, and the next lookup
  * gives the file a new node id, which the kernel takes as a new inode with
- * our attributes. Descriptors opened before keep the old one (its requests
- * still work; names it is reached by are checked). From a thread that is
- * not a request handler; ino_retire_soon() from a handler. Returns 1 if
- * the kernel had such a file of that id.
+ * our attributes. Descriptors opened before keep the old one and its stale
+ * size: writes through them fail, with the error that retired it (a page
+ * written back through it would carry zeros past our end; NFS's ESTALE),
+ * other requests work, and
+ * names they reach the file by are checked. ino_retire() tells the kernel
+ * itself (not from a request handler); ino_retire_soon(), from a handler,
+ * changes the table at once and leaves telling the kernel to the
+ * invalidation thread. Returns 1 if the kernel had such a file of that id.
  */
 int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES]);
-void ino_retire_soon(struct node *n, const uint8_t id[FILE_ID_BYTES]);
+void ino_retire_soon(struct node *n, struct inode *in, int err);
 
 /* On a follower, after applying r: drops the kernel's cached names, attributes and pages that r changed. */
 void ino_invalidate_record(struct node *n, const struct record *r);

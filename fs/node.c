@@ -617,6 +617,19 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 	}
 	r->epoch = n->st.epoch;
 	r->time_ns = now_ns();
+	if (r->type == REC_WRITE && (r->flags & REC_F_KEEP_MTIME)) {
+		/*
+		 * The mtime it keeps goes into the record, read here where no
+		 * other change can come between: its apply, and any replay, set
+		 * that one (restoring what the file has at apply time would keep
+		 * the mtime of a write whose apply a crash cut short).
+		 */
+		struct stat st;
+		if (hint_fd >= 0 && fstat(hint_fd, &st) == 0)
+			r->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		else
+			r->flags &= ~REC_F_KEEP_MTIME;
+	}
 	__atomic_store_n(&n->last_commit_ns, r->time_ns, __ATOMIC_RELAXED);	/* a snapshot yields to it */
 	if (pieces_fit(n, r, hint_fd)) {
 		ret = commit_pieces(n, r, hint_fd);

@@ -8,9 +8,14 @@
 # * SEEK_DATA/SEEK_HOLE on a file still open for writing see those pages;
 # * a switchover writes the old leader's dirty pages back before it steps
 #   down: they reach the new leader;
+# * a write the kernel gathered that fails (past the largest file) leaves
+#   the kernel's size wrong: the file gets a new kernel inode, and writes
+#   through descriptors opened before fail (with the same error) instead of
+#   writing pages padded to the wrong size;
 # * the old leader's kernel never takes a file's size from the daemon
 #   again, so a file the new leader's records change gets a new kernel inode
-#   on the stepped-down node: its mount shows the new size and data.
+#   on the stepped-down node: its mount shows the new size and data; a
+#   promoted follower's mount stays without the writeback cache.
 . "$(dirname "$0")/failover_lib.sh"
 
 fo_cluster --sync quorum=1
@@ -34,11 +39,45 @@ assert os.lseek(fd, 1 << 20, os.SEEK_HOLE) == (1 << 20) + 4096
 os.close(fd)
 EOF
 
+# a failed write the kernel gathered: the descriptors opened before go stale
+echo data >"$AM/failing"
+python3 - "$AM/failing" <<'EOF' || fail "descriptors opened across a failed write"
+import errno, os, sys
+path = sys.argv[1]
+a = os.open(path, os.O_RDWR)
+e = os.open(path, os.O_WRONLY)
+os.pwrite(e, b"x", 16 << 40)                    # past ext4's largest file
+try:
+    os.fsync(e)
+    sys.exit("the write past the largest file was synced")
+except OSError as x:
+    assert x.errno in (errno.EFBIG, errno.EINVAL), x
+try:
+    os.close(e)
+except OSError:
+    pass
+try:
+    os.pwrite(a, b"HELLO", 0)
+    os.fsync(a)
+    sys.exit("a write through a descriptor opened before the failure was synced")
+except OSError as x:
+    assert x.errno in (errno.EFBIG, errno.EINVAL), x    # the failure's own error
+try:
+    os.close(a)
+except OSError:
+    pass
+assert os.stat(path).st_size == 5, os.stat(path).st_size
+with open(path, "ab") as f:                     # a new open works as ever
+    f.write(b"more\n")
+EOF
+check_eq "$(cat "$A/tree/failing")" "$(printf 'data\nmore')" "the tree's file after writes through stale descriptors"
+check_eq "$(cat "$AM/failing")" "$(printf 'data\nmore')" "the file through the mount after writes through stale descriptors"
+
 # mtimes: what the mount shows is what the tree and the log hold
 for i in 1 2 3; do echo "v$i" >"$AM/stamped$i"; done
 exec 7>&-
 fo_wait_converged 20 "$A" "$B" "$C"
-for f in open sparse stamped1 stamped2 stamped3; do
+for f in open sparse failing stamped1 stamped2 stamped3; do
 	check_eq "$(stat -c %Y.%y "$AM/$f")" "$(stat -c %Y.%y "$A/tree/$f")" "mtime of '$f' through the mount vs the tree"
 done
 treecmp "$AM" "$A/tree" "$BM" || fail "the leader's mount, its tree and the follower differ"
@@ -55,6 +94,7 @@ printf 'written before the switchover, never synced' >&7
 fo_promote B
 [ "$FO_RC" = 0 ] || fail "switchover to B failed: $FO_OUT"
 fo_wait_get 20 "$A" role follower
+check_eq "$(fo_get "$B" writeback_cache)" false "writeback cache of a promoted follower's mount"
 check_eq "$(cat "$BM/dirty" 2>&1)" "written before the switchover, never synced" \
 	"data in the old leader's pages at a switchover, on the new leader"
 if printf 'more' >&7 2>/dev/null && python3 -c 'import os; os.fsync(7)' 7>&7 2>/dev/null; then

@@ -759,16 +759,18 @@ Test(apply, fallocate_keep_size_sets_record_time)
 /*
  * With the writeback cache the kernel sends the writer's mtime in a setattr
  * of its own, before or after the write (its writeback is asynchronous): a
- * write marked REC_F_KEEP_MTIME leaves the file's mtime as it was, through
- * the log's encoding and in a replay.
+ * write marked REC_F_KEEP_MTIME sets the mtime the file had before it
+ * (node_commit() puts it in mtime_ns), through the log's encoding, applied
+ * twice, and in a replay.
  */
 Test(apply, write_keeping_mtime_leaves_the_setattrs_time)
 {
 	struct record r = { .type = REC_WRITE, .flags = REC_F_KEEP_MTIME, .path = "f", .off = 3, .data = "def",
-			    .data_len = 3 };
+			    .data_len = 3, .mtime_ns = 1234567890123456789LL };
 	char *want, *got, path2[300];
 	struct store *st2;
 
+	aplog.check_twice = 1;
 	ap_create("f", S_IFREG | 0644, 0, 0, NULL, 1);
 	ap_write("f", 1, 0, "abc", 3);
 	ap_setattr("f", 1, SA_MTIME, 0, 0, 0, 0, 0, 1234567890123456789LL);
