@@ -54,6 +54,17 @@ static void mount_usage(FILE *f)
 	      f);
 }
 
+/* "auto" or "off" (*off = 1) */
+static int parse_auto_off(const char *opt, const char *v, int *off)
+{
+	if (strcmp(v, "auto") && strcmp(v, "off")) {
+		die_msg("invalid value '%s' for %s (auto or off)", v, opt);
+		return -1;
+	}
+	*off = !strcmp(v, "off");
+	return 0;
+}
+
 static int parse_hostport(const char *s)
 {
 	const char *colon = strrchr(s, ':');
@@ -178,18 +189,12 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 				return -1;
 			break;
 		case OPT_IO_URING:
-			if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
-				die_msg("invalid value '%s' for --io-uring (auto or off)", optarg);
+			if (parse_auto_off("--io-uring", optarg, &o->ring_off))
 				return -1;
-			}
-			o->ring_off = !strcmp(optarg, "off");
 			break;
 		case OPT_WRITEBACK:
-			if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
-				die_msg("invalid value '%s' for --writeback (auto or off)", optarg);
+			if (parse_auto_off("--writeback", optarg, &o->wb_off))
 				return -1;
-			}
-			o->wb_off = !strcmp(optarg, "off");
 			break;
 		case OPT_LOG_RETAIN: {
 			char *end;

@@ -690,6 +690,19 @@ static int64_t ap_last_time(void)
 	return ap_time((uint64_t)aplog.n);
 }
 
+/* The log replayed into an empty tree (a little later: times must come from the records) gives the tree. */
+static void ap_expect_fresh_replay_same(const char *what)
+{
+	char *want = ap_snapshot(atree), *got, path2[300];
+	struct store *st2 = ap_new_tree("tree2", path2, sizeof(path2));
+
+	usleep(10000);
+	ap_replay(st2, 0, 1, "replay into an empty tree");
+	got = ap_snapshot(path2);
+	store_free(st2);
+	ap_expect_same(want, got, what);
+}
+
 Test(apply, record_time_becomes_mtime_of_object_and_parent)
 {
 	ap_create("d", S_IFDIR | 0755, 0, 0, NULL, 1);
@@ -740,20 +753,11 @@ Test(apply, record_time_becomes_mtime_of_object_and_parent)
  * xfs): apply must replace it by the record's, or nodes end with different mtimes. */
 Test(apply, fallocate_keep_size_sets_record_time)
 {
-	char *want, *got, path2[300];
-	struct store *st2;
-
 	ap_create("f", S_IFREG | 0644, 0, 0, NULL, 1);
 	ap_write("f", 1, 0, "abc", 3);
 	ap_falloc("f", 1, FALLOC_FL_KEEP_SIZE, 0, 1 << 20);
 	ap_expect_mtime("f", ap_last_time(), "fallocate KEEP_SIZE");
-	want = ap_snapshot(atree);
-	st2 = ap_new_tree("tree2", path2, sizeof(path2));
-	usleep(10000);
-	ap_replay(st2, 0, 1, "replay into an empty tree");
-	got = ap_snapshot(path2);
-	store_free(st2);
-	ap_expect_same(want, got, "fallocate KEEP_SIZE replayed into an empty tree");
+	ap_expect_fresh_replay_same("fallocate KEEP_SIZE replayed into an empty tree");
 }
 
 /*
@@ -767,8 +771,6 @@ Test(apply, write_keeping_mtime_leaves_the_setattrs_time)
 {
 	struct record r = { .type = REC_WRITE, .flags = REC_F_KEEP_MTIME, .path = "f", .off = 3, .data = "def",
 			    .data_len = 3, .mtime_ns = 1234567890123456789LL };
-	char *want, *got, path2[300];
-	struct store *st2;
 
 	aplog.check_twice = 1;
 	ap_create("f", S_IFREG | 0644, 0, 0, NULL, 1);
@@ -779,13 +781,7 @@ Test(apply, write_keeping_mtime_leaves_the_setattrs_time)
 	ap_ok(&r);
 	ap_expect_mtime("f", 1234567890123456789LL, "a write keeping the mtime, after the setattr");
 	ap_expect_content("f", "abcdef", 6);
-	want = ap_snapshot(atree);
-	st2 = ap_new_tree("tree2", path2, sizeof(path2));
-	usleep(10000);
-	ap_replay(st2, 0, 1, "replay into an empty tree");
-	got = ap_snapshot(path2);
-	store_free(st2);
-	ap_expect_same(want, got, "writes keeping the mtime replayed into an empty tree");
+	ap_expect_fresh_replay_same("writes keeping the mtime replayed into an empty tree");
 }
 
 /* ---- strict failures ---- */
