@@ -147,9 +147,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	ino_invalq_init(n);
 	/*
-	 * The writeback cache on a mount that starts as a leader: writes are
-	 * gathered in the kernel's pages and reach us at fsync, close, or the
-	 * kernel's writeback, in large pieces. The kernel then keeps each
+	 * The writeback cache (--writeback on) on a mount that starts as a
+	 * leader: writes are gathered in the kernel's pages and reach us at
+	 * fsync, close, or the kernel's writeback, in large pieces. Off by
+	 * default: it costs sequential writes and small files more than it
+	 * gives random ones, and asynchronous followers get unsynced writes
+	 * only when they are written back. The kernel then keeps each
 	 * regular file's size and mtime and never takes ours again, which a
 	 * follower's records change behind its back: a follower's mount goes
 	 * without it (for the mount's life, promoted or not), and one that
@@ -162,10 +165,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 */
 	if (!mount_is_follower(n)) {
 		n->kinit.want = 1;
-		if (!n->wb_off && !n->commit_write && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		if (n->wb_on && !n->commit_write && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
 			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 			n->wb = 1;
+		} else if (n->wb_on) {
+			rlog(LOG_WARNING, "--writeback on: the kernel offers no writeback cache; writes go to the log as made");
 		}
+	} else if (n->wb_on) {
+		rlog(LOG_NOTICE, "--writeback on: a follower's mount has no writeback cache, and keeps none when promoted");
 	}
 	/*
 	 * Without FUSE_HANDLE_KILLPRIV_V2 the kernel drops setuid and setgid

@@ -94,7 +94,7 @@ struct node {
 	struct itab *itab;		/* the kernel's inodes */
 	struct kinit kinit;		/* FUSE_HANDLE_KILLPRIV_V2: granted, writes drop privileges here */
 	int ring_off;			/* --io-uring off: requests only through /dev/fuse */
-	int wb_off;			/* --writeback off */
+	int wb_on;			/* --writeback on */
 	int wb;				/* the kernel's writeback cache is on (negotiated at INIT, for the
 					   mount's life): the kernel keeps regular files' sizes and mtimes */
 	struct fring *ring;		/* FUSE over io_uring once granted, else NULL (atomic; fs/fuse_ring.c) */

@@ -29,7 +29,7 @@ struct mount_opts {
 	int nfuse_opts;
 	struct repl_opts repl;
 	int ring_off;		/* --io-uring off */
-	int wb_off;		/* --writeback off */
+	int wb_on;		/* --writeback on */
 };
 
 static void mount_usage(FILE *f)
@@ -47,8 +47,8 @@ static void mount_usage(FILE *f)
 	      "  --leader-timeout MS      a silent leader is given up after MS (default 3000)\n"
 	      "  --log-retain SIZE        log kept for lagging followers, e.g. 512M (default 1G)\n"
 	      "  --io-uring auto|off      FUSE requests over io_uring where the kernel has it (default auto)\n"
-	      "  --writeback auto|off     the kernel's writeback cache on a mount started as leader with\n"
-	      "                           --commit fsync (default auto; docs/decisions.md 3)\n"
+	      "  --writeback on|off       the kernel's writeback cache on a mount started as leader\n"
+	      "                           (default off; docs/decisions.md 3)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -193,8 +193,11 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 				return -1;
 			break;
 		case OPT_WRITEBACK:
-			if (parse_auto_off("--writeback", optarg, &o->wb_off))
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				die_msg("invalid value '%s' for --writeback (on or off)", optarg);
 				return -1;
+			}
+			o->wb_on = !strcmp(optarg, "on");
 			break;
 		case OPT_LOG_RETAIN: {
 			char *end;
@@ -228,6 +231,10 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 	o->mountpoint = argv[optind + 1];
 	if (!o->node.keyfile) {
 		die_msg("--key KEYFILE is required (create one with 'repfs keygen')");
+		return -1;
+	}
+	if (o->wb_on && o->repl.commit_write) {
+		die_msg("--writeback on cannot go with --commit write (every write must reach the log when made)");
 		return -1;
 	}
 	return 0;
@@ -418,7 +425,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	n->ring_off = o.ring_off;
-	n->wb_off = o.wb_off;
+	n->wb_on = o.wb_on;
 	if (!o.ring_off)
 		fring_enable_kernel();
 	if (fuse_session_mount(se, mp)) {
@@ -426,7 +433,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	mounted = 1;
-	tune_bdi(mp, n->st.role == ROLE_LEADER && !o.wb_off && !o.repl.commit_write);
+	tune_bdi(mp, n->st.role == ROLE_LEADER && o.wb_on);
 	if (fuse_ops_attach_io(se)) {
 		die_msg("unable to set up FUSE's device I/O");
 		goto out;

@@ -1,7 +1,7 @@
 #!/bin/bash
-# writeback.sh -- the kernel's writeback cache (docs/decisions.md 3): on for a
-# mount that starts as a leader with --commit fsync, off with --writeback off,
-# --commit write, and on a follower's mount. With it:
+# writeback.sh -- the kernel's writeback cache (docs/decisions.md 3): with
+# --writeback on, on a mount that starts as a leader; never on a follower's
+# mount, off by default, refused with --commit write. With it:
 # * data a program wrote and has not fsync'd or closed may be only in the
 #   kernel's pages; fsync puts it in the log, close too, and the mount's
 #   mtime is the one the tree and the log get;
@@ -18,7 +18,7 @@
 #   promoted follower's mount stays without the writeback cache.
 . "$(dirname "$0")/failover_lib.sh"
 
-fo_cluster --sync quorum=1
+fo_cluster --sync quorum=1 --writeback on
 check_eq "$(fo_get "$A" writeback_cache)" true "writeback cache of a mount started as leader"
 check_eq "$(fo_get "$B" writeback_cache)" false "writeback cache of a follower's mount"
 
@@ -115,15 +115,18 @@ check_eq "$(cat "$AM/held")" "new contents" "a file held open on the old leader,
 exec 8<&-
 treecmp "$AM" "$BM" "$CM" || fail "the nodes' mounts differ after the switchover"
 
-# no writeback cache where a program's every write must reach the daemon
+# off by default and with --writeback off; refused where every write must reach the log when made
 fo_stop C
 out=$("$REPFS" mount --key "$KEY" --writeback maybe "$C" "$CM" 2>&1) && fail "--writeback maybe was accepted"
-case $out in *"invalid value 'maybe' for --writeback"*) ;; *) fail "--writeback maybe: $out" ;; esac
+case $out in *"invalid value 'maybe' for --writeback (on or off)"*) ;; *) fail "--writeback maybe: $out" ;; esac
+out=$("$REPFS" mount --key "$KEY" --writeback on --commit write "$C" "$CM" 2>&1) &&
+	fail "--writeback on --commit write was accepted"
+case $out in *"--writeback on cannot go with --commit write"*) ;; *) fail "--writeback on --commit write: $out" ;; esac
 D2=$T/solo
+start_leader "$D2" "$T/solom"
+check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache by default"
+stop_node "$T/solom" "$D2"
 start_leader "$D2" "$T/solom" --writeback off
 check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --writeback off"
-stop_node "$T/solom" "$D2"
-start_leader "$D2" "$T/solom" --commit write
-check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --commit write"
 stop_node "$T/solom" "$D2"
 exit 0
