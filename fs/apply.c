@@ -236,6 +236,49 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	return 0;
 }
 
+/*
+ * The seq of the last rename or link that gave an object a name, kept in its
+ * inode (8 bytes, native order, as SNAP_LISTED_XATTR; hidden like every
+ * trusted.repfs.* attribute). An id at a path says only that the object has
+ * that name now, not that it has had it since before the record: replayed
+ * onto a newer tree, an object renamed away and later back (a -> b, b -> c,
+ * c -> a) meets the precondition of its first rename again; replaying it
+ * moved the object to b, and when a later hop was then skipped because a
+ * newer object holds its target (c), the object stayed at b, a name the
+ * log no longer gives it. With the mark, a rename, link or unlink of an
+ * object whose names changed at or after the record's seq is skipped: the
+ * tree is past it.
+ */
+#define NAMED_XATTR ID_XATTR_PREFIX "named"
+
+/* True if the object at rel got a name by a rename or link at seq or later. */
+static int named_since(struct store *st, const char *rel, uint64_t seq)
+{
+	char path[PATH_MAX + 64];
+	uint64_t named;
+	int tmp, ok;
+
+	if (store_xpath(st, rel, path, sizeof(path), &tmp))
+		return 0;
+	ok = lgetxattr(path, NAMED_XATTR, &named, sizeof(named)) == sizeof(named) && named >= seq;
+	if (tmp >= 0)
+		close(tmp);
+	return ok;
+}
+
+/* Best effort: an object without the mark replays as before the mark existed. */
+static void mark_named(struct store *st, const char *rel, uint64_t seq)
+{
+	char path[PATH_MAX + 64];
+	int tmp;
+
+	if (store_xpath(st, rel, path, sizeof(path), &tmp))
+		return;
+	(void)lsetxattr(path, NAMED_XATTR, &seq, sizeof(seq), 0);
+	if (tmp >= 0)
+		close(tmp);
+}
+
 static int apply_link(struct store *st, const struct record *r, unsigned flags)
 {
 	const char *from = store_rel(r->path), *to = store_rel(r->path2);
@@ -245,8 +288,11 @@ static int apply_link(struct store *st, const struct record *r, unsigned flags)
 		return (flags & APPLY_STRICT) ? -EEXIST : 1;
 	if (id_at(st, from, r->id) != MATCH_YES)
 		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	if (!(flags & APPLY_STRICT) && named_since(st, from, r->seq))
+		return 1;
 	if (linkat(root, from, root, to, 0) < 0)
 		return (!(flags & APPLY_STRICT) && errno == EEXIST) ? 1 : -errno;
+	mark_named(st, to, r->seq);
 	return touch_parent(st, to, r->time_ns);
 }
 
@@ -267,6 +313,9 @@ static int apply_remove(struct store *st, const struct record *r, unsigned flags
 
 	if (id_at(st, rel, r->id) != MATCH_YES)
 		return (flags & APPLY_STRICT) ? -ENOENT : 1;
+	/* replayed onto a newer tree: the object got this name again later */
+	if (!(flags & APPLY_STRICT) && r->type == REC_UNLINK && named_since(st, rel, r->seq))
+		return 1;
 	last = last_name(st, rel);
 	if (unlinkat(store_rootfd(st), rel, r->type == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
 		return -errno;
@@ -283,6 +332,9 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 	int root = store_rootfd(st), ret, replaced;
 	enum match src = id_at(st, from, r->id), dst = id_at(st, to, r->id2);
 
+	/* replayed onto a newer tree: the object is at path again, by a later rename or link */
+	if (!(flags & APPLY_STRICT) && src == MATCH_YES && named_since(st, from, r->seq))
+		return 1;
 	if (r->op_flags & RENAME_EXCHANGE) {
 		if (src != MATCH_YES || dst != MATCH_YES)
 			return (flags & APPLY_STRICT) ? -ENOENT : 1;
@@ -314,6 +366,9 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 	if (renameat2(root, from, root, to, r->op_flags) < 0)
 		return -errno;
 	store_moved(st);
+	mark_named(st, to, r->seq);
+	if (r->op_flags & RENAME_EXCHANGE)
+		mark_named(st, from, r->seq);
 	if (replaced && (ret = store_id_died(st, r->id2, r->seq)))
 		return ret;
 	ret = touch_parent(st, from, r->time_ns);

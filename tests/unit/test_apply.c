@@ -622,6 +622,26 @@ Test(apply, replay_onto_newer_state_does_not_resurrect_a_renamed_file)
 	ap_expect_replay_converges("create a, write a, rename a -> b, replayed");
 }
 
+/*
+ * An object renamed away and back (a -> b replacing P, b -> c, c -> a
+ * replacing Z, then Q takes c): replayed onto the final tree, its first
+ * rename's precondition holds again (it is at a). Seen in
+ * replay_newer_tree.sh: replaying that hop moved it to b, and the later
+ * hops were skipped (c holds Q), leaving it at b. The seq of the rename
+ * that gave it its name (trusted.repfs.named) says the tree is past it.
+ */
+Test(apply, replay_onto_newer_state_after_a_rename_cycle)
+{
+	ap_create("a", S_IFREG | 0644, 0, 0, NULL, 1);
+	ap_create("b", S_IFREG | 0644, 0, 0, NULL, 2);
+	ap_two_paths(REC_RENAME, "a", "b", 1, 2, 0);
+	ap_create("a", S_IFREG | 0644, 0, 0, NULL, 3);
+	ap_two_paths(REC_RENAME, "b", "c", 1, 0, 0);
+	ap_two_paths(REC_RENAME, "c", "a", 1, 3, 0);
+	ap_create("c", S_IFREG | 0644, 0, 0, NULL, 4);
+	ap_expect_replay_converges("a rename cycle through a name a newer object took, replayed");
+}
+
 Test(apply, rename_onto_a_name_holding_the_same_object_leaves_only_that_name)
 {
 	struct record r = { .type = REC_RENAME, .path = "a", .path2 = "b" };
