@@ -452,13 +452,15 @@ int cmd_mount(int argc, char **argv)
 	}
 	rlog_setup(n->st.name, n->logfile, o.foreground);
 	/*
-	 * The daemon writes back its own mount's dirty pages: its threads
-	 * (all made from here on, which inherit it) must not be throttled for
-	 * dirty pages that only they can clean, nor have their allocations
-	 * reclaim by writing back through the mount (PR_SET_IO_FLUSHER, as
-	 * FUSE daemons and loop devices do; root has CAP_SYS_RESOURCE).
+	 * With the writeback cache the daemon writes back its own mount's
+	 * dirty pages: its threads (all made from here on, which inherit it)
+	 * must not be throttled for dirty pages that only they can clean, nor
+	 * have their allocations reclaim by writing back through the mount
+	 * (PR_SET_IO_FLUSHER, as FUSE daemons and loop devices do; root has
+	 * CAP_SYS_RESOURCE). Without it the mount holds no dirty pages but a
+	 * shared mapping's, as before.
 	 */
-	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+	if (o.wb_on && n->st.role == ROLE_LEADER && prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
 		rlog(LOG_INFO, "unable to mark the daemon an I/O flusher: %s", strerror(errno));
 	if (node_start(n) || ctl_start(ctl)) {
 		rlog(LOG_ERR, "unable to start the node's threads");
