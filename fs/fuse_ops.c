@@ -1406,8 +1406,7 @@ static int write_back(struct node *n, struct inode *in)
  * file lacks (and its lseek writes nothing back first): they are written
  * back first (write_back()). Where that cannot be done (a file with no name
  * left, too many at once), the answer is that everything is data, which
- * POSIX allows. The kernel
- * writes a file's pages back before it releases it.
+ * POSIX allows. The kernel writes a file's pages back before it releases it.
  */
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
@@ -1426,7 +1425,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 		fuse_reply_lseek(req, whence == SEEK_DATA || off > st.st_size ? off : st.st_size);
 		return;
 	}
-	r = lseek(fh_of(fi)->fd, off, whence);
+	r = lseek(h->fd, off, whence);
 	if (r < 0)
 		fuse_reply_err(req, errno);
 	else

@@ -603,6 +603,26 @@ int ino_lookup(struct node *n, struct inode *parent, const char *name, struct fu
 	return ino_learn(n, parent, name, &st, NULL, e);
 }
 
+/* Under itab.mu: takes in out of the list at *head (a hash chain or the retired list). */
+static void unlink_from(struct inode **head, struct inode *in)
+{
+	for (struct inode **pp = head; *pp; pp = &(*pp)->hnext) {
+		if (*pp == in) {
+			*pp = in->hnext;
+			return;
+		}
+	}
+}
+
+/* Under itab.mu: in, out of the hash, goes onto the retired list (ino_retire()). */
+static void push_retired(struct itab *t, struct inode *in)
+{
+	t->count--;
+	in->hnext = t->retired;
+	t->retired = in;
+	__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
+}
+
 void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 {
 	struct itab *t = n->itab;
@@ -613,13 +633,7 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 	pthread_mutex_lock(&t->mu);
 	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
 	if (!in->nlookup) {
-		for (struct inode **pp = in->retired ? &t->retired : &t->bucket[bucket_of(in->id)]; *pp;
-		     pp = &(*pp)->hnext) {
-			if (*pp == in) {
-				*pp = in->hnext;
-				break;
-			}
-		}
+		unlink_from(in->retired ? &t->retired : &t->bucket[bucket_of(in->id)], in);
 		if (!in->retired)
 			t->count--;
 		inode_free(in);
@@ -772,7 +786,7 @@ static void *invalq_main(void *arg)
  * normal case, short enough that the deadlock above dissolves -- the
  * invalidation completes once the caller's request is done.
  */
-static void invalq_push(struct node *n, const struct inval *v)
+void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
 {
 	struct invalq *q = n->invalq;
 	struct timespec until;
@@ -786,7 +800,7 @@ static void invalq_push(struct node *n, const struct inval *v)
 		pthread_mutex_unlock(&q->mu);
 		return;
 	}
-	q->items[q->n++] = *v;
+	q->items[q->n++] = (struct inval){ ino, off, len };
 	ticket = ++q->queued;
 	pthread_cond_signal(&q->cv);
 	until = deadline_in_ms(CLOCK_REALTIME, INVALQ_WAIT_MS);
@@ -795,14 +809,6 @@ static void invalq_push(struct node *n, const struct inval *v)
 			break;
 	pthread_mutex_unlock(&q->mu);
 }
-
-void ino_inval_soon(struct node *n, fuse_ino_t ino, off_t off, off_t len)
-{
-	struct inval v = { .ino = ino, .off = off, .len = len };
-
-	invalq_push(n, &v);
-}
-
 
 void ino_invalq_init(struct node *n)
 {
@@ -898,16 +904,8 @@ static void retire_locked(struct node *n, struct inode *in, struct retired_note 
 {
 	struct itab *t = n->itab;
 
-	for (struct inode **pp = &t->bucket[bucket_of(in->id)]; *pp; pp = &(*pp)->hnext) {
-		if (*pp == in) {
-			*pp = in->hnext;
-			break;
-		}
-	}
-	t->count--;
-	in->hnext = t->retired;
-	t->retired = in;
-	__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
+	unlink_from(&t->bucket[bucket_of(in->id)], in);
+	push_retired(t, in);
 	note->ino = ino_nodeid(n, in);
 	note->k = 0;
 	for (struct iname *x = in->names; x && note->k < NAMES_MAX; x = x->next) {
@@ -1077,10 +1075,7 @@ void ino_invalidate_all(struct node *n)
 				continue;
 			}
 			*pp = in->hnext;
-			t->count--;
-			in->hnext = t->retired;
-			t->retired = in;
-			__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
+			push_retired(t, in);
 		}
 	}
 	pthread_mutex_unlock(&t->mu);

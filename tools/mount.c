@@ -54,15 +54,15 @@ static void mount_usage(FILE *f)
 	      f);
 }
 
-/* "auto" or "off" (*off = 1) */
-static int parse_auto_off(const char *opt, const char *v, int *off)
+/* Option opt's value v, one of two words: 0 for a, 1 for b, -1 (said) for anything else. */
+static int parse_either(const char *opt, const char *v, const char *a, const char *b)
 {
-	if (strcmp(v, "auto") && strcmp(v, "off")) {
-		die_msg("invalid value '%s' for %s (auto or off)", v, opt);
-		return -1;
-	}
-	*off = !strcmp(v, "off");
-	return 0;
+	if (!strcmp(v, a))
+		return 0;
+	if (!strcmp(v, b))
+		return 1;
+	die_msg("invalid value '%s' for %s (%s or %s)", v, opt, a, b);
+	return -1;
 }
 
 static int parse_hostport(const char *s)
@@ -189,16 +189,16 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 				return -1;
 			break;
 		case OPT_IO_URING:
-			if (parse_auto_off("--io-uring", optarg, &o->ring_off))
+			if ((o->ring_off = parse_either("--io-uring", optarg, "auto", "off")) < 0)
 				return -1;
 			break;
-		case OPT_WRITEBACK:
-			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-				die_msg("invalid value '%s' for --writeback (on or off)", optarg);
+		case OPT_WRITEBACK: {
+			int off = parse_either("--writeback", optarg, "on", "off");
+			if (off < 0)
 				return -1;
-			}
-			o->wb_on = !strcmp(optarg, "on");
+			o->wb_on = !off;
 			break;
+		}
 		case OPT_LOG_RETAIN: {
 			char *end;
 			unsigned long long v = strtoull(optarg, &end, 10);
