@@ -36,6 +36,7 @@ struct oplog {
 	int syncing;
 	int dir_unsynced;	/* a segment was made since the last sync: its header and name are not durable */
 	uint64_t prealloc_end;	/* the current segment's blocks are allocated up to here (a hint: prealloc()) */
+	uint64_t uncached_to;	/* the current segment's page cache was last dropped up to here (uncache()) */
 	int no_prealloc;	/* the file system cannot (fallocate) */
 	int failed;		/* errno after an unrecoverable error */
 	/* closed segments not synced since their roll; the next sync makes them durable */
@@ -207,6 +208,7 @@ static int create_segment(struct oplog *log, uint64_t first, const uint8_t prev[
 	log->seg_gstart = gstart;
 	log->size = SEG_HEADER_BYTES;
 	log->prealloc_end = SEG_HEADER_BYTES;
+	log->uncached_to = 0;
 	if (!sync)
 		log->dir_unsynced = 1;
 	return 0;
@@ -312,6 +314,7 @@ static int scan_last_segment(struct oplog *log, uint64_t *cut, struct pos *bad)
 	memcpy(log->last_mac, prev, CRYPTO_MAC_BYTES);
 	log->size = SEG_HEADER_BYTES + end;
 	log->prealloc_end = log->size;
+	log->uncached_to = 0;
 	log->seg_first = first;
 out:
 	free(buf);
@@ -727,7 +730,7 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 {
 	int oldfd = log->fd, ret;
 	uint64_t oldsize = log->size, oldfirst = log->seg_first, oldgstart = log->seg_gstart;
-	uint64_t oldprealloc = log->prealloc_end;
+	uint64_t oldprealloc = log->prealloc_end, olduncached = log->uncached_to;
 
 	if (log->npending == (int)(sizeof(log->pending) / sizeof(log->pending[0]))) {
 		/* rolls outran syncs: settle the oldest now */
@@ -742,6 +745,7 @@ static int roll_segment(struct oplog *log, uint64_t next_seq)
 		log->size = oldsize;
 		log->seg_first = oldfirst;
 		log->seg_gstart = oldgstart;
+		log->uncached_to = olduncached;
 		return ret;
 	}
 	/*
@@ -1186,6 +1190,7 @@ int oplog_rewind(struct oplog *log, uint64_t seq)
 	log->seg_gstart = gstart;
 	log->size = off;
 	log->prealloc_end = off;
+	log->uncached_to = 0;
 	log->older_bytes = older;
 	log->last.seq = seq;
 	if (epoch)
@@ -1318,13 +1323,44 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 	return ret;
 }
 
+/*
+ * The page cache of what a sync made durable is dropped, but for the last
+ * UNCACHE_KEEP bytes of the current segment (what followers read next).
+ * Records are written once and read again only by a follower that lags, by
+ * recovery or by `repfs log`, which read from the disk like any cold file.
+ * Kept, every logged byte would hold a page until memory pressure evicts it;
+ * dropped, its pages go back to the allocator while still warm, and the next
+ * appends (and the tree's writes) take them again. On the 2-core bench VM a
+ * page the guest has not touched lately costs 8-12 us at its first touch
+ * against 1.4 us for a recently freed one (docs/decisions.md 14); an untar
+ * writes every byte twice (log and tree).
+ */
+#define UNCACHE_KEEP (4u << 20)
+#define UNCACHE_STEP (1u << 20)	/* dropped in steps of at least this: an fsync loop drops rarely */
+
+/* fd is the segment seg_first, made durable up to size; mu not held, called by the syncing thread. */
+static void uncache(struct oplog *log, int fd, uint64_t seg_first, uint64_t size, uint64_t from)
+{
+	uint64_t to = size > UNCACHE_KEEP ? (size - UNCACHE_KEEP) & ~(uint64_t)4095 : 0;
+
+	if (to < from + UNCACHE_STEP)
+		return;
+	/* from 0: also the pages a lagging reader brought back since */
+	if (posix_fadvise(fd, 0, (off_t)to, POSIX_FADV_DONTNEED) != 0)
+		return;	/* a hint: nothing depends on it */
+	pthread_mutex_lock(&log->mu);
+	if (log->seg_first == seg_first)
+		log->uncached_to = to;
+	pthread_mutex_unlock(&log->mu);
+}
+
 int oplog_sync(struct oplog *log, uint64_t seq)
 {
 	int ret = 0;
 
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
-		uint64_t target;
+		uint64_t target, seg_first, size, uncached_to;
 		int fd, npend, pend[8], dirsync;
 
 		if (log->failed) {
@@ -1339,6 +1375,9 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		}
 		log->syncing = 1;
 		target = log->last.seq;
+		seg_first = log->seg_first;
+		size = log->size;
+		uncached_to = log->uncached_to;
 		dirsync = log->dir_unsynced;
 		log->dir_unsynced = 0;
 		fd = dup(log->fd);
@@ -1353,10 +1392,14 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		for (int i = 0; i < npend; i++) {
 			if (!ret && fdatasync(pend[i]) < 0)
 				ret = -errno;
+			if (!ret)
+				posix_fadvise(pend[i], 0, 0, POSIX_FADV_DONTNEED);	/* closed: all of it (uncache()) */
 			close(pend[i]);
 		}
 		if (!ret && fdatasync(fd) < 0)
 			ret = -errno;
+		if (!ret)
+			uncache(log, fd, seg_first, size, uncached_to);
 		if (!ret && dirsync && fsync(log->dirfd) < 0)	/* the names of segments made since */
 			ret = -errno;
 		if (fd >= 0)

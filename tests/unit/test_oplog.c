@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 
 #include "../../replication/oplog.h"
 #include "unit.h"
@@ -1372,6 +1373,27 @@ Test(oplog, epoch_of_empty_last_segment_comes_from_the_one_before)
 
 /* ---- append_raw: records encoded elsewhere (a follower) ---- */
 
+/* Pages of [off, off + len) of file name in dirfd that are in the page cache. */
+static size_t ol_cached_pages(int dirfd, const char *name, size_t off, size_t len)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	size_t pages = (len + 4095) / 4096, cached = 0;
+	unsigned char *vec = calloc(pages ? pages : 1, 1);
+	void *m;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(off % 4096, 0);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+	cr_assert_neq(m, MAP_FAILED);
+	cr_assert_eq(mincore(m, len, vec), 0);
+	for (size_t i = 0; i < pages; i++)
+		cached += vec[i] & 1;
+	munmap(m, len);
+	free(vec);
+	close(fd);
+	return cached;
+}
+
 Test(oplog, append_raw_copies_a_log_and_refuses_what_breaks_the_chain)
 {
 	struct oplog *src = ol_open_ok(), *dst;
@@ -1769,7 +1791,7 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 	struct record got;
 	struct stat st;
 	size_t lens[N];
-	int dfd, done, at = 0, batch = 1, segfd;
+	int dfd, done, at = 0, batch = 1;
 	char name[32];
 
 	for (uint64_t seq = 1; seq <= N; seq++) {
@@ -1794,25 +1816,15 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 	cr_assert_eq(fstatat(dfd, name, &st, 0), 0);
 	cr_assert_eq((uint64_t)st.st_size, oplog_bytes(dst));
 	/* whole blocks of the last large batch are not in the page cache, where O_DIRECT works */
-	segfd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
-	cr_assert_geq(segfd, 0);
 	{
 		int probe = openat(dfd, name, O_RDONLY | O_DIRECT | O_CLOEXEC);
 		if (probe >= 0) {
-			size_t pages = ((size_t)st.st_size + 4095) / 4096, cached = 0;
-			unsigned char *vec = calloc(pages, 1);
-			void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, segfd, 0);
-			cr_assert_neq(m, MAP_FAILED);
-			cr_assert_eq(mincore(m, (size_t)st.st_size, vec), 0);
-			for (size_t i = 0; i < pages; i++)
-				cached += vec[i] & 1;
+			size_t pages = ((size_t)st.st_size + 4095) / 4096, cached;
+			cached = ol_cached_pages(dfd, name, 0, (size_t)st.st_size);
 			cr_assert_lt(cached, pages / 2, "%zu of %zu pages of the copy are cached", cached, pages);
-			munmap(m, (size_t)st.st_size);
-			free(vec);
 			close(probe);
 		}
 	}
-	close(segfd);
 	oplog_free(dst);
 	/* reopened: nothing to cut, every record reads back as sent */
 	{
@@ -1837,4 +1849,46 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 		free(bufs[i]);
 	free(data);
 	close(dfd);
+}
+
+Test(oplog, a_sync_drops_the_page_cache_of_what_it_made_durable_but_the_tail)
+{
+	enum { N = 200, LEN = 60000 };	/* about 12 MB */
+	uint8_t *data = malloc(LEN);
+	struct record r = { .type = REC_WRITE, .epoch = 1, .path = "big", .data = data, .data_len = LEN };
+	struct oplog *log = ol_open_ok();
+	struct oplog_reader *rd;
+	struct record got;
+	struct statfs sfs;
+	const char *seg = "0000000000000001.seg";
+	size_t size, head, tail;
+
+	for (int i = 0; i < N; i++) {
+		memset(data, i, LEN);
+		cr_assert_eq(oplog_append(log, &r), 0);
+	}
+	size = (size_t)oplog_bytes(log);
+	cr_assert_eq(fstatfs(ologfd, &sfs), 0);
+	if (sfs.f_type == 0x01021994) {	/* tmpfs: its pages are the file, nothing to drop */
+		oplog_free(log);
+		free(data);
+		return;
+	}
+	cr_assert_gt(ol_cached_pages(ologfd, seg, 0, 1 << 20), 200, "appended pages are cached before a sync");
+	cr_assert_eq(oplog_sync(log, N), 0);
+	/* all but the last 4 MiB (to a page) left the cache; the tail stayed */
+	head = (size - (4u << 20)) & ~(size_t)4095;
+	cr_assert_lt(ol_cached_pages(ologfd, seg, 0, head), 16, "%zu bytes before the tail", head);
+	tail = ol_cached_pages(ologfd, seg, head + 4096, size - head - 4096);
+	cr_assert_gt(tail, (size - head) / 4096 / 2, "%zu pages of the tail are cached", tail);
+	/* and everything reads back, now from the disk */
+	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(oplog_reader_next(rd, &got), 1, "record %d", i + 1);
+		cr_assert_eq(got.data_len, LEN);
+		cr_assert_eq(((const uint8_t *)got.data)[LEN - 1], (uint8_t)i);
+	}
+	oplog_reader_free(rd);
+	oplog_free(log);
+	free(data);
 }
