@@ -130,18 +130,25 @@ static void close_obj(int fd, int hint_fd)
 		close(fd);
 }
 
-/* Creates the object of a REC_CREATE without its final attributes. */
+/*
+ * Creates the object of a REC_CREATE without its final attributes. A
+ * regular file or directory for our own user (root) is made with its final
+ * mode (finish_object() then has nothing to change); one for another user
+ * is private to us until it has its owner.
+ */
 static int make_object(struct store *st, const struct record *r, const char *rel, int *fd)
 {
 	int root = store_rootfd(st);
 	mode_t type = r->mode & S_IFMT;
+	int ours = r->uid == geteuid();
 
 	switch (type) {
 	case S_IFREG:
-		*fd = openat(root, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		*fd = openat(root, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			   ours ? r->mode & 07777 : 0600);
 		return *fd < 0 ? -errno : 0;
 	case S_IFDIR:
-		if (mkdirat(root, rel, 0700) < 0)
+		if (mkdirat(root, rel, ours ? r->mode & 07777 : 0700) < 0)
 			return -errno;
 		/* finished through a descriptor: one walk of rel instead of four */
 		*fd = openat(root, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -169,9 +176,21 @@ static int finish_object(struct store *st, const struct record *r, const char *r
 	int tmp = -1, ret;
 
 	if (fd >= 0) {
-		/* a regular file or directory we just made and opened: no path walks */
-		if (fsetxattr(fd, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0 || fchown(fd, r->uid, r->gid) < 0 ||
-		    fchmod(fd, r->mode & 07777) < 0 || futimens(fd, ts) < 0)
+		/*
+		 * A regular file or directory we just made and opened: no path
+		 * walks, and no chown or chmod where it already has the owner
+		 * and mode (a root caller's file: tar, cp as root).
+		 */
+		struct stat sb;
+		if (fsetxattr(fd, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0 || fstat(fd, &sb) < 0)
+			return -errno;
+		if ((sb.st_uid != r->uid || sb.st_gid != r->gid) && fchown(fd, r->uid, r->gid) < 0)
+			return -errno;
+		/* after the chown, which can clear setgid bits */
+		if ((sb.st_uid != r->uid || sb.st_gid != r->gid || (sb.st_mode & 07777) != (r->mode & 07777)) &&
+		    fchmod(fd, r->mode & 07777) < 0)
+			return -errno;
+		if (futimens(fd, ts) < 0)
 			return -errno;
 		return touch_parent(st, rel, r->time_ns);
 	}

@@ -768,6 +768,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct node *n = node_of(req);
 	struct fuse_entry_param e;
 	uint8_t id[FILE_ID_BYTES];
+	/* read before the create: a change that could give the file privileges after it bumps it */
+	uint64_t gen = __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST);
 	int fd = -1, ret;
 
 	ret = create_object(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, &fd, &e);
@@ -790,6 +792,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		ret = new_handle(n, fi, fd, fi->flags, id);
 		if (ret)
 			ino_forget(n, e.ino, 1);
+		else if (!(mode & (S_ISUID | S_ISGID)))
+			fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
 	}
 	if (ret)
 		fuse_reply_err(req, -ret);
