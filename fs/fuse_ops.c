@@ -614,7 +614,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct inode *in = ino_of(n, ino);
 	struct handle *h = fi && !S_ISDIR(in->type) ? fh_of(fi) : NULL, *lent = NULL;
 	struct stat st;
-	int ret = 0, stated = 0;
+	int ret = 0, stated = 0, behind = 0;
 
 	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
@@ -628,6 +628,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	 */
 	if (!h && !S_ISDIR(in->type) && !(to_set & FUSE_SET_ATTR_SIZE))
 		lent = handle_borrow(n, in->id);
+	/*
+	 * The kernel's mtime, which it sends: once set, its and ours agree
+	 * (cleared first: a direct write meanwhile sets it again).
+	 */
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		behind = __atomic_exchange_n(&in->mtime_behind, 0, __ATOMIC_RELAXED);
 	/* one record per kind, in the order libfuse's path API gave them: mode, owner, size, times */
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE, .mode = attr->st_mode & 07777 };
@@ -671,6 +677,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES))
 			ret = times_by_id(n, in, &r, &st, &stated);
 	}
+	if (ret && behind)
+		__atomic_store_n(&in->mtime_behind, 1, __ATOMIC_RELAXED);
 	if (!ret && !stated)
 		ret = stat_of(n, in, h ? h : lent, &st);
 	if (lent)
@@ -696,12 +704,18 @@ static int backing_flags(struct node *n, int flags)
  * kernel's page cache (direct I/O; see op_write()): nothing is read through
  * them, and a write through the cache costs a copy (and, where the kernel
  * cannot leave privileges to us, a security.capability round trip). With
- * it, every open goes through the cache: a direct write would leave the
- * kernel's mtime, which it no longer takes from us, behind.
+ * it, only a write-only open that created its file and does not append
+ * does (a stream: cp, tar, a compiler's output): the cache would cost it a
+ * copy into fresh pages and a trip at close, and buy nothing. A direct
+ * write leaves the kernel's mtime, which it no longer takes from us,
+ * behind: the file's inode is retired at its last release (op_release()).
+ * Appends (logs, held open for long) and writes in place keep the cache.
  */
-static int wants_direct(struct node *n, int flags)
+static int wants_direct(struct node *n, int flags, int created)
 {
-	return !n->wb && !mount_is_follower(n) && (flags & O_ACCMODE) == O_WRONLY;
+	if (mount_is_follower(n) || (flags & O_ACCMODE) != O_WRONLY)
+		return 0;
+	return !n->wb || (created && !(flags & O_APPEND));
 }
 
 /* id: the file's id when the caller knows it (a create), else NULL: read from the file */
@@ -718,7 +732,7 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 	h->tree_gen = store_gen(n->store);
 	h->sync = (flags & (O_SYNC | O_DSYNC)) != 0;
 	h->writable = (flags & O_ACCMODE) != O_RDONLY;
-	if (wants_direct(n, flags)) {
+	if (wants_direct(n, flags, id != NULL)) {
 		h->direct = 1;
 		fi->direct_io = 1;
 	} else if (!mount_is_follower(n)) {
@@ -790,10 +804,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	} else if (!ret) {
 		memcpy(id, ino_of(n, e.ino)->id, FILE_ID_BYTES);
 		ret = new_handle(n, fi, fd, fi->flags, id);
-		if (ret)
+		if (ret) {
 			ino_forget(n, e.ino, 1);
-		else if (!(mode & (S_ISUID | S_ISGID)))
-			fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
+		} else {
+			if (!(mode & (S_ISUID | S_ISGID)))
+				fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
+			if (n->wb && fh_of(fi)->direct) {
+				/* a stream (wants_direct()): the name expires at once, its inode at the release */
+				__atomic_store_n(&ino_of(n, e.ino)->mtime_behind, 1, __ATOMIC_RELAXED);
+				e.entry_timeout = 0;
+			}
+		}
 	}
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -942,10 +963,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	r.off = (uint64_t)off;
 	r.data = buf;
 	r.data_len = (uint32_t)size;
-	if (n->wb)
+	if (n->wb && !h->direct)
 		r.flags |= REC_F_KEEP_MTIME;	/* the kernel's mtime comes in a setattr */
 	ret = commit_on(n, in, h, &r);
-	if (ret && n->wb) {
+	if (!ret && n->wb && h->direct)
+		__atomic_store_n(&in->mtime_behind, 1, __ATOMIC_RELAXED);	/* again after a setattr */
+	if (ret && n->wb && !h->direct) {
 		/* the kernel's size may count bytes that never got here: a new inode takes ours */
 		ino_retire_soon(n, in, -ret);
 	} else if (ret && r.data_len) {
@@ -992,10 +1015,25 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
+/*
+ * With the writeback cache, a file that direct writes left with the
+ * kernel's mtime behind ours (wants_direct()) gets a new inode once nobody
+ * has it open: the next lookup gives the kernel our mtime. Retired while
+ * open, it would leave two kernel inodes of the file, each with its own
+ * idea of the size. The release reaches us just after the close(2) that
+ * caused it returns: until then the old mtime may be seen.
+ */
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	handle_release(node_of(req), fh_of(fi));
+	struct node *n = node_of(req);
+	struct handle *h = fh_of(fi);
+	struct inode *in = ino_of(n, ino);
+
+	if (n->wb && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED) && !handle_open_by(n, h->id, h, 0)) {
+		ino_retire_expired(n, in);
+		__atomic_store_n(&in->mtime_behind, 0, __ATOMIC_RELAXED);
+	}
+	handle_release(n, h);
 	fuse_reply_err(req, 0);
 }
 

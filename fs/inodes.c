@@ -514,8 +514,12 @@ static void fill_entry(struct node *n, struct fuse_entry_param *e, struct inode 
 	memset(e, 0, sizeof(*e));
 	e->ino = ino_nodeid(n, in);
 	e->attr = *st;
-	if (mount_is_follower(n)) {
-		/* records change the tree behind the kernel's back: names are not cached */
+	if (mount_is_follower(n) || __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) {
+		/*
+		 * Records change the tree behind the kernel's back: names are
+		 * not cached. A file a stream is writing will be retired
+		 * (ino_retire_expired()): its names expire at once.
+		 */
 		e->entry_timeout = 0;
 	} else {
 		e->entry_timeout = REPFS_LEADER_CACHE_S;
@@ -934,6 +938,8 @@ static void retired_tell(struct node *n, const struct retired_note *note)
  */
 static void handles_stale(struct node *n, const uint8_t id[FILE_ID_BYTES], int err)
 {
+	if (!err)
+		return;
 	pthread_mutex_lock(&n->open_lock);
 	for (struct handle *h = n->open_files; h; h = h->next)
 		if (!memcmp(h->id, id, FILE_ID_BYTES))
@@ -979,13 +985,10 @@ int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES])
 }
 
 /* From a request handler: the table changes now, the kernel is told by the invalidation thread. */
-void ino_retire_soon(struct node *n, struct inode *in, int err)
+static void retire_queue(struct node *n, struct retired_note *note)
 {
-	struct retired_note *note = retire(n, in->id, in, err);
 	struct invalq *q = n->invalq;
 
-	if (!note)
-		return;
 	if (!q || !q->started) {
 		free(note);	/* no thread: the kernel keeps the old inode's names until they expire */
 		return;
@@ -995,6 +998,26 @@ void ino_retire_soon(struct node *n, struct inode *in, int err)
 	q->notes = note;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+}
+
+void ino_retire_soon(struct node *n, struct inode *in, int err)
+{
+	struct retired_note *note = retire(n, in->id, in, err);
+
+	if (note)
+		retire_queue(n, note);
+}
+
+void ino_retire_expired(struct node *n, struct inode *in)
+{
+	struct retired_note *note = retire(n, in->id, in, 0);
+
+	if (note && note->k <= 1) {
+		free(note);	/* its one name expires at once (fill_entry()): the next lookup finds the new inode */
+		return;
+	}
+	if (note)
+		retire_queue(n, note);
 }
 
 static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)

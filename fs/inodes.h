@@ -47,6 +47,8 @@ struct inode {
 	int nnames;
 	struct inode *hnext;	/* hash chain, or the retired list (itab.mu) */
 	int retired;		/* ino_retire()d: no lookup finds it, it lives until forgotten (itab.mu) */
+	int mtime_behind;	/* writeback cache: a stream's direct writes leave (or left) the kernel's
+				   mtime of it behind ours; its names expire at once (atomic; op_release()) */
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
@@ -155,6 +157,12 @@ void ino_invalq_free(struct node *n);
  */
 int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 void ino_retire_soon(struct node *n, struct inode *in, int err);
+/*
+ * The same for a file nobody has open whose kernel inode only lacks our
+ * mtime (op_release()): names the kernel was given with mtime_behind set
+ * expired at once, so the kernel is told nothing unless it knows others.
+ */
+void ino_retire_expired(struct node *n, struct inode *in);
 
 /* On a follower, after applying r: drops the kernel's cached names, attributes and pages that r changed. */
 void ino_invalidate_record(struct node *n, const struct record *r);

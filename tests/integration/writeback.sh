@@ -5,6 +5,9 @@
 # * data a program wrote and has not fsync'd or closed may be only in the
 #   kernel's pages; fsync puts it in the log, close too, and the mount's
 #   mtime is the one the tree and the log get;
+# * a write-only open that creates its file and does not append (a stream)
+#   goes around the cache: its writes are logged when made, and the file's
+#   mtime through the mount is right once it is closed;
 # * SEEK_DATA/SEEK_HOLE on a file still open for writing see those pages;
 # * a switchover writes the old leader's dirty pages back before it steps
 #   down: they reach the new leader;
@@ -22,7 +25,9 @@ fo_cluster --sync quorum=1 --writeback on
 check_eq "$(fo_get "$A" writeback_cache)" true "writeback cache of a mount started as leader"
 check_eq "$(fo_get "$B" writeback_cache)" false "writeback cache of a follower's mount"
 
-# kept open, unsynced: fsync is what puts the data in the log
+# kept open, unsynced: fsync is what puts the data in the log (an existing
+# file: one a write-only open creates is a stream, below)
+: >"$AM/open"
 exec 7>"$AM/open"
 printf 'first' >&7
 python3 -c 'import os; os.fsync(7)' 7>&7 || fail "fsync through an inherited descriptor failed"
@@ -73,11 +78,77 @@ EOF
 check_eq "$(cat "$A/tree/failing")" "$(printf 'data\nmore')" "the tree's file after writes through stale descriptors"
 check_eq "$(cat "$AM/failing")" "$(printf 'data\nmore')" "the file through the mount after writes through stale descriptors"
 
+# streams: a write-only open that creates its file and does not append goes
+# around the cache (direct I/O): each write is in the log when it returns; a
+# reader holding the file open sees them; the kernel's mtime of the file,
+# left behind by direct writes, is right once the last descriptor is closed
+# (its inode is retired at the release); times set on the way stay set
+python3 - "$AM" "$A/tree" "$REPFS" "$A" <<'EOF' || fail "streams on a writeback mount"
+import os, subprocess, sys, time
+m, t, repfs, data = sys.argv[1:5]
+
+def logged(path, size, off):
+    out = subprocess.run([repfs, "log", data], capture_output=True, text=True, check=True).stdout
+    return f" write /{path} {size} @{off}" in out
+
+def settled(name, what):
+    # the release reaches the daemon just after close() returns
+    deadline = time.time() + 5
+    while os.stat(f"{m}/{name}").st_mtime_ns != os.stat(f"{t}/{name}").st_mtime_ns:
+        assert time.time() < deadline, f"{what}: mount {os.stat(f'{m}/{name}').st_mtime_ns} tree {os.stat(f'{t}/{name}').st_mtime_ns}"
+        time.sleep(0.01)
+
+fd = os.open(f"{m}/stream", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+r = os.open(f"{m}/stream", os.O_RDONLY)
+os.write(fd, b"a" * 5000)
+assert logged("stream", 5000, 0), "a stream's write is not in the log before fsync or close"
+assert os.pread(r, 10, 4995) == b"aaaaa", "a reader of the stream"
+time.sleep(0.02)
+os.write(fd, b"b" * 3000)
+assert os.pread(r, 10, 4995) == b"aaaaabbbbb", "a reader of the stream after a second write"
+assert os.stat(f"{m}/stream").st_size == 8000
+os.close(fd)
+time.sleep(0.05)
+# still open elsewhere: not retired (two kernel inodes of one file would each keep a size)
+assert os.stat(f"{m}/stream").st_mtime_ns == os.fstat(r).st_mtime_ns
+os.close(r)
+settled("stream", "mtime of a stream after its last close")
+assert open(f"{m}/stream", "rb").read() == b"a" * 5000 + b"b" * 3000
+
+# a second name given while it is written: both show the mtime after the close
+fd = os.open(f"{m}/linked", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.link(f"{m}/linked", f"{m}/linked2")
+os.stat(f"{m}/linked2")
+time.sleep(0.02)
+os.write(fd, b"z" * 100)
+os.close(fd)
+settled("linked", "mtime of a stream's first name")
+settled("linked2", "mtime of a stream's second name")
+
+# the times a program sets (tar, cp -p) after writing stay set
+fd = os.open(f"{m}/stamped", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"x" * 10240)
+os.utime(fd, ns=(1_000_000_123, 2_000_000_456))
+os.fchmod(fd, 0o640)
+os.close(fd)
+settled("stamped", "mtime set on a stream")
+assert os.stat(f"{m}/stamped").st_mtime_ns == 2_000_000_456
+assert os.stat(f"{t}/stamped").st_mtime_ns == 2_000_000_456
+
+# appends keep the cache: fsync puts them in the log
+fd = os.open(f"{m}/applog", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+os.write(fd, b"line\n")
+os.fsync(fd)
+assert logged("applog", 5, 0), "an append after fsync"
+os.close(fd)
+settled("applog", "mtime of an appended file")
+EOF
+
 # mtimes: what the mount shows is what the tree and the log hold
 for i in 1 2 3; do echo "v$i" >"$AM/stamped$i"; done
 exec 7>&-
 fo_wait_converged 20 "$A" "$B" "$C"
-for f in open sparse failing stamped1 stamped2 stamped3; do
+for f in open sparse failing stamped1 stamped2 stamped3 stream stamped applog linked linked2; do
 	check_eq "$(stat -c %Y.%y "$AM/$f")" "$(stat -c %Y.%y "$A/tree/$f")" "mtime of '$f' through the mount vs the tree"
 done
 treecmp "$AM" "$A/tree" "$BM" || fail "the leader's mount, its tree and the follower differ"
@@ -89,6 +160,7 @@ stat "$AM/grow" >/dev/null
 exec 8<"$AM/held"
 
 # unsynced data at a switchover reaches the new leader
+: >"$AM/dirty"
 exec 7>"$AM/dirty"
 printf 'written before the switchover, never synced' >&7
 fo_promote B
