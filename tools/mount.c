@@ -29,7 +29,7 @@ struct mount_opts {
 	int nfuse_opts;
 	struct repl_opts repl;
 	int ring_off;		/* --io-uring off */
-	int wb_on;		/* --writeback on */
+	int wb_on;		/* --writeback on (-1 until given: on unless --commit write) */
 };
 
 static void mount_usage(FILE *f)
@@ -48,7 +48,7 @@ static void mount_usage(FILE *f)
 	      "  --log-retain SIZE        log kept for lagging followers, e.g. 512M (default 1G)\n"
 	      "  --io-uring auto|off      FUSE requests over io_uring where the kernel has it (default auto)\n"
 	      "  --writeback on|off       the kernel's writeback cache on a mount started as leader\n"
-	      "                           (default off; docs/decisions.md 3)\n"
+	      "                           (default on, off with --commit write; docs/decisions.md 3)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -233,10 +233,12 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 		die_msg("--key KEYFILE is required (create one with 'repfs keygen')");
 		return -1;
 	}
-	if (o->wb_on && o->repl.commit_write) {
+	if (o->wb_on > 0 && o->repl.commit_write) {
 		die_msg("--writeback on cannot go with --commit write (every write must reach the log when made)");
 		return -1;
 	}
+	if (o->wb_on < 0)
+		o->wb_on = !o->repl.commit_write;
 	return 0;
 }
 
@@ -346,7 +348,7 @@ static int remember_keyfile(struct node *n, const char *keyfile)
 
 int cmd_mount(int argc, char **argv)
 {
-	struct mount_opts o = { .repl = { .mode = SYNC_QUORUM, .quorum = 1 } };
+	struct mount_opts o = { .repl = { .mode = SYNC_QUORUM, .quorum = 1 }, .wb_on = -1 };
 	char err[PATH_MAX + 256], mp[PATH_MAX], fsopts[PATH_MAX + 256];
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config *lc = NULL;

@@ -2,6 +2,7 @@
 # failed_ops.sh -- an operation that fails leaves no record in the log (and no
 # trace in the tree): the record count is unchanged after each failed call.
 . "$(dirname "$0")/lib.sh" || exit 1
+both_writeback_modes
 
 D=$T/data
 M=$T/mnt

@@ -163,13 +163,24 @@ start_leader() {
 	mkdir -p "$mnt"
 	track_mount "$mnt"
 	[ -e "$KEY" ] || make_key
-	out=$("$REPFS" mount --role leader --name "${NODE_NAME:-leader}" --key "$KEY" "$@" "$data" "$mnt" 2>&1) ||
+	out=$("$REPFS" mount --role leader --name "${NODE_NAME:-leader}" --key "$KEY" \
+		${REPFS_TEST_WRITEBACK:+--writeback "$REPFS_TEST_WRITEBACK"} "$@" "$data" "$mnt" 2>&1) ||
 		fail "mount of '$data' on '$mnt' failed: $out"
 	wait_for 20 is_mounted "$mnt"
 	wait_for 20 _running "$data"
 	LEADER_PID=$(daemon_pid "$data" | head -n 1)
 	[ -n "$LEADER_PID" ] || fail "no process holds '$data/lock' after mounting"
 	track_pid "$LEADER_PID"
+}
+
+# both_writeback_modes: called first thing after sourcing this file, runs the
+# whole test once more, before, with leaders mounted --writeback off (the
+# writeback cache is on by default): the test's own --writeback options win.
+both_writeback_modes() {
+	[ -n "${REPFS_TEST_WRITEBACK:-}" ] && return 0
+	echo "== the same with --writeback off"
+	REPFS_TEST_WRITEBACK=off "$BASH" "$0" || fail "with --writeback off (above)"
+	echo "== with the writeback cache (the default)"
 }
 
 # stop_node MNT [DATA]: clean stop; waits for the daemon to exit.

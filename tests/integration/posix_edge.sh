@@ -2,6 +2,7 @@
 # posix_edge.sh -- POSIX edge cases on a leader mount (tests/helpers/posix_edge.c),
 # calibrated on a native directory first, then mount == tree == replay.
 . "$(dirname "$0")/lib.sh" || exit 1
+both_writeback_modes
 
 EDGE=$HELPERS/posix_edge
 [ -x "$EDGE" ] || fail "helper '$EDGE' is not built"

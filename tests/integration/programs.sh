@@ -3,6 +3,7 @@
 # dd, mv, ln, chmod, chown, xattrs, touch -d), then the mount, its DATADIR/tree
 # and a `repfs replay` of its log must be identical, also after a restart.
 . "$(dirname "$0")/lib.sh" || exit 1
+both_writeback_modes
 
 D=$T/data
 M=$T/mnt

@@ -1,7 +1,8 @@
 #!/bin/bash
 # writeback.sh -- the kernel's writeback cache (docs/decisions.md 3): with
-# --writeback on, on a mount that starts as a leader; never on a follower's
-# mount, off by default, refused with --commit write. With it:
+# a mount that starts as a leader (the default, --writeback on); never on a
+# follower's mount; off with --writeback off or --commit write, refused with
+# --writeback on --commit write. With it:
 # * data a program wrote and has not fsync'd or closed may be only in the
 #   kernel's pages; fsync puts it in the log, close too, and the mount's
 #   mtime is the one the tree and the log get;
@@ -21,7 +22,10 @@
 #   promoted follower's mount stays without the writeback cache.
 . "$(dirname "$0")/failover_lib.sh"
 
-fo_cluster --sync quorum=1 --writeback on
+# true once the kernel's INIT came (just after the mount)
+wb_known() { [ "$(json_get "$(status_json "$1")" writeback_cache)" = True ]; }
+
+fo_cluster --sync quorum=1
 check_eq "$(fo_get "$A" writeback_cache)" true "writeback cache of a mount started as leader"
 check_eq "$(fo_get "$B" writeback_cache)" false "writeback cache of a follower's mount"
 
@@ -187,7 +191,8 @@ check_eq "$(cat "$AM/held")" "new contents" "a file held open on the old leader,
 exec 8<&-
 treecmp "$AM" "$BM" "$CM" || fail "the nodes' mounts differ after the switchover"
 
-# off by default and with --writeback off; refused where every write must reach the log when made
+# on by default; off with --writeback off and with --commit write, where every
+# write must reach the log when made (refused with both)
 fo_stop C
 out=$("$REPFS" mount --key "$KEY" --writeback maybe "$C" "$CM" 2>&1) && fail "--writeback maybe was accepted"
 case $out in *"invalid value 'maybe' for --writeback (on or off)"*) ;; *) fail "--writeback maybe: $out" ;; esac
@@ -196,9 +201,13 @@ out=$("$REPFS" mount --key "$KEY" --writeback on --commit write "$C" "$CM" 2>&1)
 case $out in *"--writeback on cannot go with --commit write"*) ;; *) fail "--writeback on --commit write: $out" ;; esac
 D2=$T/solo
 start_leader "$D2" "$T/solom"
-check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache by default"
+wait_for 10 wb_known "$D2"
+check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" True "writeback cache by default"
 stop_node "$T/solom" "$D2"
 start_leader "$D2" "$T/solom" --writeback off
 check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --writeback off"
+stop_node "$T/solom" "$D2"
+start_leader "$D2" "$T/solom" --commit write
+check_eq "$(json_get "$(status_json "$D2")" writeback_cache)" False "writeback cache with --commit write"
 stop_node "$T/solom" "$D2"
 exit 0
