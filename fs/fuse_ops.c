@@ -147,11 +147,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	ino_invalq_init(n);
 	/*
-	 * The writeback cache (--writeback on) on a mount that starts as a
-	 * leader: writes are gathered in the kernel's pages and reach us at
-	 * fsync, close, or the kernel's writeback, in large pieces. Off by
-	 * default: it costs sequential writes and small files more than it
-	 * gives random ones, and asynchronous followers get unsynced writes
+	 * The writeback cache (on by default; not with --writeback off or
+	 * --commit write) on a mount that starts as a leader: writes are
+	 * gathered in the kernel's pages and reach us at fsync, close, or the
+	 * kernel's writeback, in large pieces (streams go around it:
+	 * wants_direct()). Asynchronous followers then get unsynced writes
 	 * only when they are written back. The kernel then keeps each
 	 * regular file's size and mtime and never takes ours again, which a
 	 * follower's records change behind its back: a follower's mount goes
@@ -169,10 +169,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 			n->wb = 1;
 		} else if (n->wb_on) {
-			rlog(LOG_WARNING, "--writeback on: the kernel offers no writeback cache; writes go to the log as made");
+			rlog(LOG_WARNING, "the kernel offers no writeback cache; writes go to the log as made");
 		}
-	} else if (n->wb_on) {
-		rlog(LOG_NOTICE, "--writeback on: a follower's mount has no writeback cache, and keeps none when promoted");
 	}
 	/*
 	 * Without FUSE_HANDLE_KILLPRIV_V2 the kernel drops setuid and setgid
@@ -718,8 +716,12 @@ static int wants_direct(struct node *n, int flags, int created)
 	return !n->wb || (created && !(flags & O_APPEND));
 }
 
-/* id: the file's id when the caller knows it (a create), else NULL: read from the file */
-static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int flags, const uint8_t *id)
+/*
+ * id: the file's id when the caller knows it (a create), else NULL: read
+ * from the file. in: the kernel's inode it is opened through.
+ */
+static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *fi, int fd, int flags,
+		      const uint8_t *id)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	int ret = 0;
@@ -751,6 +753,18 @@ static int new_handle(struct node *n, struct fuse_file_info *fi, int fd, int fla
 	}
 	fi->fh = (uintptr_t)h;
 	pthread_mutex_lock(&n->open_lock);
+	if (__atomic_load_n(&in->retired, __ATOMIC_RELAXED)) {
+		/*
+		 * Looked up just before it was retired (ino_release_stream(),
+		 * ino_retire()): a handle on it would give the file a second
+		 * kernel inode, with its own size. ESTALE has the kernel look
+		 * the name up again (LOOKUP_REVAL) and open the new one.
+		 */
+		pthread_mutex_unlock(&n->open_lock);
+		close(fd);
+		free(h);
+		return -ESTALE;
+	}
 	h->prev = NULL;
 	h->next = n->open_files;
 	if (h->next)
@@ -770,7 +784,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fd = ino_file_open(n, ino_of(n, ino), backing_flags(n, fi->flags));
-	ret = fd < 0 ? fd : new_handle(n, fi, fd, fi->flags, NULL);
+	ret = fd < 0 ? fd : new_handle(n, ino_of(n, ino), fi, fd, fi->flags, NULL);
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else if (fuse_reply_open(req, fi) == -ENOENT)
@@ -796,30 +810,35 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 				ino_forget(n, e.ino, 1);
 				ret = fd;
 			} else {
-				ret = new_handle(n, fi, fd, fi->flags, NULL);
+				ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, NULL);
 				if (ret)
 					ino_forget(n, e.ino, 1);
 			}
 		}
 	} else if (!ret) {
 		memcpy(id, ino_of(n, e.ino)->id, FILE_ID_BYTES);
-		ret = new_handle(n, fi, fd, fi->flags, id);
+		ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, id);
 		if (ret) {
 			ino_forget(n, e.ino, 1);
 		} else {
 			if (!(mode & (S_ISUID | S_ISGID)))
 				fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
 			if (n->wb && fh_of(fi)->direct) {
-				/* a stream (wants_direct()): the name expires at once, its inode at the release */
-				__atomic_store_n(&ino_of(n, e.ino)->mtime_behind, 1, __ATOMIC_RELAXED);
+				/* a stream (wants_direct()): its names expire at once until its release */
+				__atomic_store_n(&ino_of(n, e.ino)->streamed, 1, __ATOMIC_RELAXED);
 				e.entry_timeout = 0;
 			}
 		}
 	}
-	if (ret)
+	if (ret) {
 		fuse_reply_err(req, -ret);
-	else if (fuse_reply_create(req, &e, fi) == -ENOENT)
-		handle_release(n, fh_of(fi));
+	} else if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		/* the creator was interrupted: the kernel took neither the handle nor the reference */
+		struct handle *h = fh_of(fi);
+		__atomic_store_n(&ino_of(n, e.ino)->streamed, 0, __ATOMIC_RELAXED);
+		handle_release(n, h);
+		ino_forget(n, e.ino, 1);
+	}
 }
 
 /*
@@ -1016,12 +1035,13 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /*
- * With the writeback cache, a file that direct writes left with the
- * kernel's mtime behind ours (wants_direct()) gets a new inode once nobody
- * has it open: the next lookup gives the kernel our mtime. Retired while
- * open, it would leave two kernel inodes of the file, each with its own
- * idea of the size. The release reaches us just after the close(2) that
- * caused it returns: until then the old mtime may be seen.
+ * With the writeback cache, a file that a stream's direct writes left with
+ * the kernel's mtime behind ours (wants_direct()) gets a new inode once
+ * nobody has it open (ino_release_stream()): the next lookup gives the
+ * kernel our mtime. Retired while open, it would leave two kernel inodes of
+ * the file, each with its own idea of the size. The release reaches us just
+ * after the close(2) that caused it returns: until then the old mtime may
+ * be seen.
  */
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1029,10 +1049,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct handle *h = fh_of(fi);
 	struct inode *in = ino_of(n, ino);
 
-	if (n->wb && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED) && !handle_open_by(n, h->id, h, 0)) {
-		ino_retire_expired(n, in);
-		__atomic_store_n(&in->mtime_behind, 0, __ATOMIC_RELAXED);
-	}
+	if (__atomic_load_n(&in->streamed, __ATOMIC_RELAXED))
+		ino_release_stream(n, in, h);
 	handle_release(n, h);
 	fuse_reply_err(req, 0);
 }

@@ -514,11 +514,11 @@ static void fill_entry(struct node *n, struct fuse_entry_param *e, struct inode 
 	memset(e, 0, sizeof(*e));
 	e->ino = ino_nodeid(n, in);
 	e->attr = *st;
-	if (mount_is_follower(n) || __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) {
+	if (mount_is_follower(n) || __atomic_load_n(&in->streamed, __ATOMIC_RELAXED)) {
 		/*
 		 * Records change the tree behind the kernel's back: names are
-		 * not cached. A file a stream is writing will be retired
-		 * (ino_retire_expired()): its names expire at once.
+		 * not cached. A file a stream is writing may be retired at its
+		 * release (ino_release_stream()): its names expire at once.
 		 */
 		e->entry_timeout = 0;
 	} else {
@@ -1008,16 +1008,25 @@ void ino_retire_soon(struct node *n, struct inode *in, int err)
 		retire_queue(n, note);
 }
 
-void ino_retire_expired(struct node *n, struct inode *in)
+void ino_release_stream(struct node *n, struct inode *in, const struct handle *h)
 {
-	struct retired_note *note = retire(n, in->id, in, 0);
+	struct retired_note *note = NULL;
+	int others = 0;
 
-	if (note && note->k <= 1) {
-		free(note);	/* its one name expires at once (fill_entry()): the next lookup finds the new inode */
-		return;
+	pthread_mutex_lock(&n->open_lock);
+	for (struct handle *x = n->open_files; x && !others; x = x->next)
+		others = x != h && !memcmp(x->id, h->id, FILE_ID_BYTES);
+	if (!others) {
+		/* itab.mu inside open_lock: nothing takes them the other way round */
+		if (__atomic_exchange_n(&in->mtime_behind, 0, __ATOMIC_RELAXED))
+			note = retire(n, in->id, in, 0);
+		__atomic_store_n(&in->streamed, 0, __ATOMIC_RELAXED);
 	}
-	if (note)
-		retire_queue(n, note);
+	pthread_mutex_unlock(&n->open_lock);
+	if (note && note->k <= 1)
+		free(note);	/* its one name expired at once (fill_entry()): the next lookup finds the new inode */
+	else if (note)
+		retire_queue(n, note);	/* a name it had before the create reached it (a hard link's) */
 }
 
 static void inval_id(struct node *n, const uint8_t id[FILE_ID_BYTES], off_t off, off_t len)

@@ -47,8 +47,9 @@ struct inode {
 	int nnames;
 	struct inode *hnext;	/* hash chain, or the retired list (itab.mu) */
 	int retired;		/* ino_retire()d: no lookup finds it, it lives until forgotten (itab.mu) */
-	int mtime_behind;	/* writeback cache: a stream's direct writes leave (or left) the kernel's
-				   mtime of it behind ours; its names expire at once (atomic; op_release()) */
+	int streamed;		/* writeback cache: made by a stream (fs/fuse_ops.c, wants_direct()); until
+				   its last release its names expire at once (atomic; ino_release_stream()) */
+	int mtime_behind;	/* the stream's direct writes left the kernel's mtime behind ours (atomic) */
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
@@ -158,11 +159,15 @@ void ino_invalq_free(struct node *n);
 int ino_retire(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 void ino_retire_soon(struct node *n, struct inode *in, int err);
 /*
- * The same for a file nobody has open whose kernel inode only lacks our
- * mtime (op_release()): names the kernel was given with mtime_behind set
- * expired at once, so the kernel is told nothing unless it knows others.
+ * At the release of h, a handle of streamed file in: if no other handle of
+ * the file is open and direct writes left the kernel's mtime behind, the
+ * inode is retired (every name the kernel was given for it since the
+ * create expired at once, so it is told only of names it knew before);
+ * either way the file is no longer streamed. Under the open handles' lock:
+ * an open of the inode that comes after finds it retired (new_handle()
+ * refuses it with ESTALE, and the kernel looks the name up again).
  */
-void ino_retire_expired(struct node *n, struct inode *in);
+void ino_release_stream(struct node *n, struct inode *in, const struct handle *h);
 
 /* On a follower, after applying r: drops the kernel's cached names, attributes and pages that r changed. */
 void ino_invalidate_record(struct node *n, const struct record *r);

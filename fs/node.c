@@ -776,7 +776,14 @@ int node_raise_epoch(struct node *n, uint64_t epoch)
 	return ret;
 }
 
-#define WB_FLUSH_MS 2000	/* how long a step-down waits for the kernel's dirty pages */
+/*
+ * How long a step-down waits for the kernel's dirty pages: long enough for
+ * gigabytes (the mount's dirty pages are held only to the kernel's global
+ * limits, tools/mount.c), and the age at which the kernel writes a page
+ * back anyway (vm.dirty_expire_centisecs). The promoter waits a little
+ * longer for the answer (replication/promote.c).
+ */
+#define WB_FLUSH_MS 30000
 
 struct wb_flush {
 	pthread_mutex_t mu;

@@ -66,7 +66,7 @@ void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8
 		snprintf(addr, sizeof(addr), "%.*s", (int)(len - 8 < 63 ? len - 8 : 63), (const char *)buf + 8);
 		rlog(LOG_NOTICE, "switchover: a follower%s%s is taking over; stepping down", *addr ? " at " : "",
 		     addr);
-		/* no new writes from here; what is committed keeps streaming to followers */
+		/* new writes only while the kernel writes back (node_step_down()); what is committed keeps streaming */
 		if (node_step_down(r->n, repl_get64(buf)) == 0) {
 			pthread_mutex_lock(&r->mu);
 			pthread_cond_broadcast(&r->cv_ack);	/* waiting fsyncs fail: not durable here now */
@@ -123,7 +123,8 @@ static int ask_peer(const struct key *k, const char *addr, uint8_t type, const v
 	if (!ret)
 		ret = chan_send(c, type, payload, plen);
 	if (!ret) {
-		ret = chan_recv(c, &t, &buf, &len, 5000);
+		/* a step-down first has the kernel write back its dirty pages (fs/node.c, WB_FLUSH_MS) */
+		ret = chan_recv(c, &t, &buf, &len, type == MSG_STEPDOWN ? 35000 : 5000);
 		if (ret == 1 && t == MSG_INFO && len == INFO_BYTES) {
 			const uint8_t *b = buf;
 			out->role = (enum role)repl_get64(b);
@@ -236,7 +237,7 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 		/* switchover: the leader stops, hands over what it has, then we take over */
 		uint8_t req[8 + 64] = { 0 };
 		struct info in;
-		int64_t deadline = now_ns() + 5000000000LL;
+		int64_t deadline;
 		int following;
 
 		pthread_mutex_lock(&r->mu);
@@ -257,6 +258,7 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 			return ret;
 		}
 		leader_seq = in.seq;
+		deadline = now_ns() + 5000000000LL;	/* from the step-down, which may have waited for writeback */
 		while (node_applied(n) < leader_seq && now_ns() < deadline)
 			repl_nap(r, &r->cv_new, 10);
 		if (node_applied(n) < leader_seq) {
