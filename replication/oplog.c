@@ -37,6 +37,7 @@ struct oplog {
 	int dir_unsynced;	/* a segment was made since the last sync: its header and name are not durable */
 	uint64_t prealloc_end;	/* the current segment's blocks are allocated up to here (a hint: prealloc()) */
 	uint64_t uncached_to;	/* the current segment's page cache was last dropped up to here (uncache()) */
+	int readers;		/* followers streaming the log: nothing is dropped (atomic; oplog_readers()) */
 	int no_prealloc;	/* the file system cannot (fallocate) */
 	int failed;		/* errno after an unrecoverable error */
 	/* closed segments not synced since their roll; the next sync makes them durable */
@@ -1325,9 +1326,10 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 
 /*
  * The page cache of what a sync made durable is dropped, but for the last
- * UNCACHE_KEEP bytes of the current segment (what followers read next).
- * Records are written once and read again only by a follower that lags, by
- * recovery or by `repfs log`, which read from the disk like any cold file.
+ * UNCACHE_KEEP bytes of the current segment, while no follower streams the
+ * log (oplog_readers(): one that lags would read its records from the disk).
+ * Records are written once and read again only by followers, by recovery
+ * or by `repfs log`, which read from the disk like any cold file.
  * Kept, every logged byte would hold a page until memory pressure evicts it;
  * dropped, its pages go back to the allocator while still warm, and the next
  * appends (and the tree's writes) take them again. On the 2-core bench VM a
@@ -1338,12 +1340,17 @@ int oplog_trim(struct oplog *log, uint64_t keep_from, uint64_t budget, uint64_t 
 #define UNCACHE_KEEP (4u << 20)
 #define UNCACHE_STEP (1u << 20)	/* dropped in steps of at least this: an fsync loop drops rarely */
 
+void oplog_readers(struct oplog *log, int delta)
+{
+	__atomic_add_fetch(&log->readers, delta, __ATOMIC_RELAXED);
+}
+
 /* fd is the segment seg_first, made durable up to size; mu not held, called by the syncing thread. */
 static void uncache(struct oplog *log, int fd, uint64_t seg_first, uint64_t size, uint64_t from)
 {
 	uint64_t to = size > UNCACHE_KEEP ? (size - UNCACHE_KEEP) & ~(uint64_t)4095 : 0;
 
-	if (to < from + UNCACHE_STEP)
+	if (to < from + UNCACHE_STEP || __atomic_load_n(&log->readers, __ATOMIC_RELAXED))
 		return;
 	/* from 0: also the pages a lagging reader brought back since */
 	if (posix_fadvise(fd, 0, (off_t)to, POSIX_FADV_DONTNEED) != 0)
@@ -1392,7 +1399,7 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		for (int i = 0; i < npend; i++) {
 			if (!ret && fdatasync(pend[i]) < 0)
 				ret = -errno;
-			if (!ret)
+			if (!ret && !__atomic_load_n(&log->readers, __ATOMIC_RELAXED))
 				posix_fadvise(pend[i], 0, 0, POSIX_FADV_DONTNEED);	/* closed: all of it (uncache()) */
 			close(pend[i]);
 		}

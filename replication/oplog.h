@@ -104,6 +104,12 @@ int oplog_make_room(struct oplog *log, uint64_t bytes);
  * and every later append or sync returns -EIO.
  */
 int oplog_sync(struct oplog *log, uint64_t seq);
+/*
+ * A sync drops the page cache of what it made durable but the last 4 MiB,
+ * while no follower streams the log (delta +1 when one starts, -1 when it
+ * stops): a follower that lags reads what it needs from the cache.
+ */
+void oplog_readers(struct oplog *log, int delta);
 
 /*
  * Cuts the log back to end at seq (a diverged node rejoining: what follows

@@ -563,6 +563,7 @@ static void *conn_main(void *arg)
 	cn->p = peer_get(r, name);
 	if (cn->p) {
 		cn->p->connected++;
+		oplog_readers(r->n->log, 1);	/* its stream reads the log: keep its pages cached */
 		cn->p->needs_resync = 0;
 		cn->p->snap_until = 0;
 		cn->p->applied_pos = 0;
@@ -609,6 +610,7 @@ out_peer:
 		pthread_join(acker, NULL);
 	pthread_mutex_lock(&r->mu);
 	cn->p->connected--;
+	oplog_readers(r->n->log, -1);
 	cn->p->snap_from = 0;
 	cn->p->snapshotting = 0;
 	cn->p->snap_yielding = 0;

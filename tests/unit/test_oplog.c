@@ -1851,7 +1851,7 @@ Test(oplog, append_raw_many_writes_whole_blocks_around_the_page_cache)
 	close(dfd);
 }
 
-Test(oplog, a_sync_drops_the_page_cache_of_what_it_made_durable_but_the_tail)
+Test(oplog, a_sync_drops_the_page_cache_of_what_it_made_durable_but_the_tail_unless_a_follower_reads)
 {
 	enum { N = 200, LEN = 60000 };	/* about 12 MB */
 	uint8_t *data = malloc(LEN);
@@ -1881,6 +1881,13 @@ Test(oplog, a_sync_drops_the_page_cache_of_what_it_made_durable_but_the_tail)
 	cr_assert_lt(ol_cached_pages(ologfd, seg, 0, head), 16, "%zu bytes before the tail", head);
 	tail = ol_cached_pages(ologfd, seg, head + 4096, size - head - 4096);
 	cr_assert_gt(tail, (size - head) / 4096 / 2, "%zu pages of the tail are cached", tail);
+	/* while a follower streams the log, nothing is dropped */
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(oplog_append(log, &r), 0);
+	oplog_readers(log, 1);
+	cr_assert_eq(oplog_sync(log, 2 * N), 0);
+	cr_assert_gt(ol_cached_pages(ologfd, seg, size & ~(size_t)4095, 1 << 20), 200, "pages cached while a follower reads");
+	oplog_readers(log, -1);
 	/* and everything reads back, now from the disk */
 	cr_assert_eq(oplog_reader_open(&rd, ologfd, oenv.key, 1), 0);
 	for (int i = 0; i < N; i++) {
