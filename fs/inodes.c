@@ -623,8 +623,22 @@ static void push_retired(struct itab *t, struct inode *in)
 {
 	t->count--;
 	in->hnext = t->retired;
+	in->rprev = NULL;
+	if (t->retired)
+		t->retired->rprev = in;
 	t->retired = in;
 	__atomic_store_n(&in->retired, 1, __ATOMIC_RELAXED);
+}
+
+/* Under itab.mu: in leaves the retired list, in constant time. */
+static void unlink_retired(struct itab *t, struct inode *in)
+{
+	if (in->rprev)
+		in->rprev->hnext = in->hnext;
+	else
+		t->retired = in->hnext;
+	if (in->hnext)
+		in->hnext->rprev = in->rprev;
 }
 
 void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
@@ -637,9 +651,12 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 	pthread_mutex_lock(&t->mu);
 	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
 	if (!in->nlookup) {
-		unlink_from(in->retired ? &t->retired : &t->bucket[bucket_of(in->id)], in);
-		if (!in->retired)
+		if (in->retired) {
+			unlink_retired(t, in);
+		} else {
+			unlink_from(&t->bucket[bucket_of(in->id)], in);
 			t->count--;
+		}
 		inode_free(in);
 	}
 	pthread_mutex_unlock(&t->mu);

@@ -46,6 +46,8 @@ struct inode {
 	struct iname *names;	/* protected by itab.mu */
 	int nnames;
 	struct inode *hnext;	/* hash chain, or the retired list (itab.mu) */
+	struct inode *rprev;	/* the retired list is doubly linked: a stream retires every file it
+				   made, and each is forgotten one by one (itab.mu) */
 	int retired;		/* ino_retire()d: no lookup finds it, it lives until forgotten (itab.mu) */
 	int streamed;		/* writeback cache: made by a stream (fs/fuse_ops.c, wants_direct()); until
 				   its last release its names expire at once (atomic; ino_release_stream()) */
