@@ -47,12 +47,20 @@ struct iname {
 };
 
 
+/*
+ * The id hash starts with ITAB_BUCKETS chains and doubles whenever it holds
+ * more inodes than chains: a create looks its new id up, and a miss walks a
+ * whole chain, one cache miss per inode (the kernel keeps every inode it
+ * learnt while memory lasts: 200,000 after a few untars).
+ */
 #define ITAB_BUCKETS 16384
+#define ITAB_BUCKETS_MAX (1u << 26)
 
 struct itab {
 	pthread_mutex_t mu;
 	pthread_rwlock_t ns;	/* see "Locking" above */
-	struct inode *bucket[ITAB_BUCKETS];	/* protected by mu */
+	struct inode **bucket;	/* nbuckets chains, a power of two (mu) */
+	unsigned nbuckets;	/* protected by mu */
 	struct inode root;
 	struct inode *retired;	/* ino_retire()d inodes the kernel still holds (mu) */
 	uint64_t count;		/* protected by mu */
@@ -64,13 +72,41 @@ int mount_is_follower(const struct node *n)
 	return n->st.role != ROLE_LEADER;
 }
 
-static unsigned bucket_of(const uint8_t id[FILE_ID_BYTES])
+static unsigned hash_of(const uint8_t id[FILE_ID_BYTES])
 {
 	uint64_t h;
 
 	memcpy(&h, id + 8, sizeof(h));	/* ids are random */
 	h ^= h >> 29;
-	return (unsigned)(h % ITAB_BUCKETS);
+	return (unsigned)h;
+}
+
+/* Under itab.mu. */
+static struct inode **chain_of(struct itab *t, const uint8_t id[FILE_ID_BYTES])
+{
+	return &t->bucket[hash_of(id) & (t->nbuckets - 1)];
+}
+
+/* Under itab.mu: twice the chains, once there are more inodes than chains (a failed allocation keeps the table). */
+static void maybe_grow(struct itab *t)
+{
+	unsigned n = t->nbuckets * 2;
+	struct inode **b;
+
+	if (t->count <= t->nbuckets || n > ITAB_BUCKETS_MAX || !(b = calloc(n, sizeof(*b))))
+		return;
+	for (unsigned i = 0; i < t->nbuckets; i++) {
+		while (t->bucket[i]) {
+			struct inode *in = t->bucket[i];
+			unsigned k = hash_of(in->id) & (n - 1);
+			t->bucket[i] = in->hnext;
+			in->hnext = b[k];
+			b[k] = in;
+		}
+	}
+	free(t->bucket);
+	t->bucket = b;
+	t->nbuckets = n;
 }
 
 struct inode *ino_of(struct node *n, fuse_ino_t ino)
@@ -90,7 +126,7 @@ static struct inode *tab_find(struct itab *t, const uint8_t id[FILE_ID_BYTES])
 
 	if (!memcmp(id, t->root.id, FILE_ID_BYTES))
 		return &t->root;
-	for (in = t->bucket[bucket_of(id)]; in; in = in->hnext)
+	for (in = *chain_of(t, id); in; in = in->hnext)
 		if (!memcmp(in->id, id, FILE_ID_BYTES))
 			return in;
 	return NULL;
@@ -572,9 +608,10 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 				return ret;
 			}
 		}
-		in->hnext = t->bucket[bucket_of(id)];
-		t->bucket[bucket_of(id)] = in;
+		in->hnext = *chain_of(t, id);
+		*chain_of(t, id) = in;
 		t->count++;
+		maybe_grow(t);
 	} else if (S_ISDIR(st->st_mode) && in->gen != store_gen(n->store)) {
 		int fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd >= 0) {
@@ -654,7 +691,7 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 		if (in->retired) {
 			unlink_retired(t, in);
 		} else {
-			unlink_from(&t->bucket[bucket_of(in->id)], in);
+			unlink_from(chain_of(t, in->id), in);
 			t->count--;
 		}
 		inode_free(in);
@@ -679,8 +716,11 @@ int ino_table_setup(struct node *n)
 {
 	struct itab *t = calloc(1, sizeof(*t));
 
-	if (!t)
+	if (!t || !(t->bucket = calloc(ITAB_BUCKETS, sizeof(*t->bucket)))) {
+		free(t);
 		return -ENOMEM;
+	}
+	t->nbuckets = ITAB_BUCKETS;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_rwlock_init(&t->ns, NULL);
 	memcpy(t->root.id, store_root_id, FILE_ID_BYTES);
@@ -691,13 +731,23 @@ int ino_table_setup(struct node *n)
 	return 0;
 }
 
+unsigned ino_table_chains(struct node *n)
+{
+	unsigned k;
+
+	pthread_mutex_lock(&n->itab->mu);
+	k = n->itab->nbuckets;
+	pthread_mutex_unlock(&n->itab->mu);
+	return k;
+}
+
 void ino_table_free(struct node *n)
 {
 	struct itab *t = n->itab;
 
 	if (!t)
 		return;
-	for (int b = 0; b < ITAB_BUCKETS; b++) {
+	for (unsigned b = 0; b < t->nbuckets; b++) {
 		while (t->bucket[b]) {
 			struct inode *in = t->bucket[b];
 			t->bucket[b] = in->hnext;
@@ -711,6 +761,7 @@ void ino_table_free(struct node *n)
 	}
 	pthread_mutex_destroy(&t->mu);
 	pthread_rwlock_destroy(&t->ns);
+	free(t->bucket);
 	free(t);
 	n->itab = NULL;
 }
@@ -925,7 +976,7 @@ static void retire_locked(struct node *n, struct inode *in, struct retired_note 
 {
 	struct itab *t = n->itab;
 
-	unlink_from(&t->bucket[bucket_of(in->id)], in);
+	unlink_from(chain_of(t, in->id), in);
 	push_retired(t, in);
 	note->ino = ino_nodeid(n, in);
 	note->k = 0;
@@ -1098,11 +1149,11 @@ void ino_invalidate_all(struct node *n)
 		return;
 	__atomic_store_n(&t->stale_names, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&t->mu);
-	for (int b = 0; b < ITAB_BUCKETS; b++)
+	for (unsigned b = 0; b < t->nbuckets; b++)
 		for (struct inode *in = t->bucket[b]; in; in = in->hnext)
 			cap += (size_t)in->nnames;
 	all = calloc(cap + 1, sizeof(*all));
-	for (int b = 0; all && b < ITAB_BUCKETS; b++) {
+	for (unsigned b = 0; all && b < t->nbuckets; b++) {
 		for (struct inode *in = t->bucket[b]; in; in = in->hnext) {
 			for (struct iname *x = in->names; x && k < cap; x = x->next) {
 				struct inode *p = tab_find(t, x->parent);
@@ -1115,7 +1166,7 @@ void ino_invalidate_all(struct node *n)
 		}
 	}
 	/* with the writeback cache, every regular file gets a new kernel inode (ino_retire()) */
-	for (int b = 0; n->wb && all && b < ITAB_BUCKETS; b++) {
+	for (unsigned b = 0; n->wb && all && b < t->nbuckets; b++) {
 		struct inode **pp = &t->bucket[b];
 		while (*pp) {
 			struct inode *in = *pp;

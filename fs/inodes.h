@@ -37,6 +37,8 @@ struct handle {
 
 struct inode {
 	uint8_t id[FILE_ID_BYTES];
+	struct inode *hnext;	/* hash chain, or the retired list (itab.mu); beside the id: a
+				   lookup's walk touches one cache line per inode */
 	mode_t type;		/* S_IFMT bits */
 	uint64_t nlookup;	/* the kernel's references: protected by itab.mu */
 	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu); else -1 */
@@ -45,7 +47,6 @@ struct inode {
 	uint64_t path_moves;	/* store_moves() before it was found (itab.mu) */
 	struct iname *names;	/* protected by itab.mu */
 	int nnames;
-	struct inode *hnext;	/* hash chain, or the retired list (itab.mu) */
 	struct inode *rprev;	/* the retired list is doubly linked: a stream retires every file it
 				   made, and each is forgotten one by one (itab.mu) */
 	int retired;		/* ino_retire()d: no lookup finds it, it lives until forgotten (itab.mu) */
@@ -60,6 +61,8 @@ int mount_is_follower(const struct node *n);
 /* The table: made before the session, freed after it. */
 int ino_table_setup(struct node *n);
 void ino_table_free(struct node *n);
+/* The id hash's chains now (it doubles as it fills: a test's view). */
+unsigned ino_table_chains(struct node *n);
 
 struct inode *ino_of(struct node *n, fuse_ino_t ino);
 fuse_ino_t ino_nodeid(struct node *n, struct inode *in);

@@ -1,0 +1,80 @@
+/* test_inodes.c -- the kernel's inodes by file id (fs/inodes.c: ino_learn, ino_forget) */
+#include "../../fs/inodes.h"
+#include "../../fs/node.h"
+#include "../../fs/store.h"
+#include "unit.h"
+
+static struct unit_env ienv;
+
+static void inodes_setup(void)
+{
+	unit_env_init(&ienv);
+}
+
+static void inodes_teardown(void)
+{
+	unit_env_fini(&ienv);
+}
+
+TestSuite(inodes, .init = inodes_setup, .fini = inodes_teardown);
+
+/* A leader's node with a store and the inode table, nothing mounted. */
+static void in_init(struct node *n)
+{
+	char path[512];
+	int ret;
+
+	memset(n, 0, sizeof(*n));
+	n->st.role = ROLE_LEADER;
+	pthread_mutex_init(&n->open_lock, NULL);
+	unit_path(&ienv, "tree", path, sizeof(path));
+	cr_assert_eq(mkdir(path, 0755), 0);
+	ret = store_open(&n->store, path);
+	cr_assert_eq(ret, 0, "store_open '%s': %s", path, strerror(-ret));
+	cr_assert_eq(ino_table_setup(n), 0);
+}
+
+/*
+ * The id hash grows as the kernel learns more inodes than it has chains
+ * (16,384 at the start): 40,000 names learnt, each found again by its id
+ * afterwards (the same kernel inode, a second reference), then forgotten.
+ */
+Test(inodes, every_inode_is_found_again_after_the_table_grew)
+{
+	enum { N = 40000 };
+	struct node n;
+	uint8_t (*ids)[FILE_ID_BYTES] = calloc(N, FILE_ID_BYTES);
+	fuse_ino_t *ino = calloc(N, sizeof(*ino));
+	struct inode *root;
+	struct stat st = { .st_mode = S_IFREG | 0644, .st_nlink = 1 };
+	struct fuse_entry_param e;
+	char name[32];
+
+	cr_assert(ids && ino);
+	in_init(&n);
+	root = ino_of(&n, FUSE_ROOT_ID);
+	for (int i = 0; i < N; i++) {
+		store_new_id(ids[i]);
+		snprintf(name, sizeof(name), "f%d", i);
+		cr_assert_eq(ino_learn(&n, root, name, &st, ids[i], &e), 0, "learn %d", i);
+		ino[i] = e.ino;
+		for (int k = 0; k < i && k < 8; k++)
+			cr_assert_neq(ino[k], e.ino, "two ids, one inode");
+	}
+	cr_assert_geq(ino_table_chains(&n), N, "%u chains for %d inodes", ino_table_chains(&n), N);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		cr_assert_eq(ino_learn(&n, root, name, &st, ids[i], &e), 0);
+		cr_assert_eq(e.ino, ino[i], "name %d got another inode after the table grew", i);
+		cr_assert(!memcmp(ino_of(&n, e.ino)->id, ids[i], FILE_ID_BYTES));
+	}
+	for (int i = 0; i < N; i++)
+		ino_forget(&n, ino[i], 2);
+	/* forgotten: learning the id again makes a new inode (the old one was freed) */
+	cr_assert_eq(ino_learn(&n, root, "f0", &st, ids[0], &e), 0);
+	ino_forget(&n, e.ino, 1);
+	ino_table_free(&n);
+	store_free(n.store);
+	free(ids);
+	free(ino);
+}
