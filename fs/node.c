@@ -832,16 +832,18 @@ static void *wb_flush_main(void *arg)
  * so that it becomes records like every earlier write. In a thread of its
  * own, waited for at most WB_FLUSH_MS (a leader that cannot commit, say):
  * what is written back after the step-down fails with EROFS, which the
- * writer sees at its fsync or close.
+ * writer sees at its fsync or close. 1 if the wait ran out (the step-down's
+ * answer says so: a switchover then does not carry everything).
  */
-static void wb_flush(struct node *n)
+static int wb_flush(struct node *n)
 {
 	struct wb_flush *f;
 	struct timespec until;
 	pthread_t t;
+	int late;
 
 	if (!n->wb || !n->se || !n->mountpoint[0] || !(f = calloc(1, sizeof(*f))))
-		return;
+		return 0;
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
 	f->refs = 2;
@@ -849,27 +851,36 @@ static void wb_flush(struct node *n)
 	if (pthread_create(&t, NULL, wb_flush_main, f)) {
 		f->refs = 1;
 		wb_flush_put(f);
-		return;
+		return 0;
 	}
 	pthread_detach(t);
-	until = deadline_in_ms(CLOCK_REALTIME, WB_FLUSH_MS);
+	/* tests: a wait that runs out while the kernel still writes back */
+	until = deadline_in_ms(CLOCK_REALTIME, getenv("REPFS_TEST_WB_FLUSH_MS")
+						       ? atoi(getenv("REPFS_TEST_WB_FLUSH_MS"))
+						       : WB_FLUSH_MS);
 	pthread_mutex_lock(&f->mu);
 	while (!f->done)
 		if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT)
 			break;
-	if (!f->done)
-		rlog(LOG_WARNING, "the kernel's writeback of '%s' took over %d ms; stepping down without waiting",
-		     n->mountpoint, WB_FLUSH_MS);
+	late = !f->done;
+	if (late)
+		rlog(LOG_WARNING,
+		     "the kernel was still writing back '%s' when the wait ran out; stepping down without it "
+		     "(what it writes back from now on fails with EROFS)",
+		     n->mountpoint);
 	pthread_mutex_unlock(&f->mu);
 	wb_flush_put(f);
+	return late;
 }
 
-int node_step_down(struct node *n, uint64_t epoch)
+int node_step_down(struct node *n, uint64_t epoch, int *wb_late)
 {
 	struct node_state save;
-	int ret;
+	int ret, late;
 
-	wb_flush(n);
+	late = wb_flush(n);
+	if (wb_late)
+		*wb_late = late;
 	pthread_mutex_lock(&n->seq_lock);
 	save = n->st;
 	n->st.role = ROLE_FOLLOWER;

@@ -143,9 +143,11 @@ int node_raise_epoch(struct node *n, uint64_t epoch);
 /*
  * Stepping down: persists role = follower (and epoch, if higher), refuses
  * changes from then on, remounts read-only. What was committed keeps
- * streaming to the followers (the hand-over).
+ * streaming to the followers (the hand-over). With the writeback cache the
+ * kernel's dirty pages are written back first, for a while; *wb_late (if
+ * not NULL) is 1 if that wait ran out before they all were.
  */
-int node_step_down(struct node *n, uint64_t epoch);
+int node_step_down(struct node *n, uint64_t epoch, int *wb_late);
 
 /* A follower whose mount could not yet be remounted read-only (files open for writing): try again. */
 void node_settle_mount(struct node *n);

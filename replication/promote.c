@@ -60,6 +60,7 @@ int repl_promise(struct repl *r, uint64_t epoch, uint64_t seq, const char *name)
 void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8_t *buf, size_t len)
 {
 	uint8_t info[INFO_BYTES];
+	int wb_late = 0;
 
 	if (type == MSG_STEPDOWN && len >= 8 && node_role(r->n) == ROLE_LEADER) {
 		char addr[64] = "";
@@ -67,7 +68,7 @@ void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8
 		rlog(LOG_NOTICE, "switchover: a follower%s%s is taking over; stepping down", *addr ? " at " : "",
 		     addr);
 		/* new writes only while the kernel writes back (node_step_down()); what is committed keeps streaming */
-		if (node_step_down(r->n, repl_get64(buf)) == 0) {
+		if (node_step_down(r->n, repl_get64(buf), &wb_late) == 0) {
 			pthread_mutex_lock(&r->mu);
 			pthread_cond_broadcast(&r->cv_ack);	/* waiting fsyncs fail: not durable here now */
 			pthread_mutex_unlock(&r->mu);
@@ -88,6 +89,8 @@ void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8
 		}
 	}
 	repl_put_info(r, info);
+	if (wb_late)	/* the role's high half, unused before, carries the step-down's flags */
+		repl_put64(info, repl_get64(info) | STEPDOWN_WB_LATE);
 	if (type == MSG_CLAIM) {
 		pthread_mutex_lock(&r->mu);
 		snprintf((char *)info + 32, 64, "%.63s", r->promised_to);	/* whom we promised it to */
@@ -102,6 +105,7 @@ void repl_answer_probe(struct repl *r, struct chan *c, uint8_t type, const uint8
 
 struct info {
 	enum role role;
+	int wb_late;	/* a step-down's answer: the kernel's writeback outlasted the wait (fs/node.c) */
 	uint64_t epoch, seq, applied;
 	char name[65];
 };
@@ -127,7 +131,8 @@ static int ask_peer(const struct key *k, const char *addr, uint8_t type, const v
 		ret = chan_recv(c, &t, &buf, &len, type == MSG_STEPDOWN ? 35000 : 5000);
 		if (ret == 1 && t == MSG_INFO && len == INFO_BYTES) {
 			const uint8_t *b = buf;
-			out->role = (enum role)repl_get64(b);
+			out->role = (enum role)(repl_get64(b) & 0xffffffffu);
+			out->wb_late = (repl_get64(b) & STEPDOWN_WB_LATE) != 0;
 			out->epoch = repl_get64(b + 8);
 			out->seq = repl_get64(b + 16);
 			out->applied = repl_get64(b + 24);
@@ -188,7 +193,7 @@ void *repl_watch_main(void *arg)
 			continue;
 		rlog(LOG_WARNING, "peer '%s' is at epoch %" PRIu64 " (ours is %" PRIu64 "): superseded; stepping down",
 		     who, epoch, r->n->st.epoch);
-		if (node_step_down(r->n, epoch) == 0) {
+		if (node_step_down(r->n, epoch, NULL) == 0) {
 			pthread_mutex_lock(&r->mu);
 			pthread_cond_broadcast(&r->cv_ack);
 			pthread_cond_broadcast(&r->cv_new);
@@ -206,7 +211,7 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 	const char *leader_addr = NULL;
 	char better[65] = "";
 	uint64_t better_seq = 0;
-	int ret;
+	int ret, wb_late = 0;
 
 	if (node_role(n) == ROLE_LEADER) {
 		snprintf(msg, len, "'%s' is already the leader (epoch %" PRIu64 ")", n->st.name, n->st.epoch);
@@ -258,6 +263,7 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 			return ret;
 		}
 		leader_seq = in.seq;
+		wb_late = in.wb_late;
 		deadline = now_ns() + 5000000000LL;	/* from the step-down, which may have waited for writeback */
 		while (node_applied(n) < leader_seq && now_ns() < deadline)
 			repl_nap(r, &r->cv_new, 10);
@@ -314,7 +320,11 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 	}
 	repl_notify(r);
 	snprintf(msg, len, "'%s' is the leader of epoch %" PRIu64 " from seq %" PRIu64 "%s", n->st.name, n->st.epoch,
-		 oplog_last(n->log).seq, leader_addr ? " (switchover: nothing lost)" : "");
+		 oplog_last(n->log).seq,
+		 !leader_addr ? ""
+		 : wb_late    ? " (switchover: the old leader stopped waiting for its kernel's writeback; writes still "
+				"cached there are not here, and fail there at fsync or close)"
+			      : " (switchover: nothing lost)");
 	return 0;
 }
 

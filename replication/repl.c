@@ -532,7 +532,7 @@ static void *conn_main(void *arg)
 			 repl_get64(hello));
 		send_refuse(cn->c, why);
 		/* another node was promoted: this one is superseded */
-		if (node_role(r->n) == ROLE_LEADER && node_step_down(r->n, repl_get64(hello)) == 0) {
+		if (node_role(r->n) == ROLE_LEADER && node_step_down(r->n, repl_get64(hello), NULL) == 0) {
 			pthread_mutex_lock(&r->mu);
 			pthread_cond_broadcast(&r->cv_ack);
 			pthread_mutex_unlock(&r->mu);

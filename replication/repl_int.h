@@ -63,7 +63,9 @@ enum msg {
 
 #define CLAIM_BYTES (16 + 64)
 
+/* role u64, epoch u64, seq u64, applied u64, name[64]; the role's high half: flags of a step-down's answer */
 #define INFO_BYTES (32 + 64)
+#define STEPDOWN_WB_LATE (1ull << 32)	/* the kernel still wrote back when the old leader stopped waiting */
 
 /* epoch u64, seq u64, mac[32], name[64], epoch of the last record u64, flags u64 */
 #define HELLO_BYTES (8 + 8 + CRYPTO_MAC_BYTES + 64 + 8 + 8)

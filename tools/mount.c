@@ -381,7 +381,7 @@ int cmd_mount(int argc, char **argv)
 			     "peer '%s' is at epoch %" PRIu64 " (ours is %" PRIu64 "): another node was promoted; "
 			     "starting as a follower",
 			     who, epoch, n->st.epoch);
-			if (node_step_down(n, epoch)) {
+			if (node_step_down(n, epoch, NULL)) {
 				die_msg("unable to record the step-down in '%s/state'", n->datadir);
 				goto out;
 			}
