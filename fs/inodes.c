@@ -220,11 +220,8 @@ void ino_names_moved(struct node *n, const uint8_t parent[FILE_ID_BYTES], const 
  */
 int ino_id_at(int dfd, const char *name, const struct stat *st, uint8_t id[FILE_ID_BYTES])
 {
-	char p[64 + NAME_MAX];
-	ssize_t r;
+	ssize_t r = store_getxattr_at(dfd, name, ID_XATTR, id, FILE_ID_BYTES);
 
-	snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dfd, name);
-	r = lgetxattr(p, ID_XATTR, id, FILE_ID_BYTES);
 	if (r == FILE_ID_BYTES)
 		return 0;
 	if (r >= 0 || errno == ENODATA) {

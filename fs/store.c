@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -331,6 +332,48 @@ int store_xpath(struct store *st, const char *rel, char *buf, size_t len, int *t
 		return -ENAMETOOLONG;
 	}
 	return 0;
+}
+
+/*
+ * getxattrat() (Linux 6.13; 464 in the table every architecture but alpha
+ * shares for new calls, not yet in Debian 12's headers) reads a name's
+ * xattr in one walk of one component. Before it, the way to a name in a
+ * directory descriptor is /proc/self/fd/DFD/NAME, which walks procfs as
+ * well: a LOOKUP's id read took 5.7 us that way against 0.9 (1.7 for its
+ * fstatat), and was most of the request.
+ */
+#ifndef __NR_getxattrat
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv) || defined(__powerpc64__) || \
+	defined(__s390x__) || defined(__loongarch64)
+#define __NR_getxattrat 464
+#endif
+#endif
+
+ssize_t store_getxattr_at(int dfd, const char *name, const char *attr, void *buf, size_t len)
+{
+	static int no_xattrat = -1;	/* -1: not known yet */
+	char p[64 + NAME_MAX];
+
+	if (__atomic_load_n(&no_xattrat, __ATOMIC_RELAXED) < 0)	/* tests: the older kernels' way */
+		__atomic_store_n(&no_xattrat, getenv("REPFS_TEST_NO_XATTRAT") != NULL, __ATOMIC_RELAXED);
+#ifdef __NR_getxattrat
+	if (!__atomic_load_n(&no_xattrat, __ATOMIC_RELAXED)) {
+		struct {
+			uint64_t value;
+			uint32_t size, flags;
+		} args = { (uintptr_t)buf, (uint32_t)len, 0 };
+		long r = syscall(__NR_getxattrat, dfd, name, AT_SYMLINK_NOFOLLOW, attr, &args, sizeof(args));
+		if (r >= 0 || errno != ENOSYS)
+			return r;
+		__atomic_store_n(&no_xattrat, 1, __ATOMIC_RELAXED);	/* an older kernel: the way below */
+	}
+#endif
+	if (strlen(name) > NAME_MAX) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dfd, name);
+	return lgetxattr(p, attr, buf, len);
 }
 
 int store_get_id(struct store *st, const char *rel, uint8_t id[FILE_ID_BYTES])

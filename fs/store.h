@@ -64,6 +64,9 @@ int store_id_parse(const char *name, uint8_t id[FILE_ID_BYTES]);
  */
 int store_xpath(struct store *st, const char *rel, char *buf, size_t len, int *tmpfd);
 
+/* lgetxattr() of name (one component) in directory dfd: the value's size, or -1 with errno. */
+ssize_t store_getxattr_at(int dfd, const char *name, const char *attr, void *buf, size_t len);
+
 /*
  * The id index, a directory "<tree>.ids" beside the tree (as GlusterFS's
  * .glusterfs): every live file, symlink or special file is hard-linked there

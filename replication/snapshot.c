@@ -828,7 +828,6 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 		pthread_mutex_lock(&n->seq_lock);
 	*at = locked ? n->applied : node_applied(n);
 	while (!ret && (de = readdir(d))) {
-		char proc[64 + NAME_MAX];
 		struct stat sb;
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
@@ -849,8 +848,7 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 			ret = -ENOMEM;
 			break;
 		}
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dirfd(d), de->d_name);
-		if (lgetxattr(proc, ID_XATTR, e[ne].id, FILE_ID_BYTES) != FILE_ID_BYTES)
+		if (store_getxattr_at(dirfd(d), de->d_name, ID_XATTR, e[ne].id, FILE_ID_BYTES) != FILE_ID_BYTES)
 			memset(e[ne].id, 0, FILE_ID_BYTES);
 		if (S_ISDIR(sb.st_mode) && dirfds < LIST_MAX_DIRFDS) {
 			e[ne].fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -940,9 +938,8 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 		}
 	} else {
 		uint8_t now[FILE_ID_BYTES];
-		char proc[64 + NAME_MAX];
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", parentfd, name);
-		if (lgetxattr(proc, ID_XATTR, now, FILE_ID_BYTES) != FILE_ID_BYTES || memcmp(now, id, FILE_ID_BYTES)) {
+		if (store_getxattr_at(parentfd, name, ID_XATTR, now, FILE_ID_BYTES) != FILE_ID_BYTES ||
+		    memcmp(now, id, FILE_ID_BYTES)) {
 			/* moved or gone since the listing: the index holds it by id while it lives */
 			store_id_hex(id, hex);
 			parentfd = store_indexfd(s->n->store);

@@ -4,6 +4,8 @@
 #include "../../fs/store.h"
 #include "unit.h"
 
+#include <sys/xattr.h>
+
 static struct unit_env ienv;
 
 static void inodes_setup(void)
@@ -77,4 +79,54 @@ Test(inodes, every_inode_is_found_again_after_the_table_grew)
 	store_free(n.store);
 	free(ids);
 	free(ino);
+}
+
+/*
+ * A name's id, read through its directory's descriptor (getxattrat(), or
+ * /proc/self/fd on kernels before 6.13): a symlink's own, not its target's;
+ * a missing name and a missing xattr give ENOENT and ENODATA. Run both ways.
+ */
+static void read_ids_at(void)
+{
+	char dir[512], path[600];
+	uint8_t a[FILE_ID_BYTES], b[FILE_ID_BYTES], got[FILE_ID_BYTES];
+	int dfd, fd;
+
+	unit_path(&ienv, "d", dir, sizeof(dir));
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	store_new_id(a);
+	store_new_id(b);
+	fd = openat(dfd, "file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(fsetxattr(fd, ID_XATTR, a, FILE_ID_BYTES, 0), 0, "fsetxattr: %s", strerror(errno));
+	close(fd);
+	cr_assert_eq(symlinkat("file", dfd, "link"), 0);
+	snprintf(path, sizeof(path), "%s/link", dir);
+	cr_assert_eq(lsetxattr(path, ID_XATTR, b, FILE_ID_BYTES, 0), 0, "lsetxattr: %s", strerror(errno));
+	fd = openat(dfd, "bare", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+
+	cr_assert_eq(store_getxattr_at(dfd, "file", ID_XATTR, got, sizeof(got)), FILE_ID_BYTES);
+	cr_assert(!memcmp(got, a, FILE_ID_BYTES));
+	cr_assert_eq(store_getxattr_at(dfd, "link", ID_XATTR, got, sizeof(got)), FILE_ID_BYTES);
+	cr_assert(!memcmp(got, b, FILE_ID_BYTES), "the symlink's target's id, not its own");
+	cr_assert_eq(store_getxattr_at(dfd, "none", ID_XATTR, got, sizeof(got)), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(store_getxattr_at(dfd, "bare", ID_XATTR, got, sizeof(got)), -1);
+	cr_assert_eq(errno, ENODATA);
+	close(dfd);
+}
+
+Test(inodes, an_id_is_read_through_the_directory_descriptor)
+{
+	read_ids_at();
+}
+
+Test(inodes, an_id_is_read_through_proc_on_kernels_without_getxattrat)
+{
+	setenv("REPFS_TEST_NO_XATTRAT", "1", 1);	/* each test is a process of its own */
+	read_ids_at();
 }
