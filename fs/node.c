@@ -840,7 +840,7 @@ static int wb_flush(struct node *n)
 	struct wb_flush *f;
 	struct timespec until;
 	pthread_t t;
-	int late;
+	int late, ms = WB_FLUSH_MS;
 
 	if (!n->wb || !n->se || !n->mountpoint[0] || !(f = calloc(1, sizeof(*f))))
 		return 0;
@@ -855,9 +855,9 @@ static int wb_flush(struct node *n)
 	}
 	pthread_detach(t);
 	/* tests: a wait that runs out while the kernel still writes back */
-	until = deadline_in_ms(CLOCK_REALTIME, getenv("REPFS_TEST_WB_FLUSH_MS")
-						       ? atoi(getenv("REPFS_TEST_WB_FLUSH_MS"))
-						       : WB_FLUSH_MS);
+	if (getenv("REPFS_TEST_WB_FLUSH_MS") && atoi(getenv("REPFS_TEST_WB_FLUSH_MS")) >= 0)
+		ms = atoi(getenv("REPFS_TEST_WB_FLUSH_MS"));
+	until = deadline_in_ms(CLOCK_REALTIME, ms);
 	pthread_mutex_lock(&f->mu);
 	while (!f->done)
 		if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT)

@@ -363,9 +363,10 @@ ssize_t store_getxattr_at(int dfd, const char *name, const char *attr, void *buf
 			uint32_t size, flags;
 		} args = { (uintptr_t)buf, (uint32_t)len, 0 };
 		long r = syscall(__NR_getxattrat, dfd, name, AT_SYMLINK_NOFOLLOW, attr, &args, sizeof(args));
-		if (r >= 0 || errno != ENOSYS)
+		if (r >= 0 || (errno != ENOSYS && errno != EPERM))
 			return r;
-		__atomic_store_n(&no_xattrat, 1, __ATOMIC_RELAXED);	/* an older kernel: the way below */
+		/* an older kernel, or a seccomp filter that refuses calls it does not know: the way below */
+		__atomic_store_n(&no_xattrat, 1, __ATOMIC_RELAXED);
 	}
 #endif
 	if (strlen(name) > NAME_MAX) {

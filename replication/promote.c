@@ -212,6 +212,8 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 	char better[65] = "";
 	uint64_t better_seq = 0;
 	int ret, wb_late = 0;
+	uint64_t short_from = 0;	/* --force past a short hand-over: seqs short_from..leader_seq stay behind */
+	char how[224] = "";
 
 	if (node_role(n) == ROLE_LEADER) {
 		snprintf(msg, len, "'%s' is already the leader (epoch %" PRIu64 ")", n->st.name, n->st.epoch);
@@ -262,6 +264,12 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 			snprintf(msg, len, "the leader at '%s' did not step down: %s", leader_addr, strerror(-ret));
 			return ret;
 		}
+		if (in.role == ROLE_LEADER) {
+			/* it could not step down (its state file not saved): two leaders otherwise */
+			snprintf(msg, len, "the leader at '%s' did not step down (see its log); not promoting",
+				 leader_addr);
+			return -EAGAIN;
+		}
 		leader_seq = in.seq;
 		wb_late = in.wb_late;
 		deadline = now_ns() + 5000000000LL;	/* from the step-down, which may have waited for writeback */
@@ -274,6 +282,7 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 				 node_applied(n), leader_seq);
 			if (!force)
 				return -ETIMEDOUT;
+			short_from = node_applied(n) + 1;
 		}
 	} else if (better[0] && !force) {
 		snprintf(msg, len,
@@ -319,12 +328,16 @@ int repl_promote(struct repl *r, int force, char *msg, size_t len)
 		return ret;
 	}
 	repl_notify(r);
+	if (leader_addr && short_from)
+		snprintf(how, sizeof(how), " (switchover, forced: seq %" PRIu64 "-%" PRIu64 " of the old leader's log are not here)",
+			 short_from, leader_seq);
+	else if (leader_addr && wb_late)
+		snprintf(how, sizeof(how), " (switchover: the old leader stopped waiting for its kernel's writeback; "
+					   "writes still cached there are not here, and fail there at fsync or close)");
+	else if (leader_addr)
+		snprintf(how, sizeof(how), " (switchover: nothing lost)");
 	snprintf(msg, len, "'%s' is the leader of epoch %" PRIu64 " from seq %" PRIu64 "%s", n->st.name, n->st.epoch,
-		 oplog_last(n->log).seq,
-		 !leader_addr ? ""
-		 : wb_late    ? " (switchover: the old leader stopped waiting for its kernel's writeback; writes still "
-				"cached there are not here, and fail there at fsync or close)"
-			      : " (switchover: nothing lost)");
+		 oplog_last(n->log).seq, how);
 	return 0;
 }
 

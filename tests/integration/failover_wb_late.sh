@@ -47,13 +47,8 @@ rl_wait_exit 60 "$H" "the writer holding cached pages on A did not close"
 grep -q "^close: " "$T/holder.out" || fail "closing the file whose cached writes A never logged succeeded"
 note "the holder on A: $(cat "$T/holder.out")"
 
-note "without cached writes, the same switchover back to A loses nothing"
+# (the 1 ms wait is every daemon's here, so a switchover back would depend on
+# the kernel's timing; failover_switchover.sh has the one that loses nothing)
 fo_wait_leader 20 A B
 echo after >"$BM/after" || fail "a write on the new leader B failed"
-fo_promote A
-[ "$FO_RC" = 0 ] || fail "switchover back: repfs promote A failed (exit $FO_RC): $FO_OUT"
-case $FO_OUT in
-*"(switchover: nothing lost)"*) ;;
-*) fail "switchover back to A: repfs promote A said: $FO_OUT" ;;
-esac
 exit 0
