@@ -728,6 +728,23 @@ int ino_table_setup(struct node *n)
 	return 0;
 }
 
+int ino_table_retired(struct node *n)
+{
+	struct itab *t = n->itab;
+	const struct inode *prev = NULL;
+	int k = 0;
+
+	pthread_mutex_lock(&t->mu);
+	for (const struct inode *in = t->retired; in; prev = in, in = in->hnext, k++) {
+		if (in->rprev != prev || !in->retired) {
+			k = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->mu);
+	return k;
+}
+
 unsigned ino_table_chains(struct node *n)
 {
 	unsigned k;

@@ -63,6 +63,8 @@ int ino_table_setup(struct node *n);
 void ino_table_free(struct node *n);
 /* The id hash's chains now (it doubles as it fills: a test's view). */
 unsigned ino_table_chains(struct node *n);
+/* Tests: the retired inodes the kernel still holds, or -1 if the list's back links disagree. */
+int ino_table_retired(struct node *n);
 
 struct inode *ino_of(struct node *n, fuse_ino_t ino);
 fuse_ino_t ino_nodeid(struct node *n, struct inode *in);

@@ -82,6 +82,53 @@ Test(inodes, every_inode_is_found_again_after_the_table_grew)
 }
 
 /*
+ * Retired inodes (a stream's file at its last release, say) leave the id
+ * hash for a list the kernel's forgets take them off, in constant time: five
+ * retired, then forgotten from the list's middle, head and tail; the list
+ * stays whole, lookups of the ids make new inodes, and the table frees
+ * cleanly (ASan in the sanitizer build). retire() wants a session to tell
+ * the kernel through: a stand-in that is never used, since no invalidation
+ * thread runs here (the notes are dropped).
+ */
+Test(inodes, retired_inodes_leave_their_list_from_anywhere)
+{
+	enum { N = 5 };
+	struct node n;
+	uint8_t ids[N][FILE_ID_BYTES];
+	fuse_ino_t ino[N];
+	struct inode *root;
+	struct stat st = { .st_mode = S_IFREG | 0644, .st_nlink = 1 };
+	struct fuse_entry_param e;
+	char name[32];
+	static const int order[N] = { 2, 4, 0, 1, 3 };	/* list: 4 3 2 1 0; middle, head, tail, ... */
+
+	in_init(&n);
+	n.se = (struct fuse_session *)&n;	/* never dereferenced: see above */
+	root = ino_of(&n, FUSE_ROOT_ID);
+	for (int i = 0; i < N; i++) {
+		store_new_id(ids[i]);
+		snprintf(name, sizeof(name), "r%d", i);
+		cr_assert_eq(ino_learn(&n, root, name, &st, ids[i], &e), 0);
+		ino[i] = e.ino;
+	}
+	for (int i = 0; i < N; i++) {
+		ino_retire_soon(&n, ino_of(&n, ino[i]), 0);
+		cr_assert_eq(ino_table_retired(&n), i + 1, "after retiring %d", i);
+		cr_assert(ino_of(&n, ino[i])->retired);
+	}
+	/* a lookup of a retired id makes a new inode; the retired one lives until forgotten */
+	cr_assert_eq(ino_learn(&n, root, "r0", &st, ids[0], &e), 0);
+	cr_assert_neq(e.ino, ino[0], "a retired inode was found again");
+	ino_forget(&n, e.ino, 1);
+	for (int k = 0; k < N; k++) {
+		ino_forget(&n, ino[order[k]], 1);
+		cr_assert_eq(ino_table_retired(&n), N - 1 - k, "after forgetting %d", order[k]);
+	}
+	ino_table_free(&n);
+	store_free(n.store);
+}
+
+/*
  * A name's id, read through its directory's descriptor (getxattrat(), or
  * /proc/self/fd on kernels before 6.13): a symlink's own, not its target's;
  * a missing name and a missing xattr give ENOENT and ENODATA. Run both ways.
