@@ -62,7 +62,10 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;	/* the INIT handsh
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct node *n = userdata;
-	ssize_t r = read(fd, buf, len);
+	ssize_t r;
+
+	ino_dir_temps_release();	/* the thread's last request is done: its directory descriptors */
+	r = read(fd, buf, len);
 
 	if (r > 0 && !__atomic_load_n(&n->kinit.done, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_lock(&init_lock);
@@ -726,8 +729,10 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 	struct handle *h = calloc(1, sizeof(*h));
 	int ret = 0;
 
+	/* the caller took a slot (open_slot()): the handle holds it, or it is freed here */
 	if (!h) {
 		close(fd);
+		open_slot_free(n);
 		return -ENOMEM;
 	}
 	h->fd = fd;
@@ -749,6 +754,7 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 	if (ret && ret != -ENODATA) {
 		close(fd);
 		free(h);
+		open_slot_free(n);
 		return ret;
 	}
 	fi->fh = (uintptr_t)h;
@@ -763,6 +769,7 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 		pthread_mutex_unlock(&n->open_lock);
 		close(fd);
 		free(h);
+		open_slot_free(n);
 		return -ESTALE;
 	}
 	h->prev = NULL;
@@ -783,7 +790,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	if ((ret = open_slot(n))) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
 	fd = ino_file_open(n, ino_of(n, ino), backing_flags(n, fi->flags));
+	if (fd < 0)
+		open_slot_free(n);
 	ret = fd < 0 ? fd : new_handle(n, ino_of(n, ino), fi, fd, fi->flags, NULL);
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -800,6 +813,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	uint64_t gen = __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST);
 	int fd = -1, ret;
 
+	if ((ret = open_slot(n))) {	/* before the create: a file made but not opened would stay */
+		fuse_reply_err(req, -ret);
+		return;
+	}
 	ret = create_object(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, &fd, &e);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
 		/* made meanwhile by another opener: open it */
@@ -809,13 +826,18 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 			if (fd < 0) {
 				ino_forget(n, e.ino, 1);
 				ret = fd;
+				open_slot_free(n);
 			} else {
 				ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, NULL);
 				if (ret)
 					ino_forget(n, e.ino, 1);
 			}
+		} else {
+			open_slot_free(n);
 		}
-	} else if (!ret) {
+	} else if (ret) {
+		open_slot_free(n);
+	} else {
 		memcpy(id, ino_of(n, e.ino)->id, FILE_ID_BYTES);
 		ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, id);
 		if (ret) {
@@ -1254,22 +1276,29 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct node *n = node_of(req);
 	struct dirhandle *d;
-	int fd, dfd = ino_dir_fd(n, ino_of(n, ino));
+	int fd, err, dfd = ino_dir_fd(n, ino_of(n, ino));
 
 	if (dfd < 0) {
 		fuse_reply_err(req, -dfd);
 		return;
 	}
+	if ((err = -open_slot(n))) {
+		fuse_reply_err(req, err);
+		return;
+	}
 	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
-		fuse_reply_err(req, errno);
+		err = errno;
+		open_slot_free(n);
+		fuse_reply_err(req, err);
 		return;
 	}
 	d = calloc(1, sizeof(*d));
 	if (!d || !(d->dp = fdopendir(fd))) {
-		int err = d ? errno : ENOMEM;
+		err = d ? errno : ENOMEM;
 		close(fd);
 		free(d);
+		open_slot_free(n);
 		fuse_reply_err(req, err);
 		return;
 	}
@@ -1277,6 +1306,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		closedir(d->dp);
 		free(d);
+		open_slot_free(n);
 	}
 }
 
@@ -1335,6 +1365,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	(void)ino;
 	closedir(d->dp);
 	free(d);
+	open_slot_free(node_of(req));
 	fuse_reply_err(req, 0);
 }
 

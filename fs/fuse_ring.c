@@ -28,6 +28,7 @@
 #include "fuse_ring.h"
 
 #include "fuse_ops.h"
+#include "inodes.h"
 #include "../lib/log.h"
 #include "../lib/util.h"
 
@@ -314,6 +315,7 @@ static void serve(struct worker *w)
 	current = w;
 	fuse_session_process_buf(r->se, &(struct fuse_buf){ .mem = msg, .size = in.len });
 	current = NULL;
+	ino_dir_temps_release();	/* the request's directory descriptors (fs/inodes.c) */
 	atomic_store(&w->unique, 0);
 	/* every handler answers before it returns: one that did not (a reply
 	 * that failed, or went to /dev/fuse) would hold the caller forever */

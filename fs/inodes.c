@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -64,6 +65,9 @@ struct itab {
 	struct inode root;
 	struct inode *retired;	/* ino_retire()d inodes the kernel still holds (mu) */
 	uint64_t count;		/* protected by mu */
+	unsigned dirfds;	/* directory descriptors held (mu) */
+	unsigned dirfds_max;	/* ... at most: past it, file handles (see ino_dir_fd()) */
+	int no_handles;		/* the file system or our privileges give none: every directory holds one */
 	int stale_names;	/* records changed names behind the kernel: names need checking (atomic) */
 };
 
@@ -142,10 +146,13 @@ static void names_free(struct inode *in)
 	in->nnames = 0;
 }
 
-static void inode_free(struct inode *in)
+static void inode_free(struct itab *t, struct inode *in)
 {
-	if (in->dirfd >= 0)
+	if (in->dirfd >= 0) {
 		close(in->dirfd);
+		t->dirfds--;
+	}
+	free(in->fh);
 	names_free(in);
 	free(in->path);
 	free(in);
@@ -232,13 +239,119 @@ int ino_id_at(int dfd, const char *name, const struct stat *st, uint8_t id[FILE_
 	return -errno;
 }
 
+/*
+ * Directory descriptors. A directory the kernel knows holds an O_PATH
+ * descriptor of itself, which also says where it is now (ino_dir_path()),
+ * as long as fewer than itab.dirfds_max directories do: the kernel may keep
+ * hundreds of thousands of directories cached, and one descriptor each
+ * would reach the descriptor limit, after which the daemon could open
+ * nothing (not the log's next segment, not a file a program opens). Past the
+ * cap a directory keeps a file handle instead (name_to_handle_at(); opening
+ * one takes CAP_DAC_READ_SEARCH), and a request that needs its descriptor
+ * opens it by handle: that descriptor is the request's thread's until the
+ * thread takes its next request (ino_dir_temps_release()), and the next
+ * directory opened once a held one was freed (forgotten) keeps its own.
+ * Without file handles (the file system has none, or we may not open them)
+ * every directory holds one, as before the cap.
+ */
+struct temp {
+	const struct inode *d;	/* only compared: the kernel holds d while a request on it runs */
+	unsigned gen;
+	int fd;
+};
+static __thread struct temp *temps;
+static __thread unsigned ntemps, captemps;
+
+void ino_dir_temps_release(void)
+{
+	if (!temps)
+		return;
+	for (unsigned i = 0; i < ntemps; i++)
+		close(temps[i].fd);
+	free(temps);	/* not kept: a thread that ends would leave it behind */
+	temps = NULL;
+	ntemps = captemps = 0;
+}
+
+/* The descriptor of d this thread opened for its request, or -1. */
+static int temp_find(const struct inode *d)
+{
+	for (unsigned i = 0; i < ntemps; i++)
+		if (temps[i].d == d && temps[i].gen == d->gen)
+			return temps[i].fd;
+	return -1;
+}
+
+/* fd, of d, becomes the calling thread's until its next request. */
+static int temp_keep(const struct inode *d, int fd)
+{
+	if (ntemps == captemps) {
+		unsigned cap = captemps ? captemps * 2 : 8;
+		struct temp *t = realloc(temps, cap * sizeof(*t));
+		if (!t) {
+			close(fd);
+			return -ENOMEM;
+		}
+		temps = t;
+		captemps = cap;
+	}
+	temps[ntemps++] = (struct temp){ d, d->gen, fd };
+	return fd;
+}
+
+/* The file handle of name in dfd (flags: of name_to_handle_at()), allocated; NULL with errno. */
+static struct file_handle *handle_of(int dfd, const char *name, int flags)
+{
+	_Alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+	struct file_handle *h = (struct file_handle *)buf, *out;
+	int mnt;
+
+	h->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(dfd, name, h, &mnt, flags) < 0)
+		return NULL;
+	out = malloc(sizeof(*h) + h->handle_bytes);
+	if (out)
+		memcpy(out, h, sizeof(*h) + h->handle_bytes);
+	return out;
+}
+
+/* Under itab.mu: fd, d's opened just now, stays d's while the cap allows, else the request's. */
+static int dir_keep(struct itab *t, struct inode *d, int fd)
+{
+	if (t->dirfds < t->dirfds_max) {
+		t->dirfds++;
+		free(d->fh);
+		d->fh = NULL;
+		__atomic_store_n(&d->dirfd, fd, __ATOMIC_RELEASE);
+		return fd;
+	}
+	return temp_keep(d, fd);
+}
+
+/* Under itab.mu: a directory the kernel learns now holds a descriptor, or past the cap a file handle. */
+static int dir_learn(struct node *n, struct inode *in, int pfd, const char *name)
+{
+	struct itab *t = n->itab;
+	int fd;
+
+	in->gen = store_gen(n->store);
+	if (t->dirfds >= t->dirfds_max && !t->no_handles && (in->fh = handle_of(pfd, name, 0)))
+		return 0;
+	fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	in->dirfd = fd;
+	t->dirfds++;
+	return 0;
+}
+
 static int dir_fd_locked(struct node *n, struct inode *d);
 
 /*
- * Reopens a directory's descriptor through its parent's, after the tree
- * was replaced (store_gen() moved on). Under itab.mu.
+ * A new descriptor of directory d through its parent's, after the tree was
+ * replaced (store_gen() moved on). Under itab.mu.
  */
-static int dir_refresh(struct node *n, struct inode *d, unsigned gen)
+static int dir_reopen(struct node *n, struct inode *d)
 {
 	struct inode *parent = d->names ? tab_find(n->itab, d->names->parent) : NULL;
 	uint8_t id[FILE_ID_BYTES];
@@ -256,35 +369,72 @@ static int dir_refresh(struct node *n, struct inode *d, unsigned gen)
 	ret = fstat(fd, &st) < 0 ? -errno : ino_id_at(pfd, d->names->s, &st, id);
 	if (!ret && memcmp(id, d->id, FILE_ID_BYTES))
 		ret = -ESTALE;
-	if (!ret && dup3(fd, d->dirfd, O_CLOEXEC) < 0)
-		ret = -errno;
-	close(fd);
-	if (!ret)
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/*
+ * Under itab.mu: d's descriptor in the tree of generation gen, from fd (a
+ * descriptor of it there, which this takes): a held one keeps its number
+ * (fd is dup3'd onto it), a handle is taken anew.
+ */
+static int dir_renew(struct node *n, struct inode *d, int fd, unsigned gen)
+{
+	struct file_handle *fh;
+	int ret = 0;
+
+	if (d->dirfd >= 0) {
+		if (dup3(fd, d->dirfd, O_CLOEXEC) < 0)
+			ret = -errno;
+		close(fd);
+		if (ret)
+			return ret;
 		d->gen = gen;
-	return ret;
+		return d->dirfd;
+	}
+	if (!(fh = handle_of(fd, "", AT_EMPTY_PATH))) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	free(d->fh);
+	d->fh = fh;
+	d->gen = gen;
+	return dir_keep(n->itab, d, fd);
 }
 
 /* A descriptor of directory d (see ino_dir_fd()), under itab.mu. */
 static int dir_fd_locked(struct node *n, struct inode *d)
 {
 	unsigned gen = store_gen(n->store);
+	int fd;
 
 	if (d == &n->itab->root)
 		return store_rootfd(n->store);
-	if (d->dirfd < 0)
+	if (d->dirfd < 0 && !d->fh)
 		return -ENOTDIR;
 	if (d->gen != gen) {
-		int ret = dir_refresh(n, d, gen);
-		if (ret)
-			return ret;
+		fd = dir_reopen(n, d);
+		return fd < 0 ? fd : dir_renew(n, d, fd, gen);
 	}
-	return d->dirfd;
+	if (d->dirfd >= 0)
+		return d->dirfd;
+	if ((fd = temp_find(d)) >= 0)
+		return fd;
+	fd = open_by_handle_at(store_rootfd(n->store), d->fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ESTALE ? -ENOENT : -errno;	/* removed */
+	return dir_keep(n->itab, d, fd);
 }
 
 /*
  * A descriptor of directory d, valid until d is forgotten (the number stays
- * d's: a replacement is dup3'd onto it). Takes itab.mu only if the tree
- * was replaced since it was opened.
+ * d's: a replacement is dup3'd onto it), or for a directory past the cap
+ * until the calling thread's next request. Takes itab.mu only if the tree
+ * was replaced since it was opened, or d holds none.
  */
 int ino_dir_fd(struct node *n, struct inode *d)
 {
@@ -292,8 +442,9 @@ int ino_dir_fd(struct node *n, struct inode *d)
 
 	if (d == &n->itab->root)
 		return store_rootfd(n->store);
-	if (d->dirfd >= 0 && d->gen == store_gen(n->store))
-		return d->dirfd;
+	fd = __atomic_load_n(&d->dirfd, __ATOMIC_ACQUIRE);
+	if (fd >= 0 && d->gen == store_gen(n->store))
+		return fd;
 	pthread_mutex_lock(&n->itab->mu);
 	fd = dir_fd_locked(n, d);
 	pthread_mutex_unlock(&n->itab->mu);
@@ -448,10 +599,25 @@ struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES])
 	return h;
 }
 
-static void handle_free(struct handle *h)
+static void handle_free(struct node *n, struct handle *h)
 {
 	close(h->fd);
 	free(h);
+	open_slot_free(n);
+}
+
+int open_slot(struct node *n)
+{
+	if (__atomic_add_fetch(&n->nopen, 1, __ATOMIC_RELAXED) > n->open_max) {
+		__atomic_sub_fetch(&n->nopen, 1, __ATOMIC_RELAXED);
+		return -ENFILE;
+	}
+	return 0;
+}
+
+void open_slot_free(struct node *n)
+{
+	__atomic_sub_fetch(&n->nopen, 1, __ATOMIC_RELAXED);
 }
 
 void handle_return(struct node *n, struct handle *h)
@@ -462,7 +628,7 @@ void handle_return(struct node *n, struct handle *h)
 	last = !--h->lent && h->released;
 	pthread_mutex_unlock(&n->open_lock);
 	if (last)
-		handle_free(h);
+		handle_free(n, h);
 }
 
 void handle_release(struct node *n, struct handle *h)
@@ -480,7 +646,7 @@ void handle_release(struct node *n, struct handle *h)
 	h->released = 1;
 	pthread_mutex_unlock(&n->open_lock);
 	if (!lent)
-		handle_free(h);
+		handle_free(n, h);
 }
 
 /*
@@ -595,15 +761,10 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 		memcpy(in->id, id, FILE_ID_BYTES);
 		in->type = st->st_mode & S_IFMT;
 		in->dirfd = -1;
-		if (S_ISDIR(st->st_mode)) {
-			in->gen = store_gen(n->store);
-			in->dirfd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (in->dirfd < 0) {
-				ret = -errno;
-				pthread_mutex_unlock(&t->mu);
-				free(in);
-				return ret;
-			}
+		if (S_ISDIR(st->st_mode) && (ret = dir_learn(n, in, pfd, name))) {
+			pthread_mutex_unlock(&t->mu);
+			free(in);
+			return ret;
 		}
 		in->hnext = *chain_of(t, id);
 		*chain_of(t, id) = in;
@@ -611,11 +772,8 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 		maybe_grow(t);
 	} else if (S_ISDIR(st->st_mode) && in->gen != store_gen(n->store)) {
 		int fd = openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd >= 0) {
-			if (dup3(fd, in->dirfd, O_CLOEXEC) == 0)
-				in->gen = store_gen(n->store);
-			close(fd);
-		}
+		if (fd >= 0)
+			dir_renew(n, in, fd, store_gen(n->store));	/* else: through the parent when needed */
 	}
 	name_add(in, parent->id, name);
 	in->nlookup++;
@@ -691,7 +849,7 @@ void ino_forget(struct node *n, fuse_ino_t nodeid, uint64_t nlookup)
 			unlink_from(chain_of(t, in->id), in);
 			t->count--;
 		}
-		inode_free(in);
+		inode_free(t, in);
 	}
 	pthread_mutex_unlock(&t->mu);
 }
@@ -724,8 +882,39 @@ int ino_table_setup(struct node *n)
 	t->root.type = S_IFDIR;
 	t->root.dirfd = -1;
 	t->root.nlookup = 1;
+	t->dirfds_max = ino_fd_share();
+	/* file handles, if the tree's file system gives them and we may open them */
+	{
+		struct file_handle *fh = handle_of(store_rootfd(n->store), "", AT_EMPTY_PATH);
+		int fd = fh ? open_by_handle_at(store_rootfd(n->store), fh, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+		t->no_handles = fd < 0;
+		if (fd >= 0)
+			close(fd);
+		free(fh);
+	}
 	n->itab = t;
 	return 0;
+}
+
+unsigned ino_fd_share(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (2u << 20))
+		return 1u << 20;
+	return rl.rlim_cur > FD_RESERVE + 32 ? (unsigned)(rl.rlim_cur - FD_RESERVE) / 2 : 16;
+}
+
+unsigned ino_table_dirfds(struct node *n, unsigned set_max)
+{
+	unsigned k;
+
+	pthread_mutex_lock(&n->itab->mu);
+	if (set_max)
+		n->itab->dirfds_max = set_max;
+	k = n->itab->dirfds;
+	pthread_mutex_unlock(&n->itab->mu);
+	return k;
 }
 
 int ino_table_retired(struct node *n)
@@ -765,13 +954,13 @@ void ino_table_free(struct node *n)
 		while (t->bucket[b]) {
 			struct inode *in = t->bucket[b];
 			t->bucket[b] = in->hnext;
-			inode_free(in);
+			inode_free(t, in);
 		}
 	}
 	while (t->retired) {
 		struct inode *in = t->retired;
 		t->retired = in->hnext;
-		inode_free(in);
+		inode_free(t, in);
 	}
 	pthread_mutex_destroy(&t->mu);
 	pthread_rwlock_destroy(&t->ns);

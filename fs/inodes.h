@@ -41,8 +41,9 @@ struct inode {
 				   lookup's walk touches one cache line per inode */
 	mode_t type;		/* S_IFMT bits */
 	uint64_t nlookup;	/* the kernel's references: protected by itab.mu */
-	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu); else -1 */
-	unsigned gen;		/* store_gen() when dirfd was opened (itab.mu) */
+	int dirfd;		/* directories: O_PATH descriptor, swapped in place (itab.mu, atomic); else -1 */
+	struct file_handle *fh;	/* a directory without one (past the cap): how to open it (itab.mu) */
+	unsigned gen;		/* store_gen() when dirfd was opened or fh taken (itab.mu) */
 	char *path;		/* directories: the path ino_dir_path() found last (itab.mu) */
 	uint64_t path_moves;	/* store_moves() before it was found (itab.mu) */
 	struct iname *names;	/* protected by itab.mu */
@@ -63,6 +64,29 @@ int ino_table_setup(struct node *n);
 void ino_table_free(struct node *n);
 /* The id hash's chains now (it doubles as it fills: a test's view). */
 unsigned ino_table_chains(struct node *n);
+/*
+ * Directories hold a descriptor each only up to a cap (half the descriptor
+ * limit); past it, a request that needs one gets a descriptor opened by file
+ * handle that is its thread's until the thread's next request:
+ * ino_dir_temps_release(), called as a thread takes its next request.
+ */
+void ino_dir_temps_release(void);
+/*
+ * Descriptors kept for the log, the state file and followers' connections
+ * (FD_RESERVE of the limit); of the rest, half may be directories'
+ * (itab.dirfds_max), half programs' open files (the mount refuses more
+ * opens with ENFILE): ino_fd_share(), one half.
+ */
+#define FD_RESERVE 256
+unsigned ino_fd_share(void);
+/*
+ * A slot for a program's open file or directory (a descriptor each): -ENFILE
+ * past node.open_max. A handle's is freed with it (handle_release()).
+ */
+int open_slot(struct node *n);
+void open_slot_free(struct node *n);
+/* Tests: directory descriptors held now, and the cap (0 keeps the one set from the limit). */
+unsigned ino_table_dirfds(struct node *n, unsigned set_max);
 /* Tests: the retired inodes the kernel still holds, or -1 if the list's back links disagree. */
 int ino_table_retired(struct node *n);
 

@@ -1092,6 +1092,16 @@ int node_sync_local(struct node *n, uint64_t seq)
 	if (!seq)
 		seq = oplog_last(n->log).seq;
 	ret = oplog_sync(n->log, seq);
+	if (ret == -EMFILE || ret == -ENFILE) {
+		/* no descriptor to sync with (oplog_sync()): nothing known lost, the next sync tries again */
+		static int64_t warned;
+		int64_t now = now_ns();
+		if (now - __atomic_load_n(&warned, __ATOMIC_RELAXED) > 10000000000LL) {
+			__atomic_store_n(&warned, now, __ATOMIC_RELAXED);
+			rlog(LOG_WARNING, "unable to make the log durable now: %s; trying again", strerror(-ret));
+		}
+		return -EIO;
+	}
 	if (ret) {
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->fault) {

@@ -91,6 +91,8 @@ struct node {
 	/* open files and the mount's inodes, for fs/fuse_ops.c */
 	pthread_mutex_t open_lock;
 	struct handle *open_files;	/* protected by open_lock */
+	unsigned nopen, open_max;	/* programs' open files and directories (atomic), and the most
+					   allowed (ino_fd_share(); fs/fuse_ops.c, open_slot()) */
 	struct itab *itab;		/* the kernel's inodes */
 	struct kinit kinit;		/* FUSE_HANDLE_KILLPRIV_V2: granted, writes drop privileges here */
 	int ring_off;			/* --io-uring off: requests only through /dev/fuse */

@@ -1380,6 +1380,16 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 			pthread_cond_wait(&log->synced, &log->mu);
 			continue;
 		}
+		/*
+		 * Its own descriptor: a roll may move the segment's to the pending
+		 * list meanwhile. Failing to get one (EMFILE) is not a failed
+		 * fdatasync: nothing is known lost, the next sync tries again.
+		 */
+		fd = dup(log->fd);
+		if (fd < 0) {
+			ret = -errno;
+			break;
+		}
 		log->syncing = 1;
 		target = log->last.seq;
 		seg_first = log->seg_first;
@@ -1387,14 +1397,11 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		uncached_to = log->uncached_to;
 		dirsync = log->dir_unsynced;
 		log->dir_unsynced = 0;
-		fd = dup(log->fd);
 		npend = log->npending;
 		memcpy(pend, log->pending, sizeof(pend));
 		log->npending = 0;
 		ret = take_fault(&log->fault_sync, log->fault_sync_err);
 		pthread_mutex_unlock(&log->mu);
-		if (fd < 0 && !ret)
-			ret = -errno;
 		/* segments closed since the last sync first, then the current one */
 		for (int i = 0; i < npend; i++) {
 			if (!ret && fdatasync(pend[i]) < 0)
@@ -1409,8 +1416,7 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 			uncache(log, fd, seg_first, size, uncached_to);
 		if (!ret && dirsync && fsync(log->dirfd) < 0)	/* the names of segments made since */
 			ret = -errno;
-		if (fd >= 0)
-			close(fd);
+		close(fd);
 		pthread_mutex_lock(&log->mu);
 		log->syncing = 0;
 		if (ret) {

@@ -410,13 +410,14 @@ int cmd_mount(int argc, char **argv)
 		if (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o.fuse_opts[i]))
 			goto out;
 	{
-		/* every directory the kernel holds is an open descriptor (fs/inodes.c) */
+		/* programs' open files and directories the kernel holds are descriptors here (fs/inodes.c) */
 		struct rlimit rl;
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 			rl.rlim_cur = rl.rlim_max;
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
+	n->open_max = ino_fd_share();
 	if (ino_table_setup(n)) {
 		die_msg("out of memory");
 		goto out;

@@ -10,7 +10,8 @@
 #   assert_eq GOT WANT MSG    fail unless GOT == WANT
 #   soft_fail MSG / check_eq GOT WANT MSG   record a failure, go on; exit 1 at the end
 #   wait_for SECS CMD...      poll CMD until it succeeds, fail after SECS
-#   start_leader DATA MNT [OPTS...]   mount a leader (daemonized), wait until its
+#   start_leader DATA MNT [OPTS...]   mount a leader (daemonized; LEADER_NOFILE=N: under
+#                             a descriptor limit of N), wait until its
 #                             control socket answers; sets LEADER_PID
 #   stop_node MNT             clean unmount, wait for the daemon to exit
 #   kill_node DATA MNT        kill -9 the daemon of DATA, lazy-unmount the dead mount
@@ -156,14 +157,16 @@ make_key() { # [FILE]
 	"$REPFS" keygen "${1:-$KEY}" || fail "repfs keygen failed"
 }
 
-# start_leader DATA MNT [OPTS...]: mounts a leader and waits until it answers.
+# start_leader DATA MNT [OPTS...]: mounts a leader and waits until it answers
+# (LEADER_NOFILE=N: under a descriptor limit of N, soft and hard).
 start_leader() {
-	local data=$1 mnt=$2 out
+	local data=$1 mnt=$2 out pre=()
 	shift 2
 	mkdir -p "$mnt"
 	track_mount "$mnt"
 	[ -e "$KEY" ] || make_key
-	out=$("$REPFS" mount --role leader --name "${NODE_NAME:-leader}" --key "$KEY" \
+	[ -n "${LEADER_NOFILE:-}" ] && pre=(prlimit "--nofile=$LEADER_NOFILE:$LEADER_NOFILE")
+	out=$("${pre[@]}" "$REPFS" mount --role leader --name "${NODE_NAME:-leader}" --key "$KEY" \
 		${REPFS_TEST_WRITEBACK:+--writeback "$REPFS_TEST_WRITEBACK"} "$@" "$data" "$mnt" 2>&1) ||
 		fail "mount of '$data' on '$mnt' failed: $out"
 	wait_for 20 is_mounted "$mnt"

@@ -4,6 +4,7 @@
 #include "../../fs/store.h"
 #include "unit.h"
 
+#include <dirent.h>
 #include <sys/xattr.h>
 
 static struct unit_env ienv;
@@ -124,6 +125,94 @@ Test(inodes, retired_inodes_leave_their_list_from_anywhere)
 		ino_forget(&n, ino[order[k]], 1);
 		cr_assert_eq(ino_table_retired(&n), N - 1 - k, "after forgetting %d", order[k]);
 	}
+	ino_table_free(&n);
+	store_free(n.store);
+}
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int k = 0;
+
+	cr_assert(d);
+	while (readdir(d))
+		k++;
+	closedir(d);
+	return k;
+}
+
+/*
+ * Directories hold a descriptor each only up to the cap (4 here); the rest
+ * are opened by file handle for the request that needs them (and closed
+ * as the thread takes its next one), found after a rename, gone after a
+ * removal; a held descriptor freed by a forget goes to the next directory
+ * opened.
+ */
+Test(inodes, directories_past_the_cap_are_opened_by_handle)
+{
+	enum { N = 20 };
+	struct node n;
+	fuse_ino_t ino[N];
+	struct fuse_entry_param e;
+	struct inode *root;
+	char name[64], path[PATH_MAX];
+	struct stat st;
+	int rootfd, before;
+
+	in_init(&n);
+	ino_table_dirfds(&n, 4);
+	root = ino_of(&n, FUSE_ROOT_ID);
+	rootfd = store_rootfd(n.store);
+	cr_assert_eq(mkdirat(rootfd, "moved", 0755), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "d%d", i);
+		cr_assert_eq(mkdirat(rootfd, name, 0755), 0);
+		snprintf(path, sizeof(path), "d%d/f", i);
+		close(openat(rootfd, path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+		cr_assert_eq(fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+		cr_assert_eq(ino_learn(&n, root, name, &st, NULL, &e), 0, "learn %s", name);
+		ino[i] = e.ino;
+	}
+	cr_assert_eq(ino_table_dirfds(&n, 0), 4, "%u directory descriptors held, cap 4", ino_table_dirfds(&n, 0));
+
+	before = open_fds();
+	for (int i = 0; i < N; i++) {
+		int fd = ino_dir_fd(&n, ino_of(&n, ino[i]));
+		cr_assert_geq(fd, 0, "d%d: %s", i, strerror(-fd));
+		cr_assert_eq(fstatat(fd, "f", &st, 0), 0, "d%d's descriptor does not reach its file", i);
+		cr_assert_eq(ino_dir_path(&n, ino_of(&n, ino[i]), path, sizeof(path)), 0);
+		snprintf(name, sizeof(name), "d%d", i);
+		cr_assert_str_eq(path, name);
+	}
+	cr_assert_eq(open_fds(), before + N - 4, "16 descriptors opened by handle for this request: %d -> %d", before, open_fds());
+	ino_dir_temps_release();
+	cr_assert_eq(open_fds(), before, "the request's descriptors were not closed");
+
+	/* renamed behind the inode's back: the handle still finds it */
+	cr_assert_eq(renameat(rootfd, "d10", rootfd, "moved/d10"), 0);
+	store_moved(n.store);
+	cr_assert_eq(ino_dir_path(&n, ino_of(&n, ino[10]), path, sizeof(path)), 0);
+	cr_assert_str_eq(path, "moved/d10");
+	/* removed: gone */
+	cr_assert_eq(unlinkat(rootfd, "d11/f", 0), 0);
+	cr_assert_eq(unlinkat(rootfd, "d11", AT_REMOVEDIR), 0);
+	cr_assert_eq(ino_dir_fd(&n, ino_of(&n, ino[11])), -ENOENT);
+	ino_dir_temps_release();
+
+	/* two held ones forgotten: the next two opened by handle keep theirs */
+	ino_forget(&n, ino[0], 1);
+	ino_forget(&n, ino[1], 1);
+	cr_assert_eq(ino_table_dirfds(&n, 0), 2);
+	cr_assert_geq(ino_dir_fd(&n, ino_of(&n, ino[12])), 0);
+	cr_assert_geq(ino_dir_fd(&n, ino_of(&n, ino[13])), 0);
+	cr_assert_geq(ino_dir_fd(&n, ino_of(&n, ino[14])), 0);
+	cr_assert_eq(ino_table_dirfds(&n, 0), 4);
+	before = open_fds();
+	ino_dir_temps_release();
+	cr_assert_eq(open_fds(), before - 1, "only d14's descriptor was the request's");
+	for (int i = 2; i < N; i++)
+		ino_forget(&n, ino[i], 1);
+	cr_assert_eq(ino_table_dirfds(&n, 0), 0);
 	ino_table_free(&n);
 	store_free(n.store);
 }

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/statfs.h>
 
 #include "../../replication/oplog.h"
@@ -1233,6 +1234,43 @@ Test(oplog, sync_fault_fails_the_log)
 	cr_assert_eq(oplog_sync(log, 6), 0);
 	oplog_free(log);
 	ol_expect_clean(6);
+}
+
+/*
+ * A sync that finds no free descriptor (the daemon at its limit) fails, but
+ * nothing was written badly: the log does not fail, and the next sync,
+ * with a descriptor free again, makes the records durable.
+ */
+Test(oplog, a_sync_without_a_free_descriptor_does_not_fail_the_log)
+{
+	struct oplog *log = ol_open_ok();
+	struct rlimit old, tight;
+	int spare[64], k = 0, fd;
+
+	for (int i = 0; i < 3; i++)
+		ol_append(log, 1);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	/* every descriptor below a limit of 64 taken */
+	tight = old;
+	tight.rlim_cur = 64;
+	while (k < 64 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) {
+		spare[k++] = fd;
+		if (fd >= 63)
+			break;
+	}
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
+	cr_assert_eq(oplog_sync(log, 3), -EMFILE);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_assert_eq(oplog_failed(log), 0, "a sync without a descriptor failed the log");
+	cr_assert_eq(oplog_durable(log), 0);
+	while (k > 0)
+		close(spare[--k]);
+	cr_assert_eq(oplog_sync(log, 3), 0);
+	cr_assert_eq(oplog_durable(log), 3);
+	ol_append(log, 1);
+	cr_assert_eq(oplog_sync(log, 4), 0);
+	oplog_free(log);
+	ol_expect_clean(4);
 }
 
 Test(oplog, sync_fault_on_nth_sync)

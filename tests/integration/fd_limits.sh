@@ -1,0 +1,87 @@
+#!/bin/bash
+# fd_limits.sh -- a leader under a low descriptor limit (400): every
+# directory the kernel holds used to keep a descriptor in the daemon, so a
+# tree with more directories than the limit made the daemon unable to open
+# anything, and the log's next sync failed: writes refused until a restart.
+# Now directories past their share of the limit are opened by file handle
+# when a request needs them (fs/inodes.c), programs' opens past theirs fail
+# with ENFILE, and the log, the state file and the rest keep their reserve:
+# 600 directories created, read, renamed, removed and written through;
+# files held open until opens are refused, a write and fsync meanwhile
+# through a descriptor opened before; the
+# daemon's descriptors stay under the limit, no fault, mount == tree ==
+# replay.
+. "$(dirname "$0")/lib.sh" || exit 1
+command -v prlimit >/dev/null || skip "prlimit (util-linux) is not installed"
+
+D=$T/data
+M=$T/mnt
+LEADER_NOFILE=400 start_leader "$D" "$M"
+fds() { ls "/proc/$LEADER_PID/fd" | wc -l; }
+no_fault() {
+	local st
+	st=$(status_json "$D") || fail "repfs status failed: $st"
+	case $st in *'"faults":[]'*) ;; *) fail "$1: the leader reports faults: $st" ;; esac
+}
+
+note "600 directories, each with a file, then all of them read and listed"
+for i in $(seq 1 600); do
+	mkdir -p "$M/d$i/sub" && echo "$i" >"$M/d$i/sub/f" || fail "mkdir or write in directory $i failed"
+done
+sync -f "$M" || fail "sync -f after making 600 directories failed"
+n=$(find "$M" -type d | wc -l)
+assert_eq "$n" 1201 "directories found on the mount"
+for i in 1 150 299 450 600; do
+	assert_eq "$(cat "$M/d$i/sub/f")" "$i" "the file in directory $i"
+done
+note "the daemon holds $(fds) descriptors (limit 400)"
+[ "$(fds)" -lt 400 ] || fail "the daemon holds $(fds) descriptors under a limit of 400"
+no_fault "after 600 directories"
+
+note "directories past the cap renamed, written through, removed"
+mv "$M/d590" "$M/d1/moved" || fail "rename of a directory failed"
+echo again >>"$M/d1/moved/sub/f" || fail "a write into a renamed directory failed"
+assert_eq "$(cat "$M/d1/moved/sub/f")" "$(printf '590\nagain')" "the renamed directory's file"
+rm -r "$M/d589" || fail "removing a directory failed"
+[ ! -e "$M/d589" ] || fail "a removed directory is still there"
+mkdir "$M/d600/new" && echo new >"$M/d600/new/f" || fail "mkdir in a directory past the cap failed"
+
+note "files held open until the daemon refuses more opens (ENFILE)"
+rl_out=$(python3 - "$M" "$T/hold" <<'PYEOF'
+import errno, os, sys, time
+m, flag = sys.argv[1], sys.argv[2]
+w = os.open(m + "/while-held", os.O_WRONLY | os.O_CREAT, 0o644)  # before the refusals
+fds, err = [], None
+for i in range(1, 400):
+    try:
+        fds.append(os.open("%s/d%d/sub/f" % (m, i), os.O_RDONLY))
+    except OSError as e:
+        err = e.errno
+        break
+print(len(fds), errno.errorcode.get(err, err), flush=True)
+# while they are held, through one opened before: a write and an fsync work
+os.write(w, b"held\n")
+os.fsync(w)
+os.close(w)
+for f in fds:
+    os.close(f)
+PYEOF
+) || fail "holding files open: $rl_out"
+note "opened before the refusal, and the error: $rl_out"
+case $rl_out in
+*" ENFILE") ;;
+*) fail "opens were not refused with ENFILE under the limit: $rl_out" ;;
+esac
+[ "${rl_out%% *}" -ge 50 ] || fail "only ${rl_out%% *} files could be held open"
+assert_eq "$(cat "$M/while-held")" held "the file written while opens were refused"
+no_fault "after opens were refused"
+echo after >"$M/after" || fail "a write after the held files were closed failed"
+exec 8<"$M/after" || fail "an open after the held files were closed failed"
+exec 8<&-
+
+sync -f "$M" || fail "sync -f at the end failed"
+no_fault "at the end"
+compare3 "$M" "$D"
+stop_node "$M" "$D"
+log_verify "$D"
+exit 0
