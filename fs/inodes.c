@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "../lib/log.h"
 #include "../lib/util.h"
 
 #define NAMES_MAX 8	/* names remembered per inode (hard links); the oldest goes first */
@@ -261,6 +262,20 @@ struct temp {
 };
 static __thread struct temp *temps;
 static __thread unsigned ntemps, captemps;
+/* a thread that ends (libfuse ends idle workers) releases its own at its end */
+static pthread_key_t temps_key;
+static pthread_once_t temps_once = PTHREAD_ONCE_INIT;
+
+static void temps_at_exit(void *unused)
+{
+	(void)unused;
+	ino_dir_temps_release();
+}
+
+static void temps_key_make(void)
+{
+	pthread_key_create(&temps_key, temps_at_exit);
+}
 
 void ino_dir_temps_release(void)
 {
@@ -291,6 +306,10 @@ static int temp_keep(const struct inode *d, int fd)
 		if (!t) {
 			close(fd);
 			return -ENOMEM;
+		}
+		if (!temps) {
+			pthread_once(&temps_once, temps_key_make);
+			pthread_setspecific(temps_key, t);	/* any non-NULL value: the destructor runs */
 		}
 		temps = t;
 		captemps = cap;
@@ -438,15 +457,41 @@ static int dir_fd_locked(struct node *n, struct inode *d)
  */
 int ino_dir_fd(struct node *n, struct inode *d)
 {
+	_Alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+	struct file_handle *fh = (struct file_handle *)buf;
+	unsigned gen = store_gen(n->store);
 	int fd;
 
 	if (d == &n->itab->root)
 		return store_rootfd(n->store);
 	fd = __atomic_load_n(&d->dirfd, __ATOMIC_ACQUIRE);
-	if (fd >= 0 && d->gen == store_gen(n->store))
+	if (fd >= 0 && d->gen == gen)
+		return fd;
+	if ((fd = temp_find(d)) >= 0)
 		return fd;
 	pthread_mutex_lock(&n->itab->mu);
-	fd = dir_fd_locked(n, d);
+	if (d->dirfd >= 0 || !d->fh || d->gen != gen || d->fh->handle_bytes > MAX_HANDLE_SZ) {
+		fd = dir_fd_locked(n, d);
+		pthread_mutex_unlock(&n->itab->mu);
+		return fd;
+	}
+	/* the open may read from the disk: not under the table's lock */
+	memcpy(fh, d->fh, sizeof(*fh) + d->fh->handle_bytes);
+	pthread_mutex_unlock(&n->itab->mu);
+	fd = open_by_handle_at(store_rootfd(n->store), fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ESTALE ? -ENOENT : -errno;	/* removed */
+	pthread_mutex_lock(&n->itab->mu);
+	if (d->dirfd >= 0 && d->gen == gen) {
+		/* another request's open kept its descriptor meanwhile */
+		close(fd);
+		fd = d->dirfd;
+	} else if (d->dirfd < 0 && d->gen == gen) {
+		fd = dir_keep(n->itab, d, fd);
+	} else {
+		close(fd);	/* the tree was replaced meanwhile */
+		fd = dir_fd_locked(n, d);
+	}
 	pthread_mutex_unlock(&n->itab->mu);
 	return fd;
 }
@@ -890,6 +935,11 @@ int ino_table_setup(struct node *n)
 		t->no_handles = fd < 0;
 		if (fd >= 0)
 			close(fd);
+		else
+			rlog(LOG_WARNING,
+			     "no file handles in '%s' (%s): every directory the kernel holds keeps a descriptor, "
+			     "and more than %u of them leave the daemon unable to open files",
+			     store_path(n->store), strerror(errno), t->dirfds_max);
 		free(fh);
 	}
 	n->itab = t;

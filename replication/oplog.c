@@ -1363,7 +1363,7 @@ static void uncache(struct oplog *log, int fd, uint64_t seg_first, uint64_t size
 
 int oplog_sync(struct oplog *log, uint64_t seq)
 {
-	int ret = 0;
+	int ret = 0, tries = 0;
 
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
@@ -1383,11 +1383,19 @@ int oplog_sync(struct oplog *log, uint64_t seq)
 		/*
 		 * Its own descriptor: a roll may move the segment's to the pending
 		 * list meanwhile. Failing to get one (EMFILE) is not a failed
-		 * fdatasync: nothing is known lost, the next sync tries again.
+		 * fdatasync: nothing is known lost; tried again for a second, then
+		 * left to the next sync.
 		 */
 		fd = dup(log->fd);
 		if (fd < 0) {
 			ret = -errno;
+			if ((ret == -EMFILE || ret == -ENFILE) && tries++ < 50) {
+				pthread_mutex_unlock(&log->mu);
+				usleep(20000);
+				pthread_mutex_lock(&log->mu);
+				ret = 0;
+				continue;
+			}
 			break;
 		}
 		log->syncing = 1;

@@ -7,8 +7,9 @@
 # when a request needs them (fs/inodes.c), programs' opens past theirs fail
 # with ENFILE, and the log, the state file and the rest keep their reserve:
 # 600 directories created, read, renamed, removed and written through;
-# files held open until opens are refused, a write and fsync meanwhile
-# through a descriptor opened before; the
+# files and directories held open until opens are refused (four times,
+# the same count each time), a write and fsync meanwhile through a
+# descriptor opened before; the
 # daemon's descriptors stay under the limit, no fault, mount == tree ==
 # replay.
 . "$(dirname "$0")/lib.sh" || exit 1
@@ -18,6 +19,8 @@ D=$T/data
 M=$T/mnt
 LEADER_NOFILE=400 start_leader "$D" "$M"
 fds() { ls "/proc/$LEADER_PID/fd" | wc -l; }
+CAP=$(((400 - 256) / 2)) # directories' descriptors, and programs' opens (fs/inodes.h)
+base=$(fds)
 no_fault() {
 	local st
 	st=$(status_json "$D") || fail "repfs status failed: $st"
@@ -34,8 +37,8 @@ assert_eq "$n" 1201 "directories found on the mount"
 for i in 1 150 299 450 600; do
 	assert_eq "$(cat "$M/d$i/sub/f")" "$i" "the file in directory $i"
 done
-note "the daemon holds $(fds) descriptors (limit 400)"
-[ "$(fds)" -lt 400 ] || fail "the daemon holds $(fds) descriptors under a limit of 400"
+note "the daemon holds $(fds) descriptors (limit 400; $base after mounting)"
+[ "$(fds)" -le $((base + CAP + 8)) ] || fail "the daemon holds $(fds) descriptors: more than $base + $CAP directories' + 8"
 no_fault "after 600 directories"
 
 note "directories past the cap renamed, written through, removed"
@@ -46,38 +49,41 @@ rm -r "$M/d589" || fail "removing a directory failed"
 [ ! -e "$M/d589" ] || fail "a removed directory is still there"
 mkdir "$M/d600/new" && echo new >"$M/d600/new/f" || fail "mkdir in a directory past the cap failed"
 
-note "files held open until the daemon refuses more opens (ENFILE)"
-rl_out=$(python3 - "$M" "$T/hold" <<'PYEOF'
-import errno, os, sys, time
-m, flag = sys.argv[1], sys.argv[2]
-w = os.open(m + "/while-held", os.O_WRONLY | os.O_CREAT, 0o644)  # before the refusals
+note "files, then directories, held open until the daemon refuses more opens (ENFILE), twice"
+cat >"$T/hold.py" <<'PYEOF'
+import errno, os, sys
+m, kind = sys.argv[1], sys.argv[2]
+w = os.open(m + "/while-held", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # before the refusals
 fds, err = [], None
 for i in range(1, 400):
     try:
-        fds.append(os.open("%s/d%d/sub/f" % (m, i), os.O_RDONLY))
+        if kind == "files":
+            fds.append(os.open("%s/d%d/sub/f" % (m, i), os.O_RDONLY))
+        else:
+            fds.append(os.open("%s/d%d/sub" % (m, i), os.O_RDONLY | os.O_DIRECTORY))
     except OSError as e:
         err = e.errno
         break
 print(len(fds), errno.errorcode.get(err, err), flush=True)
-# while they are held, through one opened before: a write and an fsync work
+# while they are held, through the one opened before: a write and an fsync work
 os.write(w, b"held\n")
 os.fsync(w)
 os.close(w)
 for f in fds:
     os.close(f)
 PYEOF
-) || fail "holding files open: $rl_out"
-note "opened before the refusal, and the error: $rl_out"
-case $rl_out in
-*" ENFILE") ;;
-*) fail "opens were not refused with ENFILE under the limit: $rl_out" ;;
-esac
-[ "${rl_out%% *}" -ge 50 ] || fail "only ${rl_out%% *} files could be held open"
-assert_eq "$(cat "$M/while-held")" held "the file written while opens were refused"
+first=""
+for kind in files dirs files dirs; do
+	out=$(python3 "$T/hold.py" "$M" "$kind") || fail "holding $kind open: $out"
+	note "$kind held open before the refusal, and the error: $out"
+	case $out in *" ENFILE") ;; *) fail "opens of $kind were not refused with ENFILE: $out" ;; esac
+	[ "${out%% *}" -ge $((CAP - 4)) ] || fail "only ${out%% *} $kind could be held open (share $CAP)"
+	[ -z "$first" ] || assert_eq "${out%% *}" "$first" "$kind held open, again (slots come back at close)"
+	first=${out%% *}
+done
+assert_eq "$(cat "$M/while-held")" "$(printf 'held\nheld\nheld\nheld')" "the file written while opens were refused"
 no_fault "after opens were refused"
 echo after >"$M/after" || fail "a write after the held files were closed failed"
-exec 8<"$M/after" || fail "an open after the held files were closed failed"
-exec 8<&-
 
 sync -f "$M" || fail "sync -f at the end failed"
 no_fault "at the end"

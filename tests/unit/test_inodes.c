@@ -5,6 +5,8 @@
 #include "unit.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/xattr.h>
 
 static struct unit_env ienv;
@@ -148,6 +150,20 @@ static int open_fds(void)
  * removal; a held descriptor freed by a forget goes to the next directory
  * opened.
  */
+/* Skips the test where file handles cannot be opened (no CAP_DAC_READ_SEARCH). */
+static void need_handles(int dfd)
+{
+	_Alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+	struct file_handle *h = (struct file_handle *)buf;
+	int mnt, fd;
+
+	h->handle_bytes = MAX_HANDLE_SZ;
+	fd = name_to_handle_at(dfd, "", h, &mnt, AT_EMPTY_PATH) < 0 ? -1 : open_by_handle_at(dfd, h, O_PATH);
+	if (fd < 0)
+		cr_skip_test("file handles cannot be opened here: %s", strerror(errno));
+	close(fd);
+}
+
 Test(inodes, directories_past_the_cap_are_opened_by_handle)
 {
 	enum { N = 20 };
@@ -160,6 +176,7 @@ Test(inodes, directories_past_the_cap_are_opened_by_handle)
 	int rootfd, before;
 
 	in_init(&n);
+	need_handles(store_rootfd(n.store));
 	ino_table_dirfds(&n, 4);
 	root = ino_of(&n, FUSE_ROOT_ID);
 	rootfd = store_rootfd(n.store);
@@ -213,6 +230,59 @@ Test(inodes, directories_past_the_cap_are_opened_by_handle)
 	for (int i = 2; i < N; i++)
 		ino_forget(&n, ino[i], 1);
 	cr_assert_eq(ino_table_dirfds(&n, 0), 0);
+	ino_table_free(&n);
+	store_free(n.store);
+}
+
+struct opener {
+	struct node *n;
+	struct inode *d;
+	int fd;
+};
+
+static void *open_and_end(void *arg)
+{
+	struct opener *o = arg;
+
+	o->fd = ino_dir_fd(o->n, o->d);
+	return NULL;	/* no next request: the thread's end closes it */
+}
+
+/*
+ * A thread that opened a directory by handle and ends without taking
+ * another request (libfuse ends idle workers) closes what it opened.
+ */
+Test(inodes, a_thread_that_ends_closes_its_descriptors)
+{
+	enum { T = 10 };
+	struct node n;
+	struct fuse_entry_param e;
+	struct opener o[T];
+	pthread_t t[T];
+	struct stat st;
+	char name[16];
+	int rootfd, before;
+
+	in_init(&n);
+	rootfd = store_rootfd(n.store);
+	need_handles(rootfd);
+	ino_table_dirfds(&n, 1);
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "d%d", i);
+		cr_assert_eq(mkdirat(rootfd, name, 0755), 0);
+		cr_assert_eq(fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+		cr_assert_eq(ino_learn(&n, ino_of(&n, FUSE_ROOT_ID), name, &st, NULL, &e), 0);
+	}
+	before = open_fds();
+	for (int i = 0; i < T; i++) {
+		o[i] = (struct opener){ &n, ino_of(&n, e.ino), -1 };
+		cr_assert_eq(pthread_create(&t[i], NULL, open_and_end, &o[i]), 0);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_geq(o[i].fd, 0, "thread %d: %s", i, strerror(-o[i].fd));
+	}
+	cr_assert_eq(open_fds(), before, "%d descriptors left behind by threads that ended", open_fds() - before);
 	ino_table_free(&n);
 	store_free(n.store);
 }

@@ -1237,9 +1237,10 @@ Test(oplog, sync_fault_fails_the_log)
 }
 
 /*
- * A sync that finds no free descriptor (the daemon at its limit) fails, but
- * nothing was written badly: the log does not fail, and the next sync,
- * with a descriptor free again, makes the records durable.
+ * A sync that finds no free descriptor (the daemon at its limit) tries for
+ * a second and fails, but nothing was written badly: the log does not
+ * fail, and the next sync, with a descriptor free again, makes the records
+ * durable.
  */
 Test(oplog, a_sync_without_a_free_descriptor_does_not_fail_the_log)
 {
