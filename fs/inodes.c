@@ -955,6 +955,17 @@ unsigned ino_fd_share(void)
 	return rl.rlim_cur > FD_RESERVE + 32 ? (unsigned)(rl.rlim_cur - FD_RESERVE) / 2 : 16;
 }
 
+void ino_table_fds(struct node *n, unsigned *held, unsigned *max)
+{
+	*held = *max = 0;
+	if (!n->itab)
+		return;
+	pthread_mutex_lock(&n->itab->mu);
+	*held = n->itab->dirfds;
+	*max = n->itab->no_handles ? 0 : n->itab->dirfds_max;
+	pthread_mutex_unlock(&n->itab->mu);
+}
+
 unsigned ino_table_dirfds(struct node *n, unsigned set_max)
 {
 	unsigned k;

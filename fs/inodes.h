@@ -85,6 +85,8 @@ unsigned ino_fd_share(void);
  */
 int open_slot(struct node *n);
 void open_slot_free(struct node *n);
+/* For status: directory descriptors held, and the cap (0: none, no file handles). */
+void ino_table_fds(struct node *n, unsigned *held, unsigned *max);
 /* Tests: directory descriptors held now, and the cap (0 keeps the one set from the limit). */
 unsigned ino_table_dirfds(struct node *n, unsigned set_max);
 /* Tests: the retired inodes the kernel still holds, or -1 if the list's back links disagree. */

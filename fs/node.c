@@ -1263,6 +1263,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
 	int fault, logfault = oplog_failed(n->log);
+	unsigned dirfds, dirfds_max;
 
 	pthread_mutex_lock(&n->seq_lock);
 	applied = applied_shown(n);
@@ -1273,6 +1274,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	snprintf(name, sizeof(name), "%s", n->st.name);
 	pthread_mutex_unlock(&n->seq_lock);
 	repl_status_json(n->repl, repl, sizeof(repl));
+	ino_table_fds(n, &dirfds, &dirfds_max);
 	if (role == ROLE_LEADER)
 		snprintf(leader, sizeof(leader), "\"%s\"", name);
 	else if (repl_leader(n->repl, leader + 1, sizeof(leader) - 2) == 0)
@@ -1287,13 +1289,16 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
 			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu,\"writeback_cache\":%s"
+			",\"open_files\":%u,\"open_files_max\":%u,\"dir_descriptors\":%u,\"dir_descriptors_max\":%u"
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
 			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
-			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false", (double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false",
+			__atomic_load_n(&n->nopen, __ATOMIC_RELAXED), n->open_max, dirfds, dirfds_max,
+			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }

@@ -122,6 +122,10 @@ static void print_human(const char *json)
 		{ "divergent", "divergent writes" },
 		{ "fuse_io", "FUSE requests via" },
 		{ "writeback_cache", "writeback cache" },
+		{ "open_files", "open files" },
+		{ "open_files_max", "open files (most)" },
+		{ "dir_descriptors", "dir descriptors" },
+		{ "dir_descriptors_max", "dir descriptors (most)" },
 		{ "uptime_s", "uptime (s)" },
 		{ "faults", "faults" },
 	};

@@ -40,6 +40,10 @@ done
 note "the daemon holds $(fds) descriptors (limit 400; $base after mounting)"
 [ "$(fds)" -le $((base + CAP + 8)) ] || fail "the daemon holds $(fds) descriptors: more than $base + $CAP directories' + 8"
 no_fault "after 600 directories"
+st=$(status_json "$D")
+assert_eq "$(json_get "$st" dir_descriptors)" "$CAP" "status: directories holding a descriptor"
+assert_eq "$(json_get "$st" dir_descriptors_max)" "$CAP" "status: dir_descriptors_max"
+assert_eq "$(json_get "$st" open_files_max)" "$CAP" "status: open_files_max"
 
 note "directories past the cap renamed, written through, removed"
 mv "$M/d590" "$M/d1/moved" || fail "rename of a directory failed"
@@ -83,6 +87,8 @@ for kind in files dirs files dirs; do
 done
 assert_eq "$(cat "$M/while-held")" "$(printf 'held\nheld\nheld\nheld')" "the file written while opens were refused"
 no_fault "after opens were refused"
+_none_open() { [ "$(json_get "$(status_json "$D")" open_files)" = 0 ]; }
+wait_for 10 _none_open # releases come asynchronously after the closes
 echo after >"$M/after" || fail "a write after the held files were closed failed"
 
 sync -f "$M" || fail "sync -f at the end failed"
