@@ -51,6 +51,7 @@
 #include <xxhash.h>
 
 #include "../fs/fuse_ring.h"
+#include "../fs/inodes.h"
 #include "../fs/node.h"
 #include "../lib/log.h"
 #include "../lib/util.h"
@@ -791,17 +792,40 @@ struct lent {
 	int fd;			/* directories: opened while listing (-1: open by name later) */
 };
 
+/*
+ * Subdirectories opened while listing, by every snapshot being sent: at
+ * most LIST_MAX_DIRFDS, and a quarter of the daemon's share of its open
+ * files (ino_fd_share()); beyond, by name. Each listing used to open up to
+ * 1,024, one listing per level of the walk: under a low limit the opens of
+ * the files after them failed, and the snapshot never finished.
+ */
+#define LIST_MAX_DIRFDS 1024
+static unsigned listing_fds;	/* atomic */
+
+static unsigned listing_fds_max(void)
+{
+	unsigned k = ino_fd_share() / 4;
+
+	return k < LIST_MAX_DIRFDS ? k : LIST_MAX_DIRFDS;
+}
+
+static void listing_fd_close(int *fd)
+{
+	if (*fd >= 0) {
+		close(*fd);
+		__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
+		*fd = -1;
+	}
+}
+
 static void free_listing(struct lent *e, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(e[i].name);
-		if (e[i].fd >= 0)
-			close(e[i].fd);
+		listing_fd_close(&e[i].fd);
 	}
 	free(e);
 }
-
-#define LIST_MAX_DIRFDS 1024	/* subdirectories opened while listing; beyond, by name */
 
 /*
  * Directory fd as one consistent listing: names, ids and types as they were
@@ -818,7 +842,8 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 	struct lent *e = NULL;
 	size_t ne = 0, cap = 0;
 	struct dirent *de;
-	int ret = 0, dirfds = 0;
+	unsigned most = listing_fds_max();
+	int ret = 0;
 
 	*out = NULL;
 	*nout = 0;
@@ -850,9 +875,12 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 		}
 		if (store_getxattr_at(dirfd(d), de->d_name, ID_XATTR, e[ne].id, FILE_ID_BYTES) != FILE_ID_BYTES)
 			memset(e[ne].id, 0, FILE_ID_BYTES);
-		if (S_ISDIR(sb.st_mode) && dirfds < LIST_MAX_DIRFDS) {
+		if (S_ISDIR(sb.st_mode) && __atomic_add_fetch(&listing_fds, 1, __ATOMIC_RELAXED) <= most) {
 			e[ne].fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			dirfds += e[ne].fd >= 0;
+			if (e[ne].fd < 0)
+				__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
+		} else if (S_ISDIR(sb.st_mode)) {
+			__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
 		}
 		ne++;
 	}
@@ -951,6 +979,8 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 			sb.st_mode = e->fmt | 0600;
 		} else if (S_ISREG(sb.st_mode)) {
 			fd = openat(parentfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+			if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+				return -errno;	/* alive, and not ours to send as a stand-in: the snapshot retries */
 			if (fd < 0 || fstat(fd, &sb) < 0) {
 				standin = 1;
 				memset(&sb, 0, sizeof(sb));
@@ -1041,10 +1071,7 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 			snprintf(s->path + plen, sizeof(s->path) - plen, "%s%s", plen ? "/" : "", list[i].name);
 			ret = send_object(s, fd, &list[i]);
 			s->path[plen] = 0;
-			if (list[i].fd >= 0) {
-				close(list[i].fd);	/* done with it: keep the open descriptors few */
-				list[i].fd = -1;
-			}
+			listing_fd_close(&list[i].fd);	/* done with it: keep the open descriptors few */
 		}
 	}
 out:

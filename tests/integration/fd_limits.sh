@@ -11,8 +11,10 @@
 # the same count each time), a write and fsync meanwhile through a
 # descriptor opened before; the
 # daemon's descriptors stay under the limit, no fault, mount == tree ==
-# replay.
-. "$(dirname "$0")/lib.sh" || exit 1
+# replay. Then a leader and a follower under the same limit: records rename
+# and remove directories the follower's kernel holds past the cap, and the
+# follower reads through them.
+. "$(dirname "$0")/repl_lib.sh"
 command -v prlimit >/dev/null || skip "prlimit (util-linux) is not installed"
 
 D=$T/data
@@ -96,4 +98,25 @@ no_fault "at the end"
 compare3 "$M" "$D"
 stop_node "$M" "$D"
 log_verify "$D"
+
+note "a leader and a follower under the limit: records rename and remove directories the follower's kernel holds"
+RL_NOFILE=400
+rl_leader A "$T/a" "$T/am"
+for i in $(seq 1 300); do
+	mkdir -p "$T/am/d$i/sub" && echo "$i" >"$T/am/d$i/sub/f" || fail "mkdir or write in directory $i on A failed"
+done
+rl_follower B "$T/b" "$T/bm" "$RL_PORT"
+rl_wait_converged 60 "$T/a" "$T/b"
+assert_eq "$(find "$T/bm" -type d | wc -l)" 601 "directories found on the follower"
+assert_eq "$(rl_get "$T/b" dir_descriptors)" "$CAP" "the follower's directories holding a descriptor"
+for i in 249 250 251; do cat "$T/bm/d$i/sub/f" >/dev/null || fail "reading d$i on the follower failed"; done
+mv "$T/am/d250" "$T/am/d1/moved" && rm -r "$T/am/d249" && echo more >>"$T/am/d251/sub/f" ||
+	fail "rename, removal or write on A failed"
+rl_wait_converged 30 "$T/a" "$T/b"
+assert_eq "$(cat "$T/bm/d1/moved/sub/f")" 250 "a directory renamed by a record, on the follower"
+[ ! -e "$T/bm/d249" ] || fail "a directory removed by a record is still on the follower"
+assert_eq "$(cat "$T/bm/d251/sub/f")" "$(printf '251\nmore')" "a file written by a record, on the follower"
+assert_eq "$(rl_get "$T/b" faults)" "[]" "the follower's faults"
+out=$("$REPFS" verify "$T/bm" 2>&1) || fail "repfs verify of the follower failed: $out"
+note "repfs verify: $out"
 exit 0

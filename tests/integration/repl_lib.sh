@@ -8,6 +8,8 @@
 #
 #   rl_leader NAME DATA MNT [OPTS...]        first start of a leader on a free
 #                                           port (retried on bind failure); sets RL_PORT
+#                                           (RL_NOFILE=N: every start under a descriptor
+#                                           limit of N, soft and hard)
 #   rl_follower NAME DATA MNT PORT [OPTS...] first start of a follower of 127.0.0.1:PORT
 #   rl_restart DATA MNT [OPTS...]            start again without --role (--key added)
 #   rl_stop DATA MNT                         clean unmount; waits for the daemon to exit
@@ -311,9 +313,11 @@ rl_free_port() {
 rl_mount() {
 	local data=$1 mnt=$2 pid
 	shift 2
+	local pre=()
 	mkdir -p "$mnt"
 	track_mount "$mnt"
-	RL_MOUNT_ERR=$("$REPFS" mount "$@" "$data" "$mnt" 2>&1) || return 1
+	[ -n "${RL_NOFILE:-}" ] && pre=(prlimit "--nofile=$RL_NOFILE:$RL_NOFILE")
+	RL_MOUNT_ERR=$("${pre[@]}" "$REPFS" mount "$@" "$data" "$mnt" 2>&1) || return 1
 	wait_for 20 is_mounted "$mnt"
 	wait_for 20 _rl_answers "$data"
 	pid=$(rl_pid "$data" | head -n 1)
