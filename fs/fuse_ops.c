@@ -414,6 +414,8 @@ static int remove_object(fuse_req_t req, fuse_ino_t parent, const char *name, in
 	ret = name_path(n, p, name, path, sizeof(path), r.id);
 	if (!ret) {
 		r.path = path;
+		if (type == REC_RMDIR)
+			ino_dir_hold(n, r.id);
 		ret = node_commit(n, &r, -1, NULL);
 	}
 	if (!ret)

@@ -955,6 +955,27 @@ unsigned ino_fd_share(void)
 	return rl.rlim_cur > FD_RESERVE + 32 ? (unsigned)(rl.rlim_cur - FD_RESERVE) / 2 : 16;
 }
 
+void ino_dir_hold(struct node *n, const uint8_t id[FILE_ID_BYTES])
+{
+	struct itab *t = n->itab;
+	struct inode *d;
+	int fd;
+
+	pthread_mutex_lock(&t->mu);
+	d = tab_find(t, id);
+	if (d && S_ISDIR(d->type) && d->dirfd < 0 && d->fh && d->gen == store_gen(n->store)) {
+		/* past the cap by one while it lives: only directories removed while the kernel holds them */
+		fd = open_by_handle_at(store_rootfd(n->store), d->fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0) {
+			t->dirfds++;
+			free(d->fh);
+			d->fh = NULL;
+			__atomic_store_n(&d->dirfd, fd, __ATOMIC_RELEASE);
+		}
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
 void ino_table_fds(struct node *n, unsigned *held, unsigned *max)
 {
 	*held = *max = 0;

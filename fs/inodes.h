@@ -85,6 +85,12 @@ unsigned ino_fd_share(void);
  */
 int open_slot(struct node *n);
 void open_slot_free(struct node *n);
+/*
+ * Before an rmdir: a directory past the cap gets a descriptor after all, so
+ * that what holds it (a working directory) can still stat it once it is
+ * removed, as on ext4 (an open by handle of a removed directory fails).
+ */
+void ino_dir_hold(struct node *n, const uint8_t id[FILE_ID_BYTES]);
 /* For status: directory descriptors held, and the cap (0: none, no file handles). */
 void ino_table_fds(struct node *n, unsigned *held, unsigned *max);
 /* Tests: directory descriptors held now, and the cap (0 keeps the one set from the limit). */

@@ -54,6 +54,13 @@ assert_eq "$(cat "$M/d1/moved/sub/f")" "$(printf '590\nagain')" "the renamed dir
 rm -r "$M/d589" || fail "removing a directory failed"
 [ ! -e "$M/d589" ] || fail "a removed directory is still there"
 mkdir "$M/d600/new" && echo new >"$M/d600/new/f" || fail "mkdir in a directory past the cap failed"
+mkdir "$M/cwd" || fail "mkdir failed"
+assert_eq "$(json_get "$(status_json "$D")" dir_descriptors)" "$CAP" "directories holding a descriptor (cwd is past the cap)"
+# stat once the kernel's cached attributes (1 s) expired, so that it asks the daemon
+out=$(cd "$M/cwd" && rmdir "$M/cwd" && end=$(($(now_ms) + 1200)) &&
+	until [ "$(now_ms)" -ge "$end" ]; do sleep 0.05; done && stat -c '%F %h' . 2>&1) ||
+	fail "stat of a working directory past the cap once removed (ext4: a directory, 0 links): $out"
+assert_eq "$out" "directory 0" "stat of a removed working directory past the cap"
 
 note "files, then directories, held open until the daemon refuses more opens (ENFILE), twice"
 cat >"$T/hold.py" <<'PYEOF'
