@@ -132,6 +132,12 @@ static int serve_one(struct ctl_server *s, int c)
 					: (snprintf(msg, sizeof(msg), "replication is not running"), -EINVAL);
 		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
 			 json_escape(esc, sizeof(esc), msg));
+	} else if (!strncmp(req, "forget ", 7)) {
+		char msg[512], esc[1100];
+		int ret = s->node->repl ? repl_forget(s->node->repl, req + 7, msg, sizeof(msg))
+					: (snprintf(msg, sizeof(msg), "replication is not running"), -EINVAL);
+		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
+			 json_escape(esc, sizeof(esc), msg));
 	} else
 		snprintf(reply, len, "{\"error\":\"unknown request\"}\n");
 	if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)

@@ -170,6 +170,34 @@ static struct peer *peer_get(struct repl *r, const char *name)
 }
 
 
+int repl_forget(struct repl *r, const char *name, char *msg, size_t len)
+{
+	struct peer *p = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < REPL_MAX_PEERS && !p; i++)
+		if (r->peers[i].used && !strcmp(r->peers[i].name, name))
+			p = &r->peers[i];
+	if (r->n->st.role != ROLE_LEADER) {
+		snprintf(msg, len, "'%s' is not the leader; only a leader keeps followers", r->n->st.name);
+		ret = -EINVAL;
+	} else if (!p) {
+		snprintf(msg, len, "no follower '%s' is known to this leader", name);
+		ret = -ENOENT;
+	} else if (p->connected) {
+		snprintf(msg, len, "follower '%s' is connected (from %s); stop it first", name, p->addr);
+		ret = -EBUSY;
+	} else {
+		memset(p, 0, sizeof(*p));
+		snprintf(msg, len, "follower '%s' forgotten: the leader no longer keeps its log or waits for it", name);
+		rlog(LOG_NOTICE, "%s", msg);
+		pthread_cond_broadcast(&r->cv_ack);	/* --sync all: one follower fewer to wait for */
+	}
+	pthread_mutex_unlock(&r->mu);
+	return ret;
+}
+
 /* Called with mu held after --sync-timeout fell back: back to the mode once the followers have caught up. */
 static void maybe_resume(struct repl *r)
 {

@@ -76,6 +76,13 @@ int repl_wait(struct repl *r, uint64_t seq);
 int repl_promote(struct repl *r, int force, char *msg, size_t len);
 
 /*
+ * A leader forgets the follower named name (repfs forget): its slot, the
+ * log kept for it and, with --sync all, the wait for it. Refused (-EBUSY)
+ * while it is connected, -ENOENT if no such follower is known. msg: one line.
+ */
+int repl_forget(struct repl *r, const char *name, char *msg, size_t len);
+
+/*
  * Asks the peers for their epochs (before a leader starts serving): returns
  * how many answered, the highest epoch in *epoch and its holder's name in who.
  */

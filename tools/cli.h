@@ -11,6 +11,7 @@ int cmd_replay(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_divergent(int argc, char **argv);
+int cmd_forget(int argc, char **argv);
 
 /* Prints "repfs: <message>" to stderr. */
 void die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

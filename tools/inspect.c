@@ -603,6 +603,38 @@ int cmd_promote(int argc, char **argv)
 	return 1;
 }
 
+int cmd_forget(int argc, char **argv)
+{
+	static const char usage[] = "usage: repfs forget DATADIR|MOUNTPOINT NAME";
+	char datadir[PATH_MAX], req[128], reply[2048], msg[2100];
+
+	if (argc != 3 || argv[1][0] == '-' || argv[2][0] == '-') {
+		die_msg("%s", usage);
+		return 2;
+	}
+	if (!argv[2][0] || strlen(argv[2]) > 63 || strpbrk(argv[2], "\"\\\n")) {
+		die_msg("invalid node name '%.64s'", argv[2]);
+		return 2;
+	}
+	if (resolve_datadir(argv[1], datadir, sizeof(datadir))) {
+		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", argv[1]);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "forget %s", argv[2]);
+	if (ctl_request(datadir, req, reply, sizeof(reply))) {
+		die_msg("the node of '%s' is not running; a leader forgets followers only while it runs", datadir);
+		return 1;
+	}
+	if (json_field(reply, "message", msg, sizeof(msg)))
+		snprintf(msg, sizeof(msg), "%s", reply);
+	if (strstr(reply, "\"ok\":true")) {
+		printf("%s\n", msg);
+		return 0;
+	}
+	die_msg("%s", msg);
+	return 1;
+}
+
 /* Copies src (a file, symlink or directory tree) to dst. */
 static int copy_tree(int sfd, const char *src, int dfd, const char *dst)
 {

@@ -125,6 +125,8 @@ static void usage(FILE *f)
 	      "                                          (exit 0: identical, 1: differences listed, 2: error)\n"
 	      "  divergent DATADIR [list | show ENTRY | restore [ENTRY] DEST]\n"
 	      "                                          writes an old leader kept when it rejoined\n"
+	      "  forget DATADIR|MOUNTPOINT NAME          the leader stops keeping its log for, and waiting\n"
+	      "                                          for, a follower that is gone for good\n"
 	      "stop a node with: fusermount3 -u MOUNTPOINT\n",
 	      f);
 }
@@ -156,6 +158,8 @@ int main(int argc, char **argv)
 		return cmd_verify(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "divergent"))
 		return cmd_divergent(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "forget"))
+		return cmd_forget(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
 		usage(stdout);
 		return 0;
