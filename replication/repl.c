@@ -392,6 +392,13 @@ static void stream(struct conn *cn)
 	int gathered = 0;	/* napped to let records gather (once per send) */
 
 	for (;;) {
+		/*
+		 * The role before applied: once it reads follower, everything the
+		 * node committed as leader is in applied (the step-down waited for
+		 * it). Read after, a record committed between the two reads was
+		 * never sent (failover_wb_late.sh, one run in five).
+		 */
+		int leader = node_role(r->n) == ROLE_LEADER;
 		uint64_t applied = node_applied(r->n), sent;
 		int dead, stop;
 
@@ -402,7 +409,7 @@ static void stream(struct conn *cn)
 		pthread_mutex_unlock(&r->mu);
 		if (dead || stop)
 			break;
-		if (applied <= sent && node_role(r->n) != ROLE_LEADER)
+		if (applied <= sent && !leader)
 			break;	/* stepped down and handed everything over: let it find the new leader */
 		if (applied > sent && applied - sent < STREAM_GATHER_RECORDS && !gathered && stream_may_gather(r)) {
 			/*
