@@ -565,9 +565,24 @@ int cmd_verify(int argc, char **argv)
 	return result;
 }
 
+/* A control answer {"ok":...,"message":"..."}: its message to stdout (0), or as the error (1). */
+static int print_answer(const char *reply)
+{
+	char msg[2100];
+
+	if (json_field(reply, "message", msg, sizeof(msg)))
+		snprintf(msg, sizeof(msg), "%s", reply);
+	if (strstr(reply, "\"ok\":true")) {
+		printf("%s\n", msg);
+		return 0;
+	}
+	die_msg("%s", msg);
+	return 1;
+}
+
 int cmd_promote(int argc, char **argv)
 {
-	char datadir[PATH_MAX], reply[2048], msg[2100];
+	char datadir[PATH_MAX], reply[2048];
 	const char *target = NULL;
 	int force = 0, ret;
 
@@ -593,20 +608,13 @@ int cmd_promote(int argc, char **argv)
 		die_msg("the node of '%s' is not running (%s); start it to promote it", datadir, strerror(-ret));
 		return 1;
 	}
-	if (json_field(reply, "message", msg, sizeof(msg)))
-		snprintf(msg, sizeof(msg), "%s", reply);
-	if (strstr(reply, "\"ok\":true")) {
-		printf("%s\n", msg);
-		return 0;
-	}
-	die_msg("%s", msg);
-	return 1;
+	return print_answer(reply);
 }
 
 int cmd_forget(int argc, char **argv)
 {
 	static const char usage[] = "usage: repfs forget DATADIR|MOUNTPOINT NAME";
-	char datadir[PATH_MAX], req[128], reply[2048], msg[2100];
+	char datadir[PATH_MAX], req[128], reply[2048];
 
 	if (argc != 3 || argv[1][0] == '-' || argv[2][0] == '-') {
 		die_msg("%s", usage);
@@ -625,14 +633,7 @@ int cmd_forget(int argc, char **argv)
 		die_msg("the node of '%s' is not running; a leader forgets followers only while it runs", datadir);
 		return 1;
 	}
-	if (json_field(reply, "message", msg, sizeof(msg)))
-		snprintf(msg, sizeof(msg), "%s", reply);
-	if (strstr(reply, "\"ok\":true")) {
-		printf("%s\n", msg);
-		return 0;
-	}
-	die_msg("%s", msg);
-	return 1;
+	return print_answer(reply);
 }
 
 /* Copies src (a file, symlink or directory tree) to dst. */
