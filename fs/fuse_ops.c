@@ -731,10 +731,9 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 	struct handle *h = calloc(1, sizeof(*h));
 	int ret = 0;
 
-	/* the caller took a slot (open_slot()): the handle holds it, or it is freed here */
+	/* the caller's slot (open_slot()) goes to the handle; on failure it stays the caller's */
 	if (!h) {
 		close(fd);
-		open_slot_free(n);
 		return -ENOMEM;
 	}
 	h->fd = fd;
@@ -756,7 +755,6 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 	if (ret && ret != -ENODATA) {
 		close(fd);
 		free(h);
-		open_slot_free(n);
 		return ret;
 	}
 	fi->fh = (uintptr_t)h;
@@ -771,7 +769,6 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 		pthread_mutex_unlock(&n->open_lock);
 		close(fd);
 		free(h);
-		open_slot_free(n);
 		return -ESTALE;
 	}
 	h->prev = NULL;
@@ -797,11 +794,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fd = ino_file_open(n, ino_of(n, ino), backing_flags(n, fi->flags));
-	if (fd < 0)
-		open_slot_free(n);
 	ret = fd < 0 ? fd : new_handle(n, ino_of(n, ino), fi, fd, fi->flags, NULL);
-	if (ret)
+	if (ret) {
+		open_slot_free(n);
 		fuse_reply_err(req, -ret);
+	}
 	else if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_release(n, fh_of(fi));	/* the opener was interrupted */
 }
@@ -828,18 +825,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 			if (fd < 0) {
 				ino_forget(n, e.ino, 1);
 				ret = fd;
-				open_slot_free(n);
 			} else {
 				ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, NULL);
 				if (ret)
 					ino_forget(n, e.ino, 1);
 			}
-		} else {
-			open_slot_free(n);
 		}
-	} else if (ret) {
-		open_slot_free(n);
-	} else {
+	} else if (!ret) {
 		memcpy(id, ino_of(n, e.ino)->id, FILE_ID_BYTES);
 		ret = new_handle(n, ino_of(n, e.ino), fi, fd, fi->flags, id);
 		if (ret) {
@@ -855,6 +847,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		}
 	}
 	if (ret) {
+		open_slot_free(n);	/* no handle holds it */
 		fuse_reply_err(req, -ret);
 	} else if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		/* the creator was interrupted: the kernel took neither the handle nor the reference */

@@ -334,17 +334,28 @@ static struct file_handle *handle_of(int dfd, const char *name, int flags)
 	return out;
 }
 
+/* A descriptor of the directory whose handle fh is: -ENOENT once it was removed. */
+static int dir_open_handle(struct node *n, struct file_handle *fh)
+{
+	int fd = open_by_handle_at(store_rootfd(n->store), fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	return fd >= 0 ? fd : errno == ESTALE ? -ENOENT : -errno;
+}
+
+/* Under itab.mu: fd, d's, is d's from now on (its handle goes). */
+static int dir_hold_fd(struct itab *t, struct inode *d, int fd)
+{
+	t->dirfds++;
+	free(d->fh);
+	d->fh = NULL;
+	__atomic_store_n(&d->dirfd, fd, __ATOMIC_RELEASE);
+	return fd;
+}
+
 /* Under itab.mu: fd, d's opened just now, stays d's while the cap allows, else the request's. */
 static int dir_keep(struct itab *t, struct inode *d, int fd)
 {
-	if (t->dirfds < t->dirfds_max) {
-		t->dirfds++;
-		free(d->fh);
-		d->fh = NULL;
-		__atomic_store_n(&d->dirfd, fd, __ATOMIC_RELEASE);
-		return fd;
-	}
-	return temp_keep(d, fd);
+	return t->dirfds < t->dirfds_max ? dir_hold_fd(t, d, fd) : temp_keep(d, fd);
 }
 
 /* Under itab.mu: a directory the kernel learns now holds a descriptor, or past the cap a file handle. */
@@ -443,10 +454,8 @@ static int dir_fd_locked(struct node *n, struct inode *d)
 		return d->dirfd;
 	if ((fd = temp_find(d)) >= 0)
 		return fd;
-	fd = open_by_handle_at(store_rootfd(n->store), d->fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ESTALE ? -ENOENT : -errno;	/* removed */
-	return dir_keep(n->itab, d, fd);
+	fd = dir_open_handle(n, d->fh);
+	return fd < 0 ? fd : dir_keep(n->itab, d, fd);
 }
 
 /*
@@ -470,7 +479,7 @@ int ino_dir_fd(struct node *n, struct inode *d)
 	if ((fd = temp_find(d)) >= 0)
 		return fd;
 	pthread_mutex_lock(&n->itab->mu);
-	if (d->dirfd >= 0 || !d->fh || d->gen != gen || d->fh->handle_bytes > MAX_HANDLE_SZ) {
+	if (d->dirfd >= 0 || !d->fh || d->gen != gen) {	/* (a handle came from a buffer of MAX_HANDLE_SZ) */
 		fd = dir_fd_locked(n, d);
 		pthread_mutex_unlock(&n->itab->mu);
 		return fd;
@@ -478,9 +487,9 @@ int ino_dir_fd(struct node *n, struct inode *d)
 	/* the open may read from the disk: not under the table's lock */
 	memcpy(fh, d->fh, sizeof(*fh) + d->fh->handle_bytes);
 	pthread_mutex_unlock(&n->itab->mu);
-	fd = open_by_handle_at(store_rootfd(n->store), fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = dir_open_handle(n, fh);
 	if (fd < 0)
-		return errno == ESTALE ? -ENOENT : -errno;	/* removed */
+		return fd;
 	pthread_mutex_lock(&n->itab->mu);
 	if (d->dirfd >= 0 && d->gen == gen) {
 		/* another request's open kept its descriptor meanwhile */
@@ -963,16 +972,10 @@ void ino_dir_hold(struct node *n, const uint8_t id[FILE_ID_BYTES])
 
 	pthread_mutex_lock(&t->mu);
 	d = tab_find(t, id);
-	if (d && S_ISDIR(d->type) && d->dirfd < 0 && d->fh && d->gen == store_gen(n->store)) {
-		/* past the cap by one while it lives: only directories removed while the kernel holds them */
-		fd = open_by_handle_at(store_rootfd(n->store), d->fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0) {
-			t->dirfds++;
-			free(d->fh);
-			d->fh = NULL;
-			__atomic_store_n(&d->dirfd, fd, __ATOMIC_RELEASE);
-		}
-	}
+	/* past the cap by one while it lives: only directories removed while the kernel holds them */
+	if (d && S_ISDIR(d->type) && d->dirfd < 0 && d->fh && d->gen == store_gen(n->store) &&
+	    (fd = dir_open_handle(n, d->fh)) >= 0)
+		dir_hold_fd(t, d, fd);
 	pthread_mutex_unlock(&t->mu);
 }
 
@@ -987,16 +990,11 @@ void ino_table_fds(struct node *n, unsigned *held, unsigned *max)
 	pthread_mutex_unlock(&n->itab->mu);
 }
 
-unsigned ino_table_dirfds(struct node *n, unsigned set_max)
+void ino_table_cap_dirfds(struct node *n, unsigned max)
 {
-	unsigned k;
-
 	pthread_mutex_lock(&n->itab->mu);
-	if (set_max)
-		n->itab->dirfds_max = set_max;
-	k = n->itab->dirfds;
+	n->itab->dirfds_max = max;
 	pthread_mutex_unlock(&n->itab->mu);
-	return k;
 }
 
 int ino_table_retired(struct node *n)

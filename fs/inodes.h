@@ -81,7 +81,8 @@ void ino_dir_temps_release(void);
 unsigned ino_fd_share(void);
 /*
  * A slot for a program's open file or directory (a descriptor each): -ENFILE
- * past node.open_max. A handle's is freed with it (handle_release()).
+ * past node.open_max. The caller frees it if no handle came of it; a
+ * handle's is freed with the handle (handle_release()).
  */
 int open_slot(struct node *n);
 void open_slot_free(struct node *n);
@@ -91,10 +92,10 @@ void open_slot_free(struct node *n);
  * removed, as on ext4 (an open by handle of a removed directory fails).
  */
 void ino_dir_hold(struct node *n, const uint8_t id[FILE_ID_BYTES]);
-/* For status: directory descriptors held, and the cap (0: none, no file handles). */
+/* Directory descriptors held, and the cap (0: none, no file handles); for status and tests. */
 void ino_table_fds(struct node *n, unsigned *held, unsigned *max);
-/* Tests: directory descriptors held now, and the cap (0 keeps the one set from the limit). */
-unsigned ino_table_dirfds(struct node *n, unsigned set_max);
+/* Tests: another cap. */
+void ino_table_cap_dirfds(struct node *n, unsigned max);
 /* Tests: the retired inodes the kernel still holds, or -1 if the list's back links disagree. */
 int ino_table_retired(struct node *n);
 

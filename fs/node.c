@@ -1092,8 +1092,8 @@ int node_sync_local(struct node *n, uint64_t seq)
 	if (!seq)
 		seq = oplog_last(n->log).seq;
 	ret = oplog_sync(n->log, seq);
-	if (ret == -EMFILE || ret == -ENFILE) {
-		/* no descriptor to sync with (oplog_sync()): nothing known lost, the next sync tries again */
+	if (ret && !oplog_failed(n->log)) {
+		/* the log is sound (no descriptor to sync with: oplog_sync()): the next sync tries again */
 		static int64_t warned;
 		int64_t now = now_ns();
 		if (now - __atomic_load_n(&warned, __ATOMIC_RELAXED) > 10000000000LL) {

@@ -126,16 +126,15 @@ static int serve_one(struct ctl_server *s, int c)
 			 ret == -ESHUTDOWN ? "the node is stopping" : strerror(-ret));
 	} else if (!strcmp(req, "status")) {
 		node_status_json(s->node, reply, len);
-	} else if (!strcmp(req, "promote") || !strcmp(req, "promote force")) {
+	} else if (!strcmp(req, "promote") || !strcmp(req, "promote force") || !strncmp(req, "forget ", 7)) {
 		char msg[512], esc[1100];
-		int ret = s->node->repl ? repl_promote(s->node->repl, !strcmp(req, "promote force"), msg, sizeof(msg))
-					: (snprintf(msg, sizeof(msg), "replication is not running"), -EINVAL);
-		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
-			 json_escape(esc, sizeof(esc), msg));
-	} else if (!strncmp(req, "forget ", 7)) {
-		char msg[512], esc[1100];
-		int ret = s->node->repl ? repl_forget(s->node->repl, req + 7, msg, sizeof(msg))
-					: (snprintf(msg, sizeof(msg), "replication is not running"), -EINVAL);
+		int ret = -EINVAL;
+		if (!s->node->repl)
+			snprintf(msg, sizeof(msg), "replication is not running");
+		else if (req[0] == 'f')
+			ret = repl_forget(s->node->repl, req + 7, msg, sizeof(msg));
+		else
+			ret = repl_promote(s->node->repl, !strcmp(req, "promote force"), msg, sizeof(msg));
 		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
 			 json_escape(esc, sizeof(esc), msg));
 	} else

@@ -216,7 +216,10 @@ static int burst_apply(struct repl *r, struct burst *b)
 	if (!b->k)
 		return 0;
 	/* tests: a follower that receives but neither logs nor applies while DATADIR/test-follow-hold exists */
-	if (getenv("REPFS_TEST_FOLLOW_HOLD"))
+	static int hold = -1;
+	if (hold < 0)
+		hold = getenv("REPFS_TEST_FOLLOW_HOLD") != NULL;
+	if (hold)
 		while (!faccessat(r->n->dfd, "test-follow-hold", F_OK, 0) && node_role(r->n) == ROLE_FOLLOWER)
 			usleep(20000);
 	for (int i = 0; i < b->k; i++)

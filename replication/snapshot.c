@@ -809,6 +809,18 @@ static unsigned listing_fds_max(void)
 	return k < LIST_MAX_DIRFDS ? k : LIST_MAX_DIRFDS;
 }
 
+/* A subdirectory's descriptor, if the budget has one left (-1: open it by name later). */
+static int listing_fd_open(int dfd, const char *name, unsigned most)
+{
+	int fd = -1;
+
+	if (__atomic_add_fetch(&listing_fds, 1, __ATOMIC_RELAXED) <= most)
+		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
+	return fd;
+}
+
 static void listing_fd_close(int *fd)
 {
 	if (*fd >= 0) {
@@ -875,13 +887,8 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 		}
 		if (store_getxattr_at(dirfd(d), de->d_name, ID_XATTR, e[ne].id, FILE_ID_BYTES) != FILE_ID_BYTES)
 			memset(e[ne].id, 0, FILE_ID_BYTES);
-		if (S_ISDIR(sb.st_mode) && __atomic_add_fetch(&listing_fds, 1, __ATOMIC_RELAXED) <= most) {
-			e[ne].fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (e[ne].fd < 0)
-				__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
-		} else if (S_ISDIR(sb.st_mode)) {
-			__atomic_sub_fetch(&listing_fds, 1, __ATOMIC_RELAXED);
-		}
+		if (S_ISDIR(sb.st_mode))
+			e[ne].fd = listing_fd_open(dirfd(d), de->d_name, most);
 		ne++;
 	}
 	if (locked)

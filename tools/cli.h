@@ -16,6 +16,9 @@ int cmd_forget(int argc, char **argv);
 /* Prints "repfs: <message>" to stderr. */
 void die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A node's name (--name) is valid; else says so and returns 0. */
+int valid_node_name(const char *name);
+
 /*
  * Resolves DATADIR|MOUNTPOINT to the data directory: a mounted repfs
  * mountpoint names its DATADIR in its source ("repfs:/path"). 0 or -errno.

@@ -620,10 +620,8 @@ int cmd_forget(int argc, char **argv)
 		die_msg("%s", usage);
 		return 2;
 	}
-	if (!argv[2][0] || strlen(argv[2]) > 63 || strpbrk(argv[2], "\"\\\n")) {
-		die_msg("invalid node name '%.64s'", argv[2]);
+	if (!valid_node_name(argv[2]))
 		return 2;
-	}
 	if (resolve_datadir(argv[1], datadir, sizeof(datadir))) {
 		die_msg("'%s' is neither a repfs data directory nor a repfs mountpoint", argv[1]);
 		return 1;

@@ -139,10 +139,8 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 			}
 			break;
 		case OPT_NAME:
-			if (!*optarg || strlen(optarg) > 63 || strpbrk(optarg, " \t\n\"\\/")) {
-				die_msg("invalid node name '%s' (1-63 characters, no spaces, quotes or slashes)", optarg);
+			if (!valid_node_name(optarg))
 				return -1;
-			}
 			o->node.name = optarg;
 			break;
 		case OPT_KEY:

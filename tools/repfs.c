@@ -23,6 +23,14 @@ void die_msg(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+int valid_node_name(const char *name)
+{
+	if (*name && strlen(name) <= 63 && !strpbrk(name, " \t\n\"\\/"))
+		return 1;
+	die_msg("invalid node name '%.64s' (1-63 characters, no spaces, quotes or slashes)", name);
+	return 0;
+}
+
 /* Unescapes the octal escapes of /proc/self/mountinfo in place. */
 static void unescape(char *s)
 {

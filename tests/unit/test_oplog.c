@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/statfs.h>
 
+#include "../../fs/node.h"
 #include "../../replication/oplog.h"
 #include "unit.h"
 
@@ -1238,14 +1239,15 @@ Test(oplog, sync_fault_fails_the_log)
 
 /*
  * A sync that finds no free descriptor (the daemon at its limit) tries for
- * a second and fails, but nothing was written badly: the log does not
- * fail, and the next sync, with a descriptor free again, makes the records
- * durable.
+ * a second and fails, but nothing was written badly: neither the log nor
+ * the node refuses writes, and the next sync, with a descriptor free
+ * again, makes the records durable.
  */
 Test(oplog, a_sync_without_a_free_descriptor_does_not_fail_the_log)
 {
 	struct oplog *log = ol_open_ok();
 	struct rlimit old, tight;
+	struct node n;
 	int spare[64], k = 0, fd;
 
 	for (int i = 0; i < 3; i++)
@@ -1261,15 +1263,22 @@ Test(oplog, a_sync_without_a_free_descriptor_does_not_fail_the_log)
 	}
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
 	cr_assert_eq(oplog_sync(log, 3), -EMFILE);
+	/* the node's sync (an fsync, the group commit): EIO, and the node keeps taking writes */
+	memset(&n, 0, sizeof(n));
+	pthread_mutex_init(&n.seq_lock, NULL);
+	n.log = log;
+	cr_assert_eq(node_sync_local(&n, 3), -EIO);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_assert_eq(n.fault, 0, "a sync without a descriptor made the node refuse writes");
 	cr_assert_eq(oplog_failed(log), 0, "a sync without a descriptor failed the log");
 	cr_assert_eq(oplog_durable(log), 0);
 	while (k > 0)
 		close(spare[--k]);
-	cr_assert_eq(oplog_sync(log, 3), 0);
+	cr_assert_eq(node_sync_local(&n, 3), 0);
 	cr_assert_eq(oplog_durable(log), 3);
 	ol_append(log, 1);
 	cr_assert_eq(oplog_sync(log, 4), 0);
+	pthread_mutex_destroy(&n.seq_lock);
 	oplog_free(log);
 	ol_expect_clean(4);
 }
