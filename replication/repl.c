@@ -382,6 +382,36 @@ static int stream_may_gather(struct repl *r)
 	return may && node_role(r->n) == ROLE_LEADER;
 }
 
+/*
+ * A stepped-down leader has sent its last record: it waits (a few seconds at
+ * most) until the follower says it has them before the connection closes.
+ * Closed at once, the acknowledgements still unread here make the close a
+ * reset, which drops what is still queued for the follower (and the
+ * follower, seeing the reset, stops reading what it already holds): the
+ * promotion would find the last records missing (failover_wb_late.sh).
+ */
+static void hand_over(struct conn *cn, uint64_t sent)
+{
+	struct repl *r = cn->r;
+	int64_t deadline = now_ns() + 5000000000LL;
+	uint64_t received;
+	int dead;
+
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		received = cn->p->received;
+		dead = cn->dead;
+		pthread_mutex_unlock(&r->mu);
+		if (received >= sent || dead || now_ns() >= deadline || repl_nap(r, &r->cv_ack, 10))
+			break;
+	}
+	if (received >= sent)
+		rlog(LOG_NOTICE, "stepped down: handed over to '%s' up to seq %" PRIu64, cn->p->name, sent);
+	else
+		rlog(LOG_WARNING, "stepped down: '%s' acknowledged seq %" PRIu64 " of the %" PRIu64 " sent to it",
+		     cn->p->name, received, sent);
+}
+
 /* Ships records after p->sent up to the committed position; heartbeats. */
 static void stream(struct conn *cn)
 {
@@ -409,8 +439,10 @@ static void stream(struct conn *cn)
 		pthread_mutex_unlock(&r->mu);
 		if (dead || stop)
 			break;
-		if (applied <= sent && !leader)
+		if (applied <= sent && !leader) {
+			hand_over(cn, sent);
 			break;	/* stepped down and handed everything over: let it find the new leader */
+		}
 		if (applied > sent && applied - sent < STREAM_GATHER_RECORDS && !gathered && stream_may_gather(r)) {
 			/*
 			 * A few records and nobody waiting for them: let more come
