@@ -59,20 +59,34 @@ static double negative_timeout(struct node *n)
  */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;	/* the INIT handshake */
 
+/* the kernel's opcodes of the requests that need not wait (<linux/fuse.h>; libfuse's copy is private) */
+enum { OP_FORGET = 2, OP_WRITE = 16, OP_INTERRUPT = 36, OP_BATCH_FORGET = 42 };
+
+void fuse_ops_before(struct node *n, uint32_t opcode)
+{
+	if (opcode != OP_WRITE && opcode != OP_FORGET && opcode != OP_BATCH_FORGET && opcode != OP_INTERRUPT)
+		node_settle(n);
+}
+
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	struct node *n = userdata;
 	ssize_t r;
+	uint32_t opcode;
 
 	ino_dir_temps_release();	/* the thread's last request is done: its directory descriptors */
 	r = read(fd, buf, len);
+	if (r >= 8) {
+		memcpy(&opcode, (const char *)buf + 4, 4);
+		fuse_ops_before(n, opcode);
+	}
 
 	if (r > 0 && !__atomic_load_n(&n->kinit.done, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_lock(&init_lock);
 		if (!n->kinit.unique) {
 			kinit_note_request(&n->kinit, buf, (size_t)r);
 			/* the rings must exist before the reply grants them */
-			if (n->kinit.ring_offered && !n->ring_off && n->se && (n->ring_new = fring_open(n->se, fd))) {
+			if (n->kinit.ring_offered && !n->ring_off && n->se && (n->ring_new = fring_open(n->se, fd, n))) {
 				n->kinit.ring_want = 1;
 				n->kinit.ring_have = fuse_ops_max_payload();
 			}
@@ -522,6 +536,21 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
  * object with no name left (unlinked while open) is named by id alone and
  * reached through a descriptor of one of its opens.
  */
+/* r, a change through h, named by h's id and in's path; behind: see node_commit_behind(). */
+static int commit_through(struct node *n, struct inode *in, struct handle *h, struct record *r, int behind)
+{
+	char path[PATH_MAX];
+
+	memcpy(r->id, h->id, FILE_ID_BYTES);
+	if (ino_path(n, in, path, sizeof(path), 0) == 0) {
+		r->path = path;
+	} else {
+		r->path = "";
+		r->flags |= REC_F_NOPATH;
+	}
+	return behind ? node_commit_behind(n, r, h->fd) : node_commit(n, r, h->fd, NULL);
+}
+
 static int commit_record_on(struct node *n, struct inode *in, struct handle *h, struct handle *lent,
 			    struct record *r)
 {
@@ -530,16 +559,8 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	int ret;
 
 	memcpy(r->id, in->id, FILE_ID_BYTES);
-	if (h) {
-		memcpy(r->id, h->id, FILE_ID_BYTES);
-		if (ino_path(n, in, path, sizeof(path), 0) == 0) {
-			r->path = path;
-		} else {
-			r->path = "";
-			r->flags |= REC_F_NOPATH;
-		}
-		return node_commit(n, r, h->fd, NULL);
-	}
+	if (h)
+		return commit_through(n, in, h, r, 0);
 	/* named as without a handle; a lent one only spares the apply the walks of the path */
 	ino_names_lock(n, 0);
 	ret = ino_path(n, in, path, sizeof(path), 1);
@@ -1001,7 +1022,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	r.data_len = (uint32_t)size;
 	if (n->wb && !h->direct)
 		r.flags |= REC_F_KEEP_MTIME;	/* the kernel's mtime comes in a setattr */
-	ret = commit_on(n, in, h, &r);
+	ret = commit_through(n, in, h, &r, 1);	/* logged now, maybe applied after the answer */
 	if (!ret && n->wb && h->direct)
 		__atomic_store_n(&in->mtime_behind, 1, __ATOMIC_RELAXED);	/* again after a setattr */
 	if (ret && n->wb && !h->direct) {

@@ -19,6 +19,13 @@ struct handle;
 /* Reads and writes the session's /dev/fuse through our hook (fs/kernel_init.c); after fuse_session_mount(). */
 int fuse_ops_attach_io(struct fuse_session *se);
 
+/*
+ * Called with each request before libfuse has it (opcode: the kernel's):
+ * every request but a write waits until the tree has every write answered
+ * before it (node_settle()).
+ */
+void fuse_ops_before(struct node *n, uint32_t opcode);
+
 /* The largest request or reply payload the mount negotiates (max_write). */
 size_t fuse_ops_max_payload(void);
 

@@ -124,6 +124,7 @@ enum { W_IDLE, W_SERVING, W_GONE };
 
 struct fring {
 	struct fuse_session *se;
+	struct node *n;
 	int devfd, stopfd;
 	size_t payload;		/* each entry's payload buffer */
 	int go;			/* 1: register and serve; -1: quit */
@@ -313,6 +314,7 @@ static void serve(struct worker *w)
 	w->replied = 0;
 	atomic_store(&w->unique, in.unique);
 	current = w;
+	fuse_ops_before(r->n, in.opcode);
 	fuse_session_process_buf(r->se, &(struct fuse_buf){ .mem = msg, .size = in.len });
 	current = NULL;
 	ino_dir_temps_release();	/* the request's directory descriptors (fs/inodes.c) */
@@ -427,7 +429,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-struct fring *fring_open(struct fuse_session *se, int devfd)
+struct fring *fring_open(struct fuse_session *se, int devfd, struct node *node)
 {
 	int ncpu = possible_cpus();
 	int n = ncpu * threads_per_cpu(ncpu), err = 0;
@@ -441,6 +443,7 @@ struct fring *fring_open(struct fuse_session *se, int devfd)
 	if (!r)
 		return NULL;
 	r->se = se;
+	r->n = node;
 	r->devfd = devfd;
 	r->payload = fuse_ops_max_payload();
 	r->nqueues = ncpu;

@@ -8,14 +8,16 @@
 
 struct fuse_session;
 struct fring;
+struct node;
 
 /*
  * Sets up the rings and their threads, which wait for fring_start().
  * Called when the kernel's INIT request offers FUSE_OVER_IO_URING and
  * before the reply grants it, so that the rings exist when it does.
- * NULL (and a logged line) when io_uring cannot be used here.
+ * NULL (and a logged line) when io_uring cannot be used here. Each request
+ * goes to fuse_ops_before(node, ...) first.
  */
-struct fring *fring_open(struct fuse_session *se, int devfd);
+struct fring *fring_open(struct fuse_session *se, int devfd, struct node *node);
 /*
  * After the INIT reply granted the ring (only if the kernel's largest
  * request, max_write and max_pages, fits fuse_ops_max_payload()): register

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,9 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -522,6 +525,308 @@ static void helper_stop(struct node *n)
 	n->helper = NULL;
 }
 
+/* ---- writes applied behind: a small write's tree half, after its answer ---- */
+
+/*
+ * A write through a handle is logged by the request's thread, which then
+ * answers; a helper thread, on the other CPU, applies it to the tree. (An
+ * untar spent about a fifth of its time in the tree's pwrite of each of
+ * tar's 10 KiB writes, on the CPU where tar waits, while the other idled:
+ * docs/decisions.md 14.) Order is kept three ways:
+ *  - the queue is applied in log order, and a record that does not go
+ *    behind (any other change, or a write that cannot) first waits, under
+ *    seq_lock, until the queue is empty;
+ *  - applied moves past a record only once the tree has it (the helper
+ *    moves it), so that a checkpoint, a snapshot or a follower's stream
+ *    never counts one that is not there;
+ *  - every request but a write waits for the queue first (node_settle(),
+ *    from fs/fuse_ring.c and fs/fuse_ops.c): a read, a stat, or the release
+ *    of the handle whose descriptor the queue borrows, comes after every
+ *    write answered before it.
+ * The tree's apply can now fail after the answer, so a write goes behind
+ * only while the tree's file system has BEHIND_MARGIN free beyond what may
+ * go behind before the next look (a disk that fills takes the inline path,
+ * which takes the write back and answers ENOSPC). If one fails anyway, the
+ * node refuses writes from then on (`status` says why) and the record stays
+ * in the log, where a restart applies it from.
+ */
+#define BEHIND_SLOTS 64
+#define BEHIND_MAX_DATA (128u << 10)
+/*
+ * A write that ends past this goes inline, where a failure is answered: far
+ * below the largest file of the file systems a tree lives on (ext4 with 4 KiB
+ * blocks: 16 TiB; 4 TiB with 1 KiB ones), so that a write past the largest
+ * file gets its EFBIG from the tree (tests/integration/failed_ops.sh).
+ */
+#define BEHIND_MAX_END (1ull << 40)
+#define BEHIND_MARGIN (256ull << 20)
+#define BEHIND_ROOM_MAX (64ull << 20)	/* bytes that go behind between two looks at the free space */
+#define BEHIND_SPIN_NS 200000		/* the helper looks for more this long before it sleeps */
+
+struct behind_job {
+	struct record r;	/* its data and path point into buf */
+	int fd;		/* the handle's, borrowed: its release waits for the queue */
+	uint8_t *buf;	/* copies of the data and the path (the request's are gone once answered) */
+	size_t cap;
+};
+
+struct behind {
+	struct node *n;
+	pthread_t thread;
+	uint64_t head;		/* the next job to apply: the helper's (atomic) */
+	uint64_t tail;		/* the next free slot: written under seq_lock (atomic) */
+	struct behind_job job[BEHIND_SLOTS];
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	int sleeping, stop;	/* atomic */
+	int failed;		/* errno of the apply that failed (atomic; set under seq_lock) */
+	uint64_t room;		/* seq_lock: bytes that may go behind before the next look */
+	int64_t room_next;	/* seq_lock: no look before then (mono_ns) after one found no room */
+	uint64_t max_end;	/* BEHIND_MAX_END, or the daemon's RLIMIT_FSIZE if lower */
+	unsigned served, fail_at;	/* test hook: the fail_at'th apply fails (REPFS_TEST_FAIL_BEHIND) */
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* Returns once the helper has applied every job before upto: spins (it takes microseconds), then naps. */
+static void behind_wait(struct behind *b, uint64_t upto)
+{
+	int64_t t0 = 0;
+
+	for (unsigned i = 0; __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto; i++) {
+		if (i < 4096) {
+			cpu_relax();
+			continue;
+		}
+		if (!t0)
+			t0 = mono_ns();
+		if (mono_ns() - t0 < 2000000)
+			sched_yield();
+		else
+			nanosleep(&(struct timespec){ 0, 50000 }, NULL);
+	}
+}
+
+void node_settle(struct node *n)
+{
+	struct behind *b = n->behind;
+
+	if (b)
+		behind_wait(b, __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE));
+}
+
+/* Under seq_lock; returns under it with nothing behind (the helper takes seq_lock to finish a job). */
+static void behind_drain_locked(struct node *n)
+{
+	struct behind *b = n->behind;
+	uint64_t tail;
+
+	while (b && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < (tail = __atomic_load_n(&b->tail, __ATOMIC_RELAXED))) {
+		pthread_mutex_unlock(&n->seq_lock);
+		behind_wait(b, tail);
+		pthread_mutex_lock(&n->seq_lock);
+	}
+}
+
+void node_lock_settled(struct node *n)
+{
+	pthread_mutex_lock(&n->seq_lock);
+	behind_drain_locked(n);
+}
+
+/* Free bytes on the file system of fd, 0 if unknown. */
+static uint64_t fs_avail(int fd)
+{
+	struct statvfs sv;
+
+	return fstatvfs(fd, &sv) < 0 ? 0 : (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+/* Under seq_lock: room for len more bytes behind (the log's and the tree's file systems looked at now and then). */
+static int behind_room(struct node *n, struct behind *b, uint32_t len)
+{
+	uint64_t avail, tree;
+	int64_t now;
+
+	if (b->room >= len) {
+		b->room -= len;
+		return 1;
+	}
+	now = mono_ns();
+	if (now < b->room_next)
+		return 0;
+	b->room_next = now + 1000000000LL;	/* until the next look, if this one finds no room */
+	avail = fs_avail(n->logdirfd);
+	tree = fs_avail(store_rootfd(n->store));
+	avail = tree < avail ? tree : avail;
+	if (avail < BEHIND_MARGIN + 2ull * len)
+		return 0;
+	/* half of what is left past the margin: each byte goes to the log and to the tree */
+	b->room = (avail - BEHIND_MARGIN) / 2 < BEHIND_ROOM_MAX ? (avail - BEHIND_MARGIN) / 2 : BEHIND_ROOM_MAX;
+	b->room_next = 0;
+	b->room -= len;
+	return 1;
+}
+
+/* Under seq_lock: 1 if r, a write about to be committed, is to go behind (its slot made ready). */
+static int behind_may(struct node *n, const struct record *r, int hint_fd)
+{
+	struct behind *b = n->behind;
+	struct behind_job *j;
+	size_t need;
+
+	if (!b || r->type != REC_WRITE || hint_fd < 0 || (r->flags & REC_F_KEEP_MTIME) || !r->data_len ||
+	    r->data_len > BEHIND_MAX_DATA || r->off + r->data_len > b->max_end || r->path2 || r->name ||
+	    __atomic_load_n(&b->failed, __ATOMIC_RELAXED) ||
+	    b->tail - __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= BEHIND_SLOTS)
+		return 0;
+	j = &b->job[b->tail % BEHIND_SLOTS];
+	need = r->data_len + strlen(r->path) + 1;
+	if (j->cap < need) {
+		uint8_t *p = realloc(j->buf, need);
+		if (!p)
+			return 0;
+		j->buf = p;
+		j->cap = need;
+	}
+	return behind_room(n, b, r->data_len);
+}
+
+/* Under seq_lock, r in the log: queues its apply (behind_may() said yes). */
+static void behind_push(struct behind *b, const struct record *r, int fd)
+{
+	struct behind_job *j = &b->job[b->tail % BEHIND_SLOTS];
+
+	j->r = *r;
+	memcpy(j->buf, r->data, r->data_len);
+	j->r.data = j->buf;
+	j->r.path = strcpy((char *)j->buf + r->data_len, r->path);
+	j->fd = fd;
+	__atomic_store_n(&b->tail, b->tail + 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_lock(&b->mu);
+		pthread_cond_signal(&b->wake);
+		pthread_mutex_unlock(&b->mu);
+	}
+}
+
+/* seq_lock without sleeping on it: its holders keep it for microseconds, and a wakeup costs more */
+static void lock_spinning(pthread_mutex_t *mu)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (pthread_mutex_trylock(mu) == 0)
+			return;
+		cpu_relax();
+	}
+	pthread_mutex_lock(mu);
+}
+
+/* The helper: 1 once there is a job, 0 once told to stop with none left. */
+static int behind_next(struct behind *b, uint64_t h)
+{
+	int64_t until = mono_ns() + BEHIND_SPIN_NS;
+	int more;
+
+	while (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && mono_ns() < until)
+		cpu_relax();
+	pthread_mutex_lock(&b->mu);
+	__atomic_store_n(&b->sleeping, 1, __ATOMIC_SEQ_CST);
+	while (h == __atomic_load_n(&b->tail, __ATOMIC_SEQ_CST) && !b->stop)
+		pthread_cond_wait(&b->wake, &b->mu);
+	__atomic_store_n(&b->sleeping, 0, __ATOMIC_RELAXED);
+	more = h != __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE);
+	pthread_mutex_unlock(&b->mu);
+	return more;
+}
+
+static void *behind_main(void *arg)
+{
+	struct behind *b = arg;
+	struct node *n = b->n;
+
+	thread_name("repfs-behind");
+	for (;;) {
+		uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+		struct behind_job *j = &b->job[h % BEHIND_SLOTS];
+		int ret = 0;
+
+		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && !behind_next(b, h))
+			break;
+		if (!__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) {
+			ret = ++b->served == b->fail_at ? -EIO : apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL);
+			if (ret == 1)
+				ret = -ESTALE;
+		}
+		lock_spinning(&n->seq_lock);
+		if (ret) {
+			/* answered already: nothing to take back; the log keeps it for the next start */
+			__atomic_store_n(&b->failed, -ret, __ATOMIC_RELAXED);
+			n->fault = -ret;
+			rlog(LOG_ERR, "unable to apply the write at seq %" PRIu64 " to the tree: %s; refusing writes "
+				      "(a restart applies it from the log)", j->r.seq, strerror(-ret));
+		} else if (!__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) {
+			n->applied = j->r.seq;
+			applied_mark(n, j->r.seq);
+		}
+		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&n->seq_lock);
+		repl_notify(n->repl);
+	}
+	return NULL;
+}
+
+static int behind_start(struct node *n)
+{
+	struct behind *b = calloc(1, sizeof(*b));
+	struct rlimit fsize;
+	int ret;
+
+	if (!b)
+		return -ENOMEM;
+	b->n = n;
+	b->max_end = BEHIND_MAX_END;
+	if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < b->max_end)
+		b->max_end = fsize.rlim_cur;
+	if (getenv("REPFS_TEST_FAIL_BEHIND"))
+		b->fail_at = (unsigned)atoi(getenv("REPFS_TEST_FAIL_BEHIND"));
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->wake, NULL);
+	ret = pthread_create(&b->thread, NULL, behind_main, b);
+	if (ret) {
+		free(b);
+		return -ret;
+	}
+	n->behind = b;
+	return 0;
+}
+
+/* Applies what is queued, then ends the helper. */
+static void behind_stop(struct node *n)
+{
+	struct behind *b = n->behind;
+
+	if (!b)
+		return;
+	pthread_mutex_lock(&b->mu);
+	b->stop = 1;
+	pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->mu);
+	pthread_join(b->thread, NULL);
+	n->behind = NULL;
+	for (int i = 0; i < BEHIND_SLOTS; i++)
+		free(b->job[i].buf);
+	pthread_mutex_destroy(&b->mu);
+	pthread_cond_destroy(&b->wake);
+	free(b);
+}
+
 /*
  * A large write is logged as pieces of NODE_PIECE_BYTES, and each piece is
  * applied to the tree by the helper thread while the next one is MAC'd and
@@ -602,18 +907,21 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 	return ret;
 }
 
-int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
+static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, int may_behind)
 {
-	int ret, ns = 0;
+	int ret, ns = 0, behind;
 
 	pthread_mutex_lock(&n->seq_lock);
+	behind = may_behind && behind_may(n, r, hint_fd);
+	if (!behind)
+		behind_drain_locked(n);	/* the tree has everything before r when r is applied */
 	if (n->fault) {
 		ret = -EIO;
-		goto out;
+		goto whole;	/* not a byte of a write logged: op_write() must not answer it as done */
 	}
 	if (n->st.role != ROLE_LEADER) {
 		ret = -EROFS;	/* stepped down meanwhile */
-		goto out;
+		goto whole;
 	}
 	r->epoch = n->st.epoch;
 	r->time_ns = now_ns();
@@ -640,6 +948,11 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 		ret = append_failed(r, ret);
 		goto whole;
 	}
+	if (behind) {
+		behind_push(n->behind, r, hint_fd);	/* applied, then counted in applied, by the helper */
+		pthread_mutex_unlock(&n->seq_lock);
+		return 0;
+	}
 	ns = r->type == REC_CREATE || r->type == REC_LINK || r->type == REC_UNLINK || r->type == REC_RMDIR ||
 	     r->type == REC_RENAME;
 	if (ns)
@@ -663,6 +976,16 @@ out:
 	if (!ret)
 		repl_notify(n->repl);
 	return ret;
+}
+
+int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
+{
+	return commit(n, r, hint_fd, out_fd, 0);
+}
+
+int node_commit_behind(struct node *n, struct record *r, int hint_fd)
+{
+	return commit(n, r, hint_fd, NULL, 1);
 }
 
 enum role node_role(struct node *n)
@@ -881,7 +1204,7 @@ int node_step_down(struct node *n, uint64_t epoch, int *wb_late)
 	late = wb_flush(n);
 	if (wb_late)
 		*wb_late = late;
-	pthread_mutex_lock(&n->seq_lock);
+	node_lock_settled(n);
 	save = n->st;
 	n->st.role = ROLE_FOLLOWER;
 	if (epoch > n->st.epoch)
@@ -1252,6 +1575,8 @@ int node_start(struct node *n)
 	}
 	if (helper_start(n) < 0)
 		rlog(LOG_WARNING, "unable to start the apply helper: large writes run on one thread");
+	if (behind_start(n) < 0)
+		rlog(LOG_WARNING, "unable to start the helper that applies writes behind: they are applied inline");
 	n->bg_started = 1;
 	return 0;
 }
@@ -1262,7 +1587,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	uint64_t applied, durable = oplog_durable(n->log), ckpt, epoch;
 	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
-	int fault, logfault = oplog_failed(n->log);
+	int fault, tree_fault, logfault = oplog_failed(n->log);
 	unsigned dirfds, dirfds_max;
 
 	pthread_mutex_lock(&n->seq_lock);
@@ -1271,6 +1596,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	role = n->st.role;
 	epoch = n->st.epoch;
 	fault = n->fault;
+	tree_fault = !logfault && n->behind && __atomic_load_n(&n->behind->failed, __ATOMIC_RELAXED);
 	snprintf(name, sizeof(name), "%s", n->st.name);
 	pthread_mutex_unlock(&n->seq_lock);
 	repl_status_json(n->repl, repl, sizeof(repl));
@@ -1298,7 +1624,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
 			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false",
 			__atomic_load_n(&n->nopen, __ATOMIC_RELAXED), n->open_max, dirfds, dirfds_max,
-			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? "\"log: " : "",
+			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? (tree_fault ? "\"tree: " : "\"log: ") : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }
@@ -1311,6 +1637,7 @@ void node_stop_background(struct node *n)
 	pthread_join(n->flusher, NULL);
 	pthread_join(n->checkpointer, NULL);
 	helper_stop(n);
+	behind_stop(n);
 	n->bg_started = 0;
 }
 

@@ -4,7 +4,8 @@
  * state file, the log and the tree. Every change goes through node_commit(),
  * the sequencer: under seq_lock it appends the record to the log and applies
  * it to the tree with the one apply function; if the apply fails the record
- * is taken back out of the log, so failed operations leave none.
+ * is taken back out of the log, so failed operations leave none. (A small
+ * write may be applied just after it is answered: node_commit_behind().)
  *
  * Durability: node_sync() returns once the log holds everything up to a seq
  * durably. A flusher thread makes every change durable within
@@ -80,6 +81,7 @@ struct node {
 	pthread_t flusher;		/* group commit */
 	pthread_t checkpointer;		/* checkpoints (syncfs can take seconds) */
 	struct apply_helper *helper;	/* applies a large write's pieces (node.c), or NULL */
+	struct behind *behind;		/* applies small writes after their reply (node.c), or NULL */
 	int64_t started_ns;
 
 	struct repl *repl;		/* replication, NULL until started */
@@ -124,6 +126,21 @@ int node_start(struct node *n);
  * 0).
  */
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
+
+/*
+ * A leader may apply a small write to the tree after the writer has its
+ * answer (node.c, "writes applied behind"): the record is in the log, and
+ * applied moves past it only once the tree has it too. node_settle() returns once
+ * every such write is in the tree: every request but a write calls it
+ * first, so that nothing reads the tree before a write answered earlier.
+ * node_lock_settled() takes seq_lock with nothing left behind: for those
+ * who read the tree under it (a verify's digests, a snapshot's listings).
+ */
+void node_settle(struct node *n);
+void node_lock_settled(struct node *n);
+
+/* node_commit() of a write through hint_fd that may reach the tree after it returns (node_settle()). */
+int node_commit_behind(struct node *n, struct record *r, int hint_fd);
 
 /* The node's role now (it changes on promotion and step-down). */
 enum role node_role(struct node *n);

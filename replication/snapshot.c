@@ -862,7 +862,7 @@ static int list_dir_once(struct node *n, int fd, int locked, struct lent **out, 
 	if (!d)
 		return -errno;
 	if (locked)
-		pthread_mutex_lock(&n->seq_lock);
+		node_lock_settled(n);
 	*at = locked ? n->applied : node_applied(n);
 	while (!ret && (de = readdir(d))) {
 		struct stat sb;

@@ -87,7 +87,7 @@ static int send_pinned(struct repl *r, struct chan *c, const uint8_t *req, size_
 
 	if (!out)
 		return -ENOMEM;
-	pthread_mutex_lock(&n->seq_lock);
+	node_lock_settled(n);	/* the digests are of applied: nothing may be on its way to the tree */
 	repl_put64(out, n->applied);
 	while (off + 2 <= len) {
 		uint16_t pl;

@@ -1,0 +1,119 @@
+#!/bin/bash
+# write_behind.sh -- a leader answers a small write once it is in the log and
+# applies it to the tree after (fs/node.c, "writes applied behind"). Every
+# other request waits for those applies first, so a program that reads,
+# stats, truncates or renames right after writing sees its writes; applied
+# counts a write only once the tree has it. REPFS_TEST_FAIL_BEHIND=N makes
+# the Nth such apply fail after its write was answered: the leader then
+# refuses writes (EIO, `status` names the tree), keeps the record in its
+# log, and a restart applies it: every answered byte is in the file.
+. "$(dirname "$0")/../integration/lib.sh" || exit 1
+
+D=$T/data
+M=$T/mnt
+
+# four writers at once, each a file of 4 KiB-1 writes read back and checked
+# by another descriptor after every write; then a truncate and a rename,
+# each right after a write (applied inline: after the writes behind them)
+writers() {
+	python3 - "$1" <<'PY'
+import os, sys, threading
+root = sys.argv[1]
+errors = []
+def work(k):
+    path = os.path.join(root, "w%d" % k)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    rd = os.open(path, os.O_RDONLY)
+    want = b""
+    for i in range(300):
+        chunk = bytes([(k * 31 + i) % 251]) * 4095
+        if os.write(fd, chunk) != len(chunk):
+            errors.append("short write")
+        want += chunk
+        if os.fstat(rd).st_size != len(want) or os.pread(rd, len(chunk), len(want) - len(chunk)) != chunk:
+            errors.append("%s: write %d not seen by the next read" % (path, i))
+            break
+    os.ftruncate(fd, 5000)
+    if os.pread(rd, 6000, 0) != want[:5000]:
+        errors.append("%s: truncate after writes" % path)
+    os.pwrite(fd, b"tail", 5000)
+    os.rename(path, path + ".done")
+    os.close(fd)
+    os.close(rd)
+    if open(path + ".done", "rb").read() != want[:5000] + b"tail":
+        errors.append("%s: content after rename" % path)
+ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("\n".join(errors) if errors else "ok")
+PY
+}
+
+_settled() { # DATA: applied has caught up with seq
+	local st
+	st=$(status_json "$1")
+	[ "$(json_get "$st" applied)" = "$(json_get "$st" seq)" ]
+}
+
+for wb in on off; do
+	note "writers, --writeback $wb"
+	start_leader "$D" "$M" --writeback "$wb"
+	mkdir -p "$M/$wb"
+	check_eq "$(writers "$M/$wb")" ok "the writers' checks (--writeback $wb)"
+	for k in 0 1 2 3; do
+		check_eq "$(stat -c %s "$M/$wb/w$k.done")" 5004 "size of w$k.done (--writeback $wb)"
+	done
+	wait_for 10 _settled "$D" || fail "applied did not reach seq: $(status_json "$D")"
+	check_eq "$(json_get "$(status_json "$D")" faults)" "[]" "faults after the writers"
+	compare3 "$M" "$D" "after the writers (--writeback $wb)"
+	stop_node "$M" "$D"
+done
+
+note "the 40th apply behind fails after its write was answered"
+REPFS_TEST_FAIL_BEHIND=40 start_leader "$D" "$M" --writeback off
+python3 - "$M/failing" >"$T/acked" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for i in range(200):
+    try:
+        os.write(fd, bytes([i % 251]) * 1000)
+    except OSError as e:
+        print("error", e.errno)
+        break
+    print("acked", i)
+try:
+    os.close(fd)
+except OSError:
+    pass
+PY
+acked=$(grep -c '^acked' "$T/acked")
+note "writes answered before the leader refused: $acked; then: $(grep -v '^acked' "$T/acked")"
+check_eq "$(grep -v '^acked' "$T/acked")" "error 5" "the write after the failed apply"
+[ "$acked" -ge 40 ] || fail "only $acked writes answered before the refusal; the 40th apply was to fail"
+st=$(status_json "$D")
+case $(json_get "$st" faults) in
+*"tree: Input/output error; writes refused"*) ;;
+*) fail "status does not name the tree's failure: $(json_get "$st" faults)" ;;
+esac
+grep -q "unable to apply the write at seq .* to the tree: Input/output error; refusing writes" "$D/repfs.log" ||
+	fail "repfs.log does not say which write failed: $(tail -n 3 "$D/repfs.log")"
+[ "$(json_get "$st" applied)" -lt "$(json_get "$st" seq)" ] ||
+	fail "applied counts the write that never reached the tree: $st"
+if mkdir "$M/refused" 2>/dev/null; then fail "mkdir succeeded on a leader that refuses writes"; fi
+stop_node "$M" "$D"
+
+note "a restart applies what the log holds: every answered write is in the file"
+start_leader "$D" "$M"
+python3 - "$M/failing" "$acked" <<'PY' || fail "the file after the restart lacks answered writes"
+import sys
+data = open(sys.argv[1], "rb").read()
+n = int(sys.argv[2])
+want = b"".join(bytes([i % 251]) * 1000 for i in range(n))
+sys.exit(0 if data == want else 1)
+PY
+check_eq "$(json_get "$(status_json "$D")" faults)" "[]" "faults after the restart"
+echo more >"$M/after" || fail "a write after the restart failed"
+compare3 "$M" "$D" "after the restart"
+log_verify "$D"
+stop_node "$M" "$D"
+exit 0
