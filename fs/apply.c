@@ -168,7 +168,7 @@ static int make_object(struct store *st, const struct record *r, const char *rel
 }
 
 /* Gives a just-made object its id, owner, mode and times. */
-static int finish_object(struct store *st, const struct record *r, const char *rel, int fd)
+static int finish_object(struct store *st, const struct record *r, const char *rel, int fd, int tail_later)
 {
 	int root = store_rootfd(st);
 	struct timespec ts[2] = { ts_of(r->time_ns), ts_of(r->time_ns) };
@@ -192,7 +192,7 @@ static int finish_object(struct store *st, const struct record *r, const char *r
 			return -errno;
 		if (futimens(fd, ts) < 0)
 			return -errno;
-		return touch_parent(st, rel, r->time_ns);
+		return tail_later ? 0 : touch_parent(st, rel, r->time_ns);
 	}
 	ret = store_xpath(st, rel, path, sizeof(path), &tmp);
 	if (!ret && lsetxattr(path, ID_XATTR, r->id, FILE_ID_BYTES, 0) < 0)
@@ -213,7 +213,7 @@ static int finish_object(struct store *st, const struct record *r, const char *r
 static int apply_create(struct store *st, const struct record *r, unsigned flags, int *out_fd)
 {
 	const char *rel = store_rel(r->path);
-	int fd = -1, ret;
+	int fd = -1, ret, tail_later;
 
 	/* strict (the leader): whatever holds the name makes make_object() fail with EEXIST */
 	switch ((flags & APPLY_STRICT) ? MATCH_NONE : id_at(st, rel, r->id)) {
@@ -237,8 +237,9 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 			return ret;
 		break;
 	}
-	ret = finish_object(st, r, rel, fd);
-	if (!ret)
+	tail_later = (flags & APPLY_TAIL_LATER) && out_fd && fd >= 0 && (r->mode & S_IFMT) == S_IFREG;
+	ret = finish_object(st, r, rel, fd, tail_later);
+	if (!ret && !tail_later)
 		ret = fd >= 0 && (r->mode & S_IFMT) == S_IFREG ? store_id_born_fd(st, r->id, fd, rel)
 							       : store_id_born(st, r->id, rel, (r->mode & S_IFMT) == S_IFDIR);
 	if (ret) {
@@ -253,6 +254,14 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	else if (fd >= 0)
 		close(fd);
 	return 0;
+}
+
+int apply_create_tail(struct store *st, const struct record *r, int fd)
+{
+	const char *rel = store_rel(r->path);
+	int ret = touch_parent(st, rel, r->time_ns);
+
+	return ret ? ret : store_id_born_fd(st, r->id, fd, rel);
 }
 
 /*

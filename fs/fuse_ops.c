@@ -60,11 +60,13 @@ static double negative_timeout(struct node *n)
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;	/* the INIT handshake */
 
 /* the kernel's opcodes of the requests that need not wait (<linux/fuse.h>; libfuse's copy is private) */
-enum { OP_FORGET = 2, OP_WRITE = 16, OP_INTERRUPT = 36, OP_BATCH_FORGET = 42 };
+enum { OP_FORGET = 2, OP_WRITE = 16, OP_RELEASE = 18, OP_INTERRUPT = 36, OP_BATCH_FORGET = 42 };
 
+/* (a release's descriptor is closed after the writes through it: node_close_behind()) */
 void fuse_ops_before(struct node *n, uint32_t opcode)
 {
-	if (opcode != OP_WRITE && opcode != OP_FORGET && opcode != OP_BATCH_FORGET && opcode != OP_INTERRUPT)
+	if (opcode != OP_WRITE && opcode != OP_RELEASE && opcode != OP_FORGET && opcode != OP_BATCH_FORGET &&
+	    opcode != OP_INTERRUPT)
 		node_settle(n);
 }
 
@@ -308,7 +310,7 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	struct record r = { .type = REC_CREATE };
 	char dir[PATH_MAX], path[PATH_MAX];
 	struct stat st;
-	int pfd, ret, fd = -1;
+	int pfd, ret, fd = -1, tail_behind = 0;
 	uid_t uid;
 	gid_t gid;
 
@@ -336,10 +338,12 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		r.data = target;
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
-	ret = node_commit(n, &r, -1, out_fd ? &fd : NULL);
+	ret = out_fd ? node_commit_create(n, &r, &fd, &tail_behind) : node_commit(n, &r, -1, NULL);
 	if (ret)
 		goto out;
 	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
+	if (!ret && tail_behind && st.st_nlink < 2)
+		st.st_nlink = 2;	/* its name and the id index's link, which may still be to come */
 	if (!ret)
 		ret = ino_learn(n, p, name, &st, r.id, e);	/* the id it was made with */
 	if (ret && fd >= 0) {

@@ -655,7 +655,7 @@ struct handle *handle_borrow(struct node *n, const uint8_t id[FILE_ID_BYTES])
 
 static void handle_free(struct node *n, struct handle *h)
 {
-	close(h->fd);
+	node_close_behind(n, h->fd);	/* writes through it may still be on their way to the tree */
 	free(h);
 	open_slot_free(n);
 }

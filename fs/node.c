@@ -394,7 +394,7 @@ fail:
  * through extending its file is taken back (the size and mtime it found), so
  * that the tree holds nothing of a record the log will not keep.
  */
-static int apply_or_take_back(struct node *n, struct record *r, int hint_fd, int *out_fd)
+static int apply_or_take_back(struct node *n, struct record *r, int hint_fd, int *out_fd, unsigned flags)
 {
 	struct stat before = { .st_size = -1 };
 	int ret;
@@ -402,7 +402,7 @@ static int apply_or_take_back(struct node *n, struct record *r, int hint_fd, int
 	if (hint_fd >= 0 && (r->type == REC_WRITE || r->type == REC_FALLOCATE || r->type == REC_COPY) &&
 	    fstat(hint_fd, &before) < 0)
 		before.st_size = -1;
-	ret = apply_record(n->store, r, APPLY_STRICT, hint_fd, out_fd);
+	ret = apply_record(n->store, r, APPLY_STRICT | flags, hint_fd, out_fd);
 	if (ret == 1)
 		ret = -ESTALE;
 	if (ret && before.st_size >= 0 && (uint64_t)before.st_size <= r->off) {
@@ -453,7 +453,7 @@ static void *helper_main(void *arg)
 		if (!h->posted)
 			break;
 		pthread_mutex_unlock(&h->mu);
-		int ret = ++h->served == h->fail_at ? -EIO : apply_or_take_back(h->n, h->r, h->fd, NULL);
+		int ret = ++h->served == h->fail_at ? -EIO : apply_or_take_back(h->n, h->r, h->fd, NULL, 0);
 		pthread_mutex_lock(&h->mu);
 		h->ret = ret;
 		h->posted = 0;
@@ -529,26 +529,29 @@ static void helper_stop(struct node *n)
 
 /*
  * A write through a handle is logged by the request's thread, which then
- * answers; a helper thread, on the other CPU, applies it to the tree. (An
- * untar spent about a fifth of its time in the tree's pwrite of each of
- * tar's 10 KiB writes, on the CPU where tar waits, while the other idled:
- * docs/decisions.md 14.) Order is kept three ways:
+ * answers; a helper thread, on the other CPU, applies it to the tree. So
+ * are the last steps of a new regular file (the parent's mtime, the id
+ * index's link: apply_create_tail()). (An untar spent about a fifth of its
+ * time in the tree's pwrite of each of tar's 10 KiB writes, on the CPU where
+ * tar waits, while the other idled: docs/decisions.md 14.) Order is kept
+ * three ways:
  *  - the queue is applied in log order, and a record that does not go
  *    behind (any other change, or a write that cannot) first waits, under
  *    seq_lock, until the queue is empty;
  *  - applied moves past a record only once the tree has it (the helper
  *    moves it), so that a checkpoint, a snapshot or a follower's stream
  *    never counts one that is not there;
- *  - every request but a write waits for the queue first (node_settle(),
- *    from fs/fuse_ring.c and fs/fuse_ops.c): a read, a stat, or the release
- *    of the handle whose descriptor the queue borrows, comes after every
- *    write answered before it.
- * The tree's apply can now fail after the answer, so a write goes behind
- * only while the tree's file system has BEHIND_MARGIN free beyond what may
- * go behind before the next look (a disk that fills takes the inline path,
- * which takes the write back and answers ENOSPC). If one fails anyway, the
- * node refuses writes from then on (`status` says why) and the record stays
- * in the log, where a restart applies it from.
+ *  - every request but a write or a release waits for the queue first
+ *    (node_settle(), from fs/fuse_ring.c and fs/fuse_ops.c): a read or a
+ *    stat comes after every write answered before it; a released handle's
+ *    descriptor, which the queue borrows, is closed by the helper after the
+ *    writes through it (node_close_behind()).
+ * The tree's apply can now fail after the answer, so a record goes behind
+ * only while the log's and the tree's file systems have BEHIND_MARGIN free
+ * beyond what may go behind before the next look (a disk that fills takes
+ * the inline path, which takes a failed change back and answers ENOSPC).
+ * If one fails anyway, the node refuses writes from then on (`status` says
+ * why) and the record stays in the log, where a restart applies it from.
  */
 #define BEHIND_SLOTS 64
 #define BEHIND_MAX_DATA (128u << 10)
@@ -595,13 +598,17 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Returns once the helper has applied every job before upto: spins (it takes microseconds), then naps. */
+/*
+ * Returns once the helper has done every job before upto: spins a little (a
+ * job takes microseconds), then yields the CPU (the waiter's ring thread is
+ * pinned to its program's CPU), then naps.
+ */
 static void behind_wait(struct behind *b, uint64_t upto)
 {
 	int64_t t0 = 0;
 
 	for (unsigned i = 0; __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto; i++) {
-		if (i < 4096) {
+		if (i < 256) {
 			cpu_relax();
 			continue;
 		}
@@ -675,18 +682,35 @@ static int behind_room(struct node *n, struct behind *b, uint32_t len)
 	return 1;
 }
 
+/* Under seq_lock: the job at tail is ready; the helper may have it. */
+static void behind_post(struct behind *b)
+{
+	__atomic_store_n(&b->tail, b->tail + 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_lock(&b->mu);
+		pthread_cond_signal(&b->wake);
+		pthread_mutex_unlock(&b->mu);
+	}
+}
+
 /* Under seq_lock: 1 if r, a write about to be committed, is to go behind (its slot made ready). */
-static int behind_may(struct node *n, const struct record *r, int hint_fd)
+static int behind_may(struct node *n, const struct record *r, int hint_fd, int *out_fd)
 {
 	struct behind *b = n->behind;
 	struct behind_job *j;
 	size_t need;
 
-	if (!b || r->type != REC_WRITE || hint_fd < 0 || (r->flags & REC_F_KEEP_MTIME) || !r->data_len ||
-	    r->data_len > BEHIND_MAX_DATA || r->off + r->data_len > b->max_end || r->path2 || r->name ||
-	    __atomic_load_n(&b->failed, __ATOMIC_RELAXED) ||
+	if (!b || __atomic_load_n(&b->failed, __ATOMIC_RELAXED) || r->path2 || r->name ||
 	    b->tail - __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= BEHIND_SLOTS)
 		return 0;
+	if (r->type == REC_CREATE) {
+		/* a regular file's: its tail (apply_create_tail()); a directory entry's room */
+		if (!out_fd || (r->mode & S_IFMT) != S_IFREG || r->data_len)
+			return 0;
+	} else if (r->type != REC_WRITE || hint_fd < 0 || (r->flags & REC_F_KEEP_MTIME) || !r->data_len ||
+		   r->data_len > BEHIND_MAX_DATA || r->off + r->data_len > b->max_end) {
+		return 0;
+	}
 	j = &b->job[b->tail % BEHIND_SLOTS];
 	need = r->data_len + strlen(r->path) + 1;
 	if (j->cap < need) {
@@ -696,25 +720,42 @@ static int behind_may(struct node *n, const struct record *r, int hint_fd)
 		j->buf = p;
 		j->cap = need;
 	}
-	return behind_room(n, b, r->data_len);
+	return behind_room(n, b, r->data_len ? r->data_len : 4096);
 }
 
-/* Under seq_lock, r in the log: queues its apply (behind_may() said yes). */
+/* Under seq_lock, r in the log: queues its apply, or a create's tail (behind_may() said yes). */
 static void behind_push(struct behind *b, const struct record *r, int fd)
 {
 	struct behind_job *j = &b->job[b->tail % BEHIND_SLOTS];
 
 	j->r = *r;
-	memcpy(j->buf, r->data, r->data_len);
+	if (r->data_len)
+		memcpy(j->buf, r->data, r->data_len);
 	j->r.data = j->buf;
 	j->r.path = strcpy((char *)j->buf + r->data_len, r->path);
 	j->fd = fd;
-	__atomic_store_n(&b->tail, b->tail + 1, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST)) {
-		pthread_mutex_lock(&b->mu);
-		pthread_cond_signal(&b->wake);
-		pthread_mutex_unlock(&b->mu);
+	behind_post(b);
+}
+
+void node_close_behind(struct node *n, int fd)
+{
+	struct behind *b = n->behind;
+
+	if (b && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&n->seq_lock);
+		if (b->tail - __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= BEHIND_SLOTS)
+			behind_drain_locked(n);
+		if (__atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < b->tail) {
+			struct behind_job *j = &b->job[b->tail % BEHIND_SLOTS];
+			memset(&j->r, 0, sizeof(j->r));	/* type 0: a close */
+			j->fd = fd;
+			behind_post(b);
+			pthread_mutex_unlock(&n->seq_lock);
+			return;
+		}
+		pthread_mutex_unlock(&n->seq_lock);
 	}
+	close(fd);
 }
 
 /* seq_lock without sleeping on it: its holders keep it for microseconds, and a wakeup costs more */
@@ -759,22 +800,36 @@ static void *behind_main(void *arg)
 
 		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && !behind_next(b, h))
 			break;
-		if (!__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) {
-			ret = ++b->served == b->fail_at ? -EIO : apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL);
-			if (ret == 1)
-				ret = -ESTALE;
+		if (!j->r.type) {
+			/* a released handle's descriptor, once the writes through it are in */
+			close(j->fd);
+			__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+			continue;
 		}
+		if (__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
+			;
+		else if (++b->served == b->fail_at)
+			ret = -EIO;
+		else if (j->r.type == REC_CREATE)
+			ret = apply_create_tail(n->store, &j->r, j->fd);
+		else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL)) == 1)
+			ret = -ESTALE;
+		if (j->r.type == REC_CREATE)
+			close(j->fd);	/* its own: a duplicate of the new file's */
 		lock_spinning(&n->seq_lock);
 		if (ret) {
 			/* answered already: nothing to take back; the log keeps it for the next start */
 			__atomic_store_n(&b->failed, -ret, __ATOMIC_RELAXED);
 			n->fault = -ret;
-			rlog(LOG_ERR, "unable to apply the write at seq %" PRIu64 " to the tree: %s; refusing writes "
-				      "(a restart applies it from the log)", j->r.seq, strerror(-ret));
+			rlog(LOG_ERR, "unable to apply the %s at seq %" PRIu64 " to the tree: %s; refusing writes "
+				      "(a restart applies it from the log)", record_type_name(j->r.type), j->r.seq,
+			     strerror(-ret));
 		} else if (!__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) {
 			n->applied = j->r.seq;
 			applied_mark(n, j->r.seq);
 		}
+		if (j->r.type == REC_CREATE)	/* after applied moved (commit()) */
+			__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
 		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&n->seq_lock);
 		repl_notify(n->repl);
@@ -907,12 +962,34 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 	return ret;
 }
 
-static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, int may_behind)
+/*
+ * Under seq_lock, a regular file's create applied but for its tail: queues
+ * the tail with a descriptor of its own (1), or, with none to spare, makes
+ * it now (0, or the error, the file then removed: the create is taken back).
+ */
+static int create_tail(struct node *n, struct record *r, int *fd)
+{
+	int dup = fcntl(*fd, F_DUPFD_CLOEXEC, 0), ret;
+
+	if (dup >= 0) {
+		behind_push(n->behind, r, dup);
+		return 1;
+	}
+	ret = apply_create_tail(n->store, r, *fd);
+	if (ret) {
+		close(*fd);
+		*fd = -1;
+		unlinkat(store_rootfd(n->store), store_rel(r->path), 0);
+	}
+	return ret;
+}
+
+static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, int may_behind, int *went_behind)
 {
 	int ret, ns = 0, behind;
 
 	pthread_mutex_lock(&n->seq_lock);
-	behind = may_behind && behind_may(n, r, hint_fd);
+	behind = may_behind && behind_may(n, r, hint_fd, out_fd);
 	if (!behind)
 		behind_drain_locked(n);	/* the tree has everything before r when r is applied */
 	if (n->fault) {
@@ -948,7 +1025,7 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 		ret = append_failed(r, ret);
 		goto whole;
 	}
-	if (behind) {
+	if (behind && r->type == REC_WRITE) {
 		behind_push(n->behind, r, hint_fd);	/* applied, then counted in applied, by the helper */
 		pthread_mutex_unlock(&n->seq_lock);
 		return 0;
@@ -957,7 +1034,12 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 	     r->type == REC_RENAME;
 	if (ns)
 		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
-	ret = apply_or_take_back(n, r, hint_fd, out_fd);
+	ret = apply_or_take_back(n, r, hint_fd, out_fd, behind ? APPLY_TAIL_LATER : 0);
+	if (!ret && behind && (ret = create_tail(n, r, out_fd)) == 1) {
+		*went_behind = 1;
+		pthread_mutex_unlock(&n->seq_lock);	/* the helper moves applied, then ns_changes */
+		return 0;
+	}
 	if (ret) {
 		if (oplog_undo_last(n->log) < 0)
 			undo_failed(n, r);
@@ -980,12 +1062,18 @@ out:
 
 int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd)
 {
-	return commit(n, r, hint_fd, out_fd, 0);
+	return commit(n, r, hint_fd, out_fd, 0, NULL);
 }
 
 int node_commit_behind(struct node *n, struct record *r, int hint_fd)
 {
-	return commit(n, r, hint_fd, NULL, 1);
+	return commit(n, r, hint_fd, NULL, 1, NULL);
+}
+
+int node_commit_create(struct node *n, struct record *r, int *out_fd, int *behind)
+{
+	*behind = 0;
+	return commit(n, r, -1, out_fd, 1, behind);
 }
 
 enum role node_role(struct node *n)

@@ -131,16 +131,24 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
  * A leader may apply a small write to the tree after the writer has its
  * answer (node.c, "writes applied behind"): the record is in the log, and
  * applied moves past it only once the tree has it too. node_settle() returns once
- * every such write is in the tree: every request but a write calls it
- * first, so that nothing reads the tree before a write answered earlier.
+ * every such write is in the tree: every request but a write or a release
+ * calls it first, so that nothing reads the tree before a write answered earlier.
  * node_lock_settled() takes seq_lock with nothing left behind: for those
  * who read the tree under it (a verify's digests, a snapshot's listings).
  */
 void node_settle(struct node *n);
 void node_lock_settled(struct node *n);
+/* Closes a released handle's descriptor, after the writes through it still queued (a release need not wait). */
+void node_close_behind(struct node *n, int fd);
 
 /* node_commit() of a write through hint_fd that may reach the tree after it returns (node_settle()). */
 int node_commit_behind(struct node *n, struct record *r, int hint_fd);
+/*
+ * node_commit() of a regular file's create (*out_fd: its descriptor) whose
+ * last steps, the parent's mtime and the id index's link, may come after it
+ * returns: *behind then says 1 (the file's link count lacks the index's).
+ */
+int node_commit_create(struct node *n, struct record *r, int *out_fd, int *behind);
 
 /* The node's role now (it changes on promotion and step-down). */
 enum role node_role(struct node *n);

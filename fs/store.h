@@ -130,6 +130,8 @@ int store_hidden_xattr(const char *name);
 #define APPLY_STRICT 0x1
 /* a write whose mtime the next record sets anyway (a follower's burst of writes to one file): no mtime */
 #define APPLY_NO_MTIME 0x2
+/* a create of a regular file (*out_fd wanted) without its last steps: apply_create_tail() makes them */
+#define APPLY_TAIL_LATER 0x4
 
 
 /*
@@ -139,6 +141,14 @@ int store_hidden_xattr(const char *name);
  * descriptor of the new file.
  */
 int apply_record(struct store *st, const struct record *r, unsigned flags, int hint_fd, int *out_fd);
+
+/*
+ * The last steps of a create applied with APPLY_TAIL_LATER, through fd (the
+ * new file's): the parent's mtime and the file's link in the id index. Until
+ * then the file has its name, id, owner, mode and times; a crash before
+ * them leaves what replay finishes (apply_create(): made, not indexed).
+ */
+int apply_create_tail(struct store *st, const struct record *r, int fd);
 
 /*
  * Replaying a range of records onto a tree that may already hold some of

@@ -1,12 +1,14 @@
 #!/bin/bash
 # write_behind.sh -- a leader answers a small write once it is in the log and
-# applies it to the tree after (fs/node.c, "writes applied behind"). Every
-# other request waits for those applies first, so a program that reads,
-# stats, truncates or renames right after writing sees its writes; applied
-# counts a write only once the tree has it. REPFS_TEST_FAIL_BEHIND=N makes
-# the Nth such apply fail after its write was answered: the leader then
-# refuses writes (EIO, `status` names the tree), keeps the record in its
-# log, and a restart applies it: every answered byte is in the file.
+# applies it to the tree after, and a new file's create before its last
+# steps (the parent's mtime, the id index's link) are made (fs/node.c,
+# "writes applied behind"). Every other request waits for those first, so a
+# program that reads, stats, truncates or renames right after writing sees
+# its writes; applied counts a record only once the tree has it.
+# REPFS_TEST_FAIL_BEHIND=N makes the Nth of those (creates' tails and writes)
+# fail after it was answered: the leader then refuses writes (EIO, `status`
+# names the tree), keeps the record in its log, and a restart applies it:
+# every answered file and byte is there.
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -69,7 +71,7 @@ for wb in on off; do
 	stop_node "$M" "$D"
 done
 
-note "the 40th apply behind fails after its write was answered"
+note "the 40th apply behind (the file's create is the 1st) fails after its write was answered"
 REPFS_TEST_FAIL_BEHIND=40 start_leader "$D" "$M" --writeback off
 python3 - "$M/failing" >"$T/acked" <<'PY'
 import os, sys
@@ -89,13 +91,13 @@ PY
 acked=$(grep -c '^acked' "$T/acked")
 note "writes answered before the leader refused: $acked; then: $(grep -v '^acked' "$T/acked")"
 check_eq "$(grep -v '^acked' "$T/acked")" "error 5" "the write after the failed apply"
-[ "$acked" -ge 40 ] || fail "only $acked writes answered before the refusal; the 40th apply was to fail"
+[ "$acked" -ge 39 ] || fail "only $acked writes answered before the refusal; the 39th was to fail"
 st=$(status_json "$D")
 case $(json_get "$st" faults) in
 *"tree: Input/output error; writes refused"*) ;;
 *) fail "status does not name the tree's failure: $(json_get "$st" faults)" ;;
 esac
-grep -q "unable to apply the write at seq .* to the tree: Input/output error; refusing writes" "$D/repfs.log" ||
+grep -q "unable to apply the write at seq [0-9]* to the tree: Input/output error; refusing writes" "$D/repfs.log" ||
 	fail "repfs.log does not say which write failed: $(tail -n 3 "$D/repfs.log")"
 [ "$(json_get "$st" applied)" -lt "$(json_get "$st" seq)" ] ||
 	fail "applied counts the write that never reached the tree: $st"
@@ -114,6 +116,33 @@ PY
 check_eq "$(json_get "$(status_json "$D")" faults)" "[]" "faults after the restart"
 echo more >"$M/after" || fail "a write after the restart failed"
 compare3 "$M" "$D" "after the restart"
+log_verify "$D"
+stop_node "$M" "$D"
+
+note "a create's tail fails after the create was answered"
+REPFS_TEST_FAIL_BEHIND=1 start_leader "$D" "$M" --writeback off
+out=$(python3 - "$M/made" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+print("created")
+try:
+    os.write(fd, b"hello")
+    print("written")
+except OSError as e:
+    print("error", e.errno)
+PY
+)
+note "the program saw: $(echo $out)"
+case $out in created*) ;; *) fail "the create was not answered: $out" ;; esac
+grep -q "unable to apply the create at seq [0-9]* to the tree: Input/output error; refusing writes" "$D/repfs.log" ||
+	fail "repfs.log does not say which create failed: $(tail -n 3 "$D/repfs.log")"
+if touch "$M/refused" 2>/dev/null; then fail "a create succeeded on a leader that refuses writes"; fi
+stop_node "$M" "$D"
+start_leader "$D" "$M"
+check_eq "$(stat -c '%a %s %h' "$M/made")" "640 $(case $out in *written*) echo 5 ;; *) echo 0 ;; esac) 1" \
+	"mode, size and links of the file whose create's tail failed, after a restart"
+check_eq "$(stat -c %h "$D/tree/made")" 2 "links of the tree's file (its name and the id index's)"
+compare3 "$M" "$D" "after a failed create's tail and a restart"
 log_verify "$D"
 stop_node "$M" "$D"
 exit 0
