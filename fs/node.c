@@ -582,6 +582,8 @@ struct behind {
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
 	int sleeping, stop;	/* atomic */
+	pthread_mutex_t apply_mu;	/* who does the job at head: the helper, or a waiter (behind_wait()) */
+	uint64_t done;		/* apply_mu: the seq of the last record applied, not yet in applied */
 	int failed;		/* errno of the apply that failed (atomic; set under seq_lock) */
 	uint64_t room;		/* seq_lock: bytes that may go behind before the next look */
 	int64_t room_next;	/* seq_lock: no look before then (mono_ns) after one found no room */
@@ -598,27 +600,24 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static void behind_do(struct behind *b);
+
 /*
- * Returns once the helper has done every job before upto: spins a little (a
- * job takes microseconds), then yields the CPU (the waiter's ring thread is
- * pinned to its program's CPU), then naps.
+ * Returns once every job before upto is done: spins a little (the helper,
+ * on the other CPU, takes microseconds a job), then does them itself. (A
+ * helper that had slept, or that the scheduler had put aside, made a few
+ * waits in every untar last a millisecond or more.)
  */
 static void behind_wait(struct behind *b, uint64_t upto)
 {
-	int64_t t0 = 0;
-
-	for (unsigned i = 0; __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto; i++) {
-		if (i < 256) {
-			cpu_relax();
-			continue;
-		}
-		if (!t0)
-			t0 = mono_ns();
-		if (mono_ns() - t0 < 2000000)
-			sched_yield();
-		else
-			nanosleep(&(struct timespec){ 0, 50000 }, NULL);
-	}
+	for (int i = 0; i < 256 && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto; i++)
+		cpu_relax();
+	if (__atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= upto)
+		return;
+	pthread_mutex_lock(&b->apply_mu);
+	while (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < upto)
+		behind_do(b);
+	pthread_mutex_unlock(&b->apply_mu);
 }
 
 void node_settle(struct node *n)
@@ -787,52 +786,75 @@ static int behind_next(struct behind *b, uint64_t h)
 	return more;
 }
 
+/*
+ * Does the job at head (under apply_mu; there is one). applied moves under
+ * seq_lock, which the producers hold while they log: taking it for every job
+ * cost the helper about 2 us a job, and the requests that waited for it as
+ * much. So a job that has another queued behind it only records its seq;
+ * the last one queued (and a create's tail, for ns_changes, and a failure)
+ * publishes it. A drainer that finds the queue empty under seq_lock thus
+ * finds applied up to date: the job that emptied it saw no other queued, and
+ * the queue cannot grow while the drainer holds seq_lock.
+ */
+static void behind_do(struct behind *b)
+{
+	struct node *n = b->n;
+	uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+	struct behind_job *j = &b->job[h % BEHIND_SLOTS];
+	int ret = 0, create = j->r.type == REC_CREATE;
+
+	if (!j->r.type)
+		close(j->fd);	/* a released handle's descriptor, once the writes through it are in */
+	else if (__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
+		;
+	else if (++b->served == b->fail_at)
+		ret = -EIO;
+	else if (create)
+		ret = apply_create_tail(n->store, &j->r, j->fd);
+	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL)) == 1)
+		ret = -ESTALE;
+	if (create)
+		close(j->fd);	/* its own: a duplicate of the new file's */
+	if (j->r.type && !ret && !__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
+		b->done = j->r.seq;
+	if (!ret && !create && h + 1 < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+		return;	/* the job after it publishes */
+	}
+	lock_spinning(&n->seq_lock);
+	if (ret) {
+		/* answered already: nothing to take back; the log keeps it for the next start */
+		__atomic_store_n(&b->failed, -ret, __ATOMIC_RELAXED);
+		n->fault = -ret;
+		rlog(LOG_ERR, "unable to apply the %s at seq %" PRIu64 " to the tree: %s; refusing writes "
+			      "(a restart applies it from the log)", record_type_name(j->r.type), j->r.seq,
+		     strerror(-ret));
+	}
+	if (b->done > n->applied) {
+		n->applied = b->done;
+		applied_mark(n, b->done);
+	}
+	if (create)	/* after applied moved (commit()) */
+		__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&n->seq_lock);
+	repl_notify(n->repl);
+}
+
 static void *behind_main(void *arg)
 {
 	struct behind *b = arg;
-	struct node *n = b->n;
 
 	thread_name("repfs-behind");
 	for (;;) {
-		uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
-		struct behind_job *j = &b->job[h % BEHIND_SLOTS];
-		int ret = 0;
+		uint64_t h = __atomic_load_n(&b->head, __ATOMIC_ACQUIRE);
 
 		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && !behind_next(b, h))
 			break;
-		if (!j->r.type) {
-			/* a released handle's descriptor, once the writes through it are in */
-			close(j->fd);
-			__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
-			continue;
-		}
-		if (__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
-			;
-		else if (++b->served == b->fail_at)
-			ret = -EIO;
-		else if (j->r.type == REC_CREATE)
-			ret = apply_create_tail(n->store, &j->r, j->fd);
-		else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL)) == 1)
-			ret = -ESTALE;
-		if (j->r.type == REC_CREATE)
-			close(j->fd);	/* its own: a duplicate of the new file's */
-		lock_spinning(&n->seq_lock);
-		if (ret) {
-			/* answered already: nothing to take back; the log keeps it for the next start */
-			__atomic_store_n(&b->failed, -ret, __ATOMIC_RELAXED);
-			n->fault = -ret;
-			rlog(LOG_ERR, "unable to apply the %s at seq %" PRIu64 " to the tree: %s; refusing writes "
-				      "(a restart applies it from the log)", record_type_name(j->r.type), j->r.seq,
-			     strerror(-ret));
-		} else if (!__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) {
-			n->applied = j->r.seq;
-			applied_mark(n, j->r.seq);
-		}
-		if (j->r.type == REC_CREATE)	/* after applied moved (commit()) */
-			__atomic_add_fetch(&n->ns_changes, 1, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&n->seq_lock);
-		repl_notify(n->repl);
+		pthread_mutex_lock(&b->apply_mu);
+		if (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE))
+			behind_do(b);	/* (a waiter may have done it meanwhile) */
+		pthread_mutex_unlock(&b->apply_mu);
 	}
 	return NULL;
 }
@@ -853,6 +875,7 @@ static int behind_start(struct node *n)
 		b->fail_at = (unsigned)atoi(getenv("REPFS_TEST_FAIL_BEHIND"));
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->wake, NULL);
+	pthread_mutex_init(&b->apply_mu, NULL);
 	ret = pthread_create(&b->thread, NULL, behind_main, b);
 	if (ret) {
 		free(b);
@@ -879,6 +902,7 @@ static void behind_stop(struct node *n)
 		free(b->job[i].buf);
 	pthread_mutex_destroy(&b->mu);
 	pthread_cond_destroy(&b->wake);
+	pthread_mutex_destroy(&b->apply_mu);
 	free(b);
 }
 
