@@ -427,6 +427,26 @@ static void undo_failed(struct node *n, const struct record *r)
 	     record_type_name(r->type), r->seq);
 }
 
+/* ---- the helper threads ---- */
+
+/* Test hooks: the Nth job of a helper fails (0: none). */
+static unsigned test_fail_at(const char *var)
+{
+	const char *v = getenv(var);
+
+	return v ? (unsigned)atoi(v) : 0;
+}
+
+/* Tells a helper thread waiting on cv under mu to stop, and joins it. */
+static void helper_thread_stop(pthread_t t, pthread_mutex_t *mu, pthread_cond_t *cv, int *stop)
+{
+	pthread_mutex_lock(mu);
+	*stop = 1;
+	pthread_cond_signal(cv);
+	pthread_mutex_unlock(mu);
+	pthread_join(t, NULL);
+}
+
 /* ---- the apply helper: a large write's tree half, on another CPU ---- */
 
 struct apply_helper {
@@ -515,8 +535,7 @@ static int helper_start(struct node *n)
 	if (!h)
 		return -ENOMEM;
 	h->n = n;
-	if (getenv("REPFS_TEST_FAIL_PIECE"))
-		h->fail_at = (unsigned)atoi(getenv("REPFS_TEST_FAIL_PIECE"));
+	h->fail_at = test_fail_at("REPFS_TEST_FAIL_PIECE");
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->wake, NULL);
 	pthread_cond_init(&h->done, NULL);
@@ -535,11 +554,7 @@ static void helper_stop(struct node *n)
 
 	if (!h)
 		return;
-	pthread_mutex_lock(&h->mu);
-	h->stop = 1;
-	pthread_cond_signal(&h->wake);
-	pthread_mutex_unlock(&h->mu);
-	pthread_join(h->thread, NULL);
+	helper_thread_stop(h->thread, &h->mu, &h->wake, &h->stop);
 	pthread_mutex_destroy(&h->mu);
 	pthread_cond_destroy(&h->wake);
 	pthread_cond_destroy(&h->done);
@@ -893,8 +908,7 @@ static int behind_start(struct node *n)
 	b->max_end = BEHIND_MAX_END;
 	if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < b->max_end)
 		b->max_end = fsize.rlim_cur;
-	if (getenv("REPFS_TEST_FAIL_BEHIND"))
-		b->fail_at = (unsigned)atoi(getenv("REPFS_TEST_FAIL_BEHIND"));
+	b->fail_at = test_fail_at("REPFS_TEST_FAIL_BEHIND");
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->wake, NULL);
 	pthread_mutex_init(&b->apply_mu, NULL);
@@ -914,11 +928,7 @@ static void behind_stop(struct node *n)
 
 	if (!b)
 		return;
-	pthread_mutex_lock(&b->mu);
-	b->stop = 1;
-	pthread_cond_signal(&b->wake);
-	pthread_mutex_unlock(&b->mu);
-	pthread_join(b->thread, NULL);
+	helper_thread_stop(b->thread, &b->mu, &b->wake, &b->stop);
 	n->behind = NULL;
 	for (int i = 0; i < BEHIND_SLOTS; i++)
 		free(b->job[i].buf);
