@@ -261,7 +261,9 @@ int apply_create_tail(struct store *st, const struct record *r, int fd)
 	const char *rel = store_rel(r->path);
 	int ret = touch_parent(st, rel, r->time_ns);
 
-	return ret ? ret : store_id_born_fd(st, r->id, fd, rel);
+	if (ret)
+		return ret;
+	return fd >= 0 ? store_id_born_fd(st, r->id, fd, rel) : store_id_born(st, r->id, rel, 0);
 }
 
 /*

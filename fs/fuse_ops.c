@@ -79,8 +79,12 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	ino_dir_temps_release();	/* the thread's last request is done: its directory descriptors */
 	r = read(fd, buf, len);
 	if (r >= 8) {
+		int cancel;
+		/* libfuse's loop may cancel this thread here: not while it does queued jobs (their locks) */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 		memcpy(&opcode, (const char *)buf + 4, 4);
 		fuse_ops_before(n, opcode);
+		pthread_setcancelstate(cancel, NULL);
 	}
 
 	if (r > 0 && !__atomic_load_n(&n->kinit.done, __ATOMIC_ACQUIRE)) {
@@ -843,7 +847,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	ret = create_object(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, &fd, &e);
 	if (ret == -EEXIST && !(fi->flags & O_EXCL)) {
-		/* made meanwhile by another opener: open it */
+		/* made meanwhile by another opener (its last steps maybe still queued): open it */
+		node_settle(n);
 		ret = ino_lookup(n, ino_of(n, parent), name, &e);
 		if (!ret) {
 			fd = ino_file_open(n, ino_of(n, e.ino), backing_flags(n, fi->flags));

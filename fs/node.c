@@ -459,13 +459,17 @@ struct apply_helper {
 	struct record *r;
 	int fd;
 	unsigned served, fail_at;	/* test hook: the fail_at'th piece fails (REPFS_TEST_FAIL_PIECE) */
+	int last_fd;		/* the descriptor and end of the last piece applied (stream_out()) */
+	uint64_t last_end;
 };
 
 /*
- * The tree's pages of a large write (its pieces) start their writeback at
- * once and are dropped STREAM_DROP_LAG further on: a sequential writer's
- * data would otherwise stay cached twice (the log drops its own once synced:
- * oplog.c, uncache()), and on the bench VM a page the guest has not touched
+ * The tree's pages of a sequential large write (its pieces, each after the
+ * last one applied through the same descriptor) start their writeback at
+ * once and are dropped STREAM_DROP_LAG further on (a random writer's hot
+ * pages stay): a sequential writer's data would otherwise stay cached
+ * twice (the log drops its own once synced: oplog.c, uncache()), and on the
+ * bench VM a page the guest has not touched
  * lately costs 8-12 us (docs/decisions.md 14): 1 GiB written right after
  * another program's 1 GiB went at 240-380 MB/s, and at 640-730 with the
  * pages recycled. A file written so is read back from the disk, as after
@@ -494,8 +498,10 @@ static void *helper_main(void *arg)
 			break;
 		pthread_mutex_unlock(&h->mu);
 		int ret = ++h->served == h->fail_at ? -EIO : apply_or_take_back(h->n, h->r, h->fd, NULL, 0);
-		if (!ret)
-			stream_out(h->fd, h->r->off, h->r->data_len);
+		if (!ret && h->fd == h->last_fd && h->r->off == h->last_end)
+			stream_out(h->fd, h->r->off, h->r->data_len);	/* a sequential writer's */
+		h->last_fd = h->fd;
+		h->last_end = h->r->off + h->r->data_len;
 		pthread_mutex_lock(&h->mu);
 		h->ret = ret;
 		h->posted = 0;
@@ -535,6 +541,7 @@ static int helper_start(struct node *n)
 	if (!h)
 		return -ENOMEM;
 	h->n = n;
+	h->last_fd = -1;
 	h->fail_at = test_fail_at("REPFS_TEST_FAIL_PIECE");
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->wake, NULL);
@@ -850,7 +857,7 @@ static void behind_do(struct behind *b)
 		ret = apply_create_tail(n->store, &j->r, j->fd);
 	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL)) == 1)
 		ret = -ESTALE;
-	if (create)
+	if (create && j->fd >= 0)
 		close(j->fd);	/* its own: a duplicate of the new file's */
 	if (j->r.type && !ret && !__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
 		b->done = j->r.seq;
@@ -1018,26 +1025,16 @@ static int commit_pieces(struct node *n, struct record *r, int hint_fd)
 	return ret;
 }
 
-/*
- * Under seq_lock, a regular file's create applied but for its tail: queues
- * the tail with a descriptor of its own (1), or, with none to spare, makes
- * it now (0, or the error, the file then removed: the create is taken back).
- */
+/* Under seq_lock, a regular file's create applied but for its tail: queues the tail (returns 1). */
 static int create_tail(struct node *n, struct record *r, int *fd)
 {
-	int dup = fcntl(*fd, F_DUPFD_CLOEXEC, 0), ret;
-
-	if (dup >= 0) {
-		behind_push(n->behind, r, dup);
-		return 1;
-	}
-	ret = apply_create_tail(n->store, r, *fd);
-	if (ret) {
-		close(*fd);
-		*fd = -1;
-		unlinkat(store_rootfd(n->store), store_rel(r->path), 0);
-	}
-	return ret;
+	/*
+	 * Without a descriptor to spare, the job links the file by its path
+	 * (a rename drains the queue first). Not inline: applied would move
+	 * past writes still queued.
+	 */
+	behind_push(n->behind, r, fcntl(*fd, F_DUPFD_CLOEXEC, 0));
+	return 1;
 }
 
 static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, int may_behind, int *went_behind)
@@ -1534,18 +1531,23 @@ void node_release(struct node *n)
 
 int node_sync(struct node *n, uint64_t seq)
 {
-	int ret;
+	int ret, lost;
 
-	if (!seq) {
-		/*
-		 * Everything done so far: on a leader, what it applied. A record
-		 * appended beyond is an operation still in progress, which may
-		 * yet be taken back, and then no follower would ever hold it.
-		 */
-		pthread_mutex_lock(&n->seq_lock);
+	/*
+	 * Everything done so far (seq 0): on a leader, what it applied, with
+	 * nothing left behind (writes answered before are in applied). A record
+	 * appended beyond is an operation still in progress, which may yet be
+	 * taken back, and then no follower would ever hold it.
+	 */
+	node_lock_settled(n);
+	if (!seq)
 		seq = n->st.role == ROLE_LEADER ? n->applied : oplog_last(n->log).seq;
-		pthread_mutex_unlock(&n->seq_lock);
-	}
+	/* an apply behind failed: what it answered after is in the log only, and no follower gets it */
+	lost = n->behind && __atomic_load_n(&n->behind->failed, __ATOMIC_RELAXED) &&
+	       oplog_last(n->log).seq > n->applied;
+	pthread_mutex_unlock(&n->seq_lock);
+	if (lost)
+		return -EIO;
 	ret = node_sync_local(n, seq);
 	if (ret || node_role(n) != ROLE_LEADER)
 		return ret;	/* a follower has nothing of its own to replicate */
@@ -1781,7 +1783,6 @@ void node_stop_background(struct node *n)
 	pthread_join(n->flusher, NULL);
 	pthread_join(n->checkpointer, NULL);
 	helper_stop(n);
-	behind_stop(n);
 	n->bg_started = 0;
 }
 
@@ -1790,6 +1791,7 @@ void node_close(struct node *n)
 	if (!n)
 		return;
 	node_stop_background(n);
+	behind_stop(n);	/* after replication stopped: its threads may wait for the queue */
 	if (n->log && n->store && !n->fault && !oplog_failed(n->log)) {
 		int ret = node_checkpoint(n);
 		if (ret)

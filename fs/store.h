@@ -144,7 +144,7 @@ int apply_record(struct store *st, const struct record *r, unsigned flags, int h
 
 /*
  * The last steps of a create applied with APPLY_TAIL_LATER, through fd (the
- * new file's): the parent's mtime and the file's link in the id index. Until
+ * new file's; -1: by its path): the parent's mtime and the file's link in the id index. Until
  * then the file has its name, id, owner, mode and times; a crash before
  * them leaves what replay finishes (apply_create(): made, not indexed).
  */

@@ -1127,7 +1127,13 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at_seq,
 	int ret;
 
 	/* S first: the records after it are kept until the follower has them */
-	pthread_mutex_lock(&n->seq_lock);
+	node_lock_settled(n);	/* every record up to S in the tree (fs/node.c, writes applied behind) */
+	if (n->fault) {
+		/* a record it answered may be missing from the tree (a failed apply behind) */
+		pthread_mutex_unlock(&n->seq_lock);
+		rlog(LOG_WARNING, "not sending a snapshot to '%s': this leader refuses writes (see above)", p->name);
+		return -EIO;
+	}
 	at = oplog_last(n->log);
 	oplog_last_mac(n->log, mac);
 	epoch = n->st.epoch;
