@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "acl.h"
 #include "fuse_ring.h"
 #include "inodes.h"
 #include "node.h"
@@ -206,6 +207,23 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_write = REC_MAX_DATA;
 	conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	conn->max_readahead = 1 << 20;
+	/*
+	 * POSIX ACLs: the kernel checks permissions against them (asking for
+	 * system.posix_acl_access once per inode, then caching it) and leaves
+	 * the umask to us, as a file system that stores ACLs must apply it
+	 * only where no default ACL does (new_owner()). The tree's file system
+	 * stores them and inherits default ACLs; one that cannot (tmpfs built
+	 * without them) leaves the mount with mode bits alone.
+	 */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		if (getxattr(store_path(n->store), ACL_XATTR_ACCESS, NULL, 0) >= 0 || errno == ENODATA) {
+			conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+			n->acl = 1;
+		} else {
+			rlog(LOG_NOTICE, "the file system of '%s' keeps no POSIX ACLs: permissions are mode bits only",
+			     store_path(n->store));
+		}
+	}
 }
 
 static void op_destroy(void *userdata)
@@ -287,11 +305,68 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	close(fd);
 }
 
-/* Owner and mode of a new object: the caller's, with BSD group semantics under setgid dirs. */
-static void new_owner(fuse_req_t req, int pfd, mode_t *mode, uid_t *uid, gid_t *gid)
+/*
+ * The permission bits directory p's default ACL lets a new object keep
+ * (*perms), 1 if it has one, 0 if not; cached in p until a default ACL
+ * changes (node->dacl_gen). Called with the names lock held for writing,
+ * which the changes of default ACLs exclude (commit_record_on()).
+ */
+static int dir_default_acl(struct node *n, struct inode *p, int pfd, mode_t *perms)
+{
+	uint64_t gen = __atomic_load_n(&n->dacl_gen, __ATOMIC_SEQ_CST);
+	unsigned tree = store_gen(n->store);
+	char path[64];
+	uint8_t small[4 + 8 * 32], *buf = small;
+	ssize_t len;
+	int ret = 0;
+
+	if (p->dacl_gen == gen && p->dacl_tree == tree) {
+		*perms = p->dacl_perms;
+		return p->dacl;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);	/* an O_PATH descriptor */
+	len = getxattr(path, ACL_XATTR_DEFAULT, buf, sizeof(small));
+	if (len < 0 && errno == ERANGE && (len = getxattr(path, ACL_XATTR_DEFAULT, NULL, 0)) > 0) {
+		/* a long ACL */
+		if (!(buf = malloc((size_t)len)))
+			return -ENOMEM;
+		len = getxattr(path, ACL_XATTR_DEFAULT, buf, (size_t)len);
+	}
+	if (len < 0 && errno != ENODATA) {
+		ret = -errno;
+		goto out;
+	}
+	p->dacl = len >= 0;
+	if (p->dacl && acl_default_perms(buf, (size_t)len, &p->dacl_perms) < 0) {
+		rlog(LOG_ERR, "the default ACL of a directory in '%s' is malformed", store_path(n->store));
+		ret = -EIO;
+		goto out;
+	}
+	p->dacl_gen = gen;
+	p->dacl_tree = tree;
+	*perms = p->dacl_perms;
+	ret = p->dacl;
+out:
+	if (buf != small)
+		free(buf);
+	return ret;
+}
+
+/*
+ * Owner and mode of a new object in p: the caller's, with BSD group
+ * semantics under setgid directories. Where the kernel enforces ACLs it
+ * sends the mode unmasked: the umask applies unless p has a default ACL,
+ * which bounds the mode instead (as posix_acl_create() does on ext4; the
+ * tree then gives the object the inherited ACL, and the mode in the record
+ * is already the one it ends with).
+ */
+static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid_t *uid, gid_t *gid)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct node *n = node_of(req);
 	struct stat pst;
+	mode_t perms = 0777;
+	int ret;
 
 	*uid = c->uid;
 	*gid = c->gid;
@@ -300,6 +375,13 @@ static void new_owner(fuse_req_t req, int pfd, mode_t *mode, uid_t *uid, gid_t *
 		if (S_ISDIR(*mode))
 			*mode |= S_ISGID;
 	}
+	if (!n->acl || S_ISLNK(*mode))
+		return 0;
+	ret = dir_default_acl(n, p, pfd, &perms);
+	if (ret < 0)
+		return ret;
+	*mode &= ret ? ~(0777 & ~perms) : ~(c->umask & 0777);
+	return 0;
 }
 
 /*
@@ -331,7 +413,9 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		ret = path_join(path, sizeof(path), dir, name);
 	if (ret)
 		goto out;
-	new_owner(req, pfd, &mode, &uid, &gid);
+	ret = new_owner(req, p, pfd, &mode, &uid, &gid);
+	if (ret)
+		goto out;
 	r.path = path;
 	store_new_id(r.id);
 	r.mode = mode;
@@ -581,6 +665,8 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	}
 	if (!ret)
 		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
+	if (r->name && !strcmp(r->name, ACL_XATTR_DEFAULT))
+		__atomic_add_fetch(&n->dacl_gen, 1, __ATOMIC_SEQ_CST);	/* before a create can read it */
 	ino_names_unlock(n);
 	if (own)
 		handle_return(n, own);
@@ -1127,10 +1213,35 @@ static int xattr_change(fuse_req_t req, fuse_ino_t ino, struct record *r)
 	return commit_on(n, ino_of(n, ino), NULL, r);
 }
 
+/*
+ * Setting an object's access ACL also sets its mode; a caller without
+ * CAP_FSETID (here: not root) who is not in the object's group loses its
+ * setgid bit (posix_acl_update_mode()). The tree's file system, called by
+ * root, keeps it: a setattr record drops it, as the kernel would have asked
+ * us to (FUSE_SETXATTR_ACL_KILL_SGID, which libfuse 3.14 cannot take).
+ */
+static int acl_kill_sgid(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node *n = node_of(req);
+	struct inode *in = ino_of(n, ino);
+	struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE };
+	struct stat st;
+	int ret;
+
+	if (fuse_req_ctx(req)->uid == 0)
+		return 0;
+	ret = stat_of(n, in, NULL, &st);
+	if (ret || !(st.st_mode & S_ISGID) || caller_in_group(req, st.st_gid))
+		return ret;
+	r.mode = st.st_mode & 07777 & ~(mode_t)S_ISGID;
+	return commit_on(n, in, NULL, &r);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
 			int flags)
 {
 	struct record r = { .type = REC_SETXATTR };
+	int ret;
 
 	if (strlen(name) > XATTR_NAME_MAX) {
 		fuse_reply_err(req, ERANGE);
@@ -1144,7 +1255,10 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	r.data = value;
 	r.data_len = (uint32_t)size;
 	r.op_flags = (uint32_t)flags;
-	fuse_reply_err(req, -xattr_change(req, ino, &r));
+	ret = xattr_change(req, ino, &r);
+	if (!ret && node_of(req)->acl && !strcmp(name, ACL_XATTR_ACCESS))
+		ret = acl_kill_sgid(req, ino);
+	fuse_reply_err(req, -ret);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

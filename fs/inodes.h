@@ -54,6 +54,12 @@ struct inode {
 	int streamed;		/* writeback cache: made by a stream (fs/fuse_ops.c, wants_direct()); until
 				   its last release its names expire at once (atomic; ino_release_stream()) */
 	int mtime_behind;	/* the stream's direct writes left the kernel's mtime behind ours (atomic) */
+	/* directories, under the names lock held for writing: the default ACL's permission bits
+	   (dacl_perms; dacl 0: none) read when node->dacl_gen and the tree's store_gen() were these */
+	uint64_t dacl_gen;
+	unsigned dacl_tree;
+	int dacl;
+	mode_t dacl_perms;
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */

@@ -247,6 +247,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	pthread_mutex_init(&n->seq_lock, NULL);
 	n->hold_at = UINT64_MAX;
 	n->priv_gen = 1;	/* a handle's 0: not known */
+	n->dacl_gen = 1;	/* an inode's 0: not read */
 	pthread_mutex_init(&n->bg_lock, NULL);
 	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
@@ -1202,6 +1203,7 @@ int node_promote(struct node *n, uint64_t epoch)
 	save = n->st;
 	n->st.role = ROLE_LEADER;
 	__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* records applied meanwhile */
+	__atomic_add_fetch(&n->dacl_gen, 1, __ATOMIC_SEQ_CST);
 	n->st.epoch = epoch;
 	/* the new epoch is on disk before its first record */
 	ret = state_save(n->dfd, &n->st);
@@ -1760,7 +1762,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"leader\":%s,%s"
 			",\"datadir\":\"%s\",\"mountpoint\":\"%s\",\"log_first_seq\":%" PRIu64
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
-			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu,\"writeback_cache\":%s"
+			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu,\"writeback_cache\":%s,\"posix_acls\":%s"
 			",\"open_files\":%u,\"open_files_max\":%u,\"dir_descriptors\":%u,\"dir_descriptors_max\":%u"
 			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
@@ -1768,7 +1770,7 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
 			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
 			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
-			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false",
+			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false", n->acl ? "true" : "false",
 			__atomic_load_n(&n->nopen, __ATOMIC_RELAXED), n->open_max, dirfds, dirfds_max,
 			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? (tree_fault ? "\"tree: " : "\"log: ") : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",

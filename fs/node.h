@@ -73,6 +73,10 @@ struct node {
 					   a snapshot's directory listing that saw it unchanged was not raced */
 	uint64_t priv_gen;		/* bumped by every change that can give a file privileges (atomic;
 					   fs/fuse_ops.c, drop_privs()) and at every role change */
+	uint64_t dacl_gen;		/* bumped by every change of a directory's default ACL, under the
+					   names lock, and at every role change (atomic): the inodes'
+					   cached default ACLs (fs/fuse_ops.c, new_owner()) older than it
+					   are read again */
 
 	pthread_mutex_t bg_lock;	/* protects stopping */
 	pthread_cond_t bg_wake;
@@ -101,6 +105,8 @@ struct node {
 	int wb_on;			/* --writeback on */
 	int wb;				/* the kernel's writeback cache is on (negotiated at INIT, for the
 					   mount's life): the kernel keeps regular files' sizes and mtimes */
+	int acl;			/* the kernel enforces POSIX ACLs and leaves the umask to us
+					   (FUSE_POSIX_ACL and FUSE_DONT_MASK, negotiated at INIT) */
 	struct fring *ring;		/* FUSE over io_uring once granted, else NULL (atomic; fs/fuse_ring.c) */
 	struct fring *ring_new;		/* made at INIT, until the reply grants it (fs/fuse_ops.c) */
 	struct invalq *invalq;		/* invalidations for the kernel, done off the request path */

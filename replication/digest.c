@@ -24,8 +24,8 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The user-visible xattrs of fd, sorted by name, into x. */
-static int hash_xattrs(XXH3_state_t *x, int fd)
+/* The user-visible xattrs of fd (or, if -1, of path itself, not followed), sorted by name, into x. */
+static int hash_xattrs(XXH3_state_t *x, int fd, const char *path)
 {
 	char *list = malloc(XATTR_LIST_MAX_BYTES), *names[1024];
 	uint8_t *val = malloc(XATTR_VALUE_MAX_BYTES);
@@ -37,7 +37,7 @@ static int hash_xattrs(XXH3_state_t *x, int fd)
 		ret = -ENOMEM;
 		goto out;
 	}
-	len = flistxattr(fd, list, XATTR_LIST_MAX_BYTES);
+	len = fd >= 0 ? flistxattr(fd, list, XATTR_LIST_MAX_BYTES) : llistxattr(path, list, XATTR_LIST_MAX_BYTES);
 	if (len < 0) {
 		ret = errno == ENOTSUP ? 0 : -errno;
 		goto out;
@@ -47,7 +47,8 @@ static int hash_xattrs(XXH3_state_t *x, int fd)
 			names[n++] = p;
 	qsort(names, n, sizeof(names[0]), cmp_str);
 	for (size_t i = 0; i < n; i++) {
-		ssize_t vl = fgetxattr(fd, names[i], val, XATTR_VALUE_MAX_BYTES);
+		ssize_t vl = fd >= 0 ? fgetxattr(fd, names[i], val, XATTR_VALUE_MAX_BYTES)
+				     : lgetxattr(path, names[i], val, XATTR_VALUE_MAX_BYTES);
 		uint32_t l32;
 		if (vl < 0) {
 			if (errno == ENODATA)
@@ -86,9 +87,9 @@ static void put_digest(XXH3_state_t *x, uint8_t out[DIGEST_BYTES])
 }
 
 /*
- * The meta digest of name in dirfd, whose lstat is sb. For files and
- * directories the object is opened to read its xattrs (and content); other
- * types carry none a user can set.
+ * The meta digest of name in dirfd, whose lstat is sb. Files and
+ * directories are opened to read their xattrs (and content); the xattrs of
+ * other types (a FIFO's ACL) are read through their path.
  */
 static int entry_meta(int dirfd, const char *name, const struct stat *sb, uint8_t id[FILE_ID_BYTES],
 		      uint8_t out[DIGEST_BYTES])
@@ -125,7 +126,7 @@ static int entry_meta(int dirfd, const char *name, const struct stat *sb, uint8_
 		}
 		if (store_fget_id(fd, id) < 0)
 			memset(id, 0, FILE_ID_BYTES);
-		ret = hash_xattrs(x, fd);
+		ret = hash_xattrs(x, fd, NULL);
 		if (!ret && S_ISREG(sb->st_mode))
 			ret = hash_content(x, fd);
 	} else if (S_ISLNK(sb->st_mode)) {
@@ -136,6 +137,13 @@ static int entry_meta(int dirfd, const char *name, const struct stat *sb, uint8_
 			goto out;
 		}
 		XXH3_128bits_update(x, target, (size_t)n);
+	}
+	if (!S_ISREG(sb->st_mode) && !S_ISDIR(sb->st_mode)) {
+		char path[64 + NAME_MAX];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, name);
+		ret = hash_xattrs(x, -1, path);
+		if (ret)
+			goto out;
 	}
 	XXH3_128bits_update(x, id, FILE_ID_BYTES);
 	put_digest(x, out);

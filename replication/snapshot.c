@@ -495,11 +495,14 @@ fail:
 	return ret;
 }
 
-/* The user-visible xattrs of fd, appended to b as count u16, {name, value}*. */
-static void put_xattrs(struct wbuf *b, int fd)
+/*
+ * The user-visible xattrs of fd (or, if -1, of path itself, not followed; or
+ * none if both are missing), appended to b as count u16, {name, value}*.
+ */
+static void put_xattrs(struct wbuf *b, int fd, const char *path)
 {
 	char list[16384];
-	ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : 0;
+	ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : path ? llistxattr(path, list, sizeof(list)) : 0;
 	size_t countpos = b->len;
 	uint16_t count = 0;
 
@@ -507,7 +510,8 @@ static void put_xattrs(struct wbuf *b, int fd)
 	for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
 		uint8_t val[65536];
 		ssize_t vl;
-		if (store_hidden_xattr(p) || (vl = fgetxattr(fd, p, val, sizeof(val))) < 0)
+		if (store_hidden_xattr(p) ||
+		    (vl = fd >= 0 ? fgetxattr(fd, p, val, sizeof(val)) : lgetxattr(path, p, val, sizeof(val))) < 0)
 			continue;
 		wb_u16(b, (uint16_t)strlen(p));
 		wb_put(b, p, strlen(p));
@@ -955,7 +959,7 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	struct wbuf b = { 0 };
 	struct stat sb;
 	uint8_t id[FILE_ID_BYTES], kind;
-	char target[PATH_MAX + 1], hex[2 * FILE_ID_BYTES + 1];
+	char target[PATH_MAX + 1], hex[2 * FILE_ID_BYTES + 1], xpath[64 + NAME_MAX + 1];
 	const char *name = e->name;
 	ssize_t tlen = 0;
 	int fd = -1, ret = 0, standin = 0;
@@ -1044,7 +1048,13 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_put(&b, s->path, plen);
 	wb_u16(&b, (uint16_t)tlen);
 	wb_put(&b, target, (size_t)tlen);
-	put_xattrs(&b, kind == KIND_LINK ? -1 : fd);
+	if (kind == KIND_SYMLINK || kind == KIND_SPECIAL) {
+		/* not opened: their xattrs (a FIFO's ACL) by path */
+		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", parentfd, name);
+		put_xattrs(&b, -1, standin ? NULL : xpath);
+	} else {
+		put_xattrs(&b, kind == KIND_LINK ? -1 : fd, NULL);
+	}
 	if (b.err) {
 		ret = b.err;
 		goto out;
@@ -1447,7 +1457,7 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 	const char *p = rb_get(&rb, plen);
 	uint16_t tlen;
 	const char *t;
-	char rel[PATH_MAX], target[PATH_MAX + 1];
+	char rel[PATH_MAX], target[PATH_MAX + 1], xpath[64 + PATH_MAX];
 	struct timespec ts[2];
 	int ret, fd = -1, kept, news;
 
@@ -1564,6 +1574,9 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			if ((ret = store_set_id(v->stg, rel, id)) || (ret = store_id_born(v->stg, id, rel, 0)))
 				return ret;
 		}
+		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", v->stgfd, rel);
+		if ((ret = set_xattrs(-1, xpath, &rb, 0)))
+			return ret;
 		if (fchownat(v->stgfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 		if (kind == KIND_SPECIAL && fchmodat(v->stgfd, rel, mode & 07777, 0) < 0)
