@@ -563,7 +563,7 @@ out:
 	return ret;
 }
 
-static int apply_xattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+static int change_xattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
 {
 	char path[PATH_MAX + 64];
 	const char *rel = store_rel(r->path);
@@ -585,7 +585,7 @@ static int apply_xattr(struct store *st, const struct record *r, unsigned flags,
 		own = store_open_by_id(st, r->id, O_RDONLY);
 		if (own < 0)
 			return 1;
-		ret = apply_xattr(st, r, flags, own);
+		ret = change_xattr(st, r, flags, own);
 		close(own);
 		return (ret == -EEXIST || ret == -ENODATA) ? 1 : ret;
 	}
@@ -601,6 +601,16 @@ static int apply_xattr(struct store *st, const struct record *r, unsigned flags,
 	/* replayed onto a state where it already took effect */
 	if (!(flags & APPLY_STRICT) && (ret == -EEXIST || ret == -ENODATA))
 		ret = 1;
+	return ret;
+}
+
+/* An ACL's change (or an attempt) makes the mount ask the tree again whether objects have one. */
+static int apply_xattr(struct store *st, const struct record *r, unsigned flags, int hint_fd)
+{
+	int ret = change_xattr(st, r, flags, hint_fd);
+
+	if (!strncmp(r->name, "system.posix_acl_", 17))
+		store_acl_changed(st);
 	return ret;
 }
 

@@ -213,9 +213,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * the umask to us, as a file system that stores ACLs must apply it
 	 * only where no default ACL does (new_owner()). The tree's file system
 	 * stores them and inherits default ACLs; one that cannot (tmpfs built
-	 * without them) leaves the mount with mode bits alone.
+	 * without them), or --acl off, leaves the mount with mode bits alone.
+	 * The kernel never caches the ACL of the mount's root (made before
+	 * this reply): a caller that is not its owner costs a getxattr request
+	 * per path walked through it (op_getxattr() answers it from memory).
 	 */
-	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+	if (!n->acl_off && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
 		if (getxattr(store_path(n->store), ACL_XATTR_ACCESS, NULL, 0) >= 0 || errno == ENODATA) {
 			conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 			n->acl = 1;
@@ -1218,7 +1221,9 @@ static int xattr_change(fuse_req_t req, fuse_ino_t ino, struct record *r)
  * CAP_FSETID (here: not root) who is not in the object's group loses its
  * setgid bit (posix_acl_update_mode()). The tree's file system, called by
  * root, keeps it: a setattr record drops it, as the kernel would have asked
- * us to (FUSE_SETXATTR_ACL_KILL_SGID, which libfuse 3.14 cannot take).
+ * us to (FUSE_SETXATTR_ACL_KILL_SGID, which libfuse 3.14 cannot take). It
+ * goes first: a crash between the two records, or a setxattr that fails,
+ * leaves the bit dropped rather than kept.
  */
 static int acl_kill_sgid(fuse_req_t req, fuse_ino_t ino)
 {
@@ -1255,9 +1260,9 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	r.data = value;
 	r.data_len = (uint32_t)size;
 	r.op_flags = (uint32_t)flags;
-	ret = xattr_change(req, ino, &r);
-	if (!ret && node_of(req)->acl && !strcmp(name, ACL_XATTR_ACCESS))
-		ret = acl_kill_sgid(req, ino);
+	ret = node_of(req)->acl && !strcmp(name, ACL_XATTR_ACCESS) ? acl_kill_sgid(req, ino) : 0;
+	if (!ret)
+		ret = xattr_change(req, ino, &r);
 	fuse_reply_err(req, -ret);
 }
 
@@ -1318,12 +1323,28 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	struct inode *in = ino_of(n, ino);
 	char path[PATH_MAX + 64], *buf = NULL;
 	struct handle *lent;
-	int ret;
+	uint64_t gen = 0;
+	int ret, acl;
 	ssize_t r;
 
 	if (store_hidden_xattr(name) || trusted_denied(req, name)) {
 		fuse_reply_err(req, ENODATA);
 		return;
+	}
+	/*
+	 * The kernel asks for an object's access ACL at each permission check
+	 * it cannot answer from its cache, which it never keeps for the
+	 * mount's root (made before ACLs were agreed) nor, on a follower,
+	 * across a revalidation of a name: an object known to have none is
+	 * answered from here, without reading the tree.
+	 */
+	acl = !n->acl ? -1 : !strcmp(name, ACL_XATTR_ACCESS) ? 0 : !strcmp(name, ACL_XATTR_DEFAULT) ? 1 : -1;
+	if (acl >= 0) {
+		gen = store_acl_gen(n->store);
+		if (__atomic_load_n(&in->noacl_gen[acl], __ATOMIC_RELAXED) == gen) {
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
 	}
 	ret = xattr_source(n, in, path, sizeof(path), &lent);
 	if (ret) {
@@ -1335,6 +1356,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		goto out;
 	}
 	r = xattr_get(in, path, lent ? lent->fd : -1, name, buf, size);
+	if (r < 0 && errno == ENODATA && acl >= 0)
+		__atomic_store_n(&in->noacl_gen[acl], gen, __ATOMIC_RELAXED);	/* gen read before the tree */
 	if (r < 0)
 		ret = -errno;
 	else if (size)

@@ -60,6 +60,9 @@ struct inode {
 	unsigned dacl_tree;
 	int dacl;
 	mode_t dacl_perms;
+	/* store_acl_gen() when the object was found to have no access ([0]) or default ([1]) ACL,
+	   0: not known (atomic; fs/fuse_ops.c, op_getxattr()) */
+	uint64_t noacl_gen[2];
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */

@@ -105,6 +105,7 @@ struct node {
 	int wb_on;			/* --writeback on */
 	int wb;				/* the kernel's writeback cache is on (negotiated at INIT, for the
 					   mount's life): the kernel keeps regular files' sizes and mtimes */
+	int acl_off;			/* --acl off: mode bits only */
 	int acl;			/* the kernel enforces POSIX ACLs and leaves the umask to us
 					   (FUSE_POSIX_ACL and FUSE_DONT_MASK, negotiated at INIT) */
 	struct fring *ring;		/* FUSE over io_uring once granted, else NULL (atomic; fs/fuse_ring.c) */

@@ -34,6 +34,7 @@ struct store {
 	size_t pathlen;
 	unsigned gen;	/* bumped by store_reopen() (atomic) */
 	uint64_t moves;	/* bumped by store_moved() and store_reopen() (atomic) */
+	uint64_t acl_gen;	/* bumped by store_acl_changed() and store_reopen() (atomic) */
 };
 
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
@@ -229,6 +230,11 @@ int store_open(struct store **out, const char *path)
 		return ret;
 	}
 	st->pathlen = strlen(st->path);
+	{
+		/* no two stores share a value: an answer cached under another one is stale here */
+		static uint64_t stores;
+		st->acl_gen = __atomic_add_fetch(&stores, 1, __ATOMIC_RELAXED) << 32;
+	}
 	st->idxfd = -1;
 	for (int i = 0; i < FDCACHE_SIZE; i++)
 		st->fdcache[i].fd = -1;
@@ -485,6 +491,7 @@ int store_reopen(struct store *st)
 	close(root);
 	close(ids);
 	__atomic_add_fetch(&st->gen, 1, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&st->acl_gen, 1, __ATOMIC_RELEASE);
 	store_moved(st);
 	for (int i = 0; i < FDCACHE_SIZE; i++) {
 		if (st->fdcache[i].fd >= 0)
@@ -497,6 +504,16 @@ int store_reopen(struct store *st)
 unsigned store_gen(const struct store *st)
 {
 	return __atomic_load_n(&st->gen, __ATOMIC_ACQUIRE);
+}
+
+void store_acl_changed(struct store *st)
+{
+	__atomic_add_fetch(&st->acl_gen, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t store_acl_gen(const struct store *st)
+{
+	return __atomic_load_n(&st->acl_gen, __ATOMIC_ACQUIRE);
 }
 
 void store_moved(struct store *st)

@@ -108,6 +108,13 @@ int store_reopen(struct store *st);
 /* How many times store_reopen() replaced the tree: descriptors opened under an older number name the old one. */
 unsigned store_gen(const struct store *st);
 /*
+ * Bumped after every change of an object's POSIX ACL xattrs (apply_record())
+ * and when the tree is replaced: an answer "it has no ACL" read before is
+ * stale once it moved (fs/fuse_ops.c, op_getxattr()).
+ */
+void store_acl_changed(struct store *st);
+uint64_t store_acl_gen(const struct store *st);
+/*
  * A count of the tree's changes that may move a directory to another path
  * (a rename or rmdir applied, the tree replaced): a directory's path found
  * while it read m stays right as long as it reads m. store_moved() counts

@@ -1049,9 +1049,21 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u16(&b, (uint16_t)tlen);
 	wb_put(&b, target, (size_t)tlen);
 	if (kind == KIND_SYMLINK || kind == KIND_SPECIAL) {
-		/* not opened: their xattrs (a FIFO's ACL) by path */
+		/*
+		 * Not opened: their xattrs (a FIFO's ACL) by path, kept only if
+		 * the name still holds the object stat'ed (another one's, a
+		 * directory's default ACL say, would fail on the follower); if
+		 * not, none: the records after the walk's position bring them.
+		 */
+		size_t at = b.len;
+		struct stat again;
 		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", parentfd, name);
 		put_xattrs(&b, -1, standin ? NULL : xpath);
+		if (!standin && !b.err && (fstatat(parentfd, name, &again, AT_SYMLINK_NOFOLLOW) < 0 ||
+					   again.st_ino != sb.st_ino || again.st_dev != sb.st_dev)) {
+			b.len = at;
+			put_xattrs(&b, -1, NULL);
+		}
 	} else {
 		put_xattrs(&b, kind == KIND_LINK ? -1 : fd, NULL);
 	}
@@ -1297,21 +1309,23 @@ static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
 			continue;
 		if ((fd >= 0 ? fsetxattr(fd, name, val, vl, 0) : lsetxattr(path, name, val, vl, 0)) < 0)
 			ret = -errno;
-		if (nlen + kl + 1 < sizeof(names)) {
+		if (nlen + kl + 1 <= sizeof(names)) {
 			memcpy(names + nlen, name, kl + 1);
 			nlen += kl + 1;
+		} else {
+			exact = 0;	/* names not noted: nothing is dropped rather than one of the leader's */
 		}
 	}
-	if (exact && fd >= 0) {
-		/* an object kept from an earlier attempt: drop what the leader no longer has */
+	if (exact) {
+		/* drop what the leader has not: kept from an earlier attempt, or inherited (a default ACL) */
 		char list[16384];
-		ssize_t len = flistxattr(fd, list, sizeof(list));
+		ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : llistxattr(path, list, sizeof(list));
 		for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
 			int found = 0;
 			for (char *q = names; q < names + nlen; q += strlen(q) + 1)
 				found |= !strcmp(p, q);
 			if (!found && !store_hidden_xattr(p))
-				fremovexattr(fd, p);
+				(void)(fd >= 0 ? fremovexattr(fd, p) : lremovexattr(path, p));
 		}
 	}
 	return ret;
@@ -1493,7 +1507,7 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 		fd = openat(v->stgfd, store_rel(rel), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
-		ret = set_xattrs(fd, NULL, &rb, kept);
+		ret = set_xattrs(fd, NULL, &rb, 1);
 		if (!ret && (fchown(fd, uid, gid) < 0 || fchmod(fd, mode & 07777) < 0 ||
 			     fsetxattr(fd, SNAP_LISTED_XATTR, &listed_at, 8, 0) < 0))
 			ret = -errno;
@@ -1541,7 +1555,7 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 		v->mode = mode;
 		v->ts[0] = ts[0];
 		v->ts[1] = ts[1];
-		ret = set_xattrs(v->fd, NULL, &rb, kept);
+		ret = set_xattrs(v->fd, NULL, &rb, 1);
 		break;
 	case KIND_LINK: {
 		char hex[2 * FILE_ID_BYTES + 1];
@@ -1574,9 +1588,16 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			if ((ret = store_set_id(v->stg, rel, id)) || (ret = store_id_born(v->stg, id, rel, 0)))
 				return ret;
 		}
-		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", v->stgfd, rel);
-		if ((ret = set_xattrs(-1, xpath, &rb, 0)))
-			return ret;
+		{
+			int tmp;
+			if ((ret = store_xpath(v->stg, rel, xpath, sizeof(xpath), &tmp)))
+				return ret;
+			ret = set_xattrs(-1, xpath, &rb, 1);
+			if (tmp >= 0)
+				close(tmp);
+			if (ret)
+				return ret;
+		}
 		if (fchownat(v->stgfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 		if (kind == KIND_SPECIAL && fchmodat(v->stgfd, rel, mode & 07777, 0) < 0)

@@ -30,6 +30,7 @@ struct mount_opts {
 	struct repl_opts repl;
 	int ring_off;		/* --io-uring off */
 	int wb_on;		/* --writeback on (-1 until given: on unless --commit write) */
+	int acl_off;		/* --acl off */
 };
 
 static void mount_usage(FILE *f)
@@ -49,6 +50,8 @@ static void mount_usage(FILE *f)
 	      "  --io-uring auto|off      FUSE requests over io_uring where the kernel has it (default auto)\n"
 	      "  --writeback on|off       the kernel's writeback cache on a mount started as leader\n"
 	      "                           (default on, off with --commit write; docs/decisions.md 3)\n"
+	      "  --acl auto|off           POSIX ACLs enforced where the kernel and DATADIR's file system\n"
+	      "                           have them (default auto), or mode bits only (docs/decisions.md 8)\n"
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
@@ -94,7 +97,7 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 {
 	enum { OPT_ROLE = 256, OPT_NAME, OPT_LISTEN, OPT_PEER, OPT_KEY, OPT_SYNC, OPT_COMMIT, OPT_SYNC_TIMEOUT,
 	       OPT_LOG_RETAIN, OPT_HEARTBEAT, OPT_LEADER_TIMEOUT, OPT_IO_URING, OPT_WRITEBACK,
-	       OPT_HELP };
+	       OPT_ACL, OPT_HELP };
 	static const struct option longopts[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "name", required_argument, 0, OPT_NAME },
@@ -109,6 +112,7 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 		{ "leader-timeout", required_argument, 0, OPT_LEADER_TIMEOUT },
 		{ "io-uring", required_argument, 0, OPT_IO_URING },
 		{ "writeback", required_argument, 0, OPT_WRITEBACK },
+		{ "acl", required_argument, 0, OPT_ACL },
 		{ "help", no_argument, 0, OPT_HELP },
 		{ 0, 0, 0, 0 },
 	};
@@ -188,6 +192,10 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 			break;
 		case OPT_IO_URING:
 			if ((o->ring_off = parse_either("--io-uring", optarg, "auto", "off")) < 0)
+				return -1;
+			break;
+		case OPT_ACL:
+			if ((o->acl_off = parse_either("--acl", optarg, "auto", "off")) < 0)
 				return -1;
 			break;
 		case OPT_WRITEBACK: {
@@ -427,6 +435,7 @@ int cmd_mount(int argc, char **argv)
 	}
 	n->ring_off = o.ring_off;
 	n->wb_on = o.wb_on;
+	n->acl_off = o.acl_off;
 	if (!o.ring_off)
 		fring_enable_kernel();
 	if (fuse_session_mount(se, mp)) {

@@ -96,14 +96,37 @@ acl_story "$LM/story" >"$T/mount.out" 2>&1
 diff -u "$T/native.out" "$T/mount.out" >"$T/diff" || fail "ACLs on the mount differ from ext4's: $(cat "$T/diff")"
 compare3 "$LM" "$LD" "after the ACL story"
 
+# objects without an ACL of their own in a directory with a default one (made
+# before it, stripped, moved in): a snapshot must not give them the inherited one
+mkdir -m 755 "$LM/late" "$LM/other"
+echo old >"$LM/late/before"
+chmod 640 "$LM/late/before"
+mkdir "$LM/late/subbefore"
+setfacl -d -m u:1000:rwx,m::rwx "$LM/late"
+echo inherited >"$LM/late/stripped"
+setfacl -b "$LM/late/stripped"
+echo moved >"$LM/other/moved"
+chmod 600 "$LM/other/moved"
+mv "$LM/other/moved" "$LM/late/moved"
+mkfifo -m 600 "$LM/other/fifo"
+mv "$LM/other/fifo" "$LM/late/fifo"
+mkdir "$LM/other/dirmoved"
+mv "$LM/other/dirmoved" "$LM/late/dirmoved"
+# a FIFO with an ACL at the end of a path of more than 4,000 bytes
+long=$(printf 'x%.0s' $(seq 1 200))
+deep=$LM/late
+for i in $(seq 1 19); do deep=$deep/$long; done
+mkdir -p "$deep"
+mkfifo "$deep/$(printf 'y%.0s' $(seq 1 150))"
+
 # a follower: the same ACLs, enforced by its own kernel
 FD=$T/follower
 FM=$T/fmnt
 rl_follower b "$FD" "$FM" "$RL_PORT"
 rl_wait_converged 30 "$LD" "$FD"
 [ "$(rl_get "$FD" posix_acls)" = true ] || fail "the follower enforces no ACLs"
-(cd "$LM/story" && getfacl -R -p .) >"$T/lacl" 2>&1
-(cd "$FM/story" && getfacl -R -p .) >"$T/facl" 2>&1
+(cd "$LM" && getfacl -R -p story late) >"$T/lacl" 2>&1
+(cd "$FM" && getfacl -R -p story late) >"$T/facl" 2>&1
 diff -u "$T/lacl" "$T/facl" >"$T/adiff" || soft_fail "ACLs on the follower differ from the leader's: $(cat "$T/adiff")"
 out=$("$REPFS" verify "$FM" 2>&1) || fail "repfs verify on the follower (exit $?): $out"
 # a FIFO's ACL counts: one the follower lacks is found and repaired
@@ -117,6 +140,8 @@ setfacl -m u:1001:r "$LM/story/h"
 rl_wait_converged 30 "$LD" "$FD"
 check_eq "$(can 1001 1001 "1001 reads h" cat "$FM/story/h")" "1001 reads h: yes" "an ACL entry on the follower"
 check_eq "$(can 1000 1000 "1000 reads f" cat "$FM/story/f")" "1000 reads f: no" "a mask on the follower"
+check_eq "$(can 1000 1000 "1000 reads late/moved" cat "$FM/late/moved")" "1000 reads late/moved: no" \
+	"a file moved into a directory with a default ACL, on the follower"
 # the follower's kernel has cached h's ACL: the record that changes it must replace it
 setfacl -x u:1001 "$LM/story/h"
 rl_wait_converged 30 "$LD" "$FD"
@@ -131,4 +156,21 @@ as 1000 1000 setfacl -m u:1001:r "$LM/story/g" 2>/dev/null && fail "uid 1000 set
 setfacl -d -m u:1000:r "$LM/story/f" 2>/dev/null && fail "a default ACL was set on a regular file"
 check_eq "$(log_count "$LD")" "$before" "records after refused ACL changes"
 compare3 "$LM" "$LD" "at the end"
+
+# --acl off: mode bits only; an ACL is kept, and grants nothing
+OD=$T/off
+OM=$T/omnt
+NODE_NAME=off start_leader "$OD" "$OM" --acl off
+chmod 755 "$OM"
+check_eq "$(rl_get "$OD" posix_acls)" false "posix_acls with --acl off"
+echo secret >"$OM/f"
+chmod 600 "$OM/f"
+setfacl -m u:1000:r "$OM/f" || fail "setfacl with --acl off"
+check_eq "$(getfacl -cpn "$OM/f" 2>&1 | grep -c "^user:1000:r--")" 1 "the ACL kept with --acl off"
+check_eq "$(can 1000 1000 "1000 reads f" cat "$OM/f")" "1000 reads f: no" "an ACL entry with --acl off"
+(
+	umask 027
+	touch "$OM/masked"
+)
+check_eq "$(stat -c %a "$OM/masked")" 640 "the umask with --acl off"
 echo "PASS"
