@@ -609,7 +609,8 @@ static int apply_xattr(struct store *st, const struct record *r, unsigned flags,
 {
 	int ret = change_xattr(st, r, flags, hint_fd);
 
-	if (!strncmp(r->name, "system.posix_acl_", 17))
+	/* (XFS also keeps them under trusted.SGI_ACL_*, which root may set directly) */
+	if (!strncmp(r->name, "system.posix_acl_", 17) || !strncmp(r->name, "trusted.SGI_ACL_", 16))
 		store_acl_changed(st);
 	return ret;
 }

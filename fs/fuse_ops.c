@@ -1356,8 +1356,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		goto out;
 	}
 	r = xattr_get(in, path, lent ? lent->fd : -1, name, buf, size);
-	if (r < 0 && errno == ENODATA && acl >= 0)
-		__atomic_store_n(&in->noacl_gen[acl], gen, __ATOMIC_RELAXED);	/* gen read before the tree */
+	/* gen was read before the tree; not through a lent handle, which may be of a tree replaced meanwhile */
+	if (r < 0 && errno == ENODATA && acl >= 0 && !lent)
+		__atomic_store_n(&in->noacl_gen[acl], gen, __ATOMIC_RELAXED);
 	if (r < 0)
 		ret = -errno;
 	else if (size)

@@ -501,10 +501,18 @@ fail:
  */
 static void put_xattrs(struct wbuf *b, int fd, const char *path)
 {
-	char list[16384];
-	ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : path ? llistxattr(path, list, sizeof(list)) : 0;
+	char *list = malloc(XATTR_LIST_MAX);
+	ssize_t len = !list ? 0 : fd >= 0 ? flistxattr(fd, list, XATTR_LIST_MAX)
+			       : path ? llistxattr(path, list, XATTR_LIST_MAX) : 0;
 	size_t countpos = b->len;
 	uint16_t count = 0;
+
+	if (!list || (len < 0 && errno != ENOTSUP && errno != ENOENT)) {
+		/* an object's xattrs unread would go as none, and the follower drop its own */
+		b->err = !list ? -ENOMEM : -errno;
+		free(list);
+		return;
+	}
 
 	wb_u16(b, 0);
 	for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
@@ -521,6 +529,7 @@ static void put_xattrs(struct wbuf *b, int fd, const char *path)
 	}
 	if (!b->err)
 		memcpy(b->p + countpos, &count, 2);
+	free(list);
 }
 
 static int send_range(struct sender *s, uint8_t type, uint64_t off, uint64_t len)
@@ -1049,21 +1058,10 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u16(&b, (uint16_t)tlen);
 	wb_put(&b, target, (size_t)tlen);
 	if (kind == KIND_SYMLINK || kind == KIND_SPECIAL) {
-		/*
-		 * Not opened: their xattrs (a FIFO's ACL) by path, kept only if
-		 * the name still holds the object stat'ed (another one's, a
-		 * directory's default ACL say, would fail on the follower); if
-		 * not, none: the records after the walk's position bring them.
-		 */
-		size_t at = b.len;
-		struct stat again;
-		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", parentfd, name);
+		/* not opened: their xattrs (a FIFO's ACL) through the id index, which holds them while they live */
+		store_id_hex(id, hex);
+		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", store_indexfd(s->n->store), hex);
 		put_xattrs(&b, -1, standin ? NULL : xpath);
-		if (!standin && !b.err && (fstatat(parentfd, name, &again, AT_SYMLINK_NOFOLLOW) < 0 ||
-					   again.st_ino != sb.st_ino || again.st_dev != sb.st_dev)) {
-			b.len = at;
-			put_xattrs(&b, -1, NULL);
-		}
 	} else {
 		put_xattrs(&b, kind == KIND_LINK ? -1 : fd, NULL);
 	}
@@ -1254,6 +1252,8 @@ struct receiver {
 	uid_t uid;
 	gid_t gid;
 	mode_t mode;
+	uint8_t *xattrs;	/* its xattrs as sent (set by finish_file()) */
+	size_t xlen, xcap;
 	struct dirtime *dirs;
 	size_t ndirs, capdirs;
 };
@@ -1291,9 +1291,15 @@ static int keep_or_clear(struct receiver *v, const char *rel, mode_t fmt, const 
 static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
 {
 	uint16_t count = (uint16_t)rb_u(rb, 2);
-	char names[16384];
+	char *names = malloc(XATTR_LIST_MAX), *list = malloc(XATTR_LIST_MAX);
 	size_t nlen = 0;
 	int ret = 0;
+
+	if (!names || !list) {
+		free(names);
+		free(list);
+		return -ENOMEM;
+	}
 
 	for (uint16_t i = 0; i < count && !rb->err; i++) {
 		uint16_t kl = (uint16_t)rb_u(rb, 2);
@@ -1301,15 +1307,17 @@ static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
 		uint32_t vl = (uint32_t)rb_u(rb, 4);
 		const void *val = rb_get(rb, vl);
 		char name[XATTR_NAME_MAX + 1];
-		if (rb->err || kl > XATTR_NAME_MAX)
-			return -EBADMSG;
+		if (rb->err || kl > XATTR_NAME_MAX) {
+			ret = -EBADMSG;
+			goto out;
+		}
 		memcpy(name, k, kl);
 		name[kl] = 0;
 		if (store_hidden_xattr(name))
 			continue;
 		if ((fd >= 0 ? fsetxattr(fd, name, val, vl, 0) : lsetxattr(path, name, val, vl, 0)) < 0)
 			ret = -errno;
-		if (nlen + kl + 1 <= sizeof(names)) {
+		if (nlen + kl + 1 <= XATTR_LIST_MAX) {
 			memcpy(names + nlen, name, kl + 1);
 			nlen += kl + 1;
 		} else {
@@ -1318,8 +1326,7 @@ static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
 	}
 	if (exact) {
 		/* drop what the leader has not: kept from an earlier attempt, or inherited (a default ACL) */
-		char list[16384];
-		ssize_t len = fd >= 0 ? flistxattr(fd, list, sizeof(list)) : llistxattr(path, list, sizeof(list));
+		ssize_t len = fd >= 0 ? flistxattr(fd, list, XATTR_LIST_MAX) : llistxattr(path, list, XATTR_LIST_MAX);
 		for (char *p = list; len > 0 && p < list + len; p += strlen(p) + 1) {
 			int found = 0;
 			for (char *q = names; q < names + nlen; q += strlen(q) + 1)
@@ -1328,6 +1335,9 @@ static int set_xattrs(int fd, const char *path, struct rbuf *rb, int exact)
 				(void)(fd >= 0 ? fremovexattr(fd, p) : lremovexattr(path, p));
 		}
 	}
+out:
+	free(names);
+	free(list);
 	return ret;
 }
 
@@ -1338,7 +1348,17 @@ static int finish_file(struct receiver *v)
 
 	if (v->fd < 0)
 		return 0;
-	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0 || futimens(v->fd, v->ts) < 0)
+	if (fchown(v->fd, v->uid, v->gid) < 0 || fchmod(v->fd, v->mode & 07777) < 0)
+		ret = -errno;
+	/*
+	 * Its xattrs last: a write into the file, and the chown, would drop a
+	 * security.capability set before them (the kernel does, for root too).
+	 */
+	if (!ret) {
+		struct rbuf rb = { v->xattrs, v->xlen, 0, 0 };
+		ret = set_xattrs(v->fd, NULL, &rb, 1);
+	}
+	if (!ret && futimens(v->fd, v->ts) < 0)
 		ret = -errno;
 	/*
 	 * See writeback(). Small files are left to the kernel, which writes many
@@ -1555,7 +1575,16 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 		v->mode = mode;
 		v->ts[0] = ts[0];
 		v->ts[1] = ts[1];
-		ret = set_xattrs(v->fd, NULL, &rb, 1);
+		/* kept for finish_file() */
+		v->xlen = rb.len - rb.off;
+		if (v->xlen > v->xcap) {
+			uint8_t *x = realloc(v->xattrs, v->xlen);
+			if (!x)
+				return -ENOMEM;
+			v->xattrs = x;
+			v->xcap = v->xlen;
+		}
+		memcpy(v->xattrs, rb.p + rb.off, v->xlen);
 		break;
 	case KIND_LINK: {
 		char hex[2 * FILE_ID_BYTES + 1];
@@ -1824,6 +1853,7 @@ int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t bl
 	for (size_t i = 0; i < v.ndirs; i++)
 		free(v.dirs[i].path);
 	free(v.dirs);
+	free(v.xattrs);
 	free(v.paths.k);
 	free(v.ids.k);
 	store_free(v.stg);

@@ -119,6 +119,11 @@ for i in $(seq 1 19); do deep=$deep/$long; done
 mkdir -p "$deep"
 mkfifo "$deep/$(printf 'y%.0s' $(seq 1 150))"
 
+# a file capability (a snapshot set xattrs before the data, whose write dropped it)
+head -c 100000 /dev/urandom >"$LM/late/capable"
+setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 "$LM/late/capable" ||
+	fail "setting security.capability through the mount"
+
 # a follower: the same ACLs, enforced by its own kernel
 FD=$T/follower
 FM=$T/fmnt
@@ -129,6 +134,9 @@ rl_wait_converged 30 "$LD" "$FD"
 (cd "$FM" && getfacl -R -p story late) >"$T/facl" 2>&1
 diff -u "$T/lacl" "$T/facl" >"$T/adiff" || soft_fail "ACLs on the follower differ from the leader's: $(cat "$T/adiff")"
 out=$("$REPFS" verify "$FM" 2>&1) || fail "repfs verify on the follower (exit $?): $out"
+check_eq "$(getfattr --absolute-names -n security.capability -e hex "$FD/tree/late/capable" 2>&1 | tail -n +2)" \
+	"$(getfattr --absolute-names -n security.capability -e hex "$LD/tree/late/capable" 2>&1 | tail -n +2)" \
+	"a file capability after a snapshot"
 # a FIFO's ACL counts: one the follower lacks is found and repaired
 setfattr -x system.posix_acl_access "$FD/tree/story/dd/fifo"
 out=$("$REPFS" verify "$FM" 2>&1) && fail "repfs verify found nothing with a FIFO's ACL removed on the follower: $out"
@@ -173,4 +181,14 @@ check_eq "$(can 1000 1000 "1000 reads f" cat "$OM/f")" "1000 reads f: no" "an AC
 	touch "$OM/masked"
 )
 check_eq "$(stat -c %a "$OM/masked")" 640 "the umask with --acl off"
+
+# a DATADIR in a directory with a default ACL: its tree inherits nothing (no record says so)
+mkdir -m 755 "$T/inheriting"
+setfacl -d -m u:1000:rwx "$T/inheriting"
+ID=$T/inheriting/data
+IM=$T/imnt
+NODE_NAME=inh start_leader "$ID" "$IM"
+check_eq "$(getfacl -cp "$ID/tree" 2>&1 | grep -c default)" 0 "default ACL entries on a new tree's root"
+touch "$IM/new"
+check_eq "$(getfacl -cp "$IM/new" 2>&1 | grep -c 1000)" 0 "ACL entries on a file in a new tree's root"
 echo "PASS"
