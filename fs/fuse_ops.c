@@ -215,8 +215,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * stores them and inherits default ACLs; one that cannot (tmpfs built
 	 * without them), or --acl off, leaves the mount with mode bits alone.
 	 * The kernel never caches the ACL of the mount's root (made before
-	 * this reply): a caller that is not its owner costs a getxattr request
-	 * per path walked through it (op_getxattr() answers it from memory).
+	 * this reply, and an invalidation does not change that on 6.18): a
+	 * caller that is not its owner costs a getxattr request per path
+	 * walked through it (op_getxattr() answers it from memory).
 	 */
 	if (!n->acl_off && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
 		if (getxattr(store_path(n->store), ACL_XATTR_ACCESS, NULL, 0) >= 0 || errno == ENODATA) {
