@@ -248,17 +248,19 @@ int store_open(struct store **out, const char *path)
 		goto fail;
 	/* every node's root has the same id, so records about "/" apply anywhere */
 	ret = store_fget_id(st->rootfd, id);
-	if (ret == -ENODATA) {
-		/*
-		 * A new tree: the ACLs its directory inherited from DATADIR's
-		 * (a default ACL there) are no record's, and another node's
-		 * tree would lack them, and pass them on differently.
-		 */
-		fremovexattr(st->rootfd, "system.posix_acl_access");
-		fremovexattr(st->rootfd, "system.posix_acl_default");
-	}
 	if (ret == -ENODATA || (!ret && memcmp(id, store_root_id, FILE_ID_BYTES))) {
+		int fresh = ret == -ENODATA;
 		ret = fsetxattr(st->rootfd, ID_XATTR, store_root_id, FILE_ID_BYTES, 0) < 0 ? -errno : 0;
+		if (!ret && fresh) {
+			/*
+			 * A new tree (its root just got its id): the ACLs it
+			 * inherited from DATADIR's directory (a default ACL
+			 * there) are no record's, and another node's tree would
+			 * lack them, and pass them on differently.
+			 */
+			fremovexattr(st->rootfd, "system.posix_acl_access");
+			fremovexattr(st->rootfd, "system.posix_acl_default");
+		}
 	}
 	if (!ret)
 		ret = store_id_born(st, store_root_id, ".", 1);

@@ -1058,10 +1058,29 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u16(&b, (uint16_t)tlen);
 	wb_put(&b, target, (size_t)tlen);
 	if (kind == KIND_SYMLINK || kind == KIND_SPECIAL) {
-		/* not opened: their xattrs (a FIFO's ACL) through the id index, which holds them while they live */
+		/*
+		 * Not opened: their xattrs (a FIFO's ACL) through the id index,
+		 * which holds them while they live; where it does not (a tree
+		 * from before it, one a power loss left behind), by the name,
+		 * kept only if the name still holds the object stat'ed.
+		 */
+		struct stat at_idx, again;
+		int by_idx;
+		size_t at = b.len;
 		store_id_hex(id, hex);
-		snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", store_indexfd(s->n->store), hex);
+		by_idx = fstatat(store_indexfd(s->n->store), hex, &at_idx, AT_SYMLINK_NOFOLLOW) == 0 &&
+			 at_idx.st_ino == sb.st_ino && at_idx.st_dev == sb.st_dev;
+		if (by_idx)
+			snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", store_indexfd(s->n->store), hex);
+		else
+			snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d/%s", parentfd, name);
 		put_xattrs(&b, -1, standin ? NULL : xpath);
+		if (!standin && !by_idx && !b.err &&
+		    (fstatat(parentfd, name, &again, AT_SYMLINK_NOFOLLOW) < 0 || again.st_ino != sb.st_ino ||
+		     again.st_dev != sb.st_dev)) {
+			b.err = -EAGAIN;	/* replaced meanwhile: the snapshot is tried again */
+			b.len = at;
+		}
 	} else {
 		put_xattrs(&b, kind == KIND_LINK ? -1 : fd, NULL);
 	}
@@ -1536,6 +1555,26 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			ret = note_dir(v, rel, ts);
 		break;
 	case KIND_FILE:
+		/*
+		 * What finish_file() gives it, noted first: a failure below
+		 * leaves v->fd open for an interrupted snapshot's finish_file(),
+		 * which must not give it another file's owner or xattrs.
+		 */
+		if (rb.len - rb.off > v->xcap) {
+			uint8_t *x = realloc(v->xattrs, rb.len - rb.off);
+			if (!x)
+				return -ENOMEM;
+			v->xattrs = x;
+			v->xcap = rb.len - rb.off;
+		}
+		v->xlen = rb.len - rb.off;
+		memcpy(v->xattrs, rb.p + rb.off, v->xlen);
+		v->size = size;
+		v->uid = uid;
+		v->gid = gid;
+		v->mode = mode;
+		v->ts[0] = ts[0];
+		v->ts[1] = ts[1];
 		kept = news ? 0 : keep_or_clear(v, rel, S_IFREG, id);
 		if (kept < 0)
 			return kept;
@@ -1569,22 +1608,6 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			return -errno;
 		if (ftruncate(v->fd, (off_t)size) < 0)
 			return -errno;
-		v->size = size;
-		v->uid = uid;
-		v->gid = gid;
-		v->mode = mode;
-		v->ts[0] = ts[0];
-		v->ts[1] = ts[1];
-		/* kept for finish_file() */
-		v->xlen = rb.len - rb.off;
-		if (v->xlen > v->xcap) {
-			uint8_t *x = realloc(v->xattrs, v->xlen);
-			if (!x)
-				return -ENOMEM;
-			v->xattrs = x;
-			v->xcap = v->xlen;
-		}
-		memcpy(v->xattrs, rb.p + rb.off, v->xlen);
 		break;
 	case KIND_LINK: {
 		char hex[2 * FILE_ID_BYTES + 1];
