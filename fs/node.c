@@ -324,6 +324,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	}
 	n->logfile = openat(n->dfd, "repfs.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	rlog_setup(n->st.name, n->logfile, 1);
+	rlog_rotate(n->dfd, "repfs.log", RLOG_MAX_BYTES);
 	if (!fresh && o->role && o->role != n->st.role)
 		rlog(LOG_WARNING, "'%s' is a %s; ignoring --role %s", n->datadir, role_name(n->st.role),
 		     role_name(o->role));

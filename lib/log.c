@@ -1,10 +1,12 @@
 /* log.c -- the process's one logger */
 #include "log.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,11 +21,67 @@ static struct {
 	int to_stderr;
 } sink = { "repfs", -1, 1 };
 
+/* Rotation of the file (rlog_rotate()): its directory and name, and the bytes it may reach. */
+static struct {
+	pthread_mutex_t mu;
+	int dirfd;
+	char name[64];
+	unsigned long max;
+	unsigned long size;	/* about: lines written since it was opened, plus its size then (atomic) */
+} rot = { PTHREAD_MUTEX_INITIALIZER, -1, "", 0, 0 };
+
 void rlog_setup(const char *node, int fd, int to_stderr)
 {
 	snprintf(sink.node, sizeof(sink.node), "%s", node ? node : "repfs");
 	sink.fd = fd;
 	sink.to_stderr = to_stderr;
+}
+
+void rlog_rotate(int dirfd, const char *name, unsigned long max_bytes)
+{
+	struct stat st;
+
+	pthread_mutex_lock(&rot.mu);
+	if (rot.dirfd >= 0)
+		close(rot.dirfd);
+	rot.dirfd = dirfd >= 0 ? fcntl(dirfd, F_DUPFD_CLOEXEC, 0) : -1;
+	snprintf(rot.name, sizeof(rot.name), "%s", name);
+	__atomic_store_n(&rot.max, rot.dirfd >= 0 ? max_bytes : 0, __ATOMIC_RELAXED);
+	rot.size = sink.fd >= 0 && fstat(sink.fd, &st) == 0 ? (unsigned long)st.st_size : 0;
+	pthread_mutex_unlock(&rot.mu);
+}
+
+/*
+ * The file past its size: it becomes NAME.1 (the one before goes) and lines
+ * go to a new NAME, through the same descriptor number (dup3()), so that
+ * whoever holds it writes on where the logger does.
+ */
+static void rotate(void)
+{
+	char old[sizeof(rot.name) + 3];
+	struct stat st;
+	int fd;
+
+	pthread_mutex_lock(&rot.mu);
+	if (!rot.max || __atomic_load_n(&rot.size, __ATOMIC_RELAXED) < rot.max ||
+	    fstat(sink.fd, &st) < 0 || (unsigned long)st.st_size < rot.max) {
+		if (rot.max && fstat(sink.fd, &st) == 0)
+			__atomic_store_n(&rot.size, (unsigned long)st.st_size, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&rot.mu);
+		return;
+	}
+	snprintf(old, sizeof(old), "%s.1", rot.name);
+	fd = renameat(rot.dirfd, rot.name, rot.dirfd, old) < 0
+		     ? -1
+		     : openat(rot.dirfd, rot.name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		if (dup3(fd, sink.fd, O_CLOEXEC) >= 0)
+			__atomic_store_n(&rot.size, 0, __ATOMIC_RELAXED);
+		close(fd);
+	} else {
+		__atomic_store_n(&rot.max, 0, __ATOMIC_RELAXED);	/* the directory refuses: the file grows, unrotated */
+	}
+	pthread_mutex_unlock(&rot.mu);
 }
 
 static const char *level_name(int level)
@@ -65,6 +123,9 @@ void rlog(int level, const char *fmt, ...)
 	if (sink.fd >= 0 && write(sink.fd, line, (size_t)n) < 0) {
 		/* nowhere better to report it */
 	}
+	if (sink.fd >= 0 && __atomic_load_n(&rot.max, __ATOMIC_RELAXED) &&
+	    __atomic_add_fetch(&rot.size, (unsigned long)n, __ATOMIC_RELAXED) >= rot.max)
+		rotate();
 	if (sink.to_stderr && level <= LOG_WARNING)
 		fprintf(stderr, "repfs: %s\n", msg);
 }
