@@ -209,7 +209,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1 << 20;
 	/*
 	 * POSIX ACLs: the kernel checks permissions against them (asking for
-	 * system.posix_acl_access once per inode, then caching it) and leaves
+	 * an inode's system.posix_acl_access when a caller is not its owner,
+	 * and caching it until the inode or a name of it changes) and leaves
 	 * the umask to us, as a file system that stores ACLs must apply it
 	 * only where no default ACL does (new_owner()). The tree's file system
 	 * stores them and inherits default ACLs; one that cannot (tmpfs built
@@ -311,46 +312,41 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /*
  * The permission bits directory p's default ACL lets a new object keep
- * (*perms), 1 if it has one, 0 if not; cached in p until a default ACL
- * changes (node->dacl_gen). Called with the names lock held for writing,
- * which the changes of default ACLs exclude (commit_record_on()).
+ * (*perms), 1 if it has one, 0 if not; cached in p until an ACL changes in
+ * the tree (store_acl_gen(): the change is applied under the names lock
+ * that creates hold for writing, commit_record_on()).
  */
 static int dir_default_acl(struct node *n, struct inode *p, int pfd, mode_t *perms)
 {
-	uint64_t gen = __atomic_load_n(&n->dacl_gen, __ATOMIC_SEQ_CST);
-	unsigned tree = store_gen(n->store);
+	uint64_t gen = store_acl_gen(n->store);
 	char path[64];
 	uint8_t small[4 + 8 * 32], *buf = small;
 	ssize_t len;
-	int ret = 0;
+	int ret;
 
-	if (p->dacl_gen == gen && p->dacl_tree == tree) {
+	if (p->dacl_gen == gen) {
 		*perms = p->dacl_perms;
 		return p->dacl;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", pfd);	/* an O_PATH descriptor */
 	len = getxattr(path, ACL_XATTR_DEFAULT, buf, sizeof(small));
-	if (len < 0 && errno == ERANGE && (len = getxattr(path, ACL_XATTR_DEFAULT, NULL, 0)) > 0) {
+	if (len < 0 && errno == ERANGE) {
 		/* a long ACL */
-		if (!(buf = malloc((size_t)len)))
+		if (!(buf = malloc(XATTR_SIZE_MAX)))
 			return -ENOMEM;
-		len = getxattr(path, ACL_XATTR_DEFAULT, buf, (size_t)len);
+		len = getxattr(path, ACL_XATTR_DEFAULT, buf, XATTR_SIZE_MAX);
 	}
 	if (len < 0 && errno != ENODATA) {
 		ret = -errno;
-		goto out;
-	}
-	p->dacl = len >= 0;
-	if (p->dacl && acl_default_perms(buf, (size_t)len, &p->dacl_perms) < 0) {
+	} else if (len >= 0 && acl_default_perms(buf, (size_t)len, &p->dacl_perms) < 0) {
 		rlog(LOG_ERR, "the default ACL of a directory in '%s' is malformed", store_path(n->store));
 		ret = -EIO;
-		goto out;
+	} else {
+		p->dacl = len >= 0;
+		p->dacl_gen = gen;
+		*perms = p->dacl_perms;
+		ret = p->dacl;
 	}
-	p->dacl_gen = gen;
-	p->dacl_tree = tree;
-	*perms = p->dacl_perms;
-	ret = p->dacl;
-out:
 	if (buf != small)
 		free(buf);
 	return ret;
@@ -669,8 +665,6 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	}
 	if (!ret)
 		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
-	if (r->name && !strcmp(r->name, ACL_XATTR_DEFAULT))
-		__atomic_add_fetch(&n->dacl_gen, 1, __ATOMIC_SEQ_CST);	/* before a create can read it */
 	ino_names_unlock(n);
 	if (own)
 		handle_return(n, own);

@@ -55,9 +55,8 @@ struct inode {
 				   its last release its names expire at once (atomic; ino_release_stream()) */
 	int mtime_behind;	/* the stream's direct writes left the kernel's mtime behind ours (atomic) */
 	/* directories, under the names lock held for writing: the default ACL's permission bits
-	   (dacl_perms; dacl 0: none) read when node->dacl_gen and the tree's store_gen() were these */
+	   (dacl_perms; dacl 0: none) read when store_acl_gen() was dacl_gen (0: not read) */
 	uint64_t dacl_gen;
-	unsigned dacl_tree;
 	int dacl;
 	mode_t dacl_perms;
 	/* store_acl_gen() when the object was found to have no access ([0]) or default ([1]) ACL,

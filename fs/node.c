@@ -247,7 +247,6 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	pthread_mutex_init(&n->seq_lock, NULL);
 	n->hold_at = UINT64_MAX;
 	n->priv_gen = 1;	/* a handle's 0: not known */
-	n->dacl_gen = 1;	/* an inode's 0: not read */
 	pthread_mutex_init(&n->bg_lock, NULL);
 	pthread_mutex_init(&n->open_lock, NULL);
 	pthread_cond_init(&n->bg_wake, NULL);
@@ -1204,7 +1203,6 @@ int node_promote(struct node *n, uint64_t epoch)
 	save = n->st;
 	n->st.role = ROLE_LEADER;
 	__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* records applied meanwhile */
-	__atomic_add_fetch(&n->dacl_gen, 1, __ATOMIC_SEQ_CST);
 	n->st.epoch = epoch;
 	/* the new epoch is on disk before its first record */
 	ret = state_save(n->dfd, &n->st);

@@ -73,10 +73,6 @@ struct node {
 					   a snapshot's directory listing that saw it unchanged was not raced */
 	uint64_t priv_gen;		/* bumped by every change that can give a file privileges (atomic;
 					   fs/fuse_ops.c, drop_privs()) and at every role change */
-	uint64_t dacl_gen;		/* bumped by every change of a directory's default ACL, under the
-					   names lock, and at every role change (atomic): the inodes'
-					   cached default ACLs (fs/fuse_ops.c, new_owner()) older than it
-					   are read again */
 
 	pthread_mutex_t bg_lock;	/* protects stopping */
 	pthread_cond_t bg_wake;

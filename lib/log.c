@@ -63,10 +63,11 @@ static void rotate(void)
 	int fd;
 
 	pthread_mutex_lock(&rot.mu);
-	if (!rot.max || __atomic_load_n(&rot.size, __ATOMIC_RELAXED) < rot.max ||
-	    fstat(sink.fd, &st) < 0 || (unsigned long)st.st_size < rot.max) {
-		if (rot.max && fstat(sink.fd, &st) == 0)
-			__atomic_store_n(&rot.size, (unsigned long)st.st_size, __ATOMIC_RELAXED);
+	/* the count is about (lines of other processes, a copytruncate): the file's own size decides */
+	if (fstat(sink.fd, &st) < 0)
+		st.st_size = 0;
+	if (!rot.max || (unsigned long)st.st_size < rot.max) {
+		__atomic_store_n(&rot.size, (unsigned long)st.st_size, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&rot.mu);
 		return;
 	}
