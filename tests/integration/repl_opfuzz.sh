@@ -1,0 +1,35 @@
+#!/bin/bash
+# repl_opfuzz.sh -- a leader and a follower: the random calls of
+# tests/helpers/opfuzz.c on the leader's mount (compared call by call with a
+# native directory), with the follower joined from the start and a second one
+# joining after them (by snapshot); once both have applied the leader's last
+# seq, their trees and mounts must be the leader's, and their logs its log.
+. "$(dirname "$0")/repl_lib.sh"
+
+FUZZ=$HELPERS/opfuzz
+[ -x "$FUZZ" ] || fail "helper '$FUZZ' is not built"
+CALLS=${REPFS_FUZZ_CALLS:-5000}
+SEEDS=${REPFS_FUZZ_SEEDS:-"9 10 11"}
+
+L=$T/l F1=$T/f1 F2=$T/f2
+LM=$T/lm F1M=$T/f1m F2M=$T/f2m
+rl_leader L "$L" "$LM"
+rl_follower F1 "$F1" "$F1M" "$RL_PORT"
+rl_wait_get 20 "$L" peers.F1.connected true
+
+for seed in $SEEDS; do
+	mkdir -m 755 "$T/native.$seed" "$LM/f.$seed" || fail "mkdir for seed $seed failed"
+	out=$("$FUZZ" -s "$seed" -n "$CALLS" -u 1000:1000 "$T/native.$seed" "$LM/f.$seed" 2>&1) ||
+		fail "opfuzz -s $seed -n $CALLS on the leader: $out"
+	note "$out"
+done
+
+rl_follower F2 "$F2" "$F2M" "$RL_PORT"
+rl_wait_converged 120 "$L" "$F1" "$F2"
+# contents, names, modes, owners, mtimes, xattrs, links; where holes are is
+# each file system's (ext4 counts an unwritten extent with pages cached over
+# it as data)
+treecmp --max 25 --ignore holes "$L/tree" "$F1/tree" "$F2/tree" || soft_fail "the followers' trees differ from the leader's"
+treecmp --max 25 --ignore holes "$LM" "$F1M" "$F2M" || soft_fail "the followers' mounts differ from the leader's mount"
+rl_log_prefix "$F1" "$L" equal
+exit 0
