@@ -1023,9 +1023,11 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 		 * listing (a stand-in now): without this name a rename of it in the
 		 * replay found nothing to move, and the name it should have replaced
 		 * kept an object the leader no longer had there. A directory cannot
-		 * be met twice but by a move, which the replay's rename does.
+		 * be met twice but by a move, which the replay's rename does. A
+		 * FIFO, socket, device or symlink can have hard links as well as
+		 * a file (until 2026-11-29 their other names were not sent).
 		 */
-		if (kind != KIND_FILE)
+		if (kind == KIND_DIR)
 			goto out;
 		kind = KIND_LINK;
 	} else if ((ret = set_add(&s->sent, key_of_id(id)))) {
@@ -1610,8 +1612,9 @@ static int take_entry(struct receiver *v, const uint8_t *msg, size_t len)
 			return -errno;
 		break;
 	case KIND_LINK: {
+		/* another name of a file, FIFO, socket, device or symlink sent before (mode: its type) */
 		char hex[2 * FILE_ID_BYTES + 1];
-		kept = keep_or_clear(v, rel, S_IFREG, id);
+		kept = keep_or_clear(v, rel, (mode & S_IFMT) && !S_ISDIR(mode) ? mode & S_IFMT : S_IFREG, id);
 		if (kept < 0)
 			return kept;
 		store_id_hex(id, hex);

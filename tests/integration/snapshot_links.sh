@@ -10,7 +10,8 @@
 #     the file dies, and y and z must go on the follower as on the leader.
 # Both ended with the follower diverged before the walk sent every listed
 # name of a file as a link (a stand-in's too). These are moves within one
-# directory, so no check after the snapshot repairs anything here.
+# directory, so no check after the snapshot repairs anything here. A FIFO
+# and a symlink with two names each must arrive with both.
 . "$(dirname "$0")/repl_lib.sh"
 
 L=$T/l F=$T/f LM=$T/lm FM=$T/fm
@@ -27,6 +28,10 @@ for i in $(seq 1 16); do
 	echo "y $i" >"$LM/h/y$i"
 	echo "z $i" >"$LM/h/z$i"
 done
+
+# hard links of a FIFO and of a symlink (sent as links, as a file's, since 2026-11-29)
+mkfifo "$LM/fifo" && ln "$LM/fifo" "$LM/h/fifo2" && ln -s h/p1 "$LM/sym" && ln "$LM/sym" "$LM/h/sym2" ||
+	fail "unable to make hard links of a FIFO and a symlink"
 
 note "a follower joins; while the walk pauses after listing h, names change"
 rl_follower F "$F" "$FM" "$RL_PORT"
