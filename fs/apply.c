@@ -513,8 +513,8 @@ static int apply_fallocate(struct store *st, const struct record *r, unsigned fl
 		return (flags & APPLY_STRICT) ? ret : 1;
 	if (fallocate(fd, (int)r->op_flags, (off_t)r->off, (off_t)r->len) < 0)
 		ret = -errno;
-	if (!ret)
-		ret = set_fd_mtime(fd, r->time_ns);	/* ext4 stamps even KEEP_SIZE */
+	if (!ret)	/* ext4 stamps even KEEP_SIZE; a writeback-cache leader keeps the kernel's */
+		ret = set_fd_mtime(fd, (r->flags & REC_F_KEEP_MTIME) ? r->mtime_ns : r->time_ns);
 	close_obj(fd, hint_fd);
 	return ret;
 }

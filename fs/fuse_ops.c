@@ -67,7 +67,7 @@ enum { OP_FORGET = 2, OP_WRITE = 16, OP_RELEASE = 18, OP_INTERRUPT = 36, OP_BATC
 void fuse_ops_before(struct node *n, uint32_t opcode)
 {
 	if (opcode != OP_WRITE && opcode != OP_RELEASE && opcode != OP_FORGET && opcode != OP_BATCH_FORGET &&
-	    opcode != OP_INTERRUPT)
+	    opcode != OP_INTERRUPT && (!getenv("HACK1") || (opcode != 4 && opcode != 22)))
 		node_settle(n);
 }
 
@@ -522,6 +522,8 @@ static int remove_object(fuse_req_t req, fuse_ino_t parent, const char *name, in
 		r.path = path;
 		if (type == REC_RMDIR)
 			ino_dir_hold(n, r.id);
+		else
+			ino_hold_special(n, r.id, path);
 		ret = node_commit(n, &r, -1, NULL);
 	}
 	if (!ret)
@@ -564,6 +566,8 @@ static int do_rename(struct node *n, struct inode *p, const char *name, struct i
 	r.path = from;
 	r.path2 = to;
 	r.op_flags = flags;
+	if (!(flags & RENAME_EXCHANGE) && !id_is_zero(r.id2))
+		ino_hold_special(n, r.id2, to);	/* the object the rename replaces */
 	ret = node_commit(n, &r, -1, NULL);
 	if (ret)
 		return ret;
@@ -663,7 +667,9 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
-	if (!ret)
+	if (!ret && getenv("HACK1") && lent && r->type == REC_SETATTR && !(r->op_flags & SA_SIZE))
+		ret = node_commit_behind(n, r, lent->fd);
+	else if (!ret)
 		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
 	ino_names_unlock(n);
 	if (own)
@@ -724,6 +730,37 @@ static int times_by_id(struct node *n, struct inode *in, struct record *r, struc
 	return ret;
 }
 
+/*
+ * A setattr that sets nothing comes from chown(f, -1, -1), or from the
+ * kernel's drop of privileges before a write (file_remove_privs()): the
+ * kernel sends neither an owner nor FATTR_KILL_SUIDGID (it adds that only
+ * to a chown that names one) and leaves the drop of setuid and setgid to us
+ * (FUSE_HANDLE_KILLPRIV_V2; security.capability it removes itself, by a
+ * removexattr request). ext4 drops setuid, and setgid with group execute,
+ * in both: where the file has one, a chown to its own owner is recorded,
+ * which drops them the same way wherever it is applied. ext4's chown is
+ * then a mode change, refused (EPERM) to a caller who is neither the owner
+ * nor root; the drop before a write is allowed to any writer. Only with the
+ * writeback cache does a chown say so (FUSE_SET_ATTR_CTIME): without it, a
+ * caller who may not change the mode gets no drop and no error (a write's
+ * drop then comes from op_write(), drop_privs()).
+ */
+static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct handle *h, int to_set)
+{
+	struct record r = { .type = REC_SETATTR, .op_flags = SA_UID | SA_GID };
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	int ret = stat_of(n, in, h, &st);
+
+	if (ret || (!(st.st_mode & S_ISUID) && (st.st_mode & (S_ISGID | S_IXGRP)) != (S_ISGID | S_IXGRP)))
+		return ret;	/* nothing to drop: only the ctime changes, which records do not carry */
+	if (ctx->uid != 0 && ctx->uid != st.st_uid)
+		return (to_set & FUSE_SET_ATTR_CTIME) ? -EPERM : 0;
+	r.uid = st.st_uid;
+	r.gid = st.st_gid;
+	return commit_lent(n, in, h, NULL, &r);
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
@@ -750,8 +787,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	 */
 	if (to_set & FUSE_SET_ATTR_MTIME)
 		behind = __atomic_exchange_n(&in->mtime_behind, 0, __ATOMIC_RELAXED);
+	if (n->kinit.granted && !S_ISDIR(in->type) && !(to_set & ~(FUSE_SET_ATTR_CTIME | FUSE_SET_ATTR_FORCE)))
+		ret = chown_none(req, n, in, h ? h : lent, to_set);
 	/* one record per kind, in the order libfuse's path API gave them: mode, owner, size, times */
-	if (to_set & FUSE_SET_ATTR_MODE) {
+	if (!ret && (to_set & FUSE_SET_ATTR_MODE)) {
 		struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE, .mode = attr->st_mode & 07777 };
 		ret = commit_lent(n, in, h, lent, &r);
 	}
@@ -1532,6 +1571,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	struct node *n = node_of(req);
 	struct record r = { .type = REC_FALLOCATE };
+	struct handle *h;
+	int ret;
 
 	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
@@ -1543,7 +1584,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	}
 	/* as ext4: an fallocate of any mode drops privileges (file_modified()) */
 	if (n->kinit.granted) {
-		int ret = drop_privs(req, ino, ino_of(n, ino), fh_of(fi));
+		ret = drop_privs(req, ino, ino_of(n, ino), fh_of(fi));
 		if (ret) {
 			fuse_reply_err(req, -ret);
 			return;
@@ -1552,7 +1593,19 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	r.op_flags = (uint32_t)mode;
 	r.off = (uint64_t)off;
 	r.len = (uint64_t)len;
-	fuse_reply_err(req, -commit_on(n, ino_of(n, ino), fh_of(fi), &r));
+	/*
+	 * With the writeback cache the kernel keeps a file's mtime itself and
+	 * takes none from us: where it stamps one, a setattr brings it (as for
+	 * writes). Through a direct handle, as a direct write: ours, and the
+	 * kernel's is behind until the inode is retired.
+	 */
+	h = fh_of(fi);
+	if (n->wb && !h->direct)
+		r.flags |= REC_F_KEEP_MTIME;
+	ret = commit_on(n, ino_of(n, ino), h, &r);
+	if (!ret && n->wb && h->direct)
+		__atomic_store_n(&ino_of(n, ino)->mtime_behind, 1, __ATOMIC_RELAXED);
+	fuse_reply_err(req, -ret);
 }
 
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
@@ -1612,34 +1665,66 @@ out:
 }
 
 #define WRITE_BACKS_MAX 2	/* write_back()s at once, well below a CPU queue's threads (fs/fuse_ring.c) */
+#define FUSE_FH_TYPE 0x81	/* the kernel's file handle of a FUSE inode: its nodeid and generation */
 
 /*
- * Has the kernel write file in's dirty pages back to us, through the mount:
- * sync_file_range() on a descriptor of our own, which (unlike fsync) takes
- * no lock the caller's lseek holds. The requests this makes (lookup, open,
- * the writes, release) are served by other threads of the caller's CPU
- * queue, which a few of these at once cannot use up: past
- * WRITE_BACKS_MAX, -EBUSY. A retired inode (ino_retire()) is not the one
- * its name reaches now: -ESTALE.
+ * The kernel's inode ino, which the caller holds open, opened through the
+ * mount by its file handle (open_by_handle_at): it reaches a file with no
+ * name left, and never another file that took the name. Our entries carry
+ * generation 0.
  */
-static int write_back(struct node *n, struct inode *in)
+static int open_on_mount(struct node *n, fuse_ino_t ino)
+{
+	union {
+		struct file_handle fh;
+		char bytes[sizeof(struct file_handle) + 3 * sizeof(uint32_t)];
+	} h;
+	uint32_t w[3] = { (uint32_t)(ino >> 32), (uint32_t)ino, 0 };
+	int mfd, fd;
+
+	h.fh.handle_bytes = sizeof(w);
+	h.fh.handle_type = FUSE_FH_TYPE;
+	memcpy(h.fh.f_handle, w, sizeof(w));
+	/* (an O_PATH descriptor does not do for open_by_handle_at) */
+	if ((mfd = open(n->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	fd = open_by_handle_at(mfd, &h.fh, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		fd = -errno;
+	close(mfd);
+	return fd;
+}
+
+/*
+ * Has the kernel write the dirty pages of its inode ino (our in) back to
+ * us, through the mount: sync_file_range() on a descriptor of our own,
+ * which (unlike fsync) takes no lock the caller's lseek holds. The
+ * descriptor comes from the inode's file handle, else from its path (a
+ * retired inode, ino_retire(), is not the one its name reaches now:
+ * -ESTALE). The requests this makes (open, the writes, release) are served
+ * by other threads of the caller's CPU queue, which a few of these at once
+ * cannot use up: past WRITE_BACKS_MAX, -EBUSY.
+ */
+static int write_back(struct node *n, fuse_ino_t ino, struct inode *in)
 {
 	static int running;
 	char rel[PATH_MAX], path[PATH_MAX];
 	int fd, ret = 0;
 
-	if (__atomic_load_n(&in->retired, __ATOMIC_RELAXED))
-		return -ESTALE;
+	if (!n->mountpoint[0])
+		return -ENOENT;
 	if (__atomic_add_fetch(&running, 1, __ATOMIC_SEQ_CST) > WRITE_BACKS_MAX) {
 		__atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
 		return -EBUSY;
 	}
-	if (!n->mountpoint[0] || ino_file_path(n, in, rel, sizeof(rel), 1) ||
-	    path_join(path, sizeof(path), n->mountpoint, rel)) {
+	fd = open_on_mount(n, ino);
+	if (fd < 0 && __atomic_load_n(&in->retired, __ATOMIC_RELAXED))
+		ret = -ESTALE;
+	else if (fd < 0 && (ino_file_path(n, in, rel, sizeof(rel), 1) || path_join(path, sizeof(path), n->mountpoint, rel)))
 		ret = -ENOENT;
-	} else if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0) {
+	else if (fd < 0 && (fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
 		ret = -errno;
-	} else {
+	if (fd >= 0) {
 		if (sync_file_range(fd, 0, 0,
 				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 			ret = -errno;
@@ -1653,9 +1738,10 @@ static int write_back(struct node *n, struct inode *in)
  * SEEK_DATA and SEEK_HOLE from the backing file. With the writeback cache,
  * while the file is open for writing the kernel may hold pages the backing
  * file lacks (and its lseek writes nothing back first): they are written
- * back first (write_back()). Where that cannot be done (a file with no name
- * left, too many at once), the answer is that everything is data, which
- * POSIX allows. The kernel writes a file's pages back before it releases it.
+ * back first (write_back()). Where that cannot be done (too many at once),
+ * the answer is that everything up to the kernel's end is data, which POSIX
+ * allows; we know only that its end is no sooner than ours. The kernel
+ * writes a file's pages back before it releases it.
  */
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
@@ -1665,7 +1751,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 	off_t r;
 
 	if (n->wb && (whence == SEEK_DATA || whence == SEEK_HOLE) && handle_open_by(n, h->id, NULL, HANDLE_WRITABLE) &&
-	    write_back(n, ino_of(n, ino))) {
+	    write_back(n, ino, ino_of(n, ino))) {
 		if (off < 0 || fstat(h->fd, &st) < 0) {
 			fuse_reply_err(req, off < 0 ? ENXIO : errno);
 			return;

@@ -147,11 +147,18 @@ static void names_free(struct inode *in)
 	in->nnames = 0;
 }
 
+static int held_specials;	/* keepfd descriptors open (itab.mu) */
+#define HELD_SPECIALS_MAX 4096
+
 static void inode_free(struct itab *t, struct inode *in)
 {
 	if (in->dirfd >= 0) {
 		close(in->dirfd);
 		t->dirfds--;
+	}
+	if (in->keepfd >= 0) {
+		close(in->keepfd);
+		held_specials--;
 	}
 	free(in->fh);
 	names_free(in);
@@ -725,10 +732,40 @@ int ino_file_open(struct node *n, struct inode *f, int flags)
 		handle_return(n, lent);
 		return fd;
 	}
-	if (ino_file_path(n, f, path, sizeof(path), 1))
-		return -ENOENT;
-	fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	if (ino_file_path(n, f, path, sizeof(path), 1) == 0) {
+		fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	/* a nameless FIFO, socket or device the kernel holds (ino_hold_special()) */
+	pthread_mutex_lock(&n->itab->mu);
+	fd = f->keepfd >= 0 ? fcntl(f->keepfd, F_DUPFD_CLOEXEC, 0) : -1;
+	pthread_mutex_unlock(&n->itab->mu);
+	return fd >= 0 ? fd : -ENOENT;
+}
+
+void ino_hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel)
+{
+	struct itab *t = n->itab;
+	struct inode *in;
+	struct stat st;
+	int fd;
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->mu);
+	in = tab_find(t, id);
+	if (in && in->keepfd < 0 && held_specials < HELD_SPECIALS_MAX &&
+	    (S_ISFIFO(in->type) || S_ISSOCK(in->type) || S_ISCHR(in->type) || S_ISBLK(in->type)) &&
+	    (fd = openat(store_rootfd(n->store), store_rel(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+		/* the object at rel, and its last name (the id index's link aside) */
+		if (fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == in->type && store_nlink(&st) == 1) {
+			in->keepfd = fd;
+			held_specials++;
+		} else {
+			close(fd);
+		}
+	}
+	pthread_mutex_unlock(&t->mu);
 }
 
 int ino_stat(struct node *n, struct inode *in, struct stat *st)
@@ -815,6 +852,7 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 		memcpy(in->id, id, FILE_ID_BYTES);
 		in->type = st->st_mode & S_IFMT;
 		in->dirfd = -1;
+		in->keepfd = -1;
 		if (S_ISDIR(st->st_mode) && (ret = dir_learn(n, in, pfd, name))) {
 			pthread_mutex_unlock(&t->mu);
 			free(in);
@@ -935,6 +973,7 @@ int ino_table_setup(struct node *n)
 	memcpy(t->root.id, store_root_id, FILE_ID_BYTES);
 	t->root.type = S_IFDIR;
 	t->root.dirfd = -1;
+	t->root.keepfd = -1;
 	t->root.nlookup = 1;
 	t->dirfds_max = ino_fd_share();
 	/* file handles, if the tree's file system gives them and we may open them */

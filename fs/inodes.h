@@ -54,6 +54,8 @@ struct inode {
 	int streamed;		/* writeback cache: made by a stream (fs/fuse_ops.c, wants_direct()); until
 				   its last release its names expire at once (atomic; ino_release_stream()) */
 	int mtime_behind;	/* the stream's direct writes left the kernel's mtime behind ours (atomic) */
+	int keepfd;		/* a FIFO, socket or device whose last name went while the kernel held
+				   it: an O_PATH descriptor, else -1 (ino_hold_special(); itab.mu) */
 	/* directories, under the names lock held for writing: the default ACL's permission bits
 	   (dacl_perms; dacl 0: none) read when store_acl_gen() was dacl_gen (0: not read) */
 	uint64_t dacl_gen;
@@ -66,6 +68,16 @@ struct inode {
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
 int mount_is_follower(const struct node *n);
+
+/*
+ * Before the last name of a FIFO, socket or device (rel, in the tree) goes
+ * by unlink or rename: if the kernel holds its inode (a program has the
+ * FIFO open, say), an O_PATH descriptor of it is kept until the kernel
+ * forgets it, so that fstat() of the nameless object still reaches it, as
+ * on ext4 (regular files are reached through their open handles). Changes
+ * to it (fchmod) get ENOENT: no record can name it. At most 4,096 at once.
+ */
+void ino_hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel);
 
 /* The table: made before the session, freed after it. */
 int ino_table_setup(struct node *n);

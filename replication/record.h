@@ -55,9 +55,9 @@ enum rec_type {
 
 /* flags of struct record */
 #define REC_F_NOPATH 0x1	/* the object had no name any more (unlinked while open) */
-#define REC_F_KEEP_MTIME 0x2	/* write: mtime_ns is the file's mtime before it, which the apply
-				   keeps (a setattr record carries the writer's, as the kernel's
-				   writeback cache sends it) */
+#define REC_F_KEEP_MTIME 0x2	/* write, fallocate: mtime_ns is the file's mtime before it, which
+				   the apply keeps (a setattr record carries the writer's, as the
+				   kernel's writeback cache sends it) */
 
 /* setattr mask bits (op_flags of REC_SETATTR) */
 #define SA_MODE 0x01

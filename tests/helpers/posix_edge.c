@@ -293,6 +293,35 @@ static int t_hardlinks(void)
 	return 0;
 }
 
+/* A FIFO open while its last name goes: fstat still answers, as on ext4. (The mount is nodev.) */
+static int t_unlinked_special(void)
+{
+	struct stat st;
+	int fd, fd2;
+
+	OK(mkfifo("pipe", 0640));
+	fd = open("pipe", O_RDONLY | O_NONBLOCK);
+	OK(fd);
+	OK(unlink("pipe"));
+	OK(fstat(fd, &st));
+	CHECK(S_ISFIFO(st.st_mode) && (st.st_mode & 07777) == 0640, "mode of unlinked FIFO %o", st.st_mode);
+	CHECK(st.st_nlink == 0, "nlink of unlinked FIFO is %lu", (unsigned long)st.st_nlink);
+	/* replaced by a rename while open */
+	OK(mkfifo("pipe", 0600));
+	fd2 = open("pipe", O_RDWR);
+	OK(fd2);
+	OK(mkfifo("pipe2", 0644));
+	OK(rename("pipe2", "pipe"));
+	OK(fstat(fd2, &st));
+	CHECK(S_ISFIFO(st.st_mode) && (st.st_mode & 07777) == 0600 && st.st_nlink == 0,
+	      "replaced FIFO: mode %o, nlink %lu", st.st_mode, (unsigned long)st.st_nlink);
+	/* the pipe itself still works */
+	CHECK(write(fd2, "x", 1) == 1, "write into the replaced FIFO");
+	OK(close(fd2));
+	OK(close(fd));
+	return 0;
+}
+
 static int t_unlinked_open(void)
 {
 	char buf[64];
@@ -311,6 +340,15 @@ static int t_unlinked_open(void)
 	OK(fstat(fd, &st));
 	CHECK(st.st_nlink == 0, "nlink of unlinked file is %lu", (unsigned long)st.st_nlink);
 	CHECK(st.st_size == 11, "size of unlinked file is %lld", (long long)st.st_size);
+	/* SEEK_DATA and SEEK_HOLE of a file with no name left (they took everything for data) */
+	CHECK(lseek(fd, 0, SEEK_DATA) == 0, "SEEK_DATA at 0 of unlinked file");
+	CHECK(lseek(fd, 0, SEEK_HOLE) == 11, "SEEK_HOLE at 0 of unlinked file");
+	errno = 0;
+	CHECK(lseek(fd, 4096, SEEK_HOLE) == -1 && errno == ENXIO, "SEEK_HOLE past the end of unlinked file: errno %d",
+	      errno);
+	errno = 0;
+	CHECK(lseek(fd, 20, SEEK_DATA) == -1 && errno == ENXIO, "SEEK_DATA past the end of unlinked file: errno %d",
+	      errno);
 	OK(ftruncate(fd, 5));
 	OK(fstat(fd, &st));
 	CHECK(st.st_size == 5, "size after ftruncate is %lld", (long long)st.st_size);
@@ -1156,6 +1194,15 @@ static int t_user_owner(void)
 	OK(chown("suid", 1, 1));
 	OK(stat("suid", &st));
 	CHECK((st.st_mode & 06000) == 0, "chown kept setuid/setgid: %o", st.st_mode & 07777);
+	/* so does a chown that changes nothing (-1, -1), by root too; setgid without group execute stays */
+	OK(chmod("suid", 06755));
+	OK(chown("suid", (uid_t)-1, (gid_t)-1));
+	OK(stat("suid", &st));
+	CHECK((st.st_mode & 07777) == 0755, "chown(-1, -1) of a 6755 file left %o", st.st_mode & 07777);
+	OK(chmod("suid", 02745));
+	OK(chown("suid", (uid_t)-1, (gid_t)-1));
+	OK(stat("suid", &st));
+	CHECK((st.st_mode & 07777) == 02745, "chown(-1, -1) of a 2745 file left %o", st.st_mode & 07777);
 	return 0;
 }
 
@@ -1166,6 +1213,15 @@ static int user_denied(void)
 
 	ERR(open("rootfile", O_WRONLY), EACCES);
 	ERR(open("rootfile", O_RDWR | O_TRUNC), EACCES);
+	/*
+	 * A chown that changes nothing: fine, but not of a setuid file (its drop
+	 * is a chmod): EPERM on ext4; on the mount without the writeback cache
+	 * the kernel does not say it is a chown, and the daemon changes nothing
+	 * (README, limits). The setuid bit must stay either way.
+	 */
+	OK(chown("rootfile", (uid_t)-1, (gid_t)-1));
+	CHECK(chown("rootsuid", (uid_t)-1, (gid_t)-1) == 0 || errno == EPERM,
+	      "chown(-1, -1) of root's setuid file: errno %d", errno);
 	ERR(truncate("rootfile", 0), EACCES);
 	ERR(open("secret", O_RDONLY), EACCES);
 	ERR(unlink("rootfile"), EACCES);
@@ -1223,6 +1279,8 @@ static int t_user_denied(void)
 	OK(setxattr("rootfile", "user.keep", "k", 1, 0));
 	OK(setxattr("rootfile", "trusted.keep", "k", 1, 0));
 	OK(put_file("secret", "s", 0600));
+	OK(put_file("rootsuid", "s", 0755));
+	OK(chmod("rootsuid", 04755));
 	OK(mkdir("lockeddir", 0700));
 	OK(put_file("lockeddir/inside", "i", 0644));
 	OK(mkdir("sticky", 0777));
@@ -1237,6 +1295,8 @@ static int t_user_denied(void)
 		      before.st_mtim.tv_sec == after.st_mtim.tv_sec && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec,
 	      "denied operations changed rootfile");
 	CONTENT("rootfile", "root's");
+	OK(stat("rootsuid", &after));
+	CHECK((after.st_mode & 07777) == 04755, "a refused chown(-1, -1) left mode %o", after.st_mode & 07777);
 	CHECK(getxattr("rootfile", "user.keep", v, sizeof(v)) == 1, "user.keep lost");
 	CHECK(exists("sticky/rootsfile") && exists("lockeddir/inside"), "denied operations removed files");
 	CHECK(!exists("newdir") && !exists("newfile") && !exists("newlink") && !exists("other"),
@@ -1391,6 +1451,7 @@ static const struct tcase cases[] = {
 	{ "rename_dirs", t_rename_dirs },
 	{ "hardlinks", t_hardlinks },
 	{ "unlinked_open", t_unlinked_open },
+	{ "unlinked_special", t_unlinked_special },
 	{ "append", t_append },
 	{ "fallocate", t_fallocate },
 	{ "copy_file_range", t_copy_file_range },
