@@ -8,8 +8,8 @@
  * EOPNOTSUPP to FALLOC_FL_COLLAPSE_RANGE and INSERT_RANGE), SEEK_DATA/SEEK_HOLE, copy_file_range,
  * fsync, shared writable mappings, mkdir, rmdir, unlink, rename (with
  * RENAME_NOREPLACE and RENAME_EXCHANGE), link, symlink, readlink, chmod,
- * chown, utimensat, mkfifo, user.* xattrs, access, stat and directory
- * listings, over a small pool of names
+ * chown, utimensat, mkfifo, user.* xattrs, POSIX ACLs (access and
+ * default, with entries for -u's ids), access, stat and directory listings, over a small pool of names
  * three levels deep, so that calls collide (EEXIST, ENOENT, ENOTEMPTY,
  * EISDIR, ENOTDIR, EXDEV-free renames of directories into their own
  * subtrees...), and through descriptors that stay open while their names
@@ -694,6 +694,48 @@ static void op_xattr(void)
 	}
 }
 
+/* A random POSIX ACL (access, or a directory's default) in the kernel's xattr form, or its removal. */
+static void op_acl(void)
+{
+	uint8_t acl[4 + 6 * 8];
+	size_t n = 4;
+	char p[64], full[2][PATH_MAX];
+	const char *name = pick(3) ? "system.posix_acl_access" : "system.posix_acl_default";
+	int named_user = (int)pick(2), named_group = (int)pick(2), remove = pick(5) == 0;
+	struct res r[2];
+
+	/* header: version 2; entries sorted by tag, then id: user_obj, user, group_obj, group, mask, other */
+	acl[0] = 2, acl[1] = acl[2] = acl[3] = 0;
+#define ENTRY(tag, perm, id)                                                      \
+	do {                                                                      \
+		uint16_t t_ = (tag), p_ = (uint16_t)(perm);                       \
+		uint32_t i_ = (id);                                               \
+		memcpy(acl + n, &t_, 2), memcpy(acl + n + 2, &p_, 2), memcpy(acl + n + 4, &i_, 4); \
+		n += 8;                                                           \
+	} while (0)
+	ENTRY(0x01, pick(8), 0xffffffffu);
+	if (named_user)
+		ENTRY(0x02, pick(8), user_uid != (uid_t)-1 ? user_uid : 1000);
+	ENTRY(0x04, pick(8), 0xffffffffu);
+	if (named_group)
+		ENTRY(0x08, pick(8), user_gid != (gid_t)-1 ? user_gid : 1000);
+	if (named_user || named_group)
+		ENTRY(0x10, pick(8), 0xffffffffu);
+	ENTRY(0x20, pick(8), 0xffffffffu);
+#undef ENTRY
+	rand_path(p, sizeof(p));
+	for (int s = 0; s < 2; s++)
+		snprintf(full[s], sizeof(full[s]), "/proc/self/fd/%d/%s", sides[s].root, p);
+	if (remove) {
+		describe("removexattr(%s, %s)", p, name);
+		BOTH(removexattr(full[s_], name));
+	} else {
+		describe("setxattr(%s, %s, %zu entries)", p, name, (n - 4) / 8);
+		BOTH(setxattr(full[s_], name, acl, n, 0));
+	}
+	same(r[0], r[1]);
+}
+
 static void op_stat(void)
 {
 	char p[64];
@@ -770,7 +812,7 @@ static const struct op ops[] = {
 	{ op_mkdir, 8 },     { op_rmdir, 3 },   { op_unlink, 5 },  { op_rename, 8 },  { op_link, 4 },
 	{ op_symlink, 2 },   { op_readlink, 1 }, { op_chmod, 4 },   { op_truncate, 2 }, { op_utimens, 2 },
 	{ op_mkfifo, 1 },    { op_xattr, 5 },   { op_stat, 6 },	   { op_readdir, 3 }, { op_chown, 3 },
-	{ op_access, 2 },    { op_mmap, 2 },
+	{ op_access, 2 },    { op_mmap, 2 },	{ op_acl, 3 },
 };
 
 int main(int argc, char **argv)
