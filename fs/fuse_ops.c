@@ -779,6 +779,27 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	 * path; the records name it as without a handle (a truncate needs a
 	 * writable one: the kernel sends it).
 	 */
+	/*
+	 * The kernel writes back the times of an inode it still holds after we
+	 * retired it (ino_retire(): at a stream's last release, its direct
+	 * writes having left the kernel's mtime behind ours, or after a failed
+	 * write): they are stale, and recorded they would take the file's
+	 * mtime back past its last write. No name or open file reaches a
+	 * retired inode: such a setattr is the kernel's alone.
+	 */
+	if (n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES) && __atomic_load_n(&in->retired, __ATOMIC_RELAXED)) {
+		ret = stat_of(n, in, h, &st);
+		if (ret == -ENOENT) {
+			memset(&st, 0, sizeof(st));
+			st.st_mode = in->type | 0600;
+			ret = 0;
+		}
+		if (ret)
+			fuse_reply_err(req, -ret);
+		else
+			fuse_reply_attr(req, &st, 0);
+		return;
+	}
 	if (!h && !S_ISDIR(in->type) && !(to_set & FUSE_SET_ATTR_SIZE))
 		lent = handle_borrow(n, in->id);
 	/*

@@ -733,7 +733,7 @@ int ino_file_open(struct node *n, struct inode *f, int flags)
 		return fd;
 	}
 	if (ino_file_path(n, f, path, sizeof(path), 1) == 0) {
-		fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);	/* a FIFO now there */
 		return fd < 0 ? -errno : fd;
 	}
 	/* a nameless FIFO, socket or device the kernel holds (ino_hold_special()) */

@@ -147,6 +147,10 @@ static int replay_range(struct node *n, struct store *st, uint64_t from, uint64_
 					   r.type == REC_RMDIR || r.type == REC_RENAME))
 			rlog(LOG_DEBUG, "snapshot replay: %s at seq %" PRIu64 " on '/%s' left out (listed after it, or superseded)",
 			     record_type_name(r.type), r.seq, r.path);
+		if (a < 0)	/* the caller says what failed; this says where */
+			rlog(LOG_WARNING, "%s: the %s at seq %" PRIu64 " on '/%s' failed: %s",
+			     snapshot ? "snapshot replay" : "replay", record_type_name(r.type), r.seq, r.path,
+			     strerror(-a));
 		ret = a < 0 ? a : 0;
 	}
 	if (ret == 1)

@@ -92,18 +92,40 @@ int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
 	return errno == ENOENT ? ID_UNKNOWN : -errno;
 }
 
+/*
+ * The index already holds hex (EEXIST): fine if it is the object now at
+ * (dirfd, rel, flags), else a stale entry, of an object the id no longer
+ * names (a snapshot's stand-in symlink since made again, say), which the
+ * object replaces (linked beside it first, then renamed over it).
+ */
+static int id_replace_stale(struct store *st, const char *hex, int dirfd, const char *rel, int flags)
+{
+	char tmp[2 * FILE_ID_BYTES + 8];
+	struct stat have, now;
+
+	if (fstatat(st->idxfd, hex, &have, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    fstatat(dirfd, rel, &now, AT_SYMLINK_NOFOLLOW | (flags & AT_EMPTY_PATH)) < 0)
+		return -errno;
+	if (have.st_ino == now.st_ino && have.st_dev == now.st_dev)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.n", hex);
+	(void)unlinkat(st->idxfd, tmp, 0);
+	if (linkat(dirfd, rel, st->idxfd, tmp, flags) < 0 || renameat(st->idxfd, tmp, st->idxfd, hex) < 0)
+		return -errno;
+	return 0;
+}
+
 int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char *rel, int isdir)
 {
 	char hex[2 * FILE_ID_BYTES + 1];
-	int ret;
 
 	store_id_hex(id, hex);
 	/* a file is linked into the index under its id; a directory gets a marker */
 	if (isdir)
-		ret = mknodat(st->idxfd, hex, S_IFREG | 0600, 0);
-	else
-		ret = linkat(st->rootfd, rel, st->idxfd, hex, 0);
-	return ret < 0 && errno != EEXIST ? -errno : 0;
+		return mknodat(st->idxfd, hex, S_IFREG | 0600, 0) < 0 && errno != EEXIST ? -errno : 0;
+	if (linkat(st->rootfd, rel, st->idxfd, hex, 0) == 0)
+		return 0;
+	return errno == EEXIST ? id_replace_stale(st, hex, st->rootfd, rel, 0) : -errno;
 }
 
 int store_id_born_fd(struct store *st, const uint8_t id[FILE_ID_BYTES], int fd, const char *rel)
@@ -112,8 +134,10 @@ int store_id_born_fd(struct store *st, const uint8_t id[FILE_ID_BYTES], int fd, 
 
 	store_id_hex(id, hex);
 	/* by the descriptor: no walk of rel (this needs CAP_DAC_READ_SEARCH; else by rel) */
-	if (linkat(fd, "", st->idxfd, hex, AT_EMPTY_PATH) == 0 || errno == EEXIST)
+	if (linkat(fd, "", st->idxfd, hex, AT_EMPTY_PATH) == 0)
 		return 0;
+	if (errno == EEXIST)
+		return id_replace_stale(st, hex, fd, "", AT_EMPTY_PATH);
 	return store_id_born(st, id, rel, 0);
 }
 
@@ -178,7 +202,8 @@ int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flag
 	int fd;
 
 	store_id_hex(id, hex);
-	fd = openat(st->idxfd, hex, flags | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: FIFOs are indexed too, and opening one waits for a partner (regular files ignore it) */
+	fd = openat(st->idxfd, hex, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -438,32 +463,86 @@ int store_fget_id(int fd, uint8_t id[FILE_ID_BYTES])
 	return n == FILE_ID_BYTES ? 0 : -ENODATA;
 }
 
+/* len zero bytes into x, without reading them (a hole's) */
+static void hash_zeros(XXH3_state_t *x, uint64_t len)
+{
+	static const uint8_t zeros[64 << 10];
+
+	while (len) {
+		size_t k = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
+		XXH3_128bits_update(x, zeros, k);
+		len -= k;
+	}
+}
+
+/*
+ * The digest of the logical bytes [off, off + len) (up to the end): a hole
+ * counts as the zeros it reads as, hashed without reading them (a sparse
+ * file of gigabytes is mostly holes), so that a hole and written zeros give
+ * one digest, wherever each file system put its holes.
+ */
 int store_range_digest(int fd, uint64_t off, uint64_t len, uint8_t out[STORE_DIGEST_BYTES])
 {
 	XXH3_state_t *x = XXH3_createState();
 	size_t bufsz = 256 << 10;
 	uint8_t *buf = malloc(bufsz);
 	XXH128_canonical_t c;
-	int ret = 0;
+	struct stat st;
+	uint64_t end;
+	int ret = 0, seek = 1;
 
 	if (!x || !buf) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	end = off > (uint64_t)st.st_size ? off : (uint64_t)st.st_size;
+	if (len > end - off)
+		len = end - off;
 	XXH3_128bits_reset(x);
 	while (len) {
-		ssize_t n = pread(fd, buf, len < bufsz ? (size_t)len : bufsz, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
+		uint64_t upto = off + len;
+		if (seek) {
+			off_t d = lseek(fd, (off_t)off, SEEK_DATA), h;
+			if (d < 0 && errno == ENXIO) {
+				hash_zeros(x, len);	/* a hole to the end */
+				break;
+			}
+			if (d < 0) {
+				seek = 0;	/* no SEEK_DATA here: read everything */
 				continue;
-			ret = -errno;
-			goto out;
+			}
+			if ((uint64_t)d > off) {
+				uint64_t k = (uint64_t)d - off < len ? (uint64_t)d - off : len;
+				hash_zeros(x, k);
+				off += k;
+				len -= k;
+				continue;
+			}
+			h = lseek(fd, (off_t)off, SEEK_HOLE);
+			if (h > (off_t)off && (uint64_t)h < upto)
+				upto = (uint64_t)h;
 		}
-		if (n == 0)
-			break;	/* the range ends at the end of the file */
-		XXH3_128bits_update(x, buf, (size_t)n);
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
+		while (off < upto) {
+			uint64_t want = upto - off;
+			ssize_t n = pread(fd, buf, want < bufsz ? (size_t)want : bufsz, (off_t)off);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				ret = -errno;
+				goto out;
+			}
+			if (n == 0) {
+				len = 0;	/* the file ended early (truncated meanwhile) */
+				break;
+			}
+			XXH3_128bits_update(x, buf, (size_t)n);
+			off += (uint64_t)n;
+			len -= (uint64_t)n;
+		}
 	}
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(x));
 	memcpy(out, c.digest, STORE_DIGEST_BYTES);

@@ -2,6 +2,7 @@
  * replay onto a snapshot that skips changes of names its listing already holds
  */
 #include <sys/xattr.h>
+#include <xxhash.h>
 
 #include "../../fs/store.h"
 #include "../../replication/digest.h"
@@ -215,4 +216,57 @@ Test(digest, snapshot_replay_skips_changes_of_names_its_listing_holds)
 	cr_assert_eq(dg_create(st, rp, 8, "d/other", 4), 0);
 	cr_assert_eq(replay_finish(rp, st), 0);
 	store_free(st);
+}
+
+/* The digest of a range by reading every byte: what store_range_digest() must equal. */
+static void dg_naive(int fd, uint64_t off, uint64_t len, uint8_t out[STORE_DIGEST_BYTES])
+{
+	XXH3_state_t *x = XXH3_createState();
+	XXH128_canonical_t c;
+	uint8_t buf[4096];
+
+	XXH3_128bits_reset(x);
+	while (len) {
+		ssize_t n = pread(fd, buf, len < sizeof(buf) ? (size_t)len : sizeof(buf), (off_t)off);
+		cr_assert_geq(n, 0);
+		if (n == 0)
+			break;
+		XXH3_128bits_update(x, buf, (size_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(x));
+	memcpy(out, c.digest, STORE_DIGEST_BYTES);
+	XXH3_freeState(x);
+}
+
+/*
+ * Holes are hashed as the zeros they read as, without reading them: the
+ * digest of any range of a sparse file (holes, data, fallocated extents,
+ * written zeros, a hole at the end) is the one of its bytes.
+ */
+Test(digest, ranges_of_sparse_files_hash_their_bytes)
+{
+	char path[512];
+	uint8_t a[STORE_DIGEST_BYTES], b[STORE_DIGEST_BYTES], data[5000];
+	static const uint64_t ranges[][2] = { { 0, UINT64_MAX }, { 0, 4096 }, { 1000, 70000 }, { 65536, 1 << 20 },
+					      { 200000, 300000 }, { 3u << 20, UINT64_MAX }, { 9u << 20, 100 } };
+	int fd;
+
+	unit_path(&denv, "sparse", path, sizeof(path));
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	memset(data, 'x', sizeof(data));
+	cr_assert_eq(pwrite(fd, data, sizeof(data), 70000), (ssize_t)sizeof(data));
+	cr_assert_eq(pwrite(fd, data, 100, 300000), 100);
+	memset(data, 0, sizeof(data));
+	cr_assert_eq(pwrite(fd, data, sizeof(data), 500000), (ssize_t)sizeof(data));	/* written zeros */
+	(void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20);			/* unwritten extent */
+	cr_assert_eq(ftruncate(fd, 4 << 20), 0);					/* a hole to the end */
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		cr_assert_eq(store_range_digest(fd, ranges[i][0], ranges[i][1], a), 0);
+		dg_naive(fd, ranges[i][0], ranges[i][1], b);
+		cr_assert_eq(memcmp(a, b, sizeof(a)), 0, "range %zu: the digest differs from its bytes'", i);
+	}
+	close(fd);
 }
