@@ -1419,6 +1419,21 @@ static int mtime_follows(const struct node *n, const struct record *rs, int i, i
 	       rs[i + 1].type == REC_WRITE && !memcmp(rs[i].id, rs[i + 1].id, FILE_ID_BYTES);
 }
 
+/*
+ * Before a follower applies an unlink, or a rename over another object: a
+ * FIFO a reader of the mount holds open keeps a descriptor, so that its
+ * fstat() still answers once the name is gone (ino_hold_special()).
+ */
+static void hold_special_before(struct node *n, const struct record *r)
+{
+	if (!n->se || !n->itab || (r->flags & REC_F_NOPATH))
+		return;
+	if (r->type == REC_UNLINK)
+		ino_hold_special(n, r->id, r->path);
+	else if (r->type == REC_RENAME && !(r->op_flags & RENAME_EXCHANGE) && !id_is_zero(r->id2))
+		ino_hold_special(n, r->id2, r->path2);
+}
+
 int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k)
 {
 	struct record rs[OPLOG_BATCH_MAX];
@@ -1440,6 +1455,7 @@ int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_
 			n->st.epoch = r->epoch;
 		if (n->snap_pending || r->seq > n->hold_at)
 			continue;	/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
+		hold_special_before(n, r);
 		a = apply_record(n->store, r, mtime_follows(n, rs, i, done) ? APPLY_NO_MTIME : 0, -1, NULL);
 		if (a == 1)
 			rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded",
@@ -1478,6 +1494,7 @@ static uint64_t apply_logged(struct node *n, uint64_t upto)
 		int a = 0, done = 0, begun = 0;
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->snap_pending && r.seq == n->applied + 1) {
+			hold_special_before(n, &r);
 			a = apply_record(n->store, &r, 0, -1, NULL);
 			n->applied = r.seq;
 			applied_mark(n, r.seq);

@@ -154,6 +154,16 @@ for f in "$F1" "$F2"; do
 	rl_log_prefix "$f" "$L" equal
 done
 assert_eq "$("$REPFS" log "$F1" | wc -l)" "$("$REPFS" log "$L" | wc -l)" "records in F1's log vs the leader's"
+
+note "a FIFO open on a follower while the leader removes it"
+mkfifo -m 0640 "$LM/ops/fifo2" || fail "mkfifo on the leader failed"
+rl_wait_converged 30 "$L" "$F1"
+exec 4<>"$F1M/ops/fifo2" || fail "unable to open the FIFO on F1"
+rm "$LM/ops/fifo2"
+rl_wait_converged 30 "$L" "$F1"
+out=$(python3 -c 'import os, stat; s = os.fstat(4); print(stat.S_ISFIFO(s.st_mode), oct(s.st_mode & 0o7777), s.st_nlink)' 2>&1)
+exec 4<&-
+assert_eq "$out" "True 0o640 0" "fstat of a FIFO open on F1 once the leader removed it (type, mode, links)"
 assert_eq "$(rl_get "$F1" epoch)" "$(rl_get "$L" epoch)" "F1's epoch"
 assert_eq "$(rl_get "$F1" leader)" L "F1's leader"
 assert_eq "$(rl_get "$L" peers.F1.durable)" "$(rl_get "$L" seq)" "F1's durable position as the leader sees it"
