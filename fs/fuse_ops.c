@@ -67,7 +67,7 @@ enum { OP_FORGET = 2, OP_WRITE = 16, OP_RELEASE = 18, OP_INTERRUPT = 36, OP_BATC
 void fuse_ops_before(struct node *n, uint32_t opcode)
 {
 	if (opcode != OP_WRITE && opcode != OP_RELEASE && opcode != OP_FORGET && opcode != OP_BATCH_FORGET &&
-	    opcode != OP_INTERRUPT && (!getenv("HACK1") || (opcode != 4 && opcode != 22)))
+	    opcode != OP_INTERRUPT)
 		node_settle(n);
 }
 
@@ -523,7 +523,7 @@ static int remove_object(fuse_req_t req, fuse_ino_t parent, const char *name, in
 		if (type == REC_RMDIR)
 			ino_dir_hold(n, r.id);
 		else
-			ino_hold_special(n, r.id, path);
+			ino_hold_special(n, &r);
 		ret = node_commit(n, &r, -1, NULL);
 	}
 	if (!ret)
@@ -566,8 +566,7 @@ static int do_rename(struct node *n, struct inode *p, const char *name, struct i
 	r.path = from;
 	r.path2 = to;
 	r.op_flags = flags;
-	if (!(flags & RENAME_EXCHANGE) && !id_is_zero(r.id2))
-		ino_hold_special(n, r.id2, to);	/* the object the rename replaces */
+	ino_hold_special(n, &r);
 	ret = node_commit(n, &r, -1, NULL);
 	if (ret)
 		return ret;
@@ -667,9 +666,7 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
-	if (!ret && getenv("HACK1") && lent && r->type == REC_SETATTR && !(r->op_flags & SA_SIZE))
-		ret = node_commit_behind(n, r, lent->fd);
-	else if (!ret)
+	if (!ret)
 		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
 	ino_names_unlock(n);
 	if (own)
@@ -779,27 +776,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	 * path; the records name it as without a handle (a truncate needs a
 	 * writable one: the kernel sends it).
 	 */
-	/*
-	 * The kernel writes back the times of an inode it still holds after we
-	 * retired it (ino_retire(): at a stream's last release, its direct
-	 * writes having left the kernel's mtime behind ours, or after a failed
-	 * write): they are stale, and recorded they would take the file's
-	 * mtime back past its last write. No name or open file reaches a
-	 * retired inode: such a setattr is the kernel's alone.
-	 */
-	if (n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES) && __atomic_load_n(&in->retired, __ATOMIC_RELAXED)) {
-		ret = stat_of(n, in, h, &st);
-		if (ret == -ENOENT) {
-			memset(&st, 0, sizeof(st));
-			st.st_mode = in->type | 0600;
-			ret = 0;
-		}
-		if (ret)
-			fuse_reply_err(req, -ret);
-		else
-			fuse_reply_attr(req, &st, 0);
-		return;
-	}
 	if (!h && !S_ISDIR(in->type) && !(to_set & FUSE_SET_ATTR_SIZE))
 		lent = handle_borrow(n, in->id);
 	/*
@@ -1717,19 +1693,16 @@ static int open_on_mount(struct node *n, fuse_ino_t ino)
 }
 
 /*
- * Has the kernel write the dirty pages of its inode ino (our in) back to
- * us, through the mount: sync_file_range() on a descriptor of our own,
- * which (unlike fsync) takes no lock the caller's lseek holds. The
- * descriptor comes from the inode's file handle, else from its path (a
- * retired inode, ino_retire(), is not the one its name reaches now:
- * -ESTALE). The requests this makes (open, the writes, release) are served
- * by other threads of the caller's CPU queue, which a few of these at once
- * cannot use up: past WRITE_BACKS_MAX, -EBUSY.
+ * Has the kernel write the dirty pages of its inode ino back to us, through
+ * the mount: sync_file_range() on a descriptor of our own (open_on_mount()),
+ * which (unlike fsync) takes no lock the caller's lseek holds. The requests
+ * this makes (open, the writes, release) are served by other threads of the
+ * caller's CPU queue, which a few of these at once cannot use up: past
+ * WRITE_BACKS_MAX, -EBUSY.
  */
-static int write_back(struct node *n, fuse_ino_t ino, struct inode *in)
+static int write_back(struct node *n, fuse_ino_t ino)
 {
 	static int running;
-	char rel[PATH_MAX], path[PATH_MAX];
 	int fd, ret = 0;
 
 	if (!n->mountpoint[0])
@@ -1739,18 +1712,13 @@ static int write_back(struct node *n, fuse_ino_t ino, struct inode *in)
 		return -EBUSY;
 	}
 	fd = open_on_mount(n, ino);
-	if (fd < 0 && __atomic_load_n(&in->retired, __ATOMIC_RELAXED))
-		ret = -ESTALE;
-	else if (fd < 0 && (ino_file_path(n, in, rel, sizeof(rel), 1) || path_join(path, sizeof(path), n->mountpoint, rel)))
-		ret = -ENOENT;
-	else if (fd < 0 && (fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
+	if (fd < 0)
+		ret = fd;
+	else if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					      SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 		ret = -errno;
-	if (fd >= 0) {
-		if (sync_file_range(fd, 0, 0,
-				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
-			ret = -errno;
+	if (fd >= 0)
 		close(fd);
-	}
 	__atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
 	return ret;
 }
@@ -1772,7 +1740,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 	off_t r;
 
 	if (n->wb && (whence == SEEK_DATA || whence == SEEK_HOLE) && handle_open_by(n, h->id, NULL, HANDLE_WRITABLE) &&
-	    write_back(n, ino, ino_of(n, ino))) {
+	    write_back(n, ino)) {
 		if (off < 0 || fstat(h->fd, &st) < 0) {
 			fuse_reply_err(req, off < 0 ? ENXIO : errno);
 			return;

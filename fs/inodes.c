@@ -743,15 +743,13 @@ int ino_file_open(struct node *n, struct inode *f, int flags)
 	return fd >= 0 ? fd : -ENOENT;
 }
 
-void ino_hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel)
+static void hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel)
 {
 	struct itab *t = n->itab;
 	struct inode *in;
 	struct stat st;
 	int fd;
 
-	if (!t)
-		return;
 	pthread_mutex_lock(&t->mu);
 	in = tab_find(t, id);
 	if (in && in->keepfd < 0 && held_specials < HELD_SPECIALS_MAX &&
@@ -766,6 +764,16 @@ void ino_hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const cha
 		}
 	}
 	pthread_mutex_unlock(&t->mu);
+}
+
+void ino_hold_special(struct node *n, const struct record *r)
+{
+	if (!n->se || !n->itab || (r->flags & REC_F_NOPATH))
+		return;
+	if (r->type == REC_UNLINK)
+		hold_special(n, r->id, r->path);
+	else if (r->type == REC_RENAME && !(r->op_flags & RENAME_EXCHANGE) && !id_is_zero(r->id2))
+		hold_special(n, r->id2, r->path2);	/* the object the rename replaces */
 }
 
 int ino_stat(struct node *n, struct inode *in, struct stat *st)

@@ -70,14 +70,15 @@ struct inode {
 int mount_is_follower(const struct node *n);
 
 /*
- * Before the last name of a FIFO, socket or device (rel, in the tree) goes
- * by unlink or rename: if the kernel holds its inode (a program has the
- * FIFO open, say), an O_PATH descriptor of it is kept until the kernel
- * forgets it, so that fstat() of the nameless object still reaches it, as
- * on ext4 (regular files are reached through their open handles). Changes
- * to it (fchmod) get ENOENT: no record can name it. At most 4,096 at once.
+ * Before r (an unlink, or a rename over another object) is applied, on a
+ * leader or a follower: if it takes the last name of a FIFO, socket or
+ * device whose inode the kernel holds (a program has the FIFO open, say),
+ * an O_PATH descriptor of it is kept until the kernel forgets it, so that
+ * fstat() of the nameless object still reaches it, as on ext4 (regular
+ * files are reached through their open handles). Changes to it (fchmod)
+ * get ENOENT: no record can name it. At most 4,096 at once.
  */
-void ino_hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel);
+void ino_hold_special(struct node *n, const struct record *r);
 
 /* The table: made before the session, freed after it. */
 int ino_table_setup(struct node *n);

@@ -751,8 +751,6 @@ static int behind_may(struct node *n, const struct record *r, int hint_fd, int *
 		/* a regular file's: its tail (apply_create_tail()); a directory entry's room */
 		if (!out_fd || (r->mode & S_IFMT) != S_IFREG || r->data_len)
 			return 0;
-	} else if (r->type == REC_SETATTR && hint_fd >= 0 && getenv("HACK1")) {
-		;
 	} else if (r->type != REC_WRITE || hint_fd < 0 || (r->flags & REC_F_KEEP_MTIME) || !r->data_len ||
 		   r->data_len > BEHIND_MAX_DATA || r->off + r->data_len > b->max_end) {
 		return 0;
@@ -1081,7 +1079,7 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 		ret = append_failed(r, ret);
 		goto whole;
 	}
-	if (behind && (r->type == REC_WRITE || r->type == REC_SETATTR)) {
+	if (behind && r->type == REC_WRITE) {
 		behind_push(n->behind, r, hint_fd);	/* applied, then counted in applied, by the helper */
 		pthread_mutex_unlock(&n->seq_lock);
 		return 0;
@@ -1419,21 +1417,6 @@ static int mtime_follows(const struct node *n, const struct record *rs, int i, i
 	       rs[i + 1].type == REC_WRITE && !memcmp(rs[i].id, rs[i + 1].id, FILE_ID_BYTES);
 }
 
-/*
- * Before a follower applies an unlink, or a rename over another object: a
- * FIFO a reader of the mount holds open keeps a descriptor, so that its
- * fstat() still answers once the name is gone (ino_hold_special()).
- */
-static void hold_special_before(struct node *n, const struct record *r)
-{
-	if (!n->se || !n->itab || (r->flags & REC_F_NOPATH))
-		return;
-	if (r->type == REC_UNLINK)
-		ino_hold_special(n, r->id, r->path);
-	else if (r->type == REC_RENAME && !(r->op_flags & RENAME_EXCHANGE) && !id_is_zero(r->id2))
-		ino_hold_special(n, r->id2, r->path2);
-}
-
 int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k)
 {
 	struct record rs[OPLOG_BATCH_MAX];
@@ -1455,7 +1438,7 @@ int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_
 			n->st.epoch = r->epoch;
 		if (n->snap_pending || r->seq > n->hold_at)
 			continue;	/* logged (and acknowledged) now, applied later: node_release(), node_snapshot_finish() */
-		hold_special_before(n, r);
+		ino_hold_special(n, r);	/* a FIFO the mount holds open, whose last name r takes */
 		a = apply_record(n->store, r, mtime_follows(n, rs, i, done) ? APPLY_NO_MTIME : 0, -1, NULL);
 		if (a == 1)
 			rlog(LOG_DEBUG, "skipped %s at seq %" PRIu64 " on '/%s': already done or superseded",
@@ -1494,7 +1477,7 @@ static uint64_t apply_logged(struct node *n, uint64_t upto)
 		int a = 0, done = 0, begun = 0;
 		pthread_mutex_lock(&n->seq_lock);
 		if (!n->snap_pending && r.seq == n->applied + 1) {
-			hold_special_before(n, &r);
+			ino_hold_special(n, &r);
 			a = apply_record(n->store, &r, 0, -1, NULL);
 			n->applied = r.seq;
 			applied_mark(n, r.seq);

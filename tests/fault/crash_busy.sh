@@ -11,11 +11,6 @@ B=$HELPERS/busywriter
 D=$T/data
 M=$T/mnt
 started() { grep -q '^started' "$1" 2>/dev/null; }
-seq_at_least() { # DATA N
-	local s
-	s=$("$REPFS" status "$1" --json 2>/dev/null) || return 1
-	[ "$(json_get "$s" seq)" -ge "$2" ]
-}
 start_leader "$D" "$M"
 mkdir "$M/work"
 

@@ -14,11 +14,6 @@ FUZZ=$HELPERS/opfuzz
 COMPARE3_IGNORE=holes
 D=$T/data
 M=$T/mnt
-seq_at_least() { # DATA N
-	local s
-	s=$("$REPFS" status "$1" --json 2>/dev/null) || return 1
-	[ "$(json_get "$s" seq)" -ge "$2" ]
-}
 start_leader "$D" "$M"
 
 for round in 1 2 3; do

@@ -214,6 +214,12 @@ kill_node() {
 }
 _not_mounted() { ! is_mounted "$1"; }
 
+seq_at_least() { # DATA N: the node's log has reached seq N (for wait_for)
+	local s
+	s=$("$REPFS" status "$1" --json 2>/dev/null) || return 1
+	[ "$(json_get "$s" seq)" -ge "$2" ]
+}
+
 treecmp() { python3 "$TOOLS_DIR/treecmp.py" "$@"; }
 
 replay() { # DATA OUT
