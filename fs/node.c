@@ -1730,25 +1730,52 @@ int node_start(struct node *n)
 	return 0;
 }
 
+/*
+ * How long status waits for the locks a change holds: a change whose disk
+ * does not answer (a frozen or failing file system) holds them as long, and
+ * status is what an operator runs then. Past it, status reads the figures
+ * without the lock and says so ("busy").
+ */
+#define STATUS_WAIT_MS 200
+
 int node_status_json(struct node *n, char *buf, size_t len)
 {
-	struct pos last = oplog_last(n->log);
-	uint64_t applied, durable = oplog_durable(n->log), ckpt, epoch;
+	struct oplog_peek lp;
+	struct pos last;
+	uint64_t applied, durable, ckpt, epoch;
 	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
-	int fault, tree_fault, logfault = oplog_failed(n->log);
+	int fault, tree_fault, logfault, busy;
 	unsigned dirfds, dirfds_max;
 
-	pthread_mutex_lock(&n->seq_lock);
-	applied = applied_shown(n);
-	ckpt = n->st.checkpoint;
-	role = n->st.role;
-	epoch = n->st.epoch;
-	fault = n->fault;
+	busy = oplog_peek(n->log, &lp, STATUS_WAIT_MS);
+	last = lp.last;
+	durable = lp.durable;
+	logfault = lp.failed;
+	if (lock_within(&n->seq_lock, busy ? 0 : STATUS_WAIT_MS) == 0) {
+		applied = applied_shown(n);
+		ckpt = n->st.checkpoint;
+		role = n->st.role;
+		epoch = n->st.epoch;
+		fault = n->fault;
+		pthread_mutex_unlock(&n->seq_lock);
+	} else {
+		/* word-sized fields written under seq_lock, read as they are; the name does not change */
+		busy = 1;
+		applied = __atomic_load_n(&n->applied, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&n->inval_pending, __ATOMIC_RELAXED)) {
+			uint64_t low = __atomic_load_n(&n->inval_low, __ATOMIC_RELAXED);
+			if (low && low - 1 < applied)
+				applied = low - 1;	/* as applied_shown() */
+		}
+		ckpt = __atomic_load_n(&n->st.checkpoint, __ATOMIC_RELAXED);
+		role = __atomic_load_n(&n->st.role, __ATOMIC_RELAXED);
+		epoch = __atomic_load_n(&n->st.epoch, __ATOMIC_RELAXED);
+		fault = __atomic_load_n(&n->fault, __ATOMIC_RELAXED);
+	}
 	tree_fault = !logfault && n->behind && __atomic_load_n(&n->behind->failed, __ATOMIC_RELAXED);
 	snprintf(name, sizeof(name), "%s", n->st.name);
-	pthread_mutex_unlock(&n->seq_lock);
-	repl_status_json(n->repl, repl, sizeof(repl));
+	repl_status_json(n->repl, repl, sizeof(repl), applied, last.seq, lp.end_pos);
 	ino_table_fds(n, &dirfds, &dirfds_max);
 	if (role == ROLE_LEADER)
 		snprintf(leader, sizeof(leader), "\"%s\"", name);
@@ -1765,15 +1792,15 @@ int node_status_json(struct node *n, char *buf, size_t len)
 			",\"log_bytes\":%" PRIu64 ",\"replayed_at_start\":%" PRIu64 ",\"torn_bytes_cut_at_start\":%" PRIu64
 			",\"divergent\":%d,\"fuse_io\":\"%s\",\"fuse_ring_requests\":%llu,\"writeback_cache\":%s,\"posix_acls\":%s"
 			",\"open_files\":%u,\"open_files_max\":%u,\"dir_descriptors\":%u,\"dir_descriptors_max\":%u"
-			",\"uptime_s\":%.1f,\"faults\":[%s%s%s]}\n",
+			",\"uptime_s\":%.1f,\"busy\":%s,\"faults\":[%s%s%s]}\n",
 			name, role_name(role), epoch > last.epoch ? epoch : last.epoch, last.epoch, last.seq, applied,
 			durable, ckpt,
 			leader, repl, json_escape(dd, sizeof(dd), n->datadir), json_escape(mp, sizeof(mp), n->mountpoint), oplog_first_seq(n->log),
-			oplog_bytes(n->log), n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
+			lp.bytes, n->replayed_at_start, n->cut_at_start, node_divergent_count(n),
 			fring_serving(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)) ? "io_uring" : "/dev/fuse",
 			fring_served(__atomic_load_n(&n->ring, __ATOMIC_ACQUIRE)), n->wb ? "true" : "false", n->acl ? "true" : "false",
 			__atomic_load_n(&n->nopen, __ATOMIC_RELAXED), n->open_max, dirfds, dirfds_max,
-			(double)(now_ns() - n->started_ns) / 1e9, (fault || logfault) ? (tree_fault ? "\"tree: " : "\"log: ") : "",
+			(double)(now_ns() - n->started_ns) / 1e9, busy ? "true" : "false", (fault || logfault) ? (tree_fault ? "\"tree: " : "\"log: ") : "",
 			(fault || logfault) ? strerror(logfault ? logfault : fault) : "",
 			(fault || logfault) ? "; writes refused\"" : "");
 }

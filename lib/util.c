@@ -115,6 +115,13 @@ int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int lock_within(pthread_mutex_t *mu, long ms)
+{
+	struct timespec until = deadline_in_ms(CLOCK_MONOTONIC, ms);
+
+	return -pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &until);
+}
+
 void thread_name(const char *name)
 {
 	pthread_setname_np(pthread_self(), name);

@@ -3,6 +3,7 @@
 #define REPFS_UTIL_H
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -24,6 +25,9 @@ struct timespec deadline_in_ms(clockid_t clk, long ms);
 
 /* CLOCK_MONOTONIC in ns. */
 int64_t mono_ns(void);
+
+/* Locks mu if it comes free within ms: 0, or -ETIMEDOUT (not locked). */
+int lock_within(pthread_mutex_t *mu, long ms);
 
 /* Names the calling thread (at most 15 characters) for ps, top and perf. */
 void thread_name(const char *name);

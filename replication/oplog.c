@@ -607,6 +607,22 @@ uint64_t oplog_durable(struct oplog *log)
 	return d;
 }
 
+int oplog_peek(struct oplog *log, struct oplog_peek *p, long wait_ms)
+{
+	int busy = lock_within(&log->mu, wait_ms) != 0;
+
+	/* (atomic loads: the word-sized fields are written under mu, which a stuck append holds) */
+	p->last.epoch = __atomic_load_n(&log->last.epoch, __ATOMIC_RELAXED);
+	p->last.seq = __atomic_load_n(&log->last.seq, __ATOMIC_RELAXED);
+	p->durable = __atomic_load_n(&log->durable, __ATOMIC_RELAXED);
+	p->end_pos = __atomic_load_n(&log->seg_gstart, __ATOMIC_RELAXED) + __atomic_load_n(&log->size, __ATOMIC_RELAXED);
+	p->bytes = __atomic_load_n(&log->older_bytes, __ATOMIC_RELAXED) + __atomic_load_n(&log->size, __ATOMIC_RELAXED);
+	p->failed = __atomic_load_n(&log->failed, __ATOMIC_RELAXED);
+	if (!busy)
+		pthread_mutex_unlock(&log->mu);
+	return busy;
+}
+
 uint64_t oplog_first_seq(struct oplog *log)
 {
 	return log->first_seq;

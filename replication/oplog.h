@@ -53,6 +53,19 @@ uint64_t oplog_first_seq(struct oplog *log);	/* oldest seq still held */
 uint64_t oplog_bytes(struct oplog *log);	/* bytes held in all segments */
 
 /*
+ * What `repfs status` shows of the log, taken under its lock if that comes
+ * free within wait_ms. An append that the disk does not finish (a frozen or
+ * failing file system) holds the lock: the figures are then read without it,
+ * and may be a record behind or from either side of one; returns 1 then.
+ */
+struct oplog_peek {
+	struct pos last;
+	uint64_t durable, end_pos, bytes;
+	int failed;
+};
+int oplog_peek(struct oplog *log, struct oplog_peek *p, long wait_ms);
+
+/*
  * Appends r, setting r->seq to last + 1 (r->epoch is the caller's and must not
  * be below the last record's). Written to the segment, not yet durable. On
  * failure nothing of the record remains.

@@ -994,18 +994,14 @@ int repl_leader(struct repl *r, char *buf, size_t len)
 	return ret;
 }
 
-int repl_status_json(struct repl *r, char *buf, size_t len)
+int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end)
 {
-	uint64_t applied, last, end;
 	int64_t now = now_ns();
 	size_t off = 0;
 	int n, known = 0;
 
 	if (!r)
 		return snprintf(buf, len, "\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]");
-	applied = node_applied(r->n);
-	last = oplog_last(r->n->log).seq;
-	end = oplog_end_pos(r->n->log);
 	pthread_mutex_lock(&r->mu);
 	for (int i = 0; i < REPL_MAX_PEERS; i++)
 		known += r->peers[i].used;
@@ -1067,6 +1063,5 @@ int repl_status_json(struct repl *r, char *buf, size_t len)
 		off += (size_t)snprintf(buf + off, len - off, "],");
 	if (off < len)
 		off += (size_t)snap_status_json(r, buf + off, len - off);
-	(void)applied;
 	return (int)off;
 }

@@ -117,7 +117,11 @@ int repl_verify(struct repl *r, int repair, char *out, size_t outlen, char *err,
 int repl_verify_take(struct repl *r);
 void repl_verify_give(struct repl *r);
 
-/* Appends the "mode", "sync" and "peers" members of the status JSON. */
-int repl_status_json(struct repl *r, char *buf, size_t len);
+/*
+ * Appends the "mode", "sync" and "peers" members of the status JSON;
+ * applied, last and end are the node's applied seq and the log's last seq
+ * and end, as node_status_json() read them.
+ */
+int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end);
 
 #endif

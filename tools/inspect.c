@@ -127,6 +127,7 @@ static void print_human(const char *json)
 		{ "dir_descriptors", "dir descriptors" },
 		{ "dir_descriptors_max", "dir descriptors (most)" },
 		{ "uptime_s", "uptime (s)" },
+		{ "busy", "busy" },
 		{ "faults", "faults" },
 	};
 	const char *peers, *p, *peers_end = NULL;
@@ -155,6 +156,12 @@ static void print_human(const char *json)
 			snprintf(v, sizeof(v), "none");
 		if (!strcmp(rows[i][0], "last_error") && !*v)
 			continue;
+		if (!strcmp(rows[i][0], "busy")) {
+			if (strcmp(v, "true"))
+				continue;
+			snprintf(v, sizeof(v), "a change has not finished for 0.2 s or more (is the disk of the "
+					       "data directory answering?): the positions above may be behind");
+		}
 		if (!strcmp(rows[i][0], "mode") && !strcmp(v, "standalone"))
 			snprintf(v, sizeof(v), "standalone (no followers to wait for)");
 		printf("%-16s %s\n", rows[i][1], v);

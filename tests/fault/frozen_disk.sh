@@ -1,0 +1,92 @@
+#!/bin/bash
+# frozen_disk.sh -- a disk that stops answering: the file system under a
+# node's DATADIR frozen (fsfreeze) while a change is on its way to it. The
+# change waits, holding the node's locks, for as long as the disk does not
+# answer; `repfs status` must still answer at once, and say "busy"; once the
+# disk answers again the change completes, status is no longer busy, and
+# nothing is lost. On a leader (a program's write waits) and on a follower
+# (its append and apply of the leader's records wait). (Requests that
+# need the names the waiting change holds wait too: a create holds them.)
+. "$(dirname "$0")/../integration/repl_lib.sh"
+
+command -v fsfreeze >/dev/null || skip "fsfreeze (util-linux) is not installed"
+FROZEN=()
+_thaw_all() {
+	local f
+	for f in "${FROZEN[@]}"; do fsfreeze -u "$f" 2>/dev/null; done
+}
+# thawed first: nothing on a frozen file system can be unmounted
+trap 'rc=$?; _thaw_all; (exit $rc); _rl_exit' EXIT
+
+# loopfs NAME: a fresh ext4 in a file, loop-mounted at $T/NAME
+loopfs() {
+	truncate -s 512M "$T/$1.img" && mkfs.ext4 -q -F "$T/$1.img" && mkdir -p "$T/$1" &&
+		mount -o loop "$T/$1.img" "$T/$1" || skip "unable to loop-mount an ext4 here"
+	track_tmpfs "$T/$1"
+}
+freeze() { fsfreeze -f "$1" || fail "fsfreeze -f '$1' failed"; FROZEN+=("$1"); }
+thaw() { fsfreeze -u "$1" || fail "fsfreeze -u '$1' failed"; FROZEN=(); }
+
+# status answers within 2 s (it waits 0.2 s at most for a lock a change holds)
+quick_status() { timeout 2 "$REPFS" status "$1" --json; }
+_busy() { # DATA
+	local s
+	s=$(quick_status "$1") || return 1
+	[ "$(json_get "$s" busy)" = True ]
+}
+_not_busy() { # DATA
+	local s
+	s=$(quick_status "$1") || return 1
+	[ "$(json_get "$s" busy)" = False ]
+}
+
+loopfs lfs
+loopfs ffs
+L=$T/lfs/data LM=$T/lm F1=$T/ffs/data F1M=$T/f1m
+rl_leader L "$L" "$LM"
+rl_follower F1 "$F1" "$F1M" "$RL_PORT"
+rl_wait_get 20 "$L" peers.F1.connected true
+echo before >"$LM/before"
+rl_wait_converged 30 "$L" "$F1"
+
+note "the leader's disk stops answering while a program writes"
+freeze "$T/lfs"
+rl_bg dd if=/dev/urandom of="$LM/during" bs=64k count=4 conv=fsync status=none
+writer=$RL_BG_PID
+wait_for 10 _busy "$L"
+s=$(quick_status "$L") || fail "status of the leader did not answer while its disk was frozen"
+check_eq "$(json_get "$s" role)" leader "role in the busy status"
+[ -n "$(json_get "$s" seq)" ] || soft_fail "no seq in the busy status: $s"
+text=$(timeout 2 "$REPFS" status "$L") || fail "the text status did not answer while the disk was frozen"
+grep -q '^busy .*is the disk of the data directory answering' <<<"$text" ||
+	soft_fail "the text status does not say it is busy: $text"
+pid_alive "$writer" || soft_fail "the writer finished while the leader's disk was frozen"
+thaw "$T/lfs"
+rl_wait_exit 30 "$writer" "the writer after the disk answered again"
+check_eq "$RL_RC" 0 "the writer's exit status"
+wait_for 10 _not_busy "$L"
+check_eq "$(json_get "$(rl_status "$L")" faults)" "[]" "the leader's faults after the thaw"
+rl_wait_converged 30 "$L" "$F1"
+cmp "$LM/during" "$F1M/during" || soft_fail "the follower's copy of the file written across the freeze differs"
+check_eq "$(stat -c %s "$LM/during")" 262144 "size of the file written across the freeze"
+
+note "the follower's disk stops answering while records arrive"
+freeze "$T/ffs"
+for i in 1 2 3 4 5; do echo "record $i" >"$LM/while-frozen.$i"; done
+wait_for 10 _busy "$F1"
+s=$(quick_status "$F1") || fail "status of the follower did not answer while its disk was frozen"
+check_eq "$(json_get "$s" role)" follower "role in the follower's busy status"
+_not_busy "$L" || soft_fail "the leader is busy while only the follower's disk is frozen"
+thaw "$T/ffs"
+wait_for 10 _not_busy "$F1"
+rl_wait_converged 30 "$L" "$F1"
+for i in 1 2 3 4 5; do
+	check_eq "$(cat "$F1M/while-frozen.$i" 2>&1)" "record $i" "while-frozen.$i on the follower"
+done
+check_eq "$(json_get "$(rl_status "$F1")" faults)" "[]" "the follower's faults after the thaw"
+treecmp "$LM" "$F1M" || soft_fail "the follower's mount differs from the leader's"
+log_verify "$L"
+log_verify "$F1"
+rl_stop "$F1" "$F1M"
+rl_stop "$L" "$LM"
+exit 0
