@@ -733,28 +733,37 @@ static int times_by_id(struct node *n, struct inode *in, struct record *r, struc
  * kernel sends neither an owner nor FATTR_KILL_SUIDGID (it adds that only
  * to a chown that names one) and leaves the drop of setuid and setgid to us
  * (FUSE_HANDLE_KILLPRIV_V2; security.capability it removes itself, by a
- * removexattr request). ext4 drops setuid, and setgid with group execute,
- * in both: where the file has one, a chown to its own owner is recorded,
- * which drops them the same way wherever it is applied. ext4's chown is
- * then a mode change, refused (EPERM) to a caller who is neither the owner
- * nor root; the drop before a write is allowed to any writer. Only with the
- * writeback cache does a chown say so (FUSE_SET_ATTR_CTIME): without it, a
- * caller who may not change the mode gets no drop and no error (a write's
- * drop then comes from op_write(), drop_privs()).
+ * removexattr request). ext4 drops setuid, and setgid if the file is
+ * group-executable or the caller is neither in its group nor root
+ * (setattr_should_drop_sgid()): a mode record drops them the same way
+ * wherever it is applied. ext4's chown is then a mode change, refused
+ * (EPERM) to a caller who is neither the owner nor root; the drop before a
+ * write is allowed to any writer. Only with the writeback cache does a chown
+ * say so (FUSE_SET_ATTR_CTIME): without it, a caller who may not change the
+ * mode gets no drop and no error (a write's drop then comes from
+ * op_write(), drop_privs()).
  */
+static int caller_in_group(fuse_req_t req, gid_t gid);
+
 static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct handle *h, int to_set)
 {
-	struct record r = { .type = REC_SETATTR, .op_flags = SA_UID | SA_GID };
+	struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE };
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
+	mode_t kill;
 	int ret = stat_of(n, in, h, &st);
 
-	if (ret || (!(st.st_mode & S_ISUID) && (st.st_mode & (S_ISGID | S_IXGRP)) != (S_ISGID | S_IXGRP)))
-		return ret;	/* nothing to drop: only the ctime changes, which records do not carry */
+	if (ret)
+		return ret;
+	kill = st.st_mode & S_ISUID;
+	if ((st.st_mode & S_ISGID) &&
+	    ((st.st_mode & S_IXGRP) || (ctx->uid != 0 && !caller_in_group(req, st.st_gid))))
+		kill |= S_ISGID;
+	if (!kill)
+		return 0;	/* nothing to drop: only the ctime changes, which records do not carry */
 	if (ctx->uid != 0 && ctx->uid != st.st_uid)
 		return (to_set & FUSE_SET_ATTR_CTIME) ? -EPERM : 0;
-	r.uid = st.st_uid;
-	r.gid = st.st_gid;
+	r.mode = (st.st_mode & 07777) & ~kill;
 	return commit_lent(n, in, h, NULL, &r);
 }
 

@@ -1115,6 +1115,11 @@ static int user_kills(void)
 		close(fd);
 		CHECK((st.st_mode & 07777) == 0775, "a write after fchmod 6775 left mode %o", st.st_mode & 07777);
 	}
+	/* chown(-1, -1) by an owner outside the file's group drops setgid, group execute or not */
+	OK(chown("pub/usgid", (uid_t)-1, (gid_t)-1));
+	OK(stat("pub/usgid", &st));
+	CHECK((st.st_mode & 07777) == 0740, "chown(-1, -1) by its owner, outside its group, of a 2740 file left %o",
+	      st.st_mode & 07777);
 	return 0;
 }
 
@@ -1186,6 +1191,9 @@ static int t_user_owner(void)
 	OK(put_file("pub/ukill", "k", 0644));
 	OK(chown("pub/ukill", user_uid, user_gid));
 	OK(put_file("pub/ucopysrc", "cc", 0644));
+	OK(put_file("pub/usgid", "g", 0644));
+	OK(chown("pub/usgid", user_uid, 0));
+	OK(chmod("pub/usgid", 02740));
 	if (as_user(user_kills))
 		return -1;
 	/* chown clears setuid/setgid of a regular file */
@@ -1222,6 +1230,8 @@ static int user_denied(void)
 	OK(chown("rootfile", (uid_t)-1, (gid_t)-1));
 	CHECK(chown("rootsuid", (uid_t)-1, (gid_t)-1) == 0 || errno == EPERM,
 	      "chown(-1, -1) of root's setuid file: errno %d", errno);
+	CHECK(chown("rootsgid", (uid_t)-1, (gid_t)-1) == 0 || errno == EPERM,
+	      "chown(-1, -1) of root's setgid file: errno %d", errno);
 	ERR(truncate("rootfile", 0), EACCES);
 	ERR(open("secret", O_RDONLY), EACCES);
 	ERR(unlink("rootfile"), EACCES);
@@ -1281,6 +1291,8 @@ static int t_user_denied(void)
 	OK(put_file("secret", "s", 0600));
 	OK(put_file("rootsuid", "s", 0755));
 	OK(chmod("rootsuid", 04755));
+	OK(put_file("rootsgid", "s", 0644));
+	OK(chmod("rootsgid", 02740));
 	OK(mkdir("lockeddir", 0700));
 	OK(put_file("lockeddir/inside", "i", 0644));
 	OK(mkdir("sticky", 0777));
@@ -1297,6 +1309,9 @@ static int t_user_denied(void)
 	CONTENT("rootfile", "root's");
 	OK(stat("rootsuid", &after));
 	CHECK((after.st_mode & 07777) == 04755, "a refused chown(-1, -1) left mode %o", after.st_mode & 07777);
+	OK(stat("rootsgid", &after));
+	CHECK((after.st_mode & 07777) == 02740, "a refused chown(-1, -1) of a setgid file left mode %o",
+	      after.st_mode & 07777);
 	CHECK(getxattr("rootfile", "user.keep", v, sizeof(v)) == 1, "user.keep lost");
 	CHECK(exists("sticky/rootsfile") && exists("lockeddir/inside"), "denied operations removed files");
 	CHECK(!exists("newdir") && !exists("newfile") && !exists("newlink") && !exists("other"),
