@@ -846,8 +846,8 @@ int replay_apply(struct replay *rp, struct store *st, const struct record *r)
 		ret = 1;
 	}
 
-	if (r->flags & REC_F_NOPATH)
-		return ret;
+	if ((r->flags & REC_F_NOPATH) || ret < 0)
+		return ret;	/* (refused: the directories' times are what they were) */
 	switch (r->type) {
 	case REC_CREATE:
 		note_dir(rp, store_rel(r->path), r->time_ns);

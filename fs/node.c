@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,13 +149,31 @@ static void applied_reset(struct node *n)
 	}
 }
 
+/*
+ * The errors with which a change's own apply refuses it (a rename onto a
+ * directory not empty, a name taken or missing, ...): what the leader's
+ * undo takes back. Not a disk's (ENOSPC, EIO): a write applied behind its
+ * answer that failed so is in the log to be applied again.
+ */
+static int refusal(int err)
+{
+	switch (err) {
+	case ENOTEMPTY: case EEXIST: case ENOENT: case ENOTDIR: case EISDIR: case EINVAL: case EMLINK:
+	case ELOOP: case ENAMETOOLONG: case EXDEV: case EPERM: case EACCES: case ENODATA: case ERANGE:
+	case E2BIG: case EFBIG: case EOPNOTSUPP:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 /* Replays the log after the checkpoint onto the tree (crash recovery). */
 static int recover(struct node *n, char *err, size_t errlen)
 {
 	struct oplog_reader *rd = NULL;
 	struct replay *rp = NULL;
 	struct record r;
-	uint64_t from = n->st.checkpoint + 1, last = oplog_last(n->log).seq;
+	uint64_t from = n->st.checkpoint + 1, last = oplog_last(n->log).seq, refused = 0;
 	int ret;
 
 	n->applied = n->st.checkpoint;
@@ -196,6 +215,23 @@ static int recover(struct node *n, char *err, size_t errlen)
 	}
 	while ((ret = oplog_reader_next(rd, &r)) == 1) {
 		int a = replay_apply(rp, n->store, &r);
+		if (a < 0 && r.seq == last && n->st.role == ROLE_LEADER && refusal(-a)) {
+			/*
+			 * A leader logs a change before it applies it, and takes
+			 * the record back if the apply refuses it (docs/decisions.md
+			 * 1). Killed in between, it left a change that was never
+			 * answered, always the log's last record (the sequencer
+			 * appends nothing before the undo), and never sent to a
+			 * follower (they get applied records only): cut, as the
+			 * undo would have.
+			 */
+			rlog(LOG_NOTICE, "the log's last record, the %s at %" PRIu64 ".%" PRIu64 " on '%s', is refused "
+					 "by the tree (%s): a change that failed, and was not answered, when the daemon "
+					 "stopped; removing it from the log",
+			     record_type_name(r.type), r.epoch, r.seq, r.path, strerror(-a));
+			refused = r.seq;
+			continue;
+		}
 		if (a < 0)
 			rlog(LOG_WARNING, "replay of %s at %" PRIu64 ".%" PRIu64 " on '%s' failed: %s",
 			     record_type_name(r.type), r.epoch, r.seq, r.path, strerror(-a));
@@ -211,6 +247,9 @@ static int recover(struct node *n, char *err, size_t errlen)
 		    n->datadir, seq);
 	}
 	oplog_reader_free(rd);
+	if (ret >= 0 && refused && (ret = oplog_rewind(n->log, refused - 1)) < 0)
+		say(err, errlen, "unable to remove a refused record from the log of '%s': %s", n->datadir,
+		    strerror(-ret));
 	return ret < 0 ? ret : 0;
 }
 
@@ -252,6 +291,7 @@ int node_open(struct node **out, const struct node_opts *o, char *err, size_t er
 	pthread_cond_init(&n->bg_wake, NULL);
 	n->started_ns = now_ns();
 	n->log_retain = o->log_retain ? o->log_retain : NODE_DEFAULT_LOG_RETAIN;
+	n->test_die_before_undo = getenv("REPFS_TEST_DIE_BEFORE_UNDO") != NULL;
 
 	/* check what can be checked before anything is created or locked */
 	ret = key_load(&n->key, o->keyfile);
@@ -1095,6 +1135,8 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 		return 0;
 	}
 	if (ret) {
+		if (n->test_die_before_undo && n->st.role == ROLE_LEADER)
+			raise(SIGKILL);	/* test hook: killed between a refused apply and its undo */
 		if (oplog_undo_last(n->log) < 0)
 			undo_failed(n, r);
 		goto whole;

@@ -66,6 +66,7 @@ struct node {
 	uint64_t replayed_at_start;	/* records crash recovery replayed */
 	uint64_t cut_at_start;		/* torn-tail bytes cut at start */
 	int fault;			/* errno of a failure that stops writes, 0 if none */
+	int test_die_before_undo;	/* test hook (REPFS_TEST_DIE_BEFORE_UNDO): SIGKILL before an undo */
 	int snap_pending;		/* receiving a snapshot: records are logged, not applied (seq_lock) */
 	int64_t last_commit_ns;		/* when the leader last committed a change (atomic) */
 	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
