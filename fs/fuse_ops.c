@@ -727,6 +727,37 @@ static int times_by_id(struct node *n, struct inode *in, struct record *r, struc
 	return ret;
 }
 
+/* 1 if the caller of req is in group gid (its fsgid or a supplementary group). */
+static int caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[256];
+	int k;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return 1;
+	k = fuse_req_getgroups(req, (int)(sizeof(groups) / sizeof(groups[0])), groups);
+	for (int i = 0; i < k && i < (int)(sizeof(groups) / sizeof(groups[0])); i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+/*
+ * What a change by req's caller drops from a file of mode st (Linux's
+ * setattr_should_drop_suidgid() and setattr_should_drop_sgid()): setuid,
+ * and setgid if the file is group-executable or the caller is neither in
+ * its group nor root.
+ */
+static mode_t privs_dropped(fuse_req_t req, const struct stat *st)
+{
+	mode_t kill = st->st_mode & S_ISUID;
+
+	if ((st->st_mode & S_ISGID) &&
+	    ((st->st_mode & S_IXGRP) || (fuse_req_ctx(req)->uid != 0 && !caller_in_group(req, st->st_gid))))
+		kill |= S_ISGID;
+	return kill;
+}
+
 /*
  * A setattr that sets nothing comes from chown(f, -1, -1), or from the
  * kernel's drop of privileges before a write (file_remove_privs()): the
@@ -743,8 +774,6 @@ static int times_by_id(struct node *n, struct inode *in, struct record *r, struc
  * mode gets no drop and no error (a write's drop then comes from
  * op_write(), drop_privs()).
  */
-static int caller_in_group(fuse_req_t req, gid_t gid);
-
 static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct handle *h, int to_set)
 {
 	struct record r = { .type = REC_SETATTR, .op_flags = SA_MODE };
@@ -755,10 +784,7 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
 
 	if (ret)
 		return ret;
-	kill = st.st_mode & S_ISUID;
-	if ((st.st_mode & S_ISGID) &&
-	    ((st.st_mode & S_IXGRP) || (ctx->uid != 0 && !caller_in_group(req, st.st_gid))))
-		kill |= S_ISGID;
+	kill = privs_dropped(req, &st);
 	if (!kill)
 		return 0;	/* nothing to drop: only the ctime changes, which records do not carry */
 	if (ctx->uid != 0 && ctx->uid != st.st_uid)
@@ -1044,21 +1070,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
-/* 1 if the caller of req is in group gid (its fsgid or a supplementary group). */
-static int caller_in_group(fuse_req_t req, gid_t gid)
-{
-	gid_t groups[256];
-	int k;
-
-	if (fuse_req_ctx(req)->gid == gid)
-		return 1;
-	k = fuse_req_getgroups(req, (int)(sizeof(groups) / sizeof(groups[0])), groups);
-	for (int i = 0; i < k && i < (int)(sizeof(groups) / sizeof(groups[0])); i++)
-		if (groups[i] == gid)
-			return 1;
-	return 0;
-}
-
 /*
  * A caller without CAP_FSETID (here: not root) that writes or truncates a
  * file drops its setuid bit, and its setgid bit if the file is
@@ -1072,9 +1083,7 @@ static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct
 
 	if (!S_ISREG(st->st_mode) || fuse_req_ctx(req)->uid == 0 || !(st->st_mode & (S_ISUID | S_ISGID)))
 		return 0;
-	kill = st->st_mode & S_ISUID;
-	if ((st->st_mode & S_ISGID) && ((st->st_mode & S_IXGRP) || !caller_in_group(req, st->st_gid)))
-		kill |= S_ISGID;
+	kill = privs_dropped(req, st);
 	if (!kill)
 		return 0;
 	r.mode = (st->st_mode & 07777) & ~kill;

@@ -1780,8 +1780,16 @@ int node_start(struct node *n)
  */
 #define STATUS_WAIT_MS 200
 
+static long ms_until(int64_t deadline)
+{
+	int64_t left = deadline - mono_ns();
+
+	return left > 0 ? (long)(left / 1000000) : 0;
+}
+
 int node_status_json(struct node *n, char *buf, size_t len)
 {
+	int64_t until = mono_ns() + STATUS_WAIT_MS * 1000000LL;	/* one wait for all the locks */
 	struct oplog_peek lp;
 	struct pos last;
 	uint64_t applied, durable, ckpt, epoch;
@@ -1790,11 +1798,11 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	int fault, tree_fault, logfault, busy;
 	unsigned dirfds, dirfds_max;
 
-	busy = oplog_peek(n->log, &lp, STATUS_WAIT_MS);
+	busy = oplog_peek(n->log, &lp, ms_until(until));
 	last = lp.last;
 	durable = lp.durable;
 	logfault = lp.failed;
-	if (lock_within(&n->seq_lock, busy ? 0 : STATUS_WAIT_MS) == 0) {
+	if (lock_within(&n->seq_lock, ms_until(until)) == 0) {
 		applied = applied_shown(n);
 		ckpt = n->st.checkpoint;
 		role = n->st.role;
@@ -1817,11 +1825,11 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	}
 	tree_fault = !logfault && n->behind && __atomic_load_n(&n->behind->failed, __ATOMIC_RELAXED);
 	snprintf(name, sizeof(name), "%s", n->st.name);
-	repl_status_json(n->repl, repl, sizeof(repl), applied, last.seq, lp.end_pos);
+	repl_status_json(n->repl, repl, sizeof(repl), applied, last.seq, lp.end_pos, ms_until(until), &busy);
 	ino_table_fds(n, &dirfds, &dirfds_max);
 	if (role == ROLE_LEADER)
 		snprintf(leader, sizeof(leader), "\"%s\"", name);
-	else if (repl_leader(n->repl, leader + 1, sizeof(leader) - 2) == 0)
+	else if (repl_leader(n->repl, leader + 1, sizeof(leader) - 2, ms_until(until)) == 0)
 		leader[0] = '"', strcat(leader, "\"");
 	else
 		snprintf(leader, sizeof(leader), "null");

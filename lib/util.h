@@ -26,7 +26,7 @@ struct timespec deadline_in_ms(clockid_t clk, long ms);
 /* CLOCK_MONOTONIC in ns. */
 int64_t mono_ns(void);
 
-/* Locks mu if it comes free within ms: 0, or -ETIMEDOUT (not locked). */
+/* Locks mu if it comes free within ms: 0, or -ETIMEDOUT (or another -errno of pthread_mutex_clocklock()): not locked. */
 int lock_within(pthread_mutex_t *mu, long ms);
 
 /* Names the calling thread (at most 15 characters) for ps, top and perf. */

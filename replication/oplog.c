@@ -628,16 +628,6 @@ uint64_t oplog_first_seq(struct oplog *log)
 	return log->first_seq;
 }
 
-uint64_t oplog_end_pos(struct oplog *log)
-{
-	uint64_t p;
-
-	pthread_mutex_lock(&log->mu);
-	p = log->seg_gstart + log->size;
-	pthread_mutex_unlock(&log->mu);
-	return p;
-}
-
 uint64_t oplog_bytes(struct oplog *log)
 {
 	uint64_t b;

@@ -171,11 +171,10 @@ void oplog_reader_trust(struct oplog_reader *rd);
 void oplog_reader_where(struct oplog_reader *rd, uint64_t *seq, char *seg, size_t seglen,
 			uint64_t *offset);
 /*
- * Positions in the log's byte history: every segment header records where it
- * starts in it, so positions survive trimming and restarts.
+ * Byte position after the record last returned, in the log's byte history
+ * (as oplog_peek()'s end_pos): every segment header records where it starts
+ * in it, so positions survive trimming and restarts.
  */
-uint64_t oplog_end_pos(struct oplog *log);
-/* Byte position (as oplog_end_pos() counts) after the record last returned. */
 uint64_t oplog_reader_pos(struct oplog_reader *rd);
 /* The encoded bytes of the record last returned. */
 const uint8_t *oplog_reader_raw(struct oplog_reader *rd, size_t *len);

@@ -979,13 +979,12 @@ uint64_t repl_snapshot_pin(struct repl *r)
 	return m;
 }
 
-int repl_leader(struct repl *r, char *buf, size_t len)
+int repl_leader(struct repl *r, char *buf, size_t len, long wait_ms)
 {
 	int ret = -ENOENT;
 
-	if (!r)
+	if (!r || lock_within(&r->mu, wait_ms))
 		return ret;
-	pthread_mutex_lock(&r->mu);
 	if (r->following && r->leader[0]) {
 		snprintf(buf, len, "%s", r->leader);
 		ret = 0;
@@ -994,15 +993,25 @@ int repl_leader(struct repl *r, char *buf, size_t len)
 	return ret;
 }
 
-int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end)
+int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end,
+		     long wait_ms, int *busy)
 {
 	int64_t now = now_ns();
+	struct snap_progress snap;
 	size_t off = 0;
 	int n, known = 0;
 
 	if (!r)
 		return snprintf(buf, len, "\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]");
-	pthread_mutex_lock(&r->mu);
+	if (lock_within(&r->mu, wait_ms)) {
+		*busy = 1;
+		return snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s\",\"peers\":[]",
+				__atomic_load_n(&r->n->st.role, __ATOMIC_RELAXED) == ROLE_FOLLOWER ? "follower"
+				: r->o.npeers							     ? "replicating"
+												     : "standalone",
+				r->o.mode == SYNC_ASYNC ? "async" : r->o.mode == SYNC_ALL ? "all" : "quorum");
+	}
+	snap = r->snap;
 	for (int i = 0; i < REPL_MAX_PEERS; i++)
 		known += r->peers[i].used;
 	n = snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s%s%s\",\"fell_back_to_async\":%s,",
@@ -1062,6 +1071,6 @@ int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, ui
 	if (off < len)
 		off += (size_t)snprintf(buf + off, len - off, "],");
 	if (off < len)
-		off += (size_t)snap_status_json(r, buf + off, len - off);
+		off += (size_t)snap_status_json(&snap, buf + off, len - off);
 	return (int)off;
 }

@@ -97,7 +97,7 @@ uint64_t repl_min_durable(struct repl *r);
 uint64_t repl_snapshot_pin(struct repl *r);
 
 /* The name of the leader a follower follows; -ENOENT if none now. */
-int repl_leader(struct repl *r, char *buf, size_t len);
+int repl_leader(struct repl *r, char *buf, size_t len, long wait_ms);	/* -ENOENT also if its lock did not come within wait_ms */
 
 /*
  * `repfs verify` on a follower (verify.c): compares its tree with the
@@ -120,8 +120,12 @@ void repl_verify_give(struct repl *r);
 /*
  * Appends the "mode", "sync" and "peers" members of the status JSON;
  * applied, last and end are the node's applied seq and the log's last seq
- * and end, as node_status_json() read them.
+ * and end, as node_status_json() read them. Waits wait_ms at most for the
+ * replication state's lock (a thread that holds it may wait on a disk that
+ * does not answer: its log line): then only "mode", "sync" and an empty
+ * "peers", and *busy set.
  */
-int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end);
+int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end,
+		     long wait_ms, int *busy);
 
 #endif

@@ -182,7 +182,7 @@ int snap_serve(struct repl *r, struct chan *c, struct peer *p, uint64_t *at, uin
 /* Follower: receives one (begin: the MSG_SNAP_BEGIN). *until: the seq to replay to. */
 int snap_receive(struct repl *r, struct chan *c, const uint8_t *begin, size_t len, uint64_t *until);
 /* The "snapshot" member of the status. */
-int snap_status_json(struct repl *r, char *buf, size_t len);
+int snap_status_json(const struct snap_progress *s, char *buf, size_t len);	/* s: r->snap, copied under r->mu */
 
 /* verify.c: the leader's side of a verify connection */
 void verify_serve(struct repl *r, struct chan *c);

@@ -210,17 +210,14 @@ static void progress(struct repl *r, uint64_t files, uint64_t done, uint64_t rec
 	pthread_mutex_unlock(&r->mu);
 }
 
-int snap_status_json(struct repl *r, char *buf, size_t len)
+int snap_status_json(const struct snap_progress *sp, char *buf, size_t len)
 {
 	static const char *const names[] = { "none", "transferring", "replaying", "done", "failed" };
 	static const char *const checks[] = { "none", "running", "identical", "repaired", "differs", "failed" };
-	struct snap_progress s;
+	struct snap_progress s = *sp;
 	double elapsed, rate, eta = -1;
 	char esc[420];
 
-	pthread_mutex_lock(&r->mu);
-	s = r->snap;
-	pthread_mutex_unlock(&r->mu);
 	elapsed = s.started_ns ? (double)((s.finished_ns ? s.finished_ns : now_ns()) - s.started_ns) / 1e9 : 0;
 	rate = elapsed > 0 ? (double)s.bytes_done / elapsed : 0;
 	if (s.state == SNAP_TRANSFER && rate > 0)

@@ -159,8 +159,8 @@ static void print_human(const char *json)
 		if (!strcmp(rows[i][0], "busy")) {
 			if (strcmp(v, "true"))
 				continue;
-			snprintf(v, sizeof(v), "a change has not finished for 0.2 s or more (is the disk of the "
-					       "data directory answering?): the positions above may be behind");
+			snprintf(v, sizeof(v), "a change holds the node's locks (is the disk of the data directory "
+					       "answering?): the positions above may be behind");
 		}
 		if (!strcmp(rows[i][0], "mode") && !strcmp(v, "standalone"))
 			snprintf(v, sizeof(v), "standalone (no followers to wait for)");

@@ -24,21 +24,23 @@ loopfs() {
 		mount -o loop "$T/$1.img" "$T/$1" || skip "unable to loop-mount an ext4 here"
 	track_tmpfs "$T/$1"
 }
-freeze() { fsfreeze -f "$1" || fail "fsfreeze -f '$1' failed"; FROZEN+=("$1"); }
+# (a safety thaw after 120 s: a run killed outright leaves no frozen file system for long)
+freeze() {
+	fsfreeze -f "$1" || fail "fsfreeze -f '$1' failed"
+	FROZEN+=("$1")
+	rl_bg sh -c "sleep 120; fsfreeze -u '$1' 2>/dev/null"
+}
 thaw() { fsfreeze -u "$1" || fail "fsfreeze -u '$1' failed"; FROZEN=(); }
 
 # status answers within 2 s (it waits 0.2 s at most for a lock a change holds)
 quick_status() { timeout 2 "$REPFS" status "$1" --json; }
-_busy() { # DATA
+_busy_is() { # DATA True|False
 	local s
 	s=$(quick_status "$1") || return 1
-	[ "$(json_get "$s" busy)" = True ]
+	[ "$(json_get "$s" busy)" = "$2" ]
 }
-_not_busy() { # DATA
-	local s
-	s=$(quick_status "$1") || return 1
-	[ "$(json_get "$s" busy)" = False ]
-}
+_busy() { _busy_is "$1" True; }
+_not_busy() { _busy_is "$1" False; }
 
 loopfs lfs
 loopfs ffs

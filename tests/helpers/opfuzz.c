@@ -533,6 +533,20 @@ static void op_chmod(void)
 	same(r[0], r[1]);
 }
 
+/* 1 if the user the calls run as (setfsgid, and this process's supplementary groups) is in group g. */
+static int user_in_group(gid_t g)
+{
+	gid_t groups[256];
+	int k = getgroups(256, groups);
+
+	if (g == user_gid)
+		return 1;
+	for (int i = 0; i < k; i++)
+		if (groups[i] == g)
+			return 1;
+	return 0;
+}
+
 static void op_chown(void)
 {
 	static const int ids[] = { 0, 1000, -1, 1000 };
@@ -545,13 +559,16 @@ static void op_chown(void)
 	rand_path(p, sizeof(p));
 	if (as_user && u == (uid_t)-1 && g == (gid_t)-1) {
 		/*
-		 * chown(-1, -1) by another than the owner of a setuid file: ext4
-		 * refuses (EPERM); a mount without the writeback cache cannot tell
-		 * it from a write's drop and lets it change nothing (README).
+		 * chown(-1, -1) by another than the owner of a file it would drop
+		 * setuid or setgid of (setgid: group execute, or a caller outside
+		 * the group): ext4 refuses (EPERM); a mount without the writeback
+		 * cache cannot tell it from a write's drop and lets it change
+		 * nothing (README).
 		 */
 		struct stat st;
 		if (fstatat(sides[0].root, p, &st, flags) == 0 && st.st_uid != user_uid &&
-		    ((st.st_mode & S_ISUID) || (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
+		    ((st.st_mode & S_ISUID) ||
+		     ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !user_in_group(st.st_gid)))))
 			return;
 	}
 	describe("fchownat(%s, %d, %d, %#x)", p, (int)u, (int)g, flags);
