@@ -4,9 +4,12 @@
 # change waits, holding the node's locks, for as long as the disk does not
 # answer; `repfs status` must still answer at once, and say "busy"; once the
 # disk answers again the change completes, status is no longer busy, and
-# nothing is lost. On a leader (a program's write waits) and on a follower
-# (its append and apply of the leader's records wait). (Requests that
-# need the names the waiting change holds wait too: a create holds them.)
+# nothing is lost. On a leader (a program's write waits), on a follower
+# (its append and apply of the leader's records wait), and on a leader with
+# --sync all whose follower stopped (its replication thread logs the
+# fallback to async, to the frozen disk, with replication's lock held).
+# (Requests that need the names the waiting change holds wait too: a create
+# holds them.)
 . "$(dirname "$0")/../integration/repl_lib.sh"
 
 command -v fsfreeze >/dev/null || skip "fsfreeze (util-linux) is not installed"
@@ -16,7 +19,8 @@ _thaw_all() {
 	for f in "${FROZEN[@]}"; do fsfreeze -u "$f" 2>/dev/null; done
 }
 # thawed first: nothing on a frozen file system can be unmounted
-trap 'rc=$?; _thaw_all; (exit $rc); _rl_exit' EXIT
+STOPPED=
+trap 'rc=$?; _thaw_all; [ -n "$STOPPED" ] && kill -CONT "$STOPPED" 2>/dev/null; (exit $rc); _rl_exit' EXIT
 
 # loopfs NAME: a fresh ext4 in a file, loop-mounted at $T/NAME
 loopfs() {
@@ -91,4 +95,41 @@ log_verify "$L"
 log_verify "$F1"
 rl_stop "$F1" "$F1M"
 rl_stop "$L" "$LM"
+
+note "a leader that waits for a stopped follower (--sync all) while its disk stops answering"
+# its replication threads log (to DATADIR) with their own lock held
+L2=$T/lfs/data2 L2M=$T/l2m F2=$T/ffs/data2 F2M=$T/f2m
+rl_leader L2 "$L2" "$L2M" --writeback off --sync all --sync-timeout 500
+rl_follower F2 "$F2" "$F2M" "$RL_PORT"
+rl_wait_get 20 "$L2" peers.F2.connected true
+rl_bg python3 -c '
+import os, sys, threading
+def run(t):
+    i = 0
+    while True:
+        fd = os.open(os.path.join(sys.argv[1], "w%d.%d" % (t, i % 20)), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.pwrite(fd, b"x" * 100, 0)
+        os.fsync(fd)
+        os.close(fd)
+        i += 1
+for t in range(4):
+    threading.Thread(target=run, args=(t,)).start()
+' "$L2M"
+writers=$RL_BG_PID
+wait_for 20 seq_at_least "$L2" 100
+STOPPED=$(rl_pid "$F2" | head -n 1)
+kill -STOP "$STOPPED"
+# the sync timeout expires with the disk frozen: the fallback's log line waits for it
+freeze "$T/lfs"
+wait_for 10 _busy "$L2"
+thaw "$T/lfs"
+kill -CONT "$STOPPED"
+STOPPED=
+rl_bg_kill "$writers"
+wait_for 10 _not_busy "$L2"
+rl_wait_converged 60 "$L2" "$F2"
+treecmp "$L2M" "$F2M" || soft_fail "the follower's mount differs from the leader's (--sync all)"
+log_verify "$L2"
+rl_stop "$F2" "$F2M"
+rl_stop "$L2" "$L2M"
 exit 0
