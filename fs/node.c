@@ -1404,11 +1404,15 @@ int node_step_down(struct node *n, uint64_t epoch, int *wb_late)
 }
 
 /* Under seq_lock: applied, short of the records whose cached views the mount still has to drop. */
+/* Under seq_lock, or read as they are by a status that could not take it (atomic loads) */
 static uint64_t applied_shown(const struct node *n)
 {
-	if (n->inval_pending && n->inval_low && n->inval_low - 1 < n->applied)
-		return n->inval_low - 1;
-	return n->applied;
+	uint64_t applied = __atomic_load_n(&n->applied, __ATOMIC_RELAXED),
+		 low = __atomic_load_n(&n->inval_low, __ATOMIC_RELAXED);
+
+	if (__atomic_load_n(&n->inval_pending, __ATOMIC_RELAXED) && low && low - 1 < applied)
+		return low - 1;
+	return applied;
 }
 
 uint64_t node_applied(struct node *n)
@@ -1795,34 +1799,24 @@ int node_status_json(struct node *n, char *buf, size_t len)
 	uint64_t applied, durable, ckpt, epoch;
 	char name[64], repl[8192], leader[80], dd[2 * PATH_MAX], mp[2 * PATH_MAX];
 	enum role role;
-	int fault, tree_fault, logfault, busy;
+	int fault, tree_fault, logfault, busy, locked;
 	unsigned dirfds, dirfds_max;
 
 	busy = oplog_peek(n->log, &lp, ms_until(until));
 	last = lp.last;
 	durable = lp.durable;
 	logfault = lp.failed;
-	if (lock_within(&n->seq_lock, ms_until(until)) == 0) {
-		applied = applied_shown(n);
-		ckpt = n->st.checkpoint;
-		role = n->st.role;
-		epoch = n->st.epoch;
-		fault = n->fault;
+	/* word-sized fields written under seq_lock: read as they are if a stuck change holds it (the name does not change) */
+	locked = lock_within(&n->seq_lock, ms_until(until)) == 0;
+	applied = applied_shown(n);
+	ckpt = __atomic_load_n(&n->st.checkpoint, __ATOMIC_RELAXED);
+	role = __atomic_load_n(&n->st.role, __ATOMIC_RELAXED);
+	epoch = __atomic_load_n(&n->st.epoch, __ATOMIC_RELAXED);
+	fault = __atomic_load_n(&n->fault, __ATOMIC_RELAXED);
+	if (locked)
 		pthread_mutex_unlock(&n->seq_lock);
-	} else {
-		/* word-sized fields written under seq_lock, read as they are; the name does not change */
+	else
 		busy = 1;
-		applied = __atomic_load_n(&n->applied, __ATOMIC_RELAXED);
-		if (__atomic_load_n(&n->inval_pending, __ATOMIC_RELAXED)) {
-			uint64_t low = __atomic_load_n(&n->inval_low, __ATOMIC_RELAXED);
-			if (low && low - 1 < applied)
-				applied = low - 1;	/* as applied_shown() */
-		}
-		ckpt = __atomic_load_n(&n->st.checkpoint, __ATOMIC_RELAXED);
-		role = __atomic_load_n(&n->st.role, __ATOMIC_RELAXED);
-		epoch = __atomic_load_n(&n->st.epoch, __ATOMIC_RELAXED);
-		fault = __atomic_load_n(&n->fault, __ATOMIC_RELAXED);
-	}
 	tree_fault = !logfault && n->behind && __atomic_load_n(&n->behind->failed, __ATOMIC_RELAXED);
 	snprintf(name, sizeof(name), "%s", n->st.name);
 	repl_status_json(n->repl, repl, sizeof(repl), applied, last.seq, lp.end_pos, ms_until(until), &busy);

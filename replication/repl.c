@@ -993,6 +993,21 @@ int repl_leader(struct repl *r, char *buf, size_t len, long wait_ms)
 	return ret;
 }
 
+/* The "mode" and "sync" members of the status; known: followers served since the start (0 if not known) */
+static int mode_sync_json(struct repl *r, int known, char *buf, size_t len)
+{
+	char quorum[16] = "";
+
+	if (r->o.mode == SYNC_QUORUM)
+		snprintf(quorum, sizeof(quorum), "=%d", r->o.quorum);
+	return snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s%s%s\"",
+			__atomic_load_n(&r->n->st.role, __ATOMIC_RELAXED) == ROLE_FOLLOWER ? "follower"
+			: (known || r->o.npeers)					    ? "replicating"
+											    : "standalone",
+			r->o.mode == SYNC_ASYNC ? "async" : r->o.mode == SYNC_ALL ? "all" : "quorum", quorum,
+			r->o.commit_write ? " commit=write" : "");
+}
+
 int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, uint64_t last, uint64_t end,
 		     long wait_ms, int *busy)
 {
@@ -1005,29 +1020,18 @@ int repl_status_json(struct repl *r, char *buf, size_t len, uint64_t applied, ui
 		return snprintf(buf, len, "\"mode\":\"standalone\",\"sync\":\"none\",\"peers\":[]");
 	if (lock_within(&r->mu, wait_ms)) {
 		*busy = 1;
-		return snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s\",\"peers\":[]",
-				__atomic_load_n(&r->n->st.role, __ATOMIC_RELAXED) == ROLE_FOLLOWER ? "follower"
-				: r->o.npeers							     ? "replicating"
-												     : "standalone",
-				r->o.mode == SYNC_ASYNC ? "async" : r->o.mode == SYNC_ALL ? "all" : "quorum");
+		n = mode_sync_json(r, 0, buf, len);
+		if (n < 0 || (size_t)n >= len)
+			return n;
+		return n + snprintf(buf + n, len - (size_t)n, ",\"peers\":[]");
 	}
 	snap = r->snap;
 	for (int i = 0; i < REPL_MAX_PEERS; i++)
 		known += r->peers[i].used;
-	n = snprintf(buf, len, "\"mode\":\"%s\",\"sync\":\"%s%s%s\",\"fell_back_to_async\":%s,",
-		     r->n->st.role == ROLE_FOLLOWER ? "follower" : (known || r->o.npeers) ? "replicating" : "standalone",
-		     r->o.mode == SYNC_ASYNC ? "async" : r->o.mode == SYNC_ALL ? "all" : "quorum=",
-		     r->o.mode == SYNC_QUORUM ? "" : "", r->o.commit_write ? " commit=write" : "",
-		     r->fell_back ? "true" : "false");
-	if (r->o.mode == SYNC_QUORUM && n > 0 && (size_t)n < len) {
-		/* put N after "quorum=" */
-		char *q = strstr(buf, "quorum=");
-		char tail[128];
-		snprintf(tail, sizeof(tail), "%s", q + 7);
-		snprintf(q + 7, len - (size_t)(q + 7 - buf), "%d%s", r->o.quorum, tail);
-		n = (int)strlen(buf);
-	}
-	off = n > 0 ? (size_t)n : 0;
+	n = mode_sync_json(r, known, buf, len);
+	off = n > 0 && (size_t)n < len ? (size_t)n : 0;
+	n = snprintf(buf + off, len - off, ",\"fell_back_to_async\":%s,", r->fell_back ? "true" : "false");
+	off += n > 0 ? (size_t)n : 0;
 	if (r->n->st.role == ROLE_FOLLOWER) {
 		char err[2 * sizeof(r->last_error)];
 		n = snprintf(buf + off, len - off,
