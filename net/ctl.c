@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -19,12 +20,29 @@
 #include "../lib/util.h"
 #include "../replication/repl.h"
 
+/*
+ * Each connection is served by a thread of its own, so that a client that
+ * connects and says nothing (stopped, or slow), or a promote that waits for
+ * its peers or for a disk, keeps no other request waiting: `repfs status`
+ * answers during a promote, and a promote is not held behind a silent
+ * client. A client has CTL_IO_TIMEOUT_S to send its line and to take the
+ * reply. Promotes and forgets still run one at a time (change_mu).
+ */
+#define CTL_IO_TIMEOUT_S 5
+#define CTL_MAX_SERVING 32	/* beyond: served on the control thread itself, one at a time */
+
 struct ctl_server {
 	struct node *node;
 	int fd;
 	int stop_pipe[2];
 	pthread_t thread;
 	int started;
+	pthread_mutex_t mu;
+	pthread_cond_t idle;
+	int serving;		/* mu: connection threads running; ctl_stop() waits for none */
+	int conn[CTL_MAX_SERVING];	/* mu: their sockets (-1: a free slot), shut for reading at a stop */
+	int stopping;		/* mu */
+	pthread_mutex_t change_mu;	/* one promote or forget at a time */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -131,10 +149,14 @@ static int serve_one(struct ctl_server *s, int c)
 		int ret = -EINVAL;
 		if (!s->node->repl)
 			snprintf(msg, sizeof(msg), "replication is not running");
-		else if (req[0] == 'f')
-			ret = repl_forget(s->node->repl, req + 7, msg, sizeof(msg));
-		else
-			ret = repl_promote(s->node->repl, !strcmp(req, "promote force"), msg, sizeof(msg));
+		else {
+			pthread_mutex_lock(&s->change_mu);
+			if (req[0] == 'f')
+				ret = repl_forget(s->node->repl, req + 7, msg, sizeof(msg));
+			else
+				ret = repl_promote(s->node->repl, !strcmp(req, "promote force"), msg, sizeof(msg));
+			pthread_mutex_unlock(&s->change_mu);
+		}
 		snprintf(reply, len, "{\"ok\":%s,\"message\":\"%s\"}\n", ret ? "false" : "true",
 			 json_escape(esc, sizeof(esc), msg));
 	} else
@@ -143,6 +165,65 @@ static int serve_one(struct ctl_server *s, int c)
 		rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));
 	free(reply);
 	return 0;
+}
+
+struct conn {
+	struct ctl_server *s;
+	int fd;
+};
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+	struct ctl_server *s = c->s;
+	int slot = 0, stopping;
+
+	thread_name("repfs-ctl-req");
+	pthread_mutex_lock(&s->mu);
+	while (s->conn[slot] >= 0)
+		slot++;	/* there is one: serving counts this thread */
+	s->conn[slot] = c->fd;
+	stopping = s->stopping;
+	pthread_mutex_unlock(&s->mu);
+	if (stopping || !serve_one(s, c->fd))
+		close(c->fd);
+	free(c);
+	pthread_mutex_lock(&s->mu);
+	s->conn[slot] = -1;
+	if (--s->serving == 0)
+		pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* Serves fd on a thread of its own, or here if none can be had. */
+static void serve_conn(struct ctl_server *s, int fd)
+{
+	struct timeval tv = { CTL_IO_TIMEOUT_S, 0 };
+	struct conn *c = NULL;
+	pthread_attr_t attr;
+	pthread_t t;
+	int ret = -1;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	pthread_mutex_lock(&s->mu);
+	if (s->serving < CTL_MAX_SERVING && (c = malloc(sizeof(*c)))) {
+		c->s = s;
+		c->fd = fd;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &attr, conn_main, c);
+		pthread_attr_destroy(&attr);
+		if (!ret)
+			s->serving++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (ret) {
+		free(c);
+		if (!serve_one(s, fd))
+			close(fd);
+	}
 }
 
 static void *ctl_main(void *arg)
@@ -162,10 +243,8 @@ static void *ctl_main(void *arg)
 		if (p[1].revents)
 			break;
 		c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (c < 0)
-			continue;
-		if (!serve_one(s, c))
-			close(c);
+		if (c >= 0)
+			serve_conn(s, c);
 	}
 	return NULL;
 }
@@ -185,6 +264,11 @@ int ctl_open(struct ctl_server **out, struct node *n)
 		return -ENOMEM;
 	s->node = n;
 	s->stop_pipe[0] = s->stop_pipe[1] = -1;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->idle, NULL);
+	pthread_mutex_init(&s->change_mu, NULL);
+	for (int i = 0; i < CTL_MAX_SERVING; i++)
+		s->conn[i] = -1;
 	snprintf(s->path, sizeof(s->path), "%s", sa.sun_path);
 	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->fd < 0) {
@@ -206,6 +290,9 @@ fail:
 		close(s->stop_pipe[0]);
 		close(s->stop_pipe[1]);
 	}
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->change_mu);
 	free(s);
 	return ret;
 }
@@ -228,6 +315,21 @@ void ctl_stop(struct ctl_server *s)
 			rlog(LOG_WARNING, "unable to stop the control thread: %s", strerror(errno));
 		pthread_join(s->thread, NULL);
 	}
+	/*
+	 * The connections' threads use the node: a silent client's is woken
+	 * (its read ends), one that runs a request finishes it.
+	 */
+	pthread_mutex_lock(&s->mu);
+	s->stopping = 1;
+	for (int i = 0; i < CTL_MAX_SERVING; i++)
+		if (s->conn[i] >= 0)
+			(void)shutdown(s->conn[i], SHUT_RD);
+	while (s->serving)
+		pthread_cond_wait(&s->idle, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->change_mu);
 	close(s->fd);
 	close(s->stop_pipe[0]);
 	close(s->stop_pipe[1]);

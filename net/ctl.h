@@ -1,7 +1,8 @@
 /* ctl.h -- the control socket: DATADIR/ctl.sock (mode 0600), one request a connection
  *
  * A client sends one line ("status"), the daemon answers with one JSON object
- * and closes. Only the data directory's owner (root) can connect.
+ * and closes; each connection is served on a thread of its own (ctl.c). Only
+ * the data directory's owner (root) can connect.
  */
 #ifndef REPFS_CTL_H
 #define REPFS_CTL_H

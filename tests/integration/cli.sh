@@ -2,7 +2,8 @@
 # cli.sh -- the command surface scripts rely on (DESIGN.md section 2): keygen,
 # status (JSON fields, by DATADIR and by MOUNTPOINT, running and stopped, and
 # reliably: many calls in a row all succeed), log (--from, --verify), replay,
-# the control socket's and key file's modes, and status while writes go on.
+# the control socket's and key file's modes, status while writes go on, and
+# status, promote and a stop while a control client connects and says nothing.
 . "$(dirname "$0")/lib.sh" || exit 1
 
 D=$T/data
@@ -59,13 +60,36 @@ case "$v" in *"intact"*) ;; *) soft_fail "log --verify does not say intact: $v" 
 status_durable() { st=$("$REPFS" status "$D" --json 2>/dev/null) && [ "$(json_get "$st" durable)" -ge "$s1" ]; }
 wait_for 10 status_durable
 
+# a client that connects and says nothing holds no other request: status and
+# promote answer at once (they waited for it forever), and the stop below ends
+# with it still connected
+python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); open(sys.argv[2], "w").close(); time.sleep(30)' \
+	"$D/ctl.sock" "$T/silent.connected" &
+silent=$!
+track_pid "$silent"
+silent_connected() { [ -e "$T/silent.connected" ]; }
+wait_for 10 silent_connected
+timeout 3 "$REPFS" status "$D" --json >/dev/null || soft_fail "status waited for a silent control client (rc $?)"
+out=$(timeout 3 "$REPFS" promote "$D" 2>&1)
+rc=$?
+if [ "$rc" = 124 ]; then
+	soft_fail "promote waited for a silent control client"
+else
+	case "$out" in *"already the leader"*) ;; *) soft_fail "promote of a standalone leader: rc $rc, '$out'" ;; esac
+fi
+
 # replay output line
 out=$("$REPFS" replay "$D" "$T/r") || fail "replay failed: $out"
 case "$out" in "replayed "*" records ("*" skipped) into '$T/r'") ;; *) soft_fail "replay output: $out" ;; esac
 [ "$(cat "$T/r/new-dir/new-file")" = x ] || soft_fail "replay lacks new-dir/new-file"
 
-# stopped node: status from the state file says so
+# stopped node: status from the state file says so (the silent client is still connected)
+pid_alive "$silent" || soft_fail "the silent control client ended before the stop"
+t0=$(date +%s)
 stop_node "$M" "$D"
+[ $(($(date +%s) - t0)) -le 4 ] || soft_fail "the stop waited for a silent control client ($(($(date +%s) - t0)) s)"
+kill "$silent" 2>/dev/null
 st=$("$REPFS" status "$D" --json) || soft_fail "status of a stopped node failed"
 check_eq "$(json_get "$st" running)" False "status of a stopped node: running"
 check_eq "$(json_get "$st" name)" alpha "status of a stopped node: name"
