@@ -7,7 +7,9 @@
 # nothing is lost. On a leader (a program's write waits), on a follower
 # (its append and apply of the leader's records wait), and on a leader with
 # --sync all whose follower stopped (its replication thread logs the
-# fallback to async, to the frozen disk, with replication's lock held).
+# fallback to async, to the frozen disk, with replication's lock held); and
+# during a switchover to a follower whose disk is frozen (status answers
+# while the promote waits).
 # (Requests that need the names the waiting change holds wait too: a create
 # holds them.)
 . "$(dirname "$0")/../integration/repl_lib.sh"
@@ -132,4 +134,31 @@ treecmp "$L2M" "$F2M" || soft_fail "the follower's mount differs from the leader
 log_verify "$L2"
 rl_stop "$F2" "$F2M"
 rl_stop "$L2" "$L2M"
+
+note "a switchover to a follower whose disk stops answering"
+# the promote waits for the disk (the new leader's state must be durable);
+# status asked meanwhile answers (the control socket serves each request on
+# a thread of its own: it waited behind the promote before)
+L3=$T/lfs/data3 L3M=$T/l3m F3=$T/ffs/data3 F3M=$T/f3m
+rl_leader L3 "$L3" "$L3M"
+rl_follower F3 "$F3" "$F3M" "$RL_PORT"
+rl_wait_get 20 "$L3" peers.F3.connected true
+echo before >"$L3M/before"
+rl_wait_converged 30 "$L3" "$F3"
+freeze "$T/ffs"
+rl_bg "$REPFS" promote "$F3"
+promoter=$RL_BG_PID
+_promote_waits() { ! pid_alive "$promoter" || quick_status "$F3" >/dev/null; }
+wait_for 10 _promote_waits
+pid_alive "$promoter" || soft_fail "the promote finished while the new leader's disk was frozen"
+quick_status "$F3" >/dev/null || fail "status of the follower did not answer during its promote"
+thaw "$T/ffs"
+rl_wait_exit 30 "$promoter" "the promote after the disk answered again"
+check_eq "$RL_RC" 0 "the promote's exit status"
+rl_wait_get 20 "$F3" role leader
+echo after >"$F3M/after"
+check_eq "$(cat "$F3M/before")" before "a file written before the switchover, on the new leader"
+log_verify "$F3"
+rl_stop "$F3" "$F3M"
+rl_stop "$L3" "$L3M"
 exit 0
