@@ -872,6 +872,20 @@ static int behind_next(struct behind *b, uint64_t h)
 }
 
 /*
+ * 1 if the job at h is a write and the one queued after it a write to the
+ * same file: that one sets the file's mtime, so this one need not (as a
+ * follower's bursts, mtime_follows()). A crash between the two replays both:
+ * applied moves past a job only once none is queued behind it (behind_do()).
+ */
+static int mtime_next(struct behind *b, uint64_t h)
+{
+	const struct behind_job *j = &b->job[h % BEHIND_SLOTS], *k = &b->job[(h + 1) % BEHIND_SLOTS];
+
+	return j->r.type == REC_WRITE && h + 1 < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) &&
+	       k->r.type == REC_WRITE && !memcmp(j->r.id, k->r.id, FILE_ID_BYTES);
+}
+
+/*
  * Does the job at head (under apply_mu; there is one). applied moves under
  * seq_lock, which the producers hold while they log: taking it for every job
  * cost the helper about 2 us a job, and the requests that waited for it as
@@ -896,7 +910,8 @@ static void behind_do(struct behind *b)
 		ret = -EIO;
 	else if (create)
 		ret = apply_create_tail(n->store, &j->r, j->fd);
-	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT, j->fd, NULL)) == 1)
+	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT | (mtime_next(b, h) ? APPLY_NO_MTIME : 0), j->fd,
+				     NULL)) == 1)
 		ret = -ESTALE;
 	if (create && j->fd >= 0)
 		close(j->fd);	/* its own: a duplicate of the new file's */
