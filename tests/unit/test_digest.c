@@ -270,3 +270,40 @@ Test(digest, ranges_of_sparse_files_hash_their_bytes)
 	}
 	close(fd);
 }
+
+/*
+ * The blocks of a sparse file: those in holes are not read but hashed as
+ * the zeros they read as, and every block's digest is the one of its bytes.
+ */
+Test(digest, blocks_of_sparse_files_hash_their_bytes)
+{
+	char path[512];
+	uint8_t(*d)[DIGEST_BYTES] = NULL, data[5000], *block = malloc(DIGEST_BLOCK);
+	const uint64_t size = (10u << 20) + 12345;	/* a partial last block, in a hole */
+	uint32_t n = 0;
+	int fd;
+
+	cr_assert_not_null(block);
+	unit_path(&denv, "sparse-blocks", path, sizeof(path));
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	memset(data, 'y', sizeof(data));
+	cr_assert_eq(pwrite(fd, data, sizeof(data), 0), (ssize_t)sizeof(data));
+	cr_assert_eq(pwrite(fd, data, sizeof(data), (3u << 20) - 100), (ssize_t)sizeof(data));	/* across blocks */
+	cr_assert_eq(pwrite(fd, data, 1, 5u << 20), 1);
+	(void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 7u << 20, 1 << 20);			/* unwritten extent */
+	cr_assert_eq(ftruncate(fd, (off_t)size), 0);					/* a hole to the end */
+	cr_assert_eq(digest_blocks(fd, size, &d, &n), 0);
+	cr_assert_eq(n, (size + DIGEST_BLOCK - 1) / DIGEST_BLOCK);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t off = (uint64_t)i * DIGEST_BLOCK;
+		size_t want = size - off < DIGEST_BLOCK ? (size_t)(size - off) : DIGEST_BLOCK;
+		XXH128_canonical_t c;
+		cr_assert_eq(pread(fd, block, want, (off_t)off), (ssize_t)want);
+		XXH128_canonicalFromHash(&c, XXH3_128bits(block, want));
+		cr_assert_eq(memcmp(d[i], c.digest, DIGEST_BYTES), 0, "block %u: the digest differs from its bytes'", i);
+	}
+	free(d);
+	free(block);
+	close(fd);
+}
