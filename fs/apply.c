@@ -707,14 +707,23 @@ static int listed_after(struct store *st, const char *rel, uint64_t seq)
 	return ok;
 }
 
+/* The note of directory dir, or -1 */
+static int note_of(const struct replay *rp, const char *dir)
+{
+	for (int i = 0; i < rp->n; i++)
+		if (!strcmp(rp->dirs[i].path, dir))
+			return i;
+	return -1;
+}
+
 /* Notes that directory dir (relative, "." for the root) ends with mtime t so far. */
 static void note_path(struct replay *rp, const char *dir, int64_t t)
 {
-	for (int i = 0; i < rp->n; i++) {
-		if (!strcmp(rp->dirs[i].path, dir)) {
-			rp->dirs[i].t = t;
-			return;
-		}
+	int i = note_of(rp, dir);
+
+	if (i >= 0) {
+		rp->dirs[i].t = t;
+		return;
 	}
 	if (rp->n == REPLAY_MAX_DIRS || !(rp->dirs[rp->n].path = strdup(dir))) {
 		rp->overflow = 1;
@@ -876,8 +885,16 @@ int replay_apply(struct replay *rp, struct store *st, const struct record *r)
 		note_dir(rp, store_rel(r->path2), r->time_ns);
 		break;
 	case REC_SETATTR:
-		/* an explicit time on a directory (tar restores them last) */
-		if ((r->op_flags & SA_MTIME) && is_dir_at(st, store_rel(r->path)))
+		/*
+		 * An explicit time on a directory (tar restores them last). The
+		 * notes follow the records' names, applied or left out; a note
+		 * at the path says it names a directory there, where a
+		 * snapshot's tree may have none (its listing shows it under a
+		 * later name: a note that missed this time would give it an
+		 * older one at the finish).
+		 */
+		if ((r->op_flags & SA_MTIME) &&
+		    (note_of(rp, store_rel(r->path)) >= 0 || is_dir_at(st, store_rel(r->path))))
 			note_path(rp, store_rel(r->path), r->mtime_ns);
 		break;
 	default:

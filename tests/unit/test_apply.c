@@ -1129,6 +1129,56 @@ Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
 	cr_assert_eq(replay_finish(rp, ast), 0);
 }
 
+/*
+ * A snapshot's replay follows the leader's names through records it leaves
+ * out: a directory made at b/b, moved as b -> e, given an explicit mtime at
+ * e/b, moved as e -> a. The snapshot's listing shows it at a/b with that
+ * mtime, and none of the records apply there (their paths are not the
+ * listing's). The finish must not give a/b the create's time: the explicit
+ * mtime follows the directory's note even where the snapshot has no
+ * directory at e/b (a repl_opfuzz run found a follower left so).
+ */
+Test(apply, snapshot_replay_keeps_an_explicit_directory_mtime_set_under_a_name_it_lacks)
+{
+	const int64_t t_create = 1795973914068130576LL, m = 1500030605238956145LL;
+	struct record cr = { .type = REC_CREATE, .epoch = 1, .seq = 10, .path = "b/b", .path2 = "", .name = "",
+			     .mode = S_IFDIR | 0755, .time_ns = t_create };
+	struct record mv1 = { .type = REC_RENAME, .epoch = 1, .seq = 11, .path = "b", .path2 = "e", .name = "",
+			      .time_ns = t_create + 1000 };
+	struct record sa = { .type = REC_SETATTR, .epoch = 1, .seq = 12, .path = "e/b", .path2 = "", .name = "",
+			     .op_flags = SA_MTIME, .mtime_ns = m, .time_ns = t_create + 2000 };
+	struct record mv2 = { .type = REC_RENAME, .epoch = 1, .seq = 13, .path = "e", .path2 = "a", .name = "",
+			      .time_ns = t_create + 3000 };
+	const struct record *rs[] = { &cr, &mv1, &sa, &mv2 };
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)(m / 1000000000), (long)(m % 1000000000) } };
+	struct replay *rp = NULL;
+	char p[512];
+
+	ap_id(cr.id, 901);
+	ap_id(sa.id, 901);
+	ap_id(mv1.id, 902);
+	ap_id(mv2.id, 903);
+	/* the snapshot: e (empty), and a holding the directory, listed with its mtime */
+	snprintf(p, sizeof(p), "%s/e", atree);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/a", atree);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/a/b", atree);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	cr_assert_eq(utimensat(AT_FDCWD, p, ts, 0), 0);
+
+	cr_assert_eq(replay_begin(&rp), 0);
+	replay_snapshot(rp);
+	for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++) {
+		int ret = replay_apply(rp, ast, rs[i]);
+		cr_assert(ret == 0 || ret == 1, "replay of %s '%s' returned %d", record_type_name(rs[i]->type),
+			  rs[i]->path, ret);
+	}
+	cr_assert_eq(replay_finish(rp, ast), 0);
+	cr_assert_eq(ap_mtime_of("a/b"), m, "a/b's mtime is %lld, the listing's %lld (the create's %lld)",
+		     (long long)ap_mtime_of("a/b"), (long long)m, (long long)t_create);
+}
+
 Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint)
 {
 	uint8_t live[FILE_ID_BYTES], old[FILE_ID_BYTES], recent[FILE_ID_BYTES];
