@@ -48,12 +48,19 @@ _busy_is() { # DATA True|False
 _busy() { _busy_is "$1" True; }
 _not_busy() { _busy_is "$1" False; }
 
+# pair LNAME LDATA LMNT FNAME FDATA FMNT [LEADER OPTS...]: a leader and its follower, connected
+pair() {
+	local ln=$1 ld=$2 lm=$3 fn=$4 fd=$5 fm=$6
+	shift 6
+	rl_leader "$ln" "$ld" "$lm" "$@"
+	rl_follower "$fn" "$fd" "$fm" "$RL_PORT"
+	rl_wait_get 20 "$ld" "peers.$fn.connected" true
+}
+
 loopfs lfs
 loopfs ffs
 L=$T/lfs/data LM=$T/lm F1=$T/ffs/data F1M=$T/f1m
-rl_leader L "$L" "$LM"
-rl_follower F1 "$F1" "$F1M" "$RL_PORT"
-rl_wait_get 20 "$L" peers.F1.connected true
+pair L "$L" "$LM" F1 "$F1" "$F1M"
 echo before >"$LM/before"
 rl_wait_converged 30 "$L" "$F1"
 
@@ -101,9 +108,7 @@ rl_stop "$L" "$LM"
 note "a leader that waits for a stopped follower (--sync all) while its disk stops answering"
 # its replication threads log (to DATADIR) with their own lock held
 L2=$T/lfs/data2 L2M=$T/l2m F2=$T/ffs/data2 F2M=$T/f2m
-rl_leader L2 "$L2" "$L2M" --writeback off --sync all --sync-timeout 500
-rl_follower F2 "$F2" "$F2M" "$RL_PORT"
-rl_wait_get 20 "$L2" peers.F2.connected true
+pair L2 "$L2" "$L2M" F2 "$F2" "$F2M" --writeback off --sync all --sync-timeout 500
 rl_bg python3 -c '
 import os, sys, threading
 def run(t):
@@ -140,9 +145,7 @@ note "a switchover to a follower whose disk stops answering"
 # status asked meanwhile answers (the control socket serves each request on
 # a thread of its own: it waited behind the promote before)
 L3=$T/lfs/data3 L3M=$T/l3m F3=$T/ffs/data3 F3M=$T/f3m
-rl_leader L3 "$L3" "$L3M"
-rl_follower F3 "$F3" "$F3M" "$RL_PORT"
-rl_wait_get 20 "$L3" peers.F3.connected true
+pair L3 "$L3" "$L3M" F3 "$F3" "$F3M"
 echo before >"$L3M/before"
 rl_wait_converged 30 "$L3" "$F3"
 freeze "$T/ffs"
