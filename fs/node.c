@@ -669,6 +669,7 @@ struct behind {
 	int sleeping, stop;	/* atomic */
 	pthread_mutex_t apply_mu;	/* who does the job at head: the helper, or a waiter (behind_wait()) */
 	uint64_t done;		/* apply_mu: the seq of the last record applied, not yet in applied */
+	int owed;		/* atomic: the last job done left its file's mtime to the next (mtime_next()) */
 	int failed;		/* errno of the apply that failed (atomic; set under seq_lock) */
 	uint64_t room;		/* seq_lock: bytes that may go behind before the next look */
 	int64_t room_next;	/* seq_lock: no look before then (mono_ns) after one found no room */
@@ -687,6 +688,12 @@ static inline void cpu_relax(void)
 
 static void behind_do(struct behind *b);
 
+/* 1 while a job before upto is queued, or a write done has left its mtime to the next job */
+static int behind_pending(struct behind *b, uint64_t upto)
+{
+	return __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto || __atomic_load_n(&b->owed, __ATOMIC_ACQUIRE);
+}
+
 /*
  * Returns once every job before upto is done: spins a little (the helper,
  * on the other CPU, takes microseconds a job), then does them itself. (A
@@ -695,12 +702,12 @@ static void behind_do(struct behind *b);
  */
 static void behind_wait(struct behind *b, uint64_t upto)
 {
-	for (int i = 0; i < 256 && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) < upto; i++)
+	for (int i = 0; i < 256 && behind_pending(b, upto); i++)
 		cpu_relax();
-	if (__atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= upto)
+	if (!behind_pending(b, upto))
 		return;
 	pthread_mutex_lock(&b->apply_mu);
-	while (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < upto)
+	while (behind_pending(b, upto))
 		behind_do(b);
 	pthread_mutex_unlock(&b->apply_mu);
 }
@@ -874,8 +881,10 @@ static int behind_next(struct behind *b, uint64_t h)
 /*
  * 1 if the job at h is a write and the one queued after it a write to the
  * same file: that one sets the file's mtime, so this one need not (as a
- * follower's bursts, mtime_follows()). A crash between the two replays both:
- * applied moves past a job only once none is queued behind it (behind_do()).
+ * follower's bursts, mtime_follows()). Until it has, the write is not done:
+ * applied does not move past it (a crash, or a failure of the next job,
+ * replays both), and a request waiting for the queue waits for the next job
+ * too (b->owed), so that no stat sees the tree's own stamp of the write.
  */
 static int mtime_next(struct behind *b, uint64_t h)
 {
@@ -900,7 +909,7 @@ static void behind_do(struct behind *b)
 	struct node *n = b->n;
 	uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
 	struct behind_job *j = &b->job[h % BEHIND_SLOTS];
-	int ret = 0, create = j->r.type == REC_CREATE;
+	int ret = 0, create = j->r.type == REC_CREATE, skip = mtime_next(b, h);
 
 	if (!j->r.type)
 		close(j->fd);	/* a released handle's descriptor, once the writes through it are in */
@@ -910,13 +919,14 @@ static void behind_do(struct behind *b)
 		ret = -EIO;
 	else if (create)
 		ret = apply_create_tail(n->store, &j->r, j->fd);
-	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT | (mtime_next(b, h) ? APPLY_NO_MTIME : 0), j->fd,
-				     NULL)) == 1)
+	else if ((ret = apply_record(n->store, &j->r, APPLY_STRICT | (skip ? APPLY_NO_MTIME : 0), j->fd, NULL)) == 1)
 		ret = -ESTALE;
 	if (create && j->fd >= 0)
 		close(j->fd);	/* its own: a duplicate of the new file's */
-	if (j->r.type && !ret && !__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
+	/* not past a write whose mtime the next job owes: if that one fails, a restart replays both */
+	if (j->r.type && !ret && !skip && !__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
 		b->done = j->r.seq;
+	__atomic_store_n(&b->owed, !ret && skip, __ATOMIC_RELEASE);
 	if (!ret && !create && h + 1 < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE)) {
 		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
 		return;	/* the job after it publishes */

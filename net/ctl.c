@@ -29,7 +29,7 @@
  * reply. Promotes and forgets still run one at a time (change_mu).
  */
 #define CTL_IO_TIMEOUT_S 5
-#define CTL_MAX_SERVING 32	/* beyond: served on the control thread itself, one at a time */
+#define CTL_MAX_SERVING 32	/* beyond: answered "busy" */
 
 struct ctl_server {
 	struct node *node;
@@ -45,6 +45,14 @@ struct ctl_server {
 	pthread_mutex_t change_mu;	/* one promote or forget at a time */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
+
+/* The connection in slot is no longer this thread's to shut (closed, or handed on): before that. */
+static void slot_free(struct ctl_server *s, int slot)
+{
+	pthread_mutex_lock(&s->mu);
+	s->conn[slot] = -1;
+	pthread_mutex_unlock(&s->mu);
+}
 
 static int sock_addr(struct sockaddr_un *sa, const char *datadir)
 {
@@ -90,8 +98,8 @@ static void *verify_main(void *arg)
 }
 
 /*
- * Hands c to a verify thread. The repl is taken here, in the control
- * thread, which ctl_stop() joins before the mount stops replication: so
+ * Hands c to a verify thread. The repl is taken here, in a connection's
+ * thread, which ctl_stop() waits for before the mount stops replication: so
  * repl_stop() waits for every verify it let start.
  */
 static int start_verify(struct ctl_server *s, int c, int repair)
@@ -119,8 +127,8 @@ static int start_verify(struct ctl_server *s, int c, int repair)
 	return 0;
 }
 
-/* Serves one request on c; returns 1 if c was handed to another thread. */
-static int serve_one(struct ctl_server *s, int c)
+/* Serves one request on c (in the given slot); returns 1 if c was handed to another thread. */
+static int serve_one(struct ctl_server *s, int c, int slot)
 {
 	char req[256], *reply;
 	size_t len = 65536;
@@ -135,7 +143,9 @@ static int serve_one(struct ctl_server *s, int c)
 	if (!reply)
 		return 0;
 	if (!strcmp(req, "verify") || !strcmp(req, "verify repair")) {
-		int ret = start_verify(s, c, !strcmp(req, "verify repair"));
+		int ret;
+		slot_free(s, slot);	/* the verify's thread may close c at any time */
+		ret = start_verify(s, c, !strcmp(req, "verify repair"));
 		if (!ret) {
 			free(reply);
 			return 1;
@@ -185,18 +195,19 @@ static void *conn_main(void *arg)
 	s->conn[slot] = c->fd;
 	stopping = s->stopping;
 	pthread_mutex_unlock(&s->mu);
-	if (stopping || !serve_one(s, c->fd))
+	if (stopping || !serve_one(s, c->fd, slot)) {
+		slot_free(s, slot);	/* before the close: its number may name another socket after */
 		close(c->fd);
+	}
 	free(c);
 	pthread_mutex_lock(&s->mu);
-	s->conn[slot] = -1;
 	if (--s->serving == 0)
 		pthread_cond_broadcast(&s->idle);
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
 }
 
-/* Serves fd on a thread of its own, or here if none can be had. */
+/* Serves fd on a thread of its own, or answers that it cannot (a flood of connections). */
 static void serve_conn(struct ctl_server *s, int fd)
 {
 	struct timeval tv = { CTL_IO_TIMEOUT_S, 0 };
@@ -220,9 +231,11 @@ static void serve_conn(struct ctl_server *s, int fd)
 	}
 	pthread_mutex_unlock(&s->mu);
 	if (ret) {
+		static const char busy[] = "{\"error\":\"too many control requests at once\"}\n";
 		free(c);
-		if (!serve_one(s, fd))
-			close(fd);
+		if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			rlog(LOG_DEBUG, "control client went away: %s", strerror(errno));
+		close(fd);
 	}
 }
 

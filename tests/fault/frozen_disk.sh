@@ -151,17 +151,18 @@ rl_wait_converged 30 "$L3" "$F3"
 freeze "$T/ffs"
 rl_bg "$REPFS" promote "$F3"
 promoter=$RL_BG_PID
-_promote_waits() { ! pid_alive "$promoter" || quick_status "$F3" >/dev/null; }
-wait_for 10 _promote_waits
+# busy: the promote holds the follower's locks on the frozen disk (quick_status answers within 2 s)
+wait_for 10 _busy "$F3"
 pid_alive "$promoter" || soft_fail "the promote finished while the new leader's disk was frozen"
-quick_status "$F3" >/dev/null || fail "status of the follower did not answer during its promote"
 thaw "$T/ffs"
 rl_wait_exit 30 "$promoter" "the promote after the disk answered again"
 check_eq "$RL_RC" 0 "the promote's exit status"
 rl_wait_get 20 "$F3" role leader
-echo after >"$F3M/after"
+rl_wait_get 20 "$L3" role follower	# stepped down (it has no address of F3 to follow here)
+echo after >"$F3M/after" || fail "a write on the new leader failed"
 check_eq "$(cat "$F3M/before")" before "a file written before the switchover, on the new leader"
 log_verify "$F3"
+log_verify "$L3"
 rl_stop "$F3" "$F3M"
 rl_stop "$L3" "$L3M"
 exit 0
