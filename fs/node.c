@@ -878,6 +878,12 @@ static int behind_next(struct behind *b, uint64_t h)
 	return more;
 }
 
+/* 1 if a and b, in that order in the log, are writes to one file: b's apply sets its mtime after a's */
+static int writes_one_file(const struct record *a, const struct record *b)
+{
+	return a->type == REC_WRITE && b->type == REC_WRITE && !memcmp(a->id, b->id, FILE_ID_BYTES);
+}
+
 /*
  * 1 if the job at h is a write and the one queued after it a write to the
  * same file: that one sets the file's mtime, so this one need not (as a
@@ -888,10 +894,8 @@ static int behind_next(struct behind *b, uint64_t h)
  */
 static int mtime_next(struct behind *b, uint64_t h)
 {
-	const struct behind_job *j = &b->job[h % BEHIND_SLOTS], *k = &b->job[(h + 1) % BEHIND_SLOTS];
-
-	return j->r.type == REC_WRITE && h + 1 < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) &&
-	       k->r.type == REC_WRITE && !memcmp(j->r.id, k->r.id, FILE_ID_BYTES);
+	return h + 1 < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) &&
+	       writes_one_file(&b->job[h % BEHIND_SLOTS].r, &b->job[(h + 1) % BEHIND_SLOTS].r);
 }
 
 /*
@@ -1428,8 +1432,11 @@ int node_step_down(struct node *n, uint64_t epoch, int *wb_late)
 	return remount(n, 0);
 }
 
-/* Under seq_lock: applied, short of the records whose cached views the mount still has to drop. */
-/* Under seq_lock, or read as they are by a status that could not take it (atomic loads) */
+/*
+ * applied, short of the records whose cached views the mount still has to
+ * drop. Under seq_lock, or read as they are (atomic loads) by a status that
+ * could not take it.
+ */
 static uint64_t applied_shown(const struct node *n)
 {
 	uint64_t applied = __atomic_load_n(&n->applied, __ATOMIC_RELAXED),
@@ -1484,8 +1491,7 @@ static void inval_end(struct node *n, const struct record *r, int begun)
  */
 static int mtime_follows(const struct node *n, const struct record *rs, int i, int done)
 {
-	return i + 1 < done && rs[i + 1].seq <= n->hold_at && rs[i].type == REC_WRITE &&
-	       rs[i + 1].type == REC_WRITE && !memcmp(rs[i].id, rs[i + 1].id, FILE_ID_BYTES);
+	return i + 1 < done && rs[i + 1].seq <= n->hold_at && writes_one_file(&rs[i], &rs[i + 1]);
 }
 
 int node_follow_records(struct node *n, const uint8_t *const bufs[], const size_t lens[], int k)

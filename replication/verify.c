@@ -43,7 +43,6 @@
  */
 #define VERIFY_DIGEST_TIMEOUT_MS (30 * 60 * 1000)
 #define VERIFY_MAX_PINS 4096	/* paths compared exactly per round */
-#define VERIFY_ROUNDS 2		/* verifies, while directories move under the comparison */
 #define KID_BYTES (2 + 4 + 2 * DIGEST_BYTES)
 
 /* ======================= LEADER ======================= */
@@ -201,18 +200,6 @@ static int add_cand(struct verifier *v, const char *rel, int whole)
 		return -ENOMEM;
 	v->whole[v->ncand++] = (uint8_t)whole;
 	return 0;
-}
-
-static void free_cands(struct verifier *v)
-{
-	for (size_t i = 0; i < v->ncand; i++)
-		free(v->cand[i]);
-	free(v->cand);
-	free(v->whole);
-	v->cand = NULL;
-	v->whole = NULL;
-	v->ncand = v->capcand = v->unsure = 0;
-	v->overflow = 0;
 }
 
 static int cmp_kid(const void *a, const void *b)
@@ -491,7 +478,10 @@ static int verify_once(struct repl *r, const char *addr, char *out, size_t outle
 	}
 	ret = ndiff ? 1 : 0;
 out:
-	free_cands(&v);
+	for (size_t i = 0; i < v.ncand; i++)
+		free(v.cand[i]);
+	free(v.cand);
+	free(v.whole);
 	digest_tree_free(mine);
 	chan_free(c);
 	pthread_mutex_lock(&r->mu);
@@ -515,13 +505,11 @@ out:
  */
 static int verify_settled(struct repl *r, const char *addr, char *out, size_t outlen, char *err, size_t errlen)
 {
-	int ret = 2;
+	int ret = verify_once(r, addr, out, outlen, err, errlen);
 
-	for (int round = 0; ret == 2 && round < VERIFY_ROUNDS; round++) {
-		if (round) {
-			rlog(LOG_INFO, "verify: directories moved while compared; comparing again");
-			usleep(100000u << round);
-		}
+	if (ret == 2) {
+		rlog(LOG_INFO, "verify: directories moved while compared; comparing again");
+		usleep(200000);
 		ret = verify_once(r, addr, out, outlen, err, errlen);
 	}
 	return ret;
