@@ -425,15 +425,40 @@ static int apply_rename(struct store *st, const struct record *r, unsigned flags
 	return ret;
 }
 
+/*
+ * A nameless FIFO, socket or device reaches the apply as an O_PATH
+ * descriptor (ino_hold_special()), which fchmod(), futimens() and
+ * fsetxattr() refuse: its /proc/self/fd link leads to the inode instead.
+ * buf, or NULL for an ordinary descriptor (only a record without a path can
+ * come with one: the others are not looked at).
+ */
+static const char *held_path(const struct record *r, int fd, char buf[32])
+{
+	int fl;
+
+	if (!(r->flags & REC_F_NOPATH) || fd < 0 || (fl = fcntl(fd, F_GETFL)) < 0 || !(fl & O_PATH))
+		return NULL;
+	snprintf(buf, 32, "/proc/self/fd/%d", fd);
+	return buf;
+}
+
 static int setattr_on(struct store *st, const struct record *r, unsigned flags, const char *rel, int root,
 		      int hint_fd, struct timespec ts[2])
 {
+	char proc[32];
+	const char *held = held_path(r, hint_fd, proc);
 	int ret = 0, fd = -1;
 
+	if (held) {
+		/* the link is followed: to the held object, never past it */
+		root = AT_FDCWD;
+		rel = held;
+		hint_fd = -1;
+	}
 	if (r->op_flags & (SA_UID | SA_GID)) {
 		uid_t u = (r->op_flags & SA_UID) ? r->uid : (uid_t)-1;
 		gid_t g = (r->op_flags & SA_GID) ? r->gid : (gid_t)-1;
-		if (hint_fd >= 0 ? fchown(hint_fd, u, g) : fchownat(root, rel, u, g, AT_SYMLINK_NOFOLLOW))
+		if (hint_fd >= 0 ? fchown(hint_fd, u, g) : fchownat(root, rel, u, g, held ? 0 : AT_SYMLINK_NOFOLLOW))
 			return -errno;
 	}
 	if (r->op_flags & SA_MODE) {
@@ -456,7 +481,7 @@ static int setattr_on(struct store *st, const struct record *r, unsigned flags, 
 	if (r->op_flags & SA_MTIME)
 		ts[1] = ts_of(r->mtime_ns);
 	if (ts[0].tv_nsec != UTIME_OMIT || ts[1].tv_nsec != UTIME_OMIT) {
-		if (hint_fd >= 0 ? futimens(hint_fd, ts) : utimensat(root, rel, ts, AT_SYMLINK_NOFOLLOW))
+		if (hint_fd >= 0 ? futimens(hint_fd, ts) : utimensat(root, rel, ts, held ? 0 : AT_SYMLINK_NOFOLLOW))
 			return -errno;
 	}
 	return 0;
@@ -589,6 +614,13 @@ static int change_xattr(struct store *st, const struct record *r, unsigned flags
 
 	if (store_hidden_xattr(r->name))
 		return -EPERM;
+	if (held_path(r, hint_fd, path)) {
+		if (r->type == REC_SETXATTR)
+			ret = setxattr(path, r->name, r->data, r->data_len, (int)r->op_flags);
+		else
+			ret = removexattr(path, r->name);
+		return ret < 0 ? -errno : 0;
+	}
 	if (hint_fd >= 0) {
 		if (r->type == REC_SETXATTR)
 			ret = fsetxattr(hint_fd, r->name, r->data, r->data_len, (int)r->op_flags);

@@ -651,7 +651,7 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 {
 	char path[PATH_MAX];
 	struct handle *own = NULL;
-	int ret;
+	int ret, held = -1;
 
 	memcpy(r->id, in->id, FILE_ID_BYTES);
 	if (h)
@@ -661,16 +661,21 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	ret = ino_path(n, in, path, sizeof(path), 1);
 	if (ret == 0) {
 		r->path = path;
-	} else if (ret == -ENOENT && !S_ISDIR(in->type) && (lent || (lent = own = handle_borrow(n, in->id)))) {
+	} else if (ret == -ENOENT && !S_ISDIR(in->type) &&
+		   ((lent || (lent = own = handle_borrow(n, in->id))) ||
+		    (!S_ISREG(in->type) && (held = ino_held_fd(n, in)) >= 0))) {
+		/* unlinked while open: through the handle, or a FIFO's, socket's or device's held descriptor */
 		r->path = "";
 		r->flags |= REC_F_NOPATH;
 		ret = 0;
 	}
 	if (!ret)
-		ret = node_commit(n, r, lent ? lent->fd : -1, NULL);
+		ret = node_commit(n, r, lent ? lent->fd : held, NULL);
 	ino_names_unlock(n);
 	if (own)
 		handle_return(n, own);
+	if (held >= 0)
+		close(held);
 	return ret;
 }
 
@@ -1326,52 +1331,75 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
  * Where the xattr reads of in go: an open handle of a file (*lent, give it
  * back with handle_return(): the kernel asks for security.capability
  * before each chown, mostly of a file just written), else a path for the
- * l*xattr calls (a directory's descriptor through /proc, which getxattr
- * follows to it; a file's index entry).
+ * *xattr calls: a file's index entry, not followed; or followed, a
+ * descriptor through /proc: a directory's, or the one held for a nameless
+ * FIFO, socket or device (*held, yours to close).
  */
-static int xattr_source(struct node *n, struct inode *in, char *path, size_t len, struct handle **lent)
+struct xsrc {
+	char path[PATH_MAX + 64];
+	struct handle *lent;
+	int held;	/* ino_held_fd(), or -1 */
+	int follow;	/* path is a /proc link to the object */
+};
+
+static int xattr_source(struct node *n, struct inode *in, struct xsrc *x)
 {
 	char hex[2 * FILE_ID_BYTES + 1];
 	struct stat st;
 	int d;
 
-	*lent = NULL;
+	x->lent = NULL;
+	x->held = -1;
+	x->follow = 1;
 	if (S_ISDIR(in->type)) {
 		d = ino_dir_fd(n, in);
 		if (d < 0)
 			return d;
-		snprintf(path, len, "/proc/self/fd/%d", d);
+		snprintf(x->path, sizeof(x->path), "/proc/self/fd/%d", d);
 		return 0;
 	}
-	if ((*lent = handle_borrow(n, in->id)))
+	if ((x->lent = handle_borrow(n, in->id)))
 		return 0;
 	store_id_hex(in->id, hex);
-	if (fstatat(store_indexfd(n->store), hex, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -ENOENT;
-	snprintf(path, len, "%s.ids/%s", store_path(n->store), hex);
+	if (fstatat(store_indexfd(n->store), hex, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (S_ISREG(in->type) || (x->held = ino_held_fd(n, in)) < 0)
+			return -ENOENT;
+		snprintf(x->path, sizeof(x->path), "/proc/self/fd/%d", x->held);
+		return 0;
+	}
+	snprintf(x->path, sizeof(x->path), "%s.ids/%s", store_path(n->store), hex);
+	x->follow = 0;
 	return 0;
 }
 
-static ssize_t xattr_get(struct inode *in, const char *path, int fd, const char *name, void *buf, size_t size)
+static void xattr_source_done(struct node *n, struct xsrc *x)
 {
-	if (fd >= 0)
-		return fgetxattr(fd, name, buf, size);
-	return S_ISDIR(in->type) ? getxattr(path, name, buf, size) : lgetxattr(path, name, buf, size);
+	if (x->lent)
+		handle_return(n, x->lent);
+	if (x->held >= 0)
+		close(x->held);
 }
 
-static ssize_t xattr_list(struct inode *in, const char *path, int fd, char *buf, size_t size)
+static ssize_t xattr_get(const struct xsrc *x, const char *name, void *buf, size_t size)
 {
-	if (fd >= 0)
-		return flistxattr(fd, buf, size);
-	return S_ISDIR(in->type) ? listxattr(path, buf, size) : llistxattr(path, buf, size);
+	if (x->lent)
+		return fgetxattr(x->lent->fd, name, buf, size);
+	return x->follow ? getxattr(x->path, name, buf, size) : lgetxattr(x->path, name, buf, size);
+}
+
+static ssize_t xattr_list(const struct xsrc *x, char *buf, size_t size)
+{
+	if (x->lent)
+		return flistxattr(x->lent->fd, buf, size);
+	return x->follow ? listxattr(x->path, buf, size) : llistxattr(x->path, buf, size);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct node *n = node_of(req);
 	struct inode *in = ino_of(n, ino);
-	char path[PATH_MAX + 64], *buf = NULL;
-	struct handle *lent;
+	char *buf = NULL;
+	struct xsrc x;
 	uint64_t gen = 0;
 	int ret, acl;
 	ssize_t r;
@@ -1395,7 +1423,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			return;
 		}
 	}
-	ret = xattr_source(n, in, path, sizeof(path), &lent);
+	ret = xattr_source(n, in, &x);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -1404,9 +1432,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		ret = -ENOMEM;
 		goto out;
 	}
-	r = xattr_get(in, path, lent ? lent->fd : -1, name, buf, size);
+	r = xattr_get(&x, name, buf, size);
 	/* gen was read before the tree; not through a lent handle, which may be of a tree replaced meanwhile */
-	if (r < 0 && errno == ENODATA && acl >= 0 && !lent)
+	if (r < 0 && errno == ENODATA && acl >= 0 && !x.lent)
 		__atomic_store_n(&in->noacl_gen[acl], gen, __ATOMIC_RELAXED);
 	if (r < 0)
 		ret = -errno;
@@ -1418,27 +1446,26 @@ out:
 	if (ret)
 		fuse_reply_err(req, -ret);
 	free(buf);
-	if (lent)
-		handle_return(n, lent);
+	xattr_source_done(n, &x);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct node *n = node_of(req);
 	struct inode *in = ino_of(n, ino);
-	char path[PATH_MAX + 64], *all = NULL, *out = NULL;
+	char *all = NULL, *out = NULL;
 	size_t used = 0;
 	ssize_t len;
-	struct handle *lent;
+	struct xsrc x;
 	int ret;
 
-	ret = xattr_source(n, in, path, sizeof(path), &lent);
+	ret = xattr_source(n, in, &x);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
 	for (;;) {
-		len = xattr_list(in, path, lent ? lent->fd : -1, NULL, 0);
+		len = xattr_list(&x, NULL, 0);
 		if (len < 0) {
 			ret = -errno;
 			goto out;
@@ -1449,7 +1476,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 			ret = -ENOMEM;
 			goto out;
 		}
-		len = xattr_list(in, path, lent ? lent->fd : -1, all, (size_t)len);
+		len = xattr_list(&x, all, (size_t)len);
 		if (len >= 0)
 			break;
 		if (errno != ERANGE) {
@@ -1480,8 +1507,7 @@ out:
 		fuse_reply_err(req, -ret);
 	free(all);
 	free(out);
-	if (lent)
-		handle_return(n, lent);
+	xattr_source_done(n, &x);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

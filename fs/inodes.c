@@ -736,7 +736,13 @@ int ino_file_open(struct node *n, struct inode *f, int flags)
 		fd = openat(store_rootfd(n->store), path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);	/* a FIFO now there */
 		return fd < 0 ? -errno : fd;
 	}
-	/* a nameless FIFO, socket or device the kernel holds (ino_hold_special()) */
+	return ino_held_fd(n, f);
+}
+
+int ino_held_fd(struct node *n, struct inode *f)
+{
+	int fd;
+
 	pthread_mutex_lock(&n->itab->mu);
 	fd = f->keepfd >= 0 ? fcntl(f->keepfd, F_DUPFD_CLOEXEC, 0) : -1;
 	pthread_mutex_unlock(&n->itab->mu);

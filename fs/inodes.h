@@ -75,8 +75,12 @@ int mount_is_follower(const struct node *n);
  * device whose inode the kernel holds (a program has the FIFO open, say),
  * an O_PATH descriptor of it is kept until the kernel forgets it, so that
  * fstat() of the nameless object still reaches it, as on ext4 (regular
- * files are reached through their open handles). Changes to it (fchmod)
- * get ENOENT: no record can name it. At most 4,096 at once.
+ * files are reached through their open handles). Changes to it (fchmod,
+ * fchown, futimens, fsetxattr) are made through that descriptor and logged
+ * by id without a path, as a nameless regular file's are: a replay or a
+ * follower skips them (the object is gone from its tree; a follower's own
+ * held copy keeps its attributes). At most 4,096 at once (past that, fstat
+ * and changes get ENOENT).
  */
 void ino_hold_special(struct node *n, const struct record *r);
 
@@ -164,6 +168,8 @@ int path_join(char *buf, size_t len, const char *dir, const char *name);
 
 /* A descriptor of non-directory f opened with flags (yours to close). */
 int ino_file_open(struct node *n, struct inode *f, int flags);
+/* An O_PATH descriptor of nameless FIFO, socket or device f (ino_hold_special(); yours), or -ENOENT. */
+int ino_held_fd(struct node *n, struct inode *f);
 /* The object's attributes, its link count as the mount shows it. */
 int ino_stat(struct node *n, struct inode *in, struct stat *st);
 

@@ -293,9 +293,14 @@ static int t_hardlinks(void)
 	return 0;
 }
 
-/* A FIFO open while its last name goes: fstat still answers, as on ext4. (The mount is nodev.) */
+/*
+ * A FIFO open while its last name goes: fstat still answers, and its mode,
+ * owner, times and xattrs still change, as on ext4. (The mount is nodev.)
+ */
 static int t_unlinked_special(void)
 {
+	struct timespec ts[2] = { { 1000, 1 }, { 2000, 2 } };
+	char val[8];
 	struct stat st;
 	int fd, fd2;
 
@@ -306,6 +311,25 @@ static int t_unlinked_special(void)
 	OK(fstat(fd, &st));
 	CHECK(S_ISFIFO(st.st_mode) && (st.st_mode & 07777) == 0640, "mode of unlinked FIFO %o", st.st_mode);
 	CHECK(st.st_nlink == 0, "nlink of unlinked FIFO is %lu", (unsigned long)st.st_nlink);
+	OK(fchmod(fd, 0604));
+	OK(fstat(fd, &st));
+	CHECK((st.st_mode & 07777) == 0604, "mode of unlinked FIFO after fchmod: %o", st.st_mode);
+	OK(futimens(fd, ts));
+	OK(fstat(fd, &st));
+	CHECK(st.st_mtim.tv_sec == 2000 && st.st_mtim.tv_nsec == 2 && st.st_atim.tv_sec == 1000,
+	      "times of unlinked FIFO after futimens: %ld.%09ld", (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	if (geteuid() == 0) {
+		OK(fchown(fd, 4321, 4322));
+		OK(fstat(fd, &st));
+		CHECK(st.st_uid == 4321 && st.st_gid == 4322, "owner of unlinked FIFO after fchown: %u:%u",
+		      (unsigned)st.st_uid, (unsigned)st.st_gid);
+		/* user.* is refused on a FIFO (as on ext4); trusted.* is root's */
+		OK(fsetxattr(fd, "trusted.edge", "v1", 2, 0));
+		CHECK(fgetxattr(fd, "trusted.edge", val, sizeof(val)) == 2 && !memcmp(val, "v1", 2),
+		      "xattr of unlinked FIFO not read back");
+		OK(fremovexattr(fd, "trusted.edge"));
+		ERR(fgetxattr(fd, "trusted.edge", val, sizeof(val)), ENODATA);
+	}
 	/* replaced by a rename while open */
 	OK(mkfifo("pipe", 0600));
 	fd2 = open("pipe", O_RDWR);

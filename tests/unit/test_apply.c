@@ -1076,6 +1076,48 @@ Test(apply, unlinked_open_file_is_reached_through_the_hint)
 	cr_assert_not(ap_exists("f"));
 }
 
+/* a nameless FIFO's changes come with the O_PATH descriptor the mount holds (ino_hold_special()) */
+Test(apply, unlinked_held_fifo_is_changed_through_its_o_path_descriptor)
+{
+	struct record r, d;
+	struct stat st;
+	char v[4];
+	int fd;
+
+	ap_create("p", S_IFIFO | 0640, 0, 0, NULL, 1);
+	fd = openat(store_rootfd(ast), "p", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	ap_remove(REC_UNLINK, "p", 1);
+	r = (struct record){ .type = REC_SETATTR, .flags = REC_F_NOPATH, .path = "",
+			     .op_flags = SA_MODE | SA_UID | SA_GID | SA_MTIME, .mode = 0604, .uid = 4321, .gid = 4322,
+			     .mtime_ns = 2000000000002ll };
+	ap_id(r.id, 1);
+	ap_decode(ap_log(&r), &d);
+	cr_assert_eq(apply_record(ast, &d, APPLY_STRICT, fd, NULL), 0);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert(S_ISFIFO(st.st_mode));
+	cr_assert_eq(st.st_mode & 07777, 0604);
+	cr_assert_eq(st.st_uid, 4321);
+	cr_assert_eq(st.st_gid, 4322);
+	cr_assert_eq(st.st_mtim.tv_sec, 2000);
+	cr_assert_eq(st.st_mtim.tv_nsec, 2);
+	/* a replay (or a follower) has no such object: skipped */
+	cr_assert_eq(apply_record(ast, &d, 0, -1, NULL), 1);
+	r = (struct record){ .type = REC_SETXATTR, .flags = REC_F_NOPATH, .path = "", .name = "trusted.held",
+			     .data = "v1", .data_len = 2 };
+	ap_id(r.id, 1);
+	ap_decode(ap_log(&r), &d);
+	cr_assert_eq(apply_record(ast, &d, APPLY_STRICT, fd, NULL), 0);
+	{
+		char proc[32];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		cr_assert_eq(getxattr(proc, "trusted.held", v, sizeof(v)), 2);
+		cr_assert_eq(memcmp(v, "v1", 2), 0);
+	}
+	close(fd);
+	cr_assert_not(ap_exists("p"));
+}
+
 Test(apply, branch_is_a_noop_and_unknown_type_is_einval)
 {
 	struct record r = { .type = REC_BRANCH, .off = 1, .len = 99 };
