@@ -19,6 +19,7 @@
  * what differs travels), waits for it, and verifies again.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,6 +416,30 @@ static int pin(struct verifier *v, char *out, size_t outlen, size_t *ndiff)
 static pthread_mutex_t verify_one = PTHREAD_MUTEX_INITIALIZER;
 
 /*
+ * Tests: after the leader's digest and before ours, makes the file
+ * $REPFS_TEST_VERIFY_PAUSE.N (this daemon's Nth pass, under verify_one) and
+ * waits up to 60 s for it to go, so that a test can move names between the
+ * two digests (tests/integration/verify_moves.sh).
+ */
+static void test_pause(void)
+{
+	static unsigned passes;
+	const char *p = getenv("REPFS_TEST_VERIFY_PAUSE");
+	char path[PATH_MAX];
+	int fd;
+
+	if (!p)
+		return;
+	snprintf(path, sizeof(path), "%s.%u", p, ++passes);
+	rlog(LOG_INFO, "verify: test hook: waiting for '%s' to go", path);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < 6000 && access(path, F_OK) == 0; i++)
+		usleep(10000);
+}
+
+/*
  * One verify against the leader at addr: 0 identical, 1 different, 2 not
  * known (directories moved under it: verify_settled()), -errno.
  */
@@ -454,8 +479,10 @@ static int verify_once(struct repl *r, const char *addr, char *out, size_t outle
 		}
 		ret = ret == 1 && type == MSG_VERIFY_AT && len == 8 ? 0 : ret < 0 ? ret : -EPROTO;
 	}
-	if (!ret)
+	if (!ret) {
+		test_pause();
 		ret = digest_tree(store_rootfd(r->n->store), &mine, NULL, NULL);
+	}
 	v.c = c;
 	if (!ret)
 		ret = descend(&v, "", mine);
