@@ -470,8 +470,8 @@ static void undo_failed(struct node *n, const struct record *r)
 
 /* ---- the helper threads ---- */
 
-/* Test hooks: the Nth job of a helper fails (0: none). */
-static unsigned test_fail_at(const char *var)
+/* Test hooks: a number from the environment (the Nth job of a helper fails, a delay; 0: none). */
+static unsigned test_env_uint(const char *var)
 {
 	const char *v = getenv(var);
 
@@ -583,7 +583,7 @@ static int helper_start(struct node *n)
 		return -ENOMEM;
 	h->n = n;
 	h->last_fd = -1;
-	h->fail_at = test_fail_at("REPFS_TEST_FAIL_PIECE");
+	h->fail_at = test_env_uint("REPFS_TEST_FAIL_PIECE");
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->wake, NULL);
 	pthread_cond_init(&h->done, NULL);
@@ -675,6 +675,7 @@ struct behind {
 	int64_t room_next;	/* seq_lock: no look before then (mono_ns) after one found no room */
 	uint64_t max_end;	/* BEHIND_MAX_END, or the daemon's RLIMIT_FSIZE if lower */
 	unsigned served, fail_at;	/* test hook: the fail_at'th apply fails (REPFS_TEST_FAIL_BEHIND) */
+	unsigned delay_ms;	/* test hook: each queued write waits this long first (REPFS_TEST_BEHIND_DELAY_MS) */
 };
 
 static inline void cpu_relax(void)
@@ -706,6 +707,8 @@ static void behind_wait(struct behind *b, uint64_t upto)
 		cpu_relax();
 	if (!behind_pending(b, upto))
 		return;
+	if (b->delay_ms)
+		rlog(LOG_INFO, "test hook: a request waits for the queued jobs before job %" PRIu64, upto);
 	pthread_mutex_lock(&b->apply_mu);
 	while (behind_pending(b, upto))
 		behind_do(b);
@@ -913,7 +916,14 @@ static void behind_do(struct behind *b)
 	struct node *n = b->n;
 	uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
 	struct behind_job *j = &b->job[h % BEHIND_SLOTS];
-	int ret = 0, create = j->r.type == REC_CREATE, skip = mtime_next(b, h);
+	int ret = 0, create = j->r.type == REC_CREATE, skip;
+
+	if (b->delay_ms && j->r.type == REC_WRITE) {
+		/* tests: a slow tree, so that more can queue behind this job (tests/fault/write_behind.sh) */
+		rlog(LOG_INFO, "test hook: the queued write at seq %" PRIu64 " waits %u ms", j->r.seq, b->delay_ms);
+		usleep(b->delay_ms * 1000);
+	}
+	skip = mtime_next(b, h);
 
 	if (!j->r.type)
 		close(j->fd);	/* a released handle's descriptor, once the writes through it are in */
@@ -969,6 +979,8 @@ static void *behind_main(void *arg)
 		if (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE))
 			behind_do(b);	/* (a waiter may have done it meanwhile) */
 		pthread_mutex_unlock(&b->apply_mu);
+		if (b->delay_ms)
+			usleep(20000);	/* tests: a request waiting for the queue gets it between two jobs */
 	}
 	return NULL;
 }
@@ -985,7 +997,8 @@ static int behind_start(struct node *n)
 	b->max_end = BEHIND_MAX_END;
 	if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < b->max_end)
 		b->max_end = fsize.rlim_cur;
-	b->fail_at = test_fail_at("REPFS_TEST_FAIL_BEHIND");
+	b->fail_at = test_env_uint("REPFS_TEST_FAIL_BEHIND");
+	b->delay_ms = test_env_uint("REPFS_TEST_BEHIND_DELAY_MS");
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->wake, NULL);
 	pthread_mutex_init(&b->apply_mu, NULL);

@@ -8,7 +8,9 @@
 # REPFS_TEST_FAIL_BEHIND=N makes the Nth of those (creates' tails and writes)
 # fail after it was answered: the leader then refuses writes (EIO, `status`
 # names the tree), keeps the record in its log, and a restart applies it:
-# every answered file and byte is there.
+# every answered file and byte is there. Last, a stat that came while a
+# file's write was queued waits for the write to it queued after, which sets
+# the file's mtime in its place (REPFS_TEST_BEHIND_DELAY_MS).
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -151,5 +153,47 @@ check_eq "$(stat -c '%a %s %h' "$M/made")" "640 $(case $out in *written*) echo 5
 check_eq "$(stat -c %h "$D/tree/made")" 2 "links of the tree's file (its name and the id index's)"
 compare3 "$M" "$D" "after a failed create's tail and a restart"
 log_verify "$D"
+stop_node "$M" "$D"
+
+# A queued write whose next queued job is a write to the same file leaves
+# the file's mtime to that one (mtime_next()). A request that came while
+# only the first was queued must then wait for the second too, or its stat
+# sees the tree's own stamp of the first write's bytes, a time no record
+# gives the file. REPFS_TEST_BEHIND_DELAY_MS holds each queued write a while,
+# so that the second is queued while the first is applied.
+note "a stat while a write is queued, and a second write to the file queued behind it"
+REPFS_TEST_BEHIND_DELAY_MS=300 start_leader "$D" "$M" --writeback off
+: >"$M/two" || fail "creating the file failed"
+wait_for 10 _settled "$D"
+out=$(python3 - "$M/two" "$D/repfs.log" "$D/tree/two" <<'PY'
+import os, sys, threading, time
+path, log, tree = sys.argv[1:4]
+W, Q = "test hook: the queued write", "test hook: a request waits for the queued jobs"
+def count(s):
+    with open(log) as f:
+        return f.read().count(s)
+def wait_count(s, n):
+    end = time.time() + 20
+    while count(s) < n:
+        if time.time() > end:
+            sys.exit("timed out waiting for the daemon's log to say %r" % s)
+        time.sleep(0.01)
+fd1, fd2 = os.open(path, os.O_WRONLY), os.open(path, os.O_WRONLY)
+w0, q0 = count(W), count(Q)
+os.pwrite(fd1, b"a" * 100, 0)          # queued; its apply waits 300 ms
+wait_count(W, w0 + 1)
+seen = {}
+t = threading.Thread(target=lambda: seen.update(mtime=os.stat(path).st_mtime_ns))
+t.start()
+wait_count(Q, q0 + 1)                  # the stat waits for the queue as it is: the first write
+os.pwrite(fd2, b"b" * 100, 100)        # queued behind it
+t.join()
+print(seen["mtime"])
+PY
+) || fail "the stat during the queued writes: $out"
+wait_for 10 _settled "$D"
+check_eq "$out" "$(stat -c %.9Y "$D/tree/two" | tr -d .)" \
+	"the mtime a stat saw while the file's first write was applied (the tree's after both)"
+compare3 "$M" "$D" "after the queued writes"
 stop_node "$M" "$D"
 exit 0
