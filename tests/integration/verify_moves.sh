@@ -55,14 +55,19 @@ verify_bg() {
 	VPID=$RL_BG_PID
 }
 
+# verify_ok SECS WHAT: the verify ends within SECS with exit 0; its output in $out
+verify_ok() {
+	rl_wait_exit "$1" "$VPID" "the $2 did not end"
+	out=$(cat "$T/verify.out")
+	note "the $2 said: $(echo "$out" | tr '\n' ' ')"
+	assert_eq "$RL_RC" 0 "exit status of the $2 ($out)"
+}
+
 note "1. a directory moves during the first pass only"
 verify_bg
 pass move
 pass
-rl_wait_exit 60 "$VPID" "the verify did not end"
-out=$(cat "$T/verify.out")
-note "the verify said: $(echo "$out" | tr '\n' ' ')"
-assert_eq "$RL_RC" 0 "exit status of the verify ($out)"
+verify_ok 60 verify
 echo "$out" | grep -q "identical" || fail "the verify did not say identical: $out"
 echo "$out" | grep -q "moved while compared" && fail "a verify whose second pass saw nothing move has a note: $out"
 grep -q "verify: directories moved while compared; comparing again" "$F/repfs.log" ||
@@ -72,10 +77,7 @@ note "2. a directory moves during both passes"
 verify_bg
 pass move
 pass move
-rl_wait_exit 60 "$VPID" "the verify did not end"
-out=$(cat "$T/verify.out")
-note "the verify said: $(echo "$out" | tr '\n' ' ')"
-assert_eq "$RL_RC" 0 "exit status of the verify ($out)"
+verify_ok 60 verify
 echo "$out" | grep -q "^(1 directories moved while compared: not compared below them)$" ||
 	fail "the verify did not say a directory moved while compared: $out"
 echo "$out" | grep -q "identical" || fail "the verify did not say identical: $out"
@@ -94,10 +96,7 @@ while pid_alive "$VPID"; do
 		sleep 0.02
 	fi
 done
-rl_wait_exit 5 "$VPID" "the verify did not end"
-out=$(cat "$T/verify.out")
-note "the verify said: $(echo "$out" | tr '\n' ' ')"
-assert_eq "$RL_RC" 0 "exit status of the verify --repair ($out)"
+verify_ok 5 "verify --repair"
 echo "$out" | grep -q "repaired by a resync from the leader" || fail "the verify --repair did not resync: $out"
 echo "$out" | tail -n 1 | grep -q "identical" || fail "the verify after the resync did not say identical: $out"
 
