@@ -218,6 +218,12 @@ int snap_status_json(const struct snap_progress *sp, char *buf, size_t len)
 	double elapsed, rate, eta = -1;
 	char esc[420];
 
+	/* the totals are the leader's when its walk began: what is made meanwhile can pass them */
+	if (s.files_total < s.files_done)
+		s.files_total = s.files_done;
+	if (s.bytes_total < s.bytes_done)
+		s.bytes_total = s.bytes_done;
+
 	elapsed = s.started_ns ? (double)((s.finished_ns ? s.finished_ns : now_ns()) - s.started_ns) / 1e9 : 0;
 	rate = elapsed > 0 ? (double)s.bytes_done / elapsed : 0;
 	if (s.state == SNAP_TRANSFER && rate > 0)
