@@ -450,6 +450,8 @@ static int setattr_on(struct store *st, const struct record *r, unsigned flags, 
 	int ret = 0, fd = -1;
 
 	if (held) {
+		if (r->op_flags & SA_SIZE)
+			return -EINVAL;	/* a FIFO, socket or device has no size to set (nothing changed yet) */
 		/* the link is followed: to the held object, never past it */
 		root = AT_FDCWD;
 		rel = held;

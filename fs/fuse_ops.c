@@ -661,13 +661,17 @@ static int commit_record_on(struct node *n, struct inode *in, struct handle *h, 
 	ret = ino_path(n, in, path, sizeof(path), 1);
 	if (ret == 0) {
 		r->path = path;
-	} else if (ret == -ENOENT && !S_ISDIR(in->type) &&
-		   ((lent || (lent = own = handle_borrow(n, in->id))) ||
-		    (!S_ISREG(in->type) && (held = ino_held_fd(n, in)) >= 0))) {
-		/* unlinked while open: through the handle, or a FIFO's, socket's or device's held descriptor */
-		r->path = "";
-		r->flags |= REC_F_NOPATH;
-		ret = 0;
+	} else if (ret == -ENOENT && !S_ISDIR(in->type)) {
+		/* unlinked while open: through a handle, or a FIFO's, socket's or device's held descriptor */
+		if (!lent)
+			lent = own = handle_borrow(n, in->id);
+		if (!lent && !S_ISREG(in->type))
+			ret = held = ino_held_fd(n, in);
+		if (lent || held >= 0) {
+			r->path = "";
+			r->flags |= REC_F_NOPATH;
+			ret = 0;
+		}
 	}
 	if (!ret)
 		ret = node_commit(n, r, lent ? lent->fd : held, NULL);

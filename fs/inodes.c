@@ -741,28 +741,37 @@ int ino_file_open(struct node *n, struct inode *f, int flags)
 
 int ino_held_fd(struct node *n, struct inode *f)
 {
-	int fd;
+	int fd = -ENOENT;
 
 	pthread_mutex_lock(&n->itab->mu);
-	fd = f->keepfd >= 0 ? fcntl(f->keepfd, F_DUPFD_CLOEXEC, 0) : -1;
+	if (f->keepfd >= 0 && (fd = fcntl(f->keepfd, F_DUPFD_CLOEXEC, 0)) < 0)
+		fd = -errno;	/* EMFILE: not a missing object */
 	pthread_mutex_unlock(&n->itab->mu);
-	return fd >= 0 ? fd : -ENOENT;
+	return fd;
 }
 
 static void hold_special(struct node *n, const uint8_t id[FILE_ID_BYTES], const char *rel)
 {
+	char hex[2 * FILE_ID_BYTES + 1];
 	struct itab *t = n->itab;
 	struct inode *in;
-	struct stat st;
+	struct stat st, idx;
 	int fd;
 
+	store_id_hex(id, hex);
 	pthread_mutex_lock(&t->mu);
 	in = tab_find(t, id);
 	if (in && in->keepfd < 0 && held_specials < HELD_SPECIALS_MAX &&
 	    (S_ISFIFO(in->type) || S_ISSOCK(in->type) || S_ISCHR(in->type) || S_ISBLK(in->type)) &&
 	    (fd = openat(store_rootfd(n->store), store_rel(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
-		/* the object at rel, and its last name (the id index's link aside) */
-		if (fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == in->type && store_nlink(&st) == 1) {
+		/*
+		 * The object at rel, the one the index holds under its id (changes
+		 * to it are made through this descriptor: never to another object
+		 * a diverged tree had there), and its last name (the index aside).
+		 */
+		if (fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == in->type && store_nlink(&st) == 1 &&
+		    fstatat(store_indexfd(n->store), hex, &idx, AT_SYMLINK_NOFOLLOW) == 0 && idx.st_ino == st.st_ino &&
+		    idx.st_dev == st.st_dev) {
 			in->keepfd = fd;
 			held_specials++;
 		} else {

@@ -75,8 +75,9 @@ int mount_is_follower(const struct node *n);
  * device whose inode the kernel holds (a program has the FIFO open, say),
  * an O_PATH descriptor of it is kept until the kernel forgets it, so that
  * fstat() of the nameless object still reaches it, as on ext4 (regular
- * files are reached through their open handles). Changes to it (fchmod,
- * fchown, futimens, fsetxattr) are made through that descriptor and logged
+ * files are reached through their open handles). Its xattrs are read, and
+ * changes to it (fchmod, fchown, futimens, fsetxattr, fremovexattr) are
+ * made, through that descriptor; the changes are logged
  * by id without a path, as a nameless regular file's are: a replay or a
  * follower skips them (the object is gone from its tree; a follower's own
  * held copy keeps its attributes). At most 4,096 at once (past that, fstat

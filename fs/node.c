@@ -675,7 +675,10 @@ struct behind {
 	int64_t room_next;	/* seq_lock: no look before then (mono_ns) after one found no room */
 	uint64_t max_end;	/* BEHIND_MAX_END, or the daemon's RLIMIT_FSIZE if lower */
 	unsigned served, fail_at;	/* test hook: the fail_at'th apply fails (REPFS_TEST_FAIL_BEHIND) */
-	unsigned delay_ms;	/* test hook: each queued write waits this long first (REPFS_TEST_BEHIND_DELAY_MS) */
+	/* test hook (REPFS_TEST_BEHIND_DELAY_MS): a queued write waits up to delay_ms for a job behind it,
+	   and the helper lets requests waiting for the queue (waiting, atomic) take it between jobs */
+	unsigned delay_ms;
+	int waiting;
 };
 
 static inline void cpu_relax(void)
@@ -707,12 +710,19 @@ static void behind_wait(struct behind *b, uint64_t upto)
 		cpu_relax();
 	if (!behind_pending(b, upto))
 		return;
-	if (b->delay_ms)
+	if (b->delay_ms) {
 		rlog(LOG_INFO, "test hook: a request waits for the queued jobs before job %" PRIu64, upto);
+		__atomic_add_fetch(&b->waiting, 1, __ATOMIC_SEQ_CST);
+	}
 	pthread_mutex_lock(&b->apply_mu);
-	while (behind_pending(b, upto))
+	while (behind_pending(b, upto)) {
+		if (b->delay_ms && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= upto)
+			rlog(LOG_INFO, "test hook: a request does the next job too: the one before left its mtime to it");
 		behind_do(b);
+	}
 	pthread_mutex_unlock(&b->apply_mu);
+	if (b->delay_ms)
+		__atomic_sub_fetch(&b->waiting, 1, __ATOMIC_SEQ_CST);
 }
 
 void node_settle(struct node *n)
@@ -919,9 +929,11 @@ static void behind_do(struct behind *b)
 	int ret = 0, create = j->r.type == REC_CREATE, skip;
 
 	if (b->delay_ms && j->r.type == REC_WRITE) {
-		/* tests: a slow tree, so that more can queue behind this job (tests/fault/write_behind.sh) */
-		rlog(LOG_INFO, "test hook: the queued write at seq %" PRIu64 " waits %u ms", j->r.seq, b->delay_ms);
-		usleep(b->delay_ms * 1000);
+		/* tests: a slow tree, until a job queues behind this one (tests/fault/write_behind.sh) */
+		int64_t until = mono_ns() + (int64_t)b->delay_ms * 1000000;
+		rlog(LOG_INFO, "test hook: the queued write at seq %" PRIu64 " waits for a job behind it", j->r.seq);
+		while (h + 1 >= __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && mono_ns() < until)
+			usleep(1000);
 	}
 	skip = mtime_next(b, h);
 
@@ -979,8 +991,12 @@ static void *behind_main(void *arg)
 		if (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE))
 			behind_do(b);	/* (a waiter may have done it meanwhile) */
 		pthread_mutex_unlock(&b->apply_mu);
-		if (b->delay_ms)
-			usleep(20000);	/* tests: a request waiting for the queue gets it between two jobs */
+		if (b->delay_ms) {
+			/* tests: requests waiting for the queue take it between two jobs */
+			int64_t until = mono_ns() + (int64_t)b->delay_ms * 1000000;
+			while (__atomic_load_n(&b->waiting, __ATOMIC_SEQ_CST) && mono_ns() < until)
+				usleep(1000);
+		}
 	}
 	return NULL;
 }

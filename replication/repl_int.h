@@ -145,6 +145,7 @@ struct repl {
 	int have_checker, checking;
 	int verify_fd;		/* a verify's connection to the leader (one at a time), -1 if none: shut down at stop */
 	int verifiers;		/* taken by repl_verify_take(), not yet given back */
+	unsigned verify_passes;	/* test hook (REPFS_TEST_VERIFY_PAUSE): verify passes so far (verify_one) */
 	/* promotion claims: the epoch this node agreed to let one candidate take (under mu) */
 	uint64_t promised_epoch, promised_seq;
 	char promised_to[65];

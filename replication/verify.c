@@ -417,25 +417,24 @@ static pthread_mutex_t verify_one = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * Tests: after the leader's digest and before ours, makes the file
- * $REPFS_TEST_VERIFY_PAUSE.N (this daemon's Nth pass, under verify_one) and
- * waits up to 60 s for it to go, so that a test can move names between the
- * two digests (tests/integration/verify_moves.sh).
+ * $REPFS_TEST_VERIFY_PAUSE.N (this daemon's Nth pass; under verify_one) and
+ * waits up to 60 s, or until the node stops, for it to go, so that a test
+ * can move names between the two digests (tests/integration/verify_moves.sh).
  */
-static void test_pause(void)
+static void test_pause(struct repl *r)
 {
-	static unsigned passes;
 	const char *p = getenv("REPFS_TEST_VERIFY_PAUSE");
 	char path[PATH_MAX];
 	int fd;
 
 	if (!p)
 		return;
-	snprintf(path, sizeof(path), "%s.%u", p, ++passes);
+	snprintf(path, sizeof(path), "%s.%u", p, ++r->verify_passes);
 	rlog(LOG_INFO, "verify: test hook: waiting for '%s' to go", path);
 	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (fd >= 0)
 		close(fd);
-	for (int i = 0; i < 6000 && access(path, F_OK) == 0; i++)
+	for (int i = 0; i < 6000 && access(path, F_OK) == 0 && !repl_stopping(r); i++)
 		usleep(10000);
 }
 
@@ -480,7 +479,7 @@ static int verify_once(struct repl *r, const char *addr, char *out, size_t outle
 		ret = ret == 1 && type == MSG_VERIFY_AT && len == 8 ? 0 : ret < 0 ? ret : -EPROTO;
 	}
 	if (!ret) {
-		test_pause();
+		test_pause(r);
 		ret = digest_tree(store_rootfd(r->n->store), &mine, NULL, NULL);
 	}
 	v.c = c;

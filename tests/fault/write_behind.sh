@@ -159,16 +159,18 @@ stop_node "$M" "$D"
 # the file's mtime to that one (mtime_next()). A request that came while
 # only the first was queued must then wait for the second too, or its stat
 # sees the tree's own stamp of the first write's bytes, a time no record
-# gives the file. REPFS_TEST_BEHIND_DELAY_MS holds each queued write a while,
-# so that the second is queued while the first is applied.
+# gives the file. REPFS_TEST_BEHIND_DELAY_MS holds a queued write until a job
+# queues behind it (or 3 s pass), and has the helper let a request waiting
+# for the queue take it between two jobs.
 note "a stat while a write is queued, and a second write to the file queued behind it"
-REPFS_TEST_BEHIND_DELAY_MS=300 start_leader "$D" "$M" --writeback off
+REPFS_TEST_BEHIND_DELAY_MS=3000 start_leader "$D" "$M" --writeback off
 : >"$M/two" || fail "creating the file failed"
 wait_for 10 _settled "$D"
-out=$(python3 - "$M/two" "$D/repfs.log" "$D/tree/two" <<'PY'
+out=$(python3 - "$M/two" "$D/repfs.log" "$D/tree/two" 2>&1 <<'PY'
 import os, sys, threading, time
 path, log, tree = sys.argv[1:4]
 W, Q = "test hook: the queued write", "test hook: a request waits for the queued jobs"
+O = "test hook: a request does the next job too"
 def count(s):
     with open(log) as f:
         return f.read().count(s)
@@ -179,15 +181,17 @@ def wait_count(s, n):
             sys.exit("timed out waiting for the daemon's log to say %r" % s)
         time.sleep(0.01)
 fd1, fd2 = os.open(path, os.O_WRONLY), os.open(path, os.O_WRONLY)
-w0, q0 = count(W), count(Q)
-os.pwrite(fd1, b"a" * 100, 0)          # queued; its apply waits 300 ms
+w0, q0, o0 = count(W), count(Q), count(O)
+os.pwrite(fd1, b"a" * 100, 0)          # queued; its apply waits for a job behind it
 wait_count(W, w0 + 1)
 seen = {}
 t = threading.Thread(target=lambda: seen.update(mtime=os.stat(path).st_mtime_ns))
 t.start()
 wait_count(Q, q0 + 1)                  # the stat waits for the queue as it is: the first write
-os.pwrite(fd2, b"b" * 100, 100)        # queued behind it
+os.pwrite(fd2, b"b" * 100, 100)        # queued behind it: the first leaves its mtime to this one
 t.join()
+if count(O) != o0 + 1:
+    sys.exit("the stat did not wait for the write that owed the file's mtime")
 print(seen["mtime"])
 PY
 ) || fail "the stat during the queued writes: $out"
