@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,136 @@ static void mount_usage(FILE *f)
 	      "  -f                       stay in the foreground\n"
 	      "  -o FUSE_OPTIONS          passed to libfuse\n",
 	      f);
+}
+
+/* ---- the connection's guard ---- */
+
+/* mountinfo's field p, its octal escapes (\040: a space) undone into out; the field's end */
+static const char *mi_field(const char *p, char *out, size_t len)
+{
+	size_t n = 0;
+
+	while (*p == ' ')
+		p++;
+	for (; *p && *p != ' ' && *p != '\n'; p++) {
+		char c = *p;
+		if (c == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+			c = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		}
+		if (n + 1 < len)
+			out[n++] = c;
+	}
+	out[n] = 0;
+	return p;
+}
+
+/*
+ * The FUSE connection of our mount of src on mp (its number under
+ * /sys/fs/fuse/connections: the minor of the mount's device), from
+ * /proc/self/mountinfo: a stat() of the mount would ask the daemon, which
+ * does not serve requests yet. The last match is the newest. -1 if none.
+ */
+static long mount_connection(const char *mp, const char *src)
+{
+	char line[3 * PATH_MAX], f[PATH_MAX + 16], dev[32];
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	unsigned major, minor;
+	long conn = -1;
+
+	while (mi && fgets(line, sizeof(line), mi)) {
+		const char *p = line, *sep = strstr(line, " - ");
+		int ok = 1;
+		if (!sep)
+			continue;
+		p = mi_field(p, f, sizeof(f));	/* mount id */
+		p = mi_field(p, f, sizeof(f));	/* parent id */
+		p = mi_field(p, dev, sizeof(dev));
+		p = mi_field(p, f, sizeof(f));	/* root */
+		mi_field(p, f, sizeof(f));
+		ok = !strcmp(f, mp);
+		p = mi_field(sep + 3, f, sizeof(f));
+		ok = ok && !strcmp(f, "fuse.repfs");
+		mi_field(p, f, sizeof(f));
+		if (ok && !strcmp(f, src) && sscanf(dev, "%u:%u", &major, &minor) == 2 && major == 0)
+			conn = (long)minor;
+	}
+	if (mi)
+		fclose(mi);
+	return conn;
+}
+
+/*
+ * The kernel aborts a FUSE connection, failing its requests with ENOTCONN,
+ * when the last descriptor of /dev/fuse goes: at the daemon's death. With
+ * FUSE over io_uring, 6.18 sometimes keeps the connection of a daemon killed
+ * (kill -9) while busy, with nothing left to answer it: a program's request
+ * then waits for ever, in D state (once in about 50 fuzz runs that kill the
+ * daemon, tests/fault/crash_opfuzz.sh). A child process waits for the
+ * daemon to end (the write end of a pipe only the daemon holds closes) and
+ * then aborts the connection through fusectl, as the kernel would have: a
+ * no-op once the mount was unmounted, or the kernel aborted it itself.
+ * Everything it inherited is closed first (the DATADIR lock, /dev/fuse);
+ * it calls only async-signal-safe functions (the daemon has threads).
+ */
+static void guard_connection(const char *mp, const char *src)
+{
+	long conn = mount_connection(mp, src);
+	char path[96], c;
+	int p[2];
+	pid_t pid;
+
+	if (conn < 0) {
+		rlog(LOG_INFO, "no FUSE connection found for '%s' in /proc/self/mountinfo: not guarded", mp);
+		return;
+	}
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", conn);
+	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+		rlog(LOG_WARNING, "unable to start the guard of FUSE connection %ld: %s", conn, strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		struct sigaction ign = { .sa_handler = SIG_IGN };
+		int fd;
+		if (dup2(p[0], 0) < 0)
+			_exit(1);
+		close_range(1, ~0U, 0);
+		prctl(PR_SET_NAME, "repfs-guard", 0, 0, 0);
+		/* a ^C to a foreground daemon's group must not end the guard first */
+		sigaction(SIGINT, &ign, NULL);
+		sigaction(SIGTERM, &ign, NULL);
+		sigaction(SIGHUP, &ign, NULL);
+		while (read(0, &c, 1) < 0 && errno == EINTR)
+			;
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0 && write(fd, "1", 1) < 0) {
+			/* gone meanwhile: nothing to abort */
+		}
+		_exit(0);
+	}
+	close(p[0]);	/* p[1] stays open, the daemon's, for its whole life */
+	rlog(LOG_INFO, "FUSE connection %ld is guarded by pid %d (aborted if this daemon dies)", conn, (int)pid);
+}
+
+/*
+ * Tests: a child process holds a descriptor of /dev/fuse, as the kernel's
+ * own references did when it kept a dead daemon's connection, so that the
+ * daemon's death leaves the connection alive (tests/fault/crash_orphan.sh).
+ */
+static void test_hold_fuse(int fusefd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (dup2(fusefd, 3) < 0)	/* without O_CLOEXEC, and nothing else */
+			_exit(1);
+		close_range(0, 2, 0);
+		close_range(4, ~0U, 0);
+		for (;;)
+			pause();
+	}
+	if (pid > 0)
+		rlog(LOG_INFO, "test hook: /dev/fuse held by pid %d", (int)pid);
 }
 
 /* Option opt's value v, one of two words: 0 for a, 1 for b, -1 (said) for anything else. */
@@ -461,6 +592,13 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	rlog_setup(n->st.name, n->logfile, o.foreground);
+	{
+		char src[PATH_MAX + 8];
+		snprintf(src, sizeof(src), "repfs:%s", n->datadir);
+		guard_connection(mp, src);
+	}
+	if (getenv("REPFS_TEST_HOLD_FUSE"))
+		test_hold_fuse(fuse_session_fd(se));
 	/*
 	 * With the writeback cache the daemon writes back its own mount's
 	 * dirty pages: its threads (all made from here on, which inherit it)
