@@ -702,6 +702,35 @@ static int commit_on(struct node *n, struct inode *in, struct handle *h, struct 
 }
 
 static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, struct inode *in, struct handle *h, const struct stat *st);
+static mode_t privs_dropped(fuse_req_t req, const struct stat *st);
+
+/*
+ * A chown that names an owner or group (record r). Its apply is root's
+ * fchown, which drops setuid, and setgid where the file is group-executable;
+ * ext4 also drops the setgid of a file that is not when the caller is
+ * neither root nor in the file's group (setattr_should_drop_sgid(), as
+ * privs_dropped()): that takes a mode record after it. Directories keep both.
+ */
+static int chown_logged(fuse_req_t req, struct node *n, struct inode *in, struct handle *h, struct handle *lent,
+			struct record *r)
+{
+	struct record m = { .type = REC_SETATTR, .op_flags = SA_MODE };
+	struct stat st;
+	int ret, sgid = 0;
+
+	if (!S_ISDIR(in->type) && fuse_req_ctx(req)->uid != 0) {
+		ret = stat_of(n, in, h ? h : lent, &st);
+		if (ret)
+			return ret;
+		sgid = (st.st_mode & (S_ISGID | S_IXGRP)) == S_ISGID && (privs_dropped(req, &st) & S_ISGID);
+	}
+	ret = commit_lent(n, in, h, lent, r);
+	if (!ret && sgid) {
+		m.mode = st.st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID);
+		ret = commit_lent(n, in, h, lent, &m);
+	}
+	return ret;
+}
 
 /* what the writeback cache's setattr of a written file's times sets */
 #define WB_TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME | FUSE_SET_ATTR_ATIME_NOW | \
@@ -842,7 +871,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != (gid_t)-1)
 			r.op_flags |= SA_GID;
 		if (r.op_flags)
-			ret = commit_lent(n, in, h, lent, &r);
+			ret = chown_logged(req, n, in, h, lent, &r);
 	}
 	if (!ret && (to_set & FUSE_SET_ATTR_SIZE) && n->kinit.granted && !S_ISDIR(in->type)) {
 		/* FUSE_HANDLE_KILLPRIV_V2: a truncate drops privileges here too */

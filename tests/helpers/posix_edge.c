@@ -1144,6 +1144,16 @@ static int user_kills(void)
 	OK(stat("pub/usgid", &st));
 	CHECK((st.st_mode & 07777) == 0740, "chown(-1, -1) by its owner, outside its group, of a 2740 file left %o",
 	      st.st_mode & 07777);
+	/* so does a chown that names the owner's own group (fuzz seed 41600), and one that names the owner */
+	OK(chown("pub/usgid2", (uid_t)-1, user_gid));
+	OK(stat("pub/usgid2", &st));
+	CHECK((st.st_mode & 07777) == 0740 && st.st_gid == user_gid,
+	      "chown to its group by its owner, outside the old group, of a 2740 file left %o, group %u",
+	      st.st_mode & 07777, (unsigned)st.st_gid);
+	OK(chown("pub/usgid3", user_uid, (gid_t)-1));
+	OK(stat("pub/usgid3", &st));
+	CHECK((st.st_mode & 07777) == 0740, "chown to its owner by its owner, outside its group, of a 2740 file left %o",
+	      st.st_mode & 07777);
 	return 0;
 }
 
@@ -1218,6 +1228,12 @@ static int t_user_owner(void)
 	OK(put_file("pub/usgid", "g", 0644));
 	OK(chown("pub/usgid", user_uid, 0));
 	OK(chmod("pub/usgid", 02740));
+	OK(put_file("pub/usgid2", "g", 0644));
+	OK(chown("pub/usgid2", user_uid, 0));
+	OK(chmod("pub/usgid2", 02740));
+	OK(put_file("pub/usgid3", "g", 0644));
+	OK(chown("pub/usgid3", user_uid, 0));
+	OK(chmod("pub/usgid3", 02740));
 	if (as_user(user_kills))
 		return -1;
 	/* chown clears setuid/setgid of a regular file */
