@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -140,6 +141,17 @@ static void guard_connection(const char *mp, const char *src)
 		return;
 	}
 	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", conn);
+	if (access(path, F_OK) < 0) {
+		/* fusectl not mounted (systemd mounts it at boot; this machine has none): as it would */
+		if (mount("fusectl", "/sys/fs/fuse/connections", "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
+		    access(path, F_OK) < 0) {
+			rlog(LOG_WARNING, "unable to reach '%s' (fusectl): %s; if this daemon dies, programs using the "
+					  "mount may wait until it is unmounted",
+			     path, strerror(errno));
+			return;
+		}
+		rlog(LOG_NOTICE, "mounted fusectl on /sys/fs/fuse/connections, as systemd does at boot");
+	}
 	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
 		rlog(LOG_WARNING, "unable to start the guard of FUSE connection %ld: %s", conn, strerror(errno));
 		return;
