@@ -332,7 +332,8 @@ rl_leader() { # NAME DATA MNT [OPTS...]
 	[ -e "$KEY" ] || make_key
 	for try in 1 2 3 4 5 6 7 8; do
 		port=$(rl_free_port)
-		if rl_mount "$data" "$mnt" --role leader --name "$name" --listen "127.0.0.1:$port" --key "$KEY" "$@"; then
+		if rl_mount "$data" "$mnt" --role leader --name "$name" --listen "127.0.0.1:$port" --key "$KEY" \
+			${REPFS_TEST_WRITEBACK:+--writeback "$REPFS_TEST_WRITEBACK"} "$@"; then
 			RL_PORT=$port
 			return 0
 		fi
