@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,144 +62,6 @@ static void mount_usage(FILE *f)
 
 /* ---- the connection's guard ---- */
 
-/* mountinfo's field p, its octal escapes (\040: a space) undone into out; the field's end */
-static const char *mi_field(const char *p, char *out, size_t len)
-{
-	size_t n = 0;
-
-	while (*p == ' ')
-		p++;
-	for (; *p && *p != ' ' && *p != '\n'; p++) {
-		char c = *p;
-		if (c == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
-			c = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-			p += 3;
-		}
-		if (n + 1 < len)
-			out[n++] = c;
-	}
-	out[n] = 0;
-	return p;
-}
-
-/*
- * The FUSE connection of our mount of src on mp (its number under
- * /sys/fs/fuse/connections: the minor of the mount's device), from
- * /proc/self/mountinfo: a stat() of the mount would ask the daemon, which
- * does not serve requests yet. The last match is the newest. -1 if none.
- */
-static long mount_connection(const char *mp, const char *src)
-{
-	char line[3 * PATH_MAX], f[PATH_MAX + 16], dev[32];
-	FILE *mi = fopen("/proc/self/mountinfo", "re");
-	unsigned major, minor;
-	long conn = -1;
-
-	while (mi && fgets(line, sizeof(line), mi)) {
-		const char *p = line, *sep = strstr(line, " - ");
-		int ok = 1;
-		if (!sep)
-			continue;
-		p = mi_field(p, f, sizeof(f));	/* mount id */
-		p = mi_field(p, f, sizeof(f));	/* parent id */
-		p = mi_field(p, dev, sizeof(dev));
-		p = mi_field(p, f, sizeof(f));	/* root */
-		mi_field(p, f, sizeof(f));
-		ok = !strcmp(f, mp);
-		p = mi_field(sep + 3, f, sizeof(f));
-		ok = ok && !strcmp(f, "fuse.repfs");
-		mi_field(p, f, sizeof(f));
-		if (ok && !strcmp(f, src) && sscanf(dev, "%u:%u", &major, &minor) == 2 && major == 0)
-			conn = (long)minor;
-	}
-	if (mi)
-		fclose(mi);
-	return conn;
-}
-
-/*
- * The kernel aborts a FUSE connection, failing its requests with ENOTCONN,
- * when the last descriptor of /dev/fuse goes: at the daemon's death. With
- * FUSE over io_uring, 6.18 sometimes keeps the connection of a daemon killed
- * (kill -9) while busy, with nothing left to answer it: a program's request
- * then waits for ever, in D state (once in about 50 fuzz runs that kill the
- * daemon, tests/fault/crash_opfuzz.sh). A child process waits for the
- * daemon to end (the write end of a pipe only the daemon holds closes) and
- * then aborts the connection through fusectl, as the kernel would have: a
- * no-op once the mount was unmounted, or the kernel aborted it itself.
- * Everything it inherited is closed first (the DATADIR lock, /dev/fuse);
- * it calls only async-signal-safe functions (the daemon has threads).
- */
-static void guard_connection(const char *mp, const char *src)
-{
-	long conn = mount_connection(mp, src);
-	char path[96], c;
-	int p[2];
-	pid_t pid;
-
-	if (conn < 0) {
-		rlog(LOG_INFO, "no FUSE connection found for '%s' in /proc/self/mountinfo: not guarded", mp);
-		return;
-	}
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", conn);
-	if (access(path, F_OK) < 0) {
-		/* fusectl not mounted (systemd mounts it at boot; this machine has none): as it would */
-		if (mount("fusectl", "/sys/fs/fuse/connections", "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
-		    access(path, F_OK) < 0) {
-			rlog(LOG_WARNING, "unable to reach '%s' (fusectl): %s; if this daemon dies, programs using the "
-					  "mount may wait until it is unmounted",
-			     path, strerror(errno));
-			return;
-		}
-		rlog(LOG_NOTICE, "mounted fusectl on /sys/fs/fuse/connections, as systemd does at boot");
-	}
-	if (pipe2(p, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
-		rlog(LOG_WARNING, "unable to start the guard of FUSE connection %ld: %s", conn, strerror(errno));
-		return;
-	}
-	if (pid == 0) {
-		struct sigaction ign = { .sa_handler = SIG_IGN };
-		int fd;
-		if (dup2(p[0], 0) < 0)
-			_exit(1);
-		close_range(1, ~0U, 0);
-		prctl(PR_SET_NAME, "repfs-guard", 0, 0, 0);
-		/* a ^C to a foreground daemon's group must not end the guard first */
-		sigaction(SIGINT, &ign, NULL);
-		sigaction(SIGTERM, &ign, NULL);
-		sigaction(SIGHUP, &ign, NULL);
-		while (read(0, &c, 1) < 0 && errno == EINTR)
-			;
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0 && write(fd, "1", 1) < 0) {
-			/* gone meanwhile: nothing to abort */
-		}
-		_exit(0);
-	}
-	close(p[0]);	/* p[1] stays open, the daemon's, for its whole life */
-	rlog(LOG_INFO, "FUSE connection %ld is guarded by pid %d (aborted if this daemon dies)", conn, (int)pid);
-}
-
-/*
- * Tests: a child process holds a descriptor of /dev/fuse, as the kernel's
- * own references did when it kept a dead daemon's connection, so that the
- * daemon's death leaves the connection alive (tests/fault/crash_orphan.sh).
- */
-static void test_hold_fuse(int fusefd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		if (dup2(fusefd, 3) < 0)	/* without O_CLOEXEC, and nothing else */
-			_exit(1);
-		close_range(0, 2, 0);
-		close_range(4, ~0U, 0);
-		for (;;)
-			pause();
-	}
-	if (pid > 0)
-		rlog(LOG_INFO, "test hook: /dev/fuse held by pid %d", (int)pid);
-}
 
 /* Option opt's value v, one of two words: 0 for a, 1 for b, -1 (said) for anything else. */
 static int parse_either(const char *opt, const char *v, const char *a, const char *b)
@@ -391,6 +254,26 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 	return 0;
 }
 
+/* mountinfo's field p, its octal escapes (\040: a space) undone into out; the field's end */
+static const char *mi_field(const char *p, char *out, size_t len)
+{
+	size_t n = 0;
+
+	while (*p == ' ')
+		p++;
+	for (; *p && *p != ' ' && *p != '\n'; p++) {
+		char c = *p;
+		if (c == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+			c = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		}
+		if (n + 1 < len)
+			out[n++] = c;
+	}
+	out[n] = 0;
+	return p;
+}
+
 /*
  * 1 if something is mounted on the absolute path mp (per /proc/self/mountinfo,
  * which answers without asking the file system); dev gets the device
@@ -404,7 +287,10 @@ static int mounted_dev(const char *mp, char dev[32])
 
 	while (f && fgets(line, sizeof(line), f)) {
 		char m[PATH_MAX], d[32];
-		if (sscanf(line, "%*s %*s %31s %*s %4095s", d, m) == 2 && !strcmp(m, mp)) {
+		const char *p = mi_field(mi_field(line, m, sizeof(m)), m, sizeof(m));	/* mount and parent ids */
+		p = mi_field(p, d, sizeof(d));
+		mi_field(mi_field(p, m, sizeof(m)), m, sizeof(m));	/* root, then the mount point */
+		if (!strcmp(m, mp)) {
 			found = 1;
 			if (dev)
 				memcpy(dev, d, sizeof(d));
@@ -413,6 +299,115 @@ static int mounted_dev(const char *mp, char dev[32])
 	if (f)
 		fclose(f);
 	return found;
+}
+
+/*
+ * The guard (below) must not abort once the mount is being taken down:
+ * after an unmount the connection's number is free, and the next mount
+ * (another daemon's) may take it while this one still cleans up. A byte on
+ * the guard's socket (*fd, the daemon's end; -1 after) tells it so.
+ */
+static void guard_release(int *fd)
+{
+	if (*fd < 0)
+		return;
+	if (send(*fd, "c", 1, MSG_NOSIGNAL) < 0)	/* (a guard that died meanwhile is no SIGPIPE) */
+		rlog(LOG_WARNING, "unable to release the guard of the FUSE connection: %s", strerror(errno));
+	close(*fd);
+	*fd = -1;
+}
+
+/*
+ * The kernel aborts a FUSE connection, failing its requests with ENOTCONN,
+ * when the last descriptor of /dev/fuse goes: at the daemon's death. With
+ * FUSE over io_uring, 6.18 sometimes keeps the connection of a daemon killed
+ * (kill -9) while busy, with nothing left to answer it: a program's request
+ * then waits for ever, in D state (once in about 50 fuzz runs that kill the
+ * daemon, tests/fault/crash_opfuzz.sh). A child process waits for the
+ * daemon to end (the other end of a socket pair only the daemon holds closes) and
+ * then aborts the connection through fusectl, as the kernel would have,
+ * unless the daemon released it first (guard_release(): it ended the
+ * session itself). Returns the daemon's end of the socket, -1 if unguarded.
+ * Everything it inherited is closed first (the DATADIR lock, /dev/fuse);
+ * it calls only async-signal-safe functions (the daemon has threads).
+ */
+static int guard_connection(const char *mp)
+{
+	char path[96], dev[32], c;
+	unsigned major, minor;
+	long conn = -1;
+	int p[2];
+	pid_t pid;
+
+	/* the mount on top at mp, ours: its device's minor is the connection's number */
+	if (mounted_dev(mp, dev) && sscanf(dev, "%u:%u", &major, &minor) == 2 && major == 0)
+		conn = (long)minor;
+	if (conn < 0) {
+		rlog(LOG_INFO, "no FUSE connection found for '%s' in /proc/self/mountinfo: not guarded", mp);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", conn);
+	if (access(path, F_OK) < 0) {
+		/* fusectl not mounted (systemd mounts it at boot; this machine has none): as it would */
+		if (mount("fusectl", "/sys/fs/fuse/connections", "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 ||
+		    access(path, F_OK) < 0) {
+			rlog(LOG_WARNING, "unable to reach '%s' (fusectl): %s; if this daemon dies, programs using the "
+					  "mount may wait until it is unmounted",
+			     path, strerror(errno));
+			return -1;
+		}
+		rlog(LOG_NOTICE, "mounted fusectl on /sys/fs/fuse/connections, as systemd does at boot");
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0 || (pid = fork()) < 0) {
+		rlog(LOG_WARNING, "unable to start the guard of FUSE connection %ld: %s", conn, strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		struct sigaction ign = { .sa_handler = SIG_IGN };
+		ssize_t n;
+		int fd;
+		if (dup2(p[0], 0) < 0)
+			_exit(1);
+		close_range(1, ~0U, 0);
+		prctl(PR_SET_NAME, "repfs-guard", 0, 0, 0);
+		/* a ^C to a foreground daemon's group must not end the guard first */
+		sigaction(SIGINT, &ign, NULL);
+		sigaction(SIGTERM, &ign, NULL);
+		sigaction(SIGHUP, &ign, NULL);
+		while ((n = read(0, &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1)
+			_exit(0);	/* released: the session ended by the daemon's own hand */
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0 && write(fd, "1", 1) < 0) {
+			/* gone meanwhile: nothing to abort */
+		}
+		_exit(0);
+	}
+	close(p[0]);
+	rlog(LOG_INFO, "FUSE connection %ld is guarded by pid %d (aborted if this daemon dies)", conn, (int)pid);
+	return p[1];
+}
+
+/*
+ * Tests: a child process holds a descriptor of /dev/fuse, as the kernel's
+ * own references did when it kept a dead daemon's connection, so that the
+ * daemon's death leaves the connection alive (tests/fault/crash_orphan.sh).
+ */
+static void test_hold_fuse(int fusefd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (dup2(fusefd, 3) < 0)	/* without O_CLOEXEC, and nothing else */
+			_exit(1);
+		close_range(0, 2, 0);
+		close_range(4, ~0U, 0);
+		for (;;)
+			pause();
+	}
+	if (pid > 0)
+		rlog(LOG_INFO, "test hook: /dev/fuse held by pid %d", (int)pid);
 }
 
 /* 0 if mp is a directory nothing is mounted on, else prints why. */
@@ -505,7 +500,7 @@ int cmd_mount(int argc, char **argv)
 	struct repl *repl = NULL;
 	struct fuse_session *se = NULL;
 	struct node *n = NULL;
-	int ret = 1, mounted = 0, listenfd = -1;
+	int ret = 1, mounted = 0, listenfd = -1, guard = -1;
 
 	if (parse_args(argc, argv, &o))
 		return 2;
@@ -604,11 +599,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	rlog_setup(n->st.name, n->logfile, o.foreground);
-	{
-		char src[PATH_MAX + 8];
-		snprintf(src, sizeof(src), "repfs:%s", n->datadir);
-		guard_connection(mp, src);
-	}
+	guard = guard_connection(mp);
 	if (getenv("REPFS_TEST_HOLD_FUSE"))
 		test_hold_fuse(fuse_session_fd(se));
 	/*
@@ -644,6 +635,9 @@ int cmd_mount(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(lc, 32);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	guard_release(&guard);	/* unmounted, or about to be (below) */
+	if (getenv("REPFS_TEST_STOP_DELAY_MS"))	/* tests: a slow clean-up (tests/fault/crash_orphan.sh) */
+		usleep((useconds_t)atoi(getenv("REPFS_TEST_STOP_DELAY_MS")) * 1000);
 	fring_stop(n->ring);	/* its threads too finish their requests before the node goes */
 	fuse_remove_signal_handlers(se);
 	rlog(LOG_NOTICE, "unmounted '%s'; stopping", mp);
@@ -659,6 +653,7 @@ out:
 	repl_stop(repl);
 	if (listenfd >= 0)
 		close(listenfd);
+	guard_release(&guard);
 	if (mounted)
 		fuse_session_unmount(se);
 	if (n)

@@ -6,7 +6,9 @@
 # ever. The daemon's guard process aborts the connection when the daemon
 # dies (tools/mount.c, guard_connection()): an open must fail with ENOTCONN
 # within seconds, and a restart must find every file. REPFS_TEST_HOLD_FUSE
-# makes the daemon start a child that holds /dev/fuse.
+# makes the daemon start a child that holds /dev/fuse. Then a clean stop,
+# and another daemon's mount at once: the stopped daemon's guard must leave
+# the new mount alone, though it may have taken the same connection number.
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -42,8 +44,25 @@ kill -9 "$holder"
 wait_for 20 _dead "$holder"
 fusermount3 -uz "$M" 2>/dev/null || umount -l "$M" 2>/dev/null
 wait_for 20 _not_mounted "$M"
-start_leader "$D" "$M"
+# (its clean-up after the stop below lasts 1.5 s: the next mount comes first)
+REPFS_TEST_STOP_DELAY_MS=1500 start_leader "$D" "$M"
 assert_eq "$(cat "$M/f")" kept "the file after the restart"
-stop_node "$M" "$D"
+
+# A clean stop releases the guard before the daemon's own clean-up: the
+# connection's number, free once unmounted, goes to the next mount, which
+# the guard must then leave alone when the daemon exits.
+note "a clean stop, and another daemon's mount right after it"
+conn() { sed -n 's/.*FUSE connection \([0-9]*\) is guarded.*/\1/p' "$1/repfs.log" | tail -n 1; }
+pid="$(daemon_pid "$D") $(sed -n 's/.*is guarded by pid \([0-9]*\).*/\1/p' "$D/repfs.log" | tail -n 1)"
+first=$(conn "$D")
+fusermount3 -u "$M" || fail "unmounting '$M' failed"
+start_leader "$T/data2" "$T/mnt2"
+second=$(conn "$T/data2")
+for p in $pid; do wait_for 20 _dead "$p"; done	# the daemon and its guard
+note "connection $first, then $second for the next mount"
+[ "$first" = "$second" ] || note "the number was not reused (another test mounted meanwhile): nothing to check"
+echo alive >"$T/mnt2/g" || fail "the next mount failed once the stopped daemon had exited"
+assert_eq "$(cat "$T/mnt2/g")" alive "a file on the next mount"
+stop_node "$T/mnt2" "$T/data2"
 log_verify "$D"
 exit 0
