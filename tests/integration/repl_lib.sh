@@ -258,7 +258,6 @@ rl_pid() { # DATA: the pid(s) of the process holding DATA/lock
 }
 
 _rl_dead() { ! pid_alive "$1"; }
-_rl_held() { [ -n "$(rl_pid "$1")" ]; }	# DATA: some process holds DATA/lock
 _rl_lock_free() { [ -z "$(rl_pid "$1")" ]; }
 _rl_answers() { # DATA: the daemon answers status
 	"$REPFS" status "$1" --json >/dev/null 2>&1
@@ -321,8 +320,6 @@ rl_mount() {
 	RL_MOUNT_ERR=$("${pre[@]}" "$REPFS" mount "$@" "$data" "$mnt" 2>&1) || return 1
 	wait_for 20 is_mounted "$mnt"
 	wait_for 20 _rl_answers "$data"
-	# fuser's walk of /proc can miss the holder once (processes that come and go meanwhile)
-	wait_for 5 _rl_held "$data"
 	pid=$(rl_pid "$data" | head -n 1)
 	[ -n "$pid" ] || fail "no process holds '$data/lock' after mounting '$mnt'"
 	track_pid "$pid"
