@@ -25,6 +25,9 @@ int valid_node_name(const char *name);
  */
 int resolve_datadir(const char *arg, char *out, size_t len);
 
+/* Unescapes the octal escapes of /proc/self/mountinfo ("\040": a space) in place. */
+void mountinfo_unescape(char *s);
+
 /* The key file a DATADIR was last mounted with (DATADIR/keyfile). */
 int remembered_keyfile(const char *datadir, char *out, size_t len);
 

@@ -60,9 +60,6 @@ static void mount_usage(FILE *f)
 	      f);
 }
 
-/* ---- the connection's guard ---- */
-
-
 /* Option opt's value v, one of two words: 0 for a, 1 for b, -1 (said) for anything else. */
 static int parse_either(const char *opt, const char *v, const char *a, const char *b)
 {
@@ -254,26 +251,6 @@ static int parse_args(int argc, char **argv, struct mount_opts *o)
 	return 0;
 }
 
-/* mountinfo's field p, its octal escapes (\040: a space) undone into out; the field's end */
-static const char *mi_field(const char *p, char *out, size_t len)
-{
-	size_t n = 0;
-
-	while (*p == ' ')
-		p++;
-	for (; *p && *p != ' ' && *p != '\n'; p++) {
-		char c = *p;
-		if (c == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
-			c = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-			p += 3;
-		}
-		if (n + 1 < len)
-			out[n++] = c;
-	}
-	out[n] = 0;
-	return p;
-}
-
 /*
  * 1 if something is mounted on the absolute path mp (per /proc/self/mountinfo,
  * which answers without asking the file system); dev gets the device
@@ -287,9 +264,9 @@ static int mounted_dev(const char *mp, char dev[32])
 
 	while (f && fgets(line, sizeof(line), f)) {
 		char m[PATH_MAX], d[32];
-		const char *p = mi_field(mi_field(line, m, sizeof(m)), m, sizeof(m));	/* mount and parent ids */
-		p = mi_field(p, d, sizeof(d));
-		mi_field(mi_field(p, m, sizeof(m)), m, sizeof(m));	/* root, then the mount point */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", d, m) != 2)
+			continue;
+		mountinfo_unescape(m);
 		if (!strcmp(m, mp)) {
 			found = 1;
 			if (dev)
@@ -300,6 +277,8 @@ static int mounted_dev(const char *mp, char dev[32])
 		fclose(f);
 	return found;
 }
+
+/* ---- the connection's guard ---- */
 
 /*
  * The guard (below) must not abort once the mount is being taken down:

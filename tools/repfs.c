@@ -31,8 +31,7 @@ int valid_node_name(const char *name)
 	return 0;
 }
 
-/* Unescapes the octal escapes of /proc/self/mountinfo in place. */
-static void unescape(char *s)
+void mountinfo_unescape(char *s)
 {
 	char *o = s;
 
@@ -69,8 +68,8 @@ int resolve_datadir(const char *arg, char *out, size_t len)
 		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
 		    sscanf(sep + 3, "%63s %8191s", type, src) != 2)
 			continue;
-		unescape(mnt);
-		unescape(src);
+		mountinfo_unescape(mnt);
+		mountinfo_unescape(src);
 		if (strcmp(mnt, real) || strcmp(type, "fuse.repfs") || strncmp(src, "repfs:", 6))
 			continue;
 		snprintf(out, len, "%s", src + 6);
