@@ -39,12 +39,9 @@
 # writes on B (quorum=1: C's acknowledgements) complete, B and C have equal
 # logs and trees, and the records after A's last one are all of epoch 2.
 #
-# Today (daemon as of this test) the only failures are two missing reasons,
-# reported as soft failures so that everything else is still checked: C drops
-# a connection whose first message (the WELCOME) fails to decrypt without a
-# word in its log or last_error, and B drops a follower whose acknowledgements
-# fail to decrypt without a word (an undecryptable HELLO is logged as "did not
-# say hello", without the reason).
+# Every connection dropped for frames that fail to decrypt must leave its
+# reason in the log (checked as soft failures, so that everything else is
+# still checked when one is missing).
 . "$(dirname "$0")/../integration/failover_lib.sh"
 
 REC=$T/rec
