@@ -1785,18 +1785,27 @@ static int log_over_budget(struct node *n)
 	return oplog_bytes(n->log) > n->log_retain + OPLOG_SEGMENT_BYTES;
 }
 
+static uint64_t log_end_pos(struct node *n)
+{
+	struct oplog_peek p;
+
+	oplog_peek(n->log, &p, 100);	/* past it, read without the lock: close enough */
+	return p.end_pos;
+}
+
 /*
- * Checkpoints every NODE_CHECKPOINT_INTERVAL_S, or at once when the log is
- * over its budget by more than what the last checkpoint lets go (it can only
- * shrink down to the checkpoint). A thread of its own: a checkpoint's
- * syncfs() writes back the whole tree, which takes seconds after a large
- * write, and the group commit must not wait for it.
+ * Checkpoints every NODE_CHECKPOINT_INTERVAL_S, and when the log is over its
+ * budget by more than the last checkpoint lets go (it can only shrink down
+ * to the checkpoint). A thread of its own: a checkpoint's syncfs() writes
+ * back the whole tree, which takes seconds after a large write, and the
+ * group commit must not wait for it.
  */
 static void *checkpointer_main(void *arg)
 {
 	struct node *n = arg;
 	int64_t last_ckpt = now_ns();
 	uint64_t covered = 0;	/* the checkpoint this thread last saw saved */
+	uint64_t ckpt_end = 0;	/* the log's end position when it was taken */
 	/* tests: checkpoints farther apart (tests/integration/log_retain.sh) */
 	unsigned interval_s = test_env_uint("REPFS_TEST_CHECKPOINT_INTERVAL_S");
 
@@ -1808,11 +1817,16 @@ static void *checkpointer_main(void *arg)
 		pthread_mutex_unlock(&n->bg_lock);
 		due = now_ns() - last_ckpt > (int64_t)(interval_s ? interval_s : NODE_CHECKPOINT_INTERVAL_S) * 1000000000;
 		if (!due && log_over_budget(n)) {
+			uint64_t end = log_end_pos(n);
+
 			/*
 			 * Segments the last checkpoint covers go without another:
 			 * its syncfs() writes back every dirty page of the file
 			 * system, and a log over its budget is one being written
-			 * (an untar in `make bench` paid two of 180 ms each).
+			 * (an untar in `make bench` paid two of 180 ms each). A
+			 * new one frees whole segments only, so it waits for a
+			 * segment's growth (a snapshot in flight holds the log
+			 * over its budget: else a syncfs every 100 ms).
 			 */
 			pthread_mutex_lock(&n->seq_lock);
 			if (covered > n->st.checkpoint)
@@ -1820,9 +1834,13 @@ static void *checkpointer_main(void *arg)
 			pthread_mutex_unlock(&n->seq_lock);
 			if (covered)
 				node_trim(n, covered, 0);
-			due = log_over_budget(n);
+			due = log_over_budget(n) && (!covered || end < ckpt_end || end - ckpt_end >= OPLOG_SEGMENT_BYTES);
+			if (due)
+				rlog(LOG_INFO, "log over its %" PRIu64 " byte budget past checkpoint %" PRIu64 ": checkpointing",
+				     n->log_retain, covered);
 		}
 		if (due) {
+			uint64_t end = log_end_pos(n);
 			int ret = node_checkpoint(n);
 
 			if (ret) {
@@ -1831,6 +1849,7 @@ static void *checkpointer_main(void *arg)
 				pthread_mutex_lock(&n->seq_lock);
 				covered = n->st.checkpoint;
 				pthread_mutex_unlock(&n->seq_lock);
+				ckpt_end = end;
 			}
 			last_ckpt = now_ns();
 		}
