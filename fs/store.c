@@ -35,7 +35,12 @@ struct store {
 	unsigned gen;	/* bumped by store_reopen() (atomic) */
 	uint64_t moves;	/* bumped by store_moved() and store_reopen() (atomic) */
 	uint64_t acl_gen;	/* bumped by store_acl_changed() and store_reopen() (atomic) */
+	/* tombstones: made since the last scan of store_prune_ids() (atomic), and
+	 * left by that scan (TOMBS_UNKNOWN: none yet, or the index was replaced) */
+	uint64_t tombs_new, tombs_left;
 };
+
+#define TOMBS_UNKNOWN UINT64_MAX
 
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
 {
@@ -184,6 +189,7 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 	if (unlinkat(st->idxfd, hex, 0) < 0 && errno != ENOENT)
 		return -errno;
 	strcat(hex, ".d");
+	__atomic_add_fetch(&st->tombs_new, 1, __ATOMIC_RELAXED);
 	/* the tombstone's mtime remembers the seq of the death, for store_prune_ids() */
 	fd = openat(st->idxfd, hex, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -212,14 +218,26 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 	struct dirent *de;
 	DIR *d;
 	int fd, n = 0;
+	uint64_t left = 0, made = __atomic_exchange_n(&st->tombs_new, 0, __ATOMIC_RELAXED);
 
+	if (pruned)
+		*pruned = 0;
+	/*
+	 * The index holds one name per object of the tree: a walk of it at every
+	 * checkpoint cost seconds a minute for trees of millions of files, most
+	 * often to find no tombstone at all.
+	 */
+	if (!made && !__atomic_load_n(&st->tombs_left, __ATOMIC_RELAXED))
+		return 0;
 	fd = openat(st->idxfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
+	d = fd < 0 ? NULL : fdopendir(fd);
 	if (!d) {
-		close(fd);
-		return -errno;
+		int err = errno;
+
+		if (fd >= 0)
+			close(fd);
+		__atomic_add_fetch(&st->tombs_new, made, __ATOMIC_RELAXED);	/* for the next one */
+		return -err;
 	}
 	while ((de = readdir(d))) {
 		size_t l = strlen(de->d_name);
@@ -231,8 +249,12 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 			continue;
 		if ((uint64_t)sb.st_mtim.tv_sec <= upto && unlinkat(st->idxfd, de->d_name, 0) == 0)
 			n++;
+		else
+			left++;
 	}
 	closedir(d);
+	/* those made during the walk were counted again in tombs_new: the next one walks */
+	__atomic_store_n(&st->tombs_left, left, __ATOMIC_RELAXED);
 	if (pruned)
 		*pruned = (uint64_t)n;
 	return 0;
@@ -261,6 +283,7 @@ int store_open(struct store **out, const char *path)
 		st->acl_gen = __atomic_add_fetch(&stores, 1, __ATOMIC_RELAXED) << 32;
 	}
 	st->idxfd = -1;
+	st->tombs_left = TOMBS_UNKNOWN;
 	for (int i = 0; i < FDCACHE_SIZE; i++)
 		st->fdcache[i].fd = -1;
 	st->rootfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -582,6 +605,7 @@ int store_reopen(struct store *st)
 	close(ids);
 	__atomic_add_fetch(&st->gen, 1, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&st->acl_gen, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&st->tombs_left, TOMBS_UNKNOWN, __ATOMIC_RELAXED);	/* another index: walked at the next prune */
 	store_moved(st);
 	for (int i = 0; i < FDCACHE_SIZE; i++) {
 		if (st->fdcache[i].fd >= 0)

@@ -1250,3 +1250,42 @@ Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint)
 	cr_assert_eq(store_id_state(ast, recent), ID_UNKNOWN);
 	cr_assert_eq(store_id_state(ast, live), ID_ALIVE);
 }
+
+Test(apply, prune_ids_walks_the_index_only_when_a_tombstone_may_be_there)
+{
+	uint8_t stray[FILE_ID_BYTES], dead[FILE_ID_BYTES];
+	char hex[2 * FILE_ID_BYTES + 3];
+	uint64_t pruned = 99;
+	int fd;
+
+	memset(stray, 0x44, sizeof(stray));
+	memset(dead, 0x55, sizeof(dead));
+	/* a fresh store walks once: tombstones of an earlier run may be there */
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 0);
+
+	/* a tombstone this store did not make (as if the walk had met none) is not looked for */
+	store_id_hex(stray, hex);
+	strcat(hex, ".d");
+	fd = openat(store_indexfd(ast), hex, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(futimens(fd, (struct timespec[]){ { 0, UTIME_OMIT }, { 3, 0 } }), 0);
+	close(fd);
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 0, "no tombstone made since the last walk: no walk");
+	cr_assert_eq(store_id_state(ast, stray), ID_DEAD);
+
+	/* one made: the next prune walks, and finds both */
+	cr_assert_eq(store_id_died(ast, dead, 5), 0);
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 2);
+	cr_assert_eq(store_id_state(ast, stray), ID_UNKNOWN);
+
+	/* one left above the checkpoint keeps the walks going until it goes */
+	cr_assert_eq(store_id_died(ast, dead, 50), 0);
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 0);
+	cr_assert_eq(store_prune_ids(ast, 50, &pruned), 0);
+	cr_assert_eq(pruned, 1, "the tombstone left by the last walk is found by the next");
+	cr_assert_eq(store_id_state(ast, dead), ID_UNKNOWN);
+}
