@@ -224,8 +224,8 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 		*pruned = 0;
 	/*
 	 * The index holds one name per object of the tree: a walk of it at every
-	 * checkpoint cost seconds a minute for trees of millions of files, most
-	 * often to find no tombstone at all.
+	 * checkpoint (200,000 names: 0.2 s, 0.5 s cold) most often found no
+	 * tombstone at all.
 	 */
 	if (!made && !__atomic_load_n(&st->tombs_left, __ATOMIC_RELAXED))
 		return 0;
