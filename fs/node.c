@@ -1785,6 +1785,17 @@ static int log_over_budget(struct node *n)
 	return oplog_bytes(n->log) > n->log_retain + OPLOG_SEGMENT_BYTES;
 }
 
+/* Everything applied is already at or below the checkpoint. */
+static int node_checkpointed(struct node *n)
+{
+	int ret;
+
+	pthread_mutex_lock(&n->seq_lock);
+	ret = n->applied == n->st.checkpoint;
+	pthread_mutex_unlock(&n->seq_lock);
+	return ret;
+}
+
 static uint64_t log_end_pos(struct node *n)
 {
 	struct oplog_peek p;
@@ -1838,6 +1849,11 @@ static void *checkpointer_main(void *arg)
 			if (due)
 				rlog(LOG_INFO, "log over its %" PRIu64 " byte budget past checkpoint %" PRIu64 ": checkpointing",
 				     n->log_retain, covered);
+		}
+		if (due && !log_over_budget(n) && node_checkpointed(n)) {
+			/* nothing applied since: a syncfs() of the whole file system for nothing */
+			last_ckpt = now_ns();
+			due = 0;
 		}
 		if (due) {
 			uint64_t end = log_end_pos(n);
