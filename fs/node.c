@@ -1693,15 +1693,28 @@ int node_sync_local(struct node *n, uint64_t seq)
 
 static void node_trim(struct node *n, uint64_t checkpoint, int prune);
 
-int node_checkpoint(struct node *n)
+/*
+ * A checkpoint; *saved (if not NULL) gets the checkpoint the state file holds
+ * afterwards. Nothing moves while a snapshot is being received (the log
+ * then starts at the snapshot's position, and the tree is the old one), nor
+ * when a rewind or a snapshot replaced the history during the syncfs(): what
+ * was applied before it is not what the log holds now.
+ */
+static int checkpoint(struct node *n, uint64_t *saved)
 {
 	struct node_state st;
-	uint64_t applied;
+	uint64_t applied, history, before;
 	int ret;
 
 	pthread_mutex_lock(&n->seq_lock);
 	applied = n->applied;
+	history = n->history;
+	before = n->st.checkpoint;
 	pthread_mutex_unlock(&n->seq_lock);
+	if (saved)
+		*saved = before;
+	if (node_snapshot_pending(n))
+		return 0;
 	ret = oplog_sync(n->log, applied);
 	if (ret)
 		return ret;
@@ -1715,14 +1728,31 @@ int node_checkpoint(struct node *n)
 		nanosleep(&ts, NULL);
 	}
 	pthread_mutex_lock(&n->seq_lock);
+	if (history != n->history || n->snap_pending) {
+		if (saved)
+			*saved = n->st.checkpoint;
+		pthread_mutex_unlock(&n->seq_lock);
+		return 0;
+	}
+	before = n->st.checkpoint;
 	if (applied > n->st.checkpoint || n->st.checkpoint > oplog_last(n->log).seq)
 		n->st.checkpoint = applied;
 	st = n->st;
 	ret = state_save(n->dfd, &st);
+	if (ret)
+		n->st.checkpoint = before;	/* not saved: the next one tries again */
 	pthread_mutex_unlock(&n->seq_lock);
-	if (!ret)
-		node_trim(n, st.checkpoint, 1);
-	return ret;
+	if (ret)
+		return ret;
+	if (saved)
+		*saved = st.checkpoint;
+	node_trim(n, st.checkpoint, 1);
+	return 0;
+}
+
+int node_checkpoint(struct node *n)
+{
+	return checkpoint(n, NULL);
 }
 
 /*
@@ -1815,10 +1845,12 @@ static void *checkpointer_main(void *arg)
 {
 	struct node *n = arg;
 	int64_t last_ckpt = now_ns();
-	uint64_t covered = 0;	/* the checkpoint this thread last saw saved */
+	int taken = 0;		/* a checkpoint since the start, by this thread */
+	uint64_t covered = 0;	/* what that checkpoint saved */
 	uint64_t ckpt_end = 0;	/* the log's end position when it was taken */
 	/* tests: checkpoints farther apart (tests/integration/log_retain.sh) */
 	unsigned interval_s = test_env_uint("REPFS_TEST_CHECKPOINT_INTERVAL_S");
+	int64_t interval_ns = (int64_t)(interval_s ? interval_s : NODE_CHECKPOINT_INTERVAL_S) * 1000000000;
 
 	thread_name("repfs-ckpt");
 	pthread_mutex_lock(&n->bg_lock);
@@ -1826,8 +1858,8 @@ static void *checkpointer_main(void *arg)
 		int due;
 
 		pthread_mutex_unlock(&n->bg_lock);
-		due = now_ns() - last_ckpt > (int64_t)(interval_s ? interval_s : NODE_CHECKPOINT_INTERVAL_S) * 1000000000;
-		if (!due && log_over_budget(n)) {
+		due = now_ns() - last_ckpt > interval_ns;
+		if (!due && log_over_budget(n) && !node_snapshot_pending(n)) {
 			uint64_t end = log_end_pos(n);
 
 			/*
@@ -1843,28 +1875,26 @@ static void *checkpointer_main(void *arg)
 			if (covered > n->st.checkpoint)
 				covered = n->st.checkpoint;	/* a rewind went back */
 			pthread_mutex_unlock(&n->seq_lock);
-			if (covered)
+			if (taken)
 				node_trim(n, covered, 0);
-			due = log_over_budget(n) && (!covered || end < ckpt_end || end - ckpt_end >= OPLOG_SEGMENT_BYTES);
+			due = log_over_budget(n) &&
+			      (!taken || end < ckpt_end || end - ckpt_end >= OPLOG_SEGMENT_BYTES);
 			if (due)
-				rlog(LOG_INFO, "log over its %" PRIu64 " byte budget past checkpoint %" PRIu64 ": checkpointing",
-				     n->log_retain, covered);
-		}
-		if (due && !log_over_budget(n) && node_checkpointed(n)) {
+				rlog(LOG_INFO, "log over its %" PRIu64 " byte budget past checkpoint %" PRIu64
+					       ": checkpointing", n->log_retain, covered);
+		} else if (due && !log_over_budget(n) && node_checkpointed(n)) {
 			/* nothing applied since: a syncfs() of the whole file system for nothing */
 			last_ckpt = now_ns();
 			due = 0;
 		}
 		if (due) {
 			uint64_t end = log_end_pos(n);
-			int ret = node_checkpoint(n);
+			int ret = checkpoint(n, &covered);
 
 			if (ret) {
 				rlog(LOG_ERR, "checkpoint failed: %s", strerror(-ret));
 			} else {
-				pthread_mutex_lock(&n->seq_lock);
-				covered = n->st.checkpoint;
-				pthread_mutex_unlock(&n->seq_lock);
+				taken = 1;
 				ckpt_end = end;
 			}
 			last_ckpt = now_ns();

@@ -68,6 +68,7 @@ struct node {
 	int fault;			/* errno of a failure that stops writes, 0 if none */
 	int test_die_before_undo;	/* test hook (REPFS_TEST_DIE_BEFORE_UNDO): SIGKILL before an undo */
 	int snap_pending;		/* receiving a snapshot: records are logged, not applied (seq_lock) */
+	uint64_t history;		/* bumped when a rewind or snapshot replaces log or tree (seq_lock) */
 	int64_t last_commit_ns;		/* when the leader last committed a change (atomic) */
 	uint64_t hold_at;		/* apply nothing past this seq; UINT64_MAX: no hold (seq_lock) */
 	uint64_t ns_changes;		/* bumped before and after each change of names (atomic):

@@ -202,6 +202,9 @@ static int rebuild_tree(struct node *n, uint64_t seq)
 	ret = store_open(&st, fresh);
 	if (!ret)
 		ret = replay_range(n, st, 1, seq, 0, NULL);
+	/* the state file will say seq is checkpointed: the tree must be on disk first */
+	if (!ret && syncfs(store_rootfd(st)) < 0)
+		ret = -errno;
 	store_free(st);
 	if (ret)
 		return ret;
@@ -235,6 +238,7 @@ int node_snapshot_start(struct node *n, struct pos at, const uint8_t mac[CRYPTO_
 	}
 	close(fd);
 	n->snap_pending = 1;
+	n->history++;
 	ret = oplog_reset(n->log, at, mac);
 	if (ret)
 		goto out;
@@ -286,6 +290,7 @@ int node_snapshot_finish(struct node *n, uint64_t upto, int *unsure, char *err, 
 		pthread_mutex_unlock(&n->seq_lock);
 		return ret;
 	}
+	n->history++;
 	n->applied = upto;
 	n->st.checkpoint = upto;
 	ret = state_save(n->dfd, &n->st);
@@ -362,6 +367,7 @@ int node_rewind(struct node *n, uint64_t seq, const uint8_t mac[CRYPTO_MAC_BYTES
 		n->fault = EIO;
 		goto out;
 	}
+	n->history++;
 	n->applied = seq;
 	n->st.checkpoint = seq;
 	ret = state_save(n->dfd, &n->st);

@@ -35,12 +35,11 @@ struct store {
 	unsigned gen;	/* bumped by store_reopen() (atomic) */
 	uint64_t moves;	/* bumped by store_moved() and store_reopen() (atomic) */
 	uint64_t acl_gen;	/* bumped by store_acl_changed() and store_reopen() (atomic) */
-	/* tombstones: made since the last scan of store_prune_ids() (atomic), and
-	 * left by that scan (TOMBS_UNKNOWN: none yet, or the index was replaced) */
-	uint64_t tombs_new, tombs_left;
+	/* tombstones made since store_prune_ids() last walked the index, or an
+	 * index not walked yet (atomic) */
+	uint64_t tombs_new;
+	uint64_t tombs_left;	/* tombstones that walk left (atomic) */
 };
-
-#define TOMBS_UNKNOWN UINT64_MAX
 
 void store_id_hex(const uint8_t id[FILE_ID_BYTES], char out[2 * FILE_ID_BYTES + 1])
 {
@@ -189,11 +188,12 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 	if (unlinkat(st->idxfd, hex, 0) < 0 && errno != ENOENT)
 		return -errno;
 	strcat(hex, ".d");
-	__atomic_add_fetch(&st->tombs_new, 1, __ATOMIC_RELAXED);
 	/* the tombstone's mtime remembers the seq of the death, for store_prune_ids() */
 	fd = openat(st->idxfd, hex, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
+	/* counted once it exists: a walk that takes the count finds it */
+	__atomic_add_fetch(&st->tombs_new, 1, __ATOMIC_RELAXED);
 	if (futimens(fd, ts) < 0) {
 		close(fd);
 		return -errno;
@@ -253,7 +253,7 @@ int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned)
 			left++;
 	}
 	closedir(d);
-	/* those made during the walk were counted again in tombs_new: the next one walks */
+	/* those made (or an index swapped in) during the walk are in tombs_new: the next one walks */
 	__atomic_store_n(&st->tombs_left, left, __ATOMIC_RELAXED);
 	if (pruned)
 		*pruned = (uint64_t)n;
@@ -283,7 +283,7 @@ int store_open(struct store **out, const char *path)
 		st->acl_gen = __atomic_add_fetch(&stores, 1, __ATOMIC_RELAXED) << 32;
 	}
 	st->idxfd = -1;
-	st->tombs_left = TOMBS_UNKNOWN;
+	st->tombs_new = 1;	/* an index of an earlier run: walked once */
 	for (int i = 0; i < FDCACHE_SIZE; i++)
 		st->fdcache[i].fd = -1;
 	st->rootfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -605,7 +605,8 @@ int store_reopen(struct store *st)
 	close(ids);
 	__atomic_add_fetch(&st->gen, 1, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&st->acl_gen, 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&st->tombs_left, TOMBS_UNKNOWN, __ATOMIC_RELAXED);	/* another index: walked at the next prune */
+	/* another index: walked by the next prune */
+	__atomic_add_fetch(&st->tombs_new, 1, __ATOMIC_RELAXED);
 	store_moved(st);
 	for (int i = 0; i < FDCACHE_SIZE; i++) {
 		if (st->fdcache[i].fd >= 0)

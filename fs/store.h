@@ -86,6 +86,13 @@ int store_id_born(struct store *st, const uint8_t id[FILE_ID_BYTES], const char 
 /* The same for the regular file open as fd (at rel). */
 int store_id_born_fd(struct store *st, const uint8_t id[FILE_ID_BYTES], int fd, const char *rel);
 int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t seq);
+/*
+ * Deletes the tombstones of deaths at or below seq upto (*pruned: how many).
+ * The walk of the index this takes is skipped unless a tombstone may be
+ * there: made through st since the last walk, left by it, or in an index st
+ * has not walked yet (opened, or swapped in by store_reopen()). Tombstones
+ * made behind st's back are not looked for.
+ */
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */
 int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);

@@ -1288,4 +1288,18 @@ Test(apply, prune_ids_walks_the_index_only_when_a_tombstone_may_be_there)
 	cr_assert_eq(store_prune_ids(ast, 50, &pruned), 0);
 	cr_assert_eq(pruned, 1, "the tombstone left by the last walk is found by the next");
 	cr_assert_eq(store_id_state(ast, dead), ID_UNKNOWN);
+
+	/* an index swapped in (a snapshot's, a rewind's: store_reopen) is walked by the next prune */
+	memset(stray, 0x66, sizeof(stray));
+	store_id_hex(stray, hex);
+	strcat(hex, ".d");
+	fd = openat(store_indexfd(ast), hex, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(futimens(fd, (struct timespec[]){ { 0, UTIME_OMIT }, { 4, 0 } }), 0);
+	close(fd);
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 0);
+	cr_assert_eq(store_reopen(ast), 0);
+	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
+	cr_assert_eq(pruned, 1, "a reopened index is walked");
 }
