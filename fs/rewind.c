@@ -244,6 +244,14 @@ int node_snapshot_start(struct node *n, struct pos at, const uint8_t mac[CRYPTO_
 		goto out;
 	if (epoch > n->st.epoch)
 		n->st.epoch = epoch;
+	/*
+	 * The log now starts after at, and all of it is for the snapshot's
+	 * replay: a checkpoint of the old history (a diverged node's, past at)
+	 * must not let a trim take any of it. Recovery replays nothing while
+	 * the snapshot marker is there.
+	 */
+	if (n->st.checkpoint > at.seq)
+		n->st.checkpoint = at.seq;
 	ret = state_save(n->dfd, &n->st);
 out:
 	pthread_mutex_unlock(&n->seq_lock);
