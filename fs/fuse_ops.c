@@ -1002,10 +1002,19 @@ static int new_handle(struct node *n, struct inode *in, struct fuse_file_info *f
 	return 0;
 }
 
+/* write_back()s opening through the mount now (the test hook below) */
+static int self_opens;
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
 	int fd, ret;
+
+	if (__atomic_load_n(&self_opens, __ATOMIC_SEQ_CST) && getenv("REPFS_TEST_SELF_OPEN_DELAY_MS")) {
+		/* tests: a kill -9 while the daemon waits for its own open (tests/fault/crash_orphan.sh) */
+		rlog(LOG_NOTICE, "test hook: an open while the daemon opens through its mount; holding it");
+		usleep((useconds_t)atoi(getenv("REPFS_TEST_SELF_OPEN_DELAY_MS")) * 1000);
+	}
 
 	if (mount_is_follower(n) && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
 		fuse_reply_err(req, EROFS);
@@ -1788,7 +1797,9 @@ static int write_back(struct node *n, fuse_ino_t ino)
 		__atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
 		return -EBUSY;
 	}
+	__atomic_add_fetch(&self_opens, 1, __ATOMIC_SEQ_CST);
 	fd = open_on_mount(n, ino);
+	__atomic_sub_fetch(&self_opens, 1, __ATOMIC_SEQ_CST);
 	if (fd < 0)
 		ret = fd;
 	else if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |

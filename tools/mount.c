@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,25 +299,38 @@ static void guard_release(int *fd)
 
 /*
  * The kernel aborts a FUSE connection, failing its requests with ENOTCONN,
- * when the last descriptor of /dev/fuse goes: at the daemon's death. With
- * FUSE over io_uring, 6.18 sometimes keeps the connection of a daemon killed
- * (kill -9) while busy, with nothing left to answer it: a program's request
- * then waits for ever, in D state (once in about 50 fuzz runs that kill the
- * daemon, tests/fault/crash_opfuzz.sh). A child process waits for the
- * daemon to end (the other end of a socket pair only the daemon holds closes) and
- * then aborts the connection through fusectl, as the kernel would have,
- * unless the daemon released it first (guard_release(): it ended the
- * session itself). Returns the daemon's end of the socket, -1 if unguarded.
- * Everything it inherited is closed first (the DATADIR lock, /dev/fuse);
- * it calls only async-signal-safe functions (the daemon has threads).
+ * when the last descriptor of /dev/fuse goes: at the daemon's death. But a
+ * daemon killed (kill -9) while one of its threads waits for an answer from
+ * its own mount (write_back()'s open through it, fs/fuse_ops.c) that a
+ * killed thread had taken never finishes dying: that wait is
+ * uninterruptible, the process keeps its descriptors (/dev/fuse among
+ * them), and a program's request waits for ever, in D state (a fuzz
+ * campaign met it twice, in tests/fault/crash_opfuzz.sh with the writeback
+ * cache, both times under an lseek's SEEK_DATA). A child process waits for
+ * the daemon to end -- the other end of a socket pair only the daemon holds
+ * closes, or the thread that forked it, the daemon's main thread, which
+ * lives until the session ends, exits (PR_SET_PDEATHSIG) -- and then aborts
+ * the connection through fusectl, as the kernel would have, unless the
+ * daemon released it first (guard_release(): it ended the session itself).
+ * Returns the daemon's end of the socket, -1 if unguarded. Everything it
+ * inherited is closed first (the DATADIR lock, /dev/fuse); it calls only
+ * async-signal-safe functions (the daemon has threads).
  */
+static volatile sig_atomic_t guard_orphaned;
+
+static void guard_on_parent_death(int sig)
+{
+	(void)sig;
+	guard_orphaned = 1;
+}
+
 static int guard_connection(const char *mp)
 {
 	char path[96], dev[32], c;
 	unsigned major, minor;
 	long conn = -1;
 	int p[2];
-	pid_t pid;
+	pid_t pid, daemon_pid;
 
 	/* the mount on top at mp, ours: its device's minor is the connection's number */
 	if (mounted_dev(mp, dev) && sscanf(dev, "%u:%u", &major, &minor) == 2 && major == 0)
@@ -337,12 +351,16 @@ static int guard_connection(const char *mp)
 		}
 		rlog(LOG_NOTICE, "mounted fusectl on /sys/fs/fuse/connections, as systemd does at boot");
 	}
+	daemon_pid = getpid();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0 || (pid = fork()) < 0) {
 		rlog(LOG_WARNING, "unable to start the guard of FUSE connection %ld: %s", conn, strerror(errno));
 		return -1;
 	}
 	if (pid == 0) {
 		struct sigaction ign = { .sa_handler = SIG_IGN };
+		struct sigaction wake = { .sa_handler = guard_on_parent_death };	/* no SA_RESTART */
+		struct pollfd pf = { .fd = 0, .events = POLLIN };
+		sigset_t usr1, waiting;
 		ssize_t n;
 		int fd;
 		if (dup2(p[0], 0) < 0)
@@ -353,7 +371,19 @@ static int guard_connection(const char *mp)
 		sigaction(SIGINT, &ign, NULL);
 		sigaction(SIGTERM, &ign, NULL);
 		sigaction(SIGHUP, &ign, NULL);
-		while ((n = read(0, &c, 1)) < 0 && errno == EINTR)
+		/* SIGUSR1 at the main thread's end, taken only inside ppoll(): no wake-up lost */
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &usr1, &waiting);
+		sigdelset(&waiting, SIGUSR1);
+		sigaction(SIGUSR1, &wake, NULL);
+		prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0);
+		if (getppid() != daemon_pid)
+			guard_orphaned = 1;	/* it died before the prctl */
+		while (!guard_orphaned && ppoll(&pf, 1, NULL, &waiting) < 0 && errno == EINTR)
+			;
+		/* released (a byte), or the daemon gone (EOF) or its main thread (nothing to read) */
+		while ((n = recv(0, &c, 1, MSG_DONTWAIT)) < 0 && errno == EINTR)
 			;
 		if (n == 1)
 			_exit(0);	/* released: the session ended by the daemon's own hand */

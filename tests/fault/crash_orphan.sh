@@ -9,6 +9,7 @@
 # makes the daemon start a child that holds /dev/fuse. Then a clean stop,
 # and another daemon's mount at once: the stopped daemon's guard must leave
 # the new mount alone, though it may have taken the same connection number.
+# Last, a daemon that cannot finish dying (below).
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -64,5 +65,41 @@ note "connection $first, then $second for the next mount"
 echo alive >"$T/mnt2/g" || fail "the next mount failed once the stopped daemon had exited"
 assert_eq "$(cat "$T/mnt2/g")" alive "a file on the next mount"
 stop_node "$T/mnt2" "$T/data2"
+
+# A daemon thread waiting for an answer from its own mount (write_back()'s
+# open through it: SEEK_DATA of a file with dirty pages, writeback cache)
+# that a killed thread had taken waits for ever, uninterruptibly: the
+# process never finishes dying and keeps /dev/fuse open. The guard watches
+# the daemon's main thread too. REPFS_TEST_SELF_OPEN_DELAY_MS holds the
+# daemon's own open in the thread that took it, where the kill finds it.
+note "a daemon killed while it waits for its own open through the mount"
+REPFS_TEST_SELF_OPEN_DELAY_MS=3000 start_leader "$T/data3" "$T/mnt3" --writeback on
+third=$(conn "$T/data3")
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"x" * 8192)
+try:
+    print("lseek:", os.lseek(fd, 0, os.SEEK_DATA))
+except OSError as e:
+    print("lseek:", e.strerror)' "$T/mnt3/f" >"$T/seek.out" 2>&1 &
+seeker=$!
+track_pid "$seeker"
+_held() { grep -q "test hook: an open while the daemon opens through its mount" "$T/data3/repfs.log"; }
+wait_for 20 _held
+pids=$(daemon_pid "$T/data3")
+for p in $pids; do kill -9 "$p"; done
+_seeker_done() { ! pid_alive "$seeker"; }
+start=$(now_ms)
+until _seeker_done; do
+	if [ $(($(now_ms) - start)) -gt 15000 ]; then
+		# the processes would stay in D state for ever: free them before failing
+		echo 1 >"/sys/fs/fuse/connections/$third/abort" 2>/dev/null
+		fail "15 s after the kill -9, the daemon and a program's lseek still wait for the daemon's own open"
+	fi
+	sleep 0.05
+done
+note "the program's lseek ended $(($(now_ms) - start)) ms after the kill: $(cat "$T/seek.out")"
+for p in $pids; do wait_for 20 _dead "$p"; done
+fusermount3 -uz "$T/mnt3" 2>/dev/null || umount -l "$T/mnt3" 2>/dev/null
 log_verify "$D"
 exit 0
