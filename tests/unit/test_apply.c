@@ -1251,12 +1251,24 @@ Test(apply, prune_ids_drops_only_tombstones_below_the_checkpoint)
 	cr_assert_eq(store_id_state(ast, live), ID_ALIVE);
 }
 
+/* A tombstone of id at seq made behind the store's back, as an earlier run's. */
+static void stray_tombstone(const uint8_t id[FILE_ID_BYTES], time_t seq)
+{
+	char hex[2 * FILE_ID_BYTES + 3];
+	int fd;
+
+	store_id_hex(id, hex);
+	strcat(hex, ".d");
+	fd = openat(store_indexfd(ast), hex, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(futimens(fd, (struct timespec[]){ { 0, UTIME_OMIT }, { seq, 0 } }), 0);
+	close(fd);
+}
+
 Test(apply, prune_ids_walks_the_index_only_when_a_tombstone_may_be_there)
 {
 	uint8_t stray[FILE_ID_BYTES], dead[FILE_ID_BYTES];
-	char hex[2 * FILE_ID_BYTES + 3];
 	uint64_t pruned = 99;
-	int fd;
 
 	memset(stray, 0x44, sizeof(stray));
 	memset(dead, 0x55, sizeof(dead));
@@ -1265,12 +1277,7 @@ Test(apply, prune_ids_walks_the_index_only_when_a_tombstone_may_be_there)
 	cr_assert_eq(pruned, 0);
 
 	/* a tombstone this store did not make (as if the walk had met none) is not looked for */
-	store_id_hex(stray, hex);
-	strcat(hex, ".d");
-	fd = openat(store_indexfd(ast), hex, O_WRONLY | O_CREAT, 0600);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(futimens(fd, (struct timespec[]){ { 0, UTIME_OMIT }, { 3, 0 } }), 0);
-	close(fd);
+	stray_tombstone(stray, 3);
 	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
 	cr_assert_eq(pruned, 0, "no tombstone made since the last walk: no walk");
 	cr_assert_eq(store_id_state(ast, stray), ID_DEAD);
@@ -1291,12 +1298,7 @@ Test(apply, prune_ids_walks_the_index_only_when_a_tombstone_may_be_there)
 
 	/* an index swapped in (a snapshot's, a rewind's: store_reopen) is walked by the next prune */
 	memset(stray, 0x66, sizeof(stray));
-	store_id_hex(stray, hex);
-	strcat(hex, ".d");
-	fd = openat(store_indexfd(ast), hex, O_WRONLY | O_CREAT, 0600);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(futimens(fd, (struct timespec[]){ { 0, UTIME_OMIT }, { 4, 0 } }), 0);
-	close(fd);
+	stray_tombstone(stray, 4);
 	cr_assert_eq(store_prune_ids(ast, 10, &pruned), 0);
 	cr_assert_eq(pruned, 0);
 	cr_assert_eq(store_reopen(ast), 0);
