@@ -250,6 +250,9 @@ int node_sync_local(struct node *n, uint64_t seq);
 
 /* Flushes the tree and records the applied position in the state file. */
 int node_checkpoint(struct node *n);
+/* The flusher (group commit) and the checkpointer threads (fs/checkpoint.c). */
+int node_start_sync(struct node *n);
+void node_stop_sync(struct node *n);
 
 /* Writes the node's status as one JSON object into buf. */
 int node_status_json(struct node *n, char *buf, size_t len);
