@@ -24,13 +24,14 @@
 static void node_trim(struct node *n, uint64_t checkpoint, int prune);
 
 /*
- * A checkpoint; *saved (if not NULL) gets the checkpoint the state file holds
- * afterwards. Nothing moves while a snapshot is being received (the log
- * then starts at the snapshot's position, and the tree is the old one), nor
- * when a rewind or a snapshot replaced the history during the syncfs(): what
- * was applied before it is not what the log holds now.
+ * Nothing moves while a snapshot is being received (the log then starts at
+ * the snapshot's position, and the tree is the old one), nor when a rewind
+ * or a snapshot replaced the history during the syncfs(): what was applied
+ * before it is not what the log holds now. A failed save puts
+ * n->st.checkpoint back to what the state file holds, which the
+ * checkpointer trims to.
  */
-static int checkpoint(struct node *n, uint64_t *saved)
+int node_checkpoint(struct node *n)
 {
 	struct node_state st;
 	uint64_t applied, history, before;
@@ -39,10 +40,7 @@ static int checkpoint(struct node *n, uint64_t *saved)
 	pthread_mutex_lock(&n->seq_lock);
 	applied = n->applied;
 	history = n->history;
-	before = n->st.checkpoint;
 	pthread_mutex_unlock(&n->seq_lock);
-	if (saved)
-		*saved = before;
 	if (node_snapshot_pending(n))
 		return 0;
 	ret = oplog_sync(n->log, applied);
@@ -59,8 +57,6 @@ static int checkpoint(struct node *n, uint64_t *saved)
 	}
 	pthread_mutex_lock(&n->seq_lock);
 	if (history != n->history || n->snap_pending) {
-		if (saved)
-			*saved = n->st.checkpoint;
 		pthread_mutex_unlock(&n->seq_lock);
 		return 0;
 	}
@@ -74,15 +70,8 @@ static int checkpoint(struct node *n, uint64_t *saved)
 	pthread_mutex_unlock(&n->seq_lock);
 	if (ret)
 		return ret;
-	if (saved)
-		*saved = st.checkpoint;
 	node_trim(n, st.checkpoint, 1);
 	return 0;
-}
-
-int node_checkpoint(struct node *n)
-{
-	return checkpoint(n, NULL);
 }
 
 /*
@@ -176,7 +165,6 @@ static void *checkpointer_main(void *arg)
 	struct node *n = arg;
 	int64_t last_ckpt = now_ns();
 	int taken = 0;		/* a checkpoint since the start, by this thread */
-	uint64_t covered = 0;	/* what that checkpoint saved */
 	uint64_t ckpt_end = 0;	/* the log's end position when it was taken */
 	/* tests: checkpoints farther apart (tests/integration/log_retain.sh) */
 	const char *test_interval = getenv("REPFS_TEST_CHECKPOINT_INTERVAL_S");
@@ -191,7 +179,7 @@ static void *checkpointer_main(void *arg)
 		pthread_mutex_unlock(&n->bg_lock);
 		due = now_ns() - last_ckpt > interval_ns;
 		if (!due && log_over_budget(n) && !node_snapshot_pending(n)) {
-			uint64_t end = log_end_pos(n);
+			uint64_t end = log_end_pos(n), covered;
 
 			/*
 			 * Segments the last checkpoint covers go without another:
@@ -203,8 +191,7 @@ static void *checkpointer_main(void *arg)
 			 * over its budget: else a syncfs every 100 ms).
 			 */
 			pthread_mutex_lock(&n->seq_lock);
-			if (covered > n->st.checkpoint)
-				covered = n->st.checkpoint;	/* a rewind went back */
+			covered = n->st.checkpoint;
 			pthread_mutex_unlock(&n->seq_lock);
 			if (taken)
 				node_trim(n, covered, 0);
@@ -220,7 +207,7 @@ static void *checkpointer_main(void *arg)
 		}
 		if (due) {
 			uint64_t end = log_end_pos(n);
-			int ret = checkpoint(n, &covered);
+			int ret = node_checkpoint(n);
 
 			if (ret) {
 				rlog(LOG_ERR, "checkpoint failed: %s", strerror(-ret));

@@ -399,9 +399,9 @@ static int guard_connection(const char *mp)
 }
 
 /*
- * Tests: a child process holds a descriptor of /dev/fuse, as the kernel's
- * own references did when it kept a dead daemon's connection, so that the
- * daemon's death leaves the connection alive (tests/fault/crash_orphan.sh).
+ * Tests: a child process holds a descriptor of /dev/fuse, as a daemon that
+ * cannot finish dying does, so that the daemon's death leaves the
+ * connection alive (tests/fault/crash_orphan.sh).
  */
 static void test_hold_fuse(int fusefd)
 {

@@ -1,9 +1,8 @@
 #!/bin/bash
 # crash_orphan.sh -- a daemon killed while something else still holds its
-# /dev/fuse (the kernel's own references did, once in about 50 fuzz runs
-# that kill a busy daemon: FUSE over io_uring on 6.18) leaves its connection
-# alive with nobody to answer: programs using the mount would wait for
-# ever. The daemon's guard process aborts the connection when the daemon
+# /dev/fuse (its own thread that cannot finish dying did, in fuzz runs that
+# kill a busy daemon: below) leaves its connection alive with nobody to
+# answer: programs using the mount would wait for ever. The daemon's guard process aborts the connection when the daemon
 # dies (tools/mount.c, guard_connection()): an open must fail with ENOTCONN
 # within seconds, and a restart must find every file. REPFS_TEST_HOLD_FUSE
 # makes the daemon start a child that holds /dev/fuse. Then a clean stop,
