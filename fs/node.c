@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -664,9 +666,7 @@ struct behind {
 	uint64_t head;		/* the next job to apply: the helper's (atomic) */
 	uint64_t tail;		/* the next free slot: written under seq_lock (atomic) */
 	struct behind_job job[BEHIND_SLOTS];
-	pthread_mutex_t mu;
-	pthread_cond_t wake;
-	int sleeping, stop;	/* atomic */
+	int sleeping, stop;	/* atomic; the helper sleeps on sleeping (a futex), behind_post() wakes it */
 	pthread_mutex_t apply_mu;	/* who does the job at head: the helper, or a waiter (behind_wait()) */
 	uint64_t done;		/* apply_mu: the seq of the last record applied, not yet in applied */
 	int owed;		/* atomic: the last job done left its file's mtime to the next (mtime_next()) */
@@ -688,6 +688,34 @@ static inline void cpu_relax(void)
 #elif defined(__aarch64__)
 	__asm__ __volatile__("yield");
 #endif
+}
+
+/*
+ * A lock the helper and the request threads pass between them, taken
+ * without sleeping on it while its holder, on the other CPU, finishes (for
+ * microseconds). A thread that sleeps on a lock is woken by the holder's
+ * unlock across CPUs, which costs tens of microseconds on a virtual machine,
+ * where the wakeup is an interrupt to a CPU that has gone idle; and the
+ * holder then pays for the wakeup's system call too.
+ */
+static void lock_spinning(pthread_mutex_t *mu)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (pthread_mutex_trylock(mu) == 0)
+			return;
+		cpu_relax();
+	}
+	pthread_mutex_lock(mu);
+}
+
+static void futex_wait_int(int *addr, int val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_int(int *addr)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static void behind_do(struct behind *b);
@@ -714,7 +742,7 @@ static void behind_wait(struct behind *b, uint64_t upto)
 		rlog(LOG_INFO, "test hook: a request waits for the queued jobs before job %" PRIu64, upto);
 		__atomic_add_fetch(&b->waiting, 1, __ATOMIC_SEQ_CST);
 	}
-	pthread_mutex_lock(&b->apply_mu);
+	lock_spinning(&b->apply_mu);	/* the helper is in a job: it takes microseconds */
 	while (behind_pending(b, upto)) {
 		if (b->delay_ms && __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= upto)
 			rlog(LOG_INFO, "test hook: a request does the next job too: the one before left its mtime to it");
@@ -786,15 +814,18 @@ static int behind_room(struct node *n, struct behind *b, uint32_t len)
 	return 1;
 }
 
-/* Under seq_lock: the job at tail is ready; the helper may have it. */
+/*
+ * Under seq_lock: the job at tail is ready; the helper may have it. The
+ * helper says it sleeps before it looks at tail a last time, and we look
+ * whether it sleeps after tail moved: one of the two sees the other
+ * (sequentially consistent), and no lock is shared, so a request never
+ * waits here for the helper to let go of one.
+ */
 static void behind_post(struct behind *b)
 {
 	__atomic_store_n(&b->tail, b->tail + 1, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST)) {
-		pthread_mutex_lock(&b->mu);
-		pthread_cond_signal(&b->wake);
-		pthread_mutex_unlock(&b->mu);
-	}
+	if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST) && __atomic_exchange_n(&b->sleeping, 0, __ATOMIC_SEQ_CST))
+		futex_wake_int(&b->sleeping);
 }
 
 /* Under seq_lock: 1 if r, a write about to be committed, is to go behind (its slot made ready). */
@@ -862,17 +893,6 @@ void node_close_behind(struct node *n, int fd)
 	close(fd);
 }
 
-/* seq_lock without sleeping on it: its holders keep it for microseconds, and a wakeup costs more */
-static void lock_spinning(pthread_mutex_t *mu)
-{
-	for (int i = 0; i < 20000; i++) {
-		if (pthread_mutex_trylock(mu) == 0)
-			return;
-		cpu_relax();
-	}
-	pthread_mutex_lock(mu);
-}
-
 /* The helper: 1 once there is a job, 0 once told to stop with none left. */
 static int behind_next(struct behind *b, uint64_t h)
 {
@@ -881,13 +901,14 @@ static int behind_next(struct behind *b, uint64_t h)
 
 	while (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && mono_ns() < until)
 		cpu_relax();
-	pthread_mutex_lock(&b->mu);
-	__atomic_store_n(&b->sleeping, 1, __ATOMIC_SEQ_CST);
-	while (h == __atomic_load_n(&b->tail, __ATOMIC_SEQ_CST) && !b->stop)
-		pthread_cond_wait(&b->wake, &b->mu);
-	__atomic_store_n(&b->sleeping, 0, __ATOMIC_RELAXED);
-	more = h != __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE);
-	pthread_mutex_unlock(&b->mu);
+	for (;;) {
+		__atomic_store_n(&b->sleeping, 1, __ATOMIC_SEQ_CST);
+		more = h != __atomic_load_n(&b->tail, __ATOMIC_SEQ_CST);
+		if (more || __atomic_load_n(&b->stop, __ATOMIC_SEQ_CST))
+			break;
+		futex_wait_int(&b->sleeping, 1);	/* returns at once if a post cleared it meanwhile */
+	}
+	__atomic_store_n(&b->sleeping, 0, __ATOMIC_SEQ_CST);
 	return more;
 }
 
@@ -987,7 +1008,7 @@ static void *behind_main(void *arg)
 
 		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && !behind_next(b, h))
 			break;
-		pthread_mutex_lock(&b->apply_mu);
+		lock_spinning(&b->apply_mu);	/* a request doing the jobs itself (behind_wait()) soon lets go */
 		if (__atomic_load_n(&b->head, __ATOMIC_RELAXED) < __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE))
 			behind_do(b);	/* (a waiter may have done it meanwhile) */
 		pthread_mutex_unlock(&b->apply_mu);
@@ -1015,8 +1036,6 @@ static int behind_start(struct node *n)
 		b->max_end = fsize.rlim_cur;
 	b->fail_at = test_env_uint("REPFS_TEST_FAIL_BEHIND");
 	b->delay_ms = test_env_uint("REPFS_TEST_BEHIND_DELAY_MS");
-	pthread_mutex_init(&b->mu, NULL);
-	pthread_cond_init(&b->wake, NULL);
 	pthread_mutex_init(&b->apply_mu, NULL);
 	ret = pthread_create(&b->thread, NULL, behind_main, b);
 	if (ret) {
@@ -1034,12 +1053,13 @@ static void behind_stop(struct node *n)
 
 	if (!b)
 		return;
-	helper_thread_stop(b->thread, &b->mu, &b->wake, &b->stop);
+	__atomic_store_n(&b->stop, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_exchange_n(&b->sleeping, 0, __ATOMIC_SEQ_CST))
+		futex_wake_int(&b->sleeping);
+	pthread_join(b->thread, NULL);
 	n->behind = NULL;
 	for (int i = 0; i < BEHIND_SLOTS; i++)
 		free(b->job[i].buf);
-	pthread_mutex_destroy(&b->mu);
-	pthread_cond_destroy(&b->wake);
 	pthread_mutex_destroy(&b->apply_mu);
 	free(b);
 }
