@@ -17,6 +17,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../lib/util.h"
+
 /* Outcome of a precondition check. */
 enum match { MATCH_YES, MATCH_NONE, MATCH_OTHER, MATCH_NOID };
 
@@ -42,17 +44,6 @@ static int id_is_zero(const uint8_t id[FILE_ID_BYTES])
 	return 1;
 }
 
-static struct timespec ts_of(int64_t ns)
-{
-	struct timespec t = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-
-	if (t.tv_nsec < 0) {
-		t.tv_nsec += 1000000000;
-		t.tv_sec--;
-	}
-	return t;
-}
-
 /* Copies the parent of rel into buf ("." for a top-level name). */
 static void parent_of(const char *rel, char *buf, size_t len)
 {
@@ -68,7 +59,7 @@ static void parent_of(const char *rel, char *buf, size_t len)
 
 static int set_mtime_at(struct store *st, const char *rel, int64_t t)
 {
-	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of(t) };
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of_ns(t) };
 
 	return utimensat(store_rootfd(st), rel, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
@@ -189,7 +180,7 @@ static int make_object(struct store *st, const struct record *r, const char *rel
 static int finish_object(struct store *st, const struct record *r, const char *rel, int fd, int tail_later)
 {
 	int root = store_rootfd(st);
-	struct timespec ts[2] = { ts_of(r->time_ns), ts_of(r->time_ns) };
+	struct timespec ts[2] = { ts_of_ns(r->time_ns), ts_of_ns(r->time_ns) };
 	char path[PATH_MAX + 64];
 	int tmp = -1, ret;
 
@@ -272,6 +263,24 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 	else if (fd >= 0)
 		close(fd);
 	return 0;
+}
+
+int apply_create_adopt(struct store *st, const struct record *r, int fd)
+{
+	const char *rel = store_rel(r->path);
+	int ret;
+
+	/* by the descriptor (this needs CAP_DAC_READ_SEARCH; else through /proc) */
+	if (linkat(fd, "", store_rootfd(st), rel, AT_EMPTY_PATH) < 0) {
+		char proc[64];
+		if (errno != ENOENT && errno != EPERM)
+			return -errno;
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (linkat(AT_FDCWD, proc, store_rootfd(st), rel, AT_SYMLINK_FOLLOW) < 0)
+			return -errno;
+	}
+	ret = finish_object(st, r, rel, fd, 1);
+	return ret ? ret : apply_create_tail(st, r, fd);
 }
 
 int apply_create_tail(struct store *st, const struct record *r, int fd)
@@ -476,12 +485,12 @@ static int setattr_on(struct store *st, const struct record *r, unsigned flags, 
 		close_obj(fd, hint_fd);
 		if (ret)
 			return ret;
-		ts[1] = ts_of(r->time_ns);
+		ts[1] = ts_of_ns(r->time_ns);
 	}
 	if (r->op_flags & SA_ATIME)
-		ts[0] = ts_of(r->atime_ns);
+		ts[0] = ts_of_ns(r->atime_ns);
 	if (r->op_flags & SA_MTIME)
-		ts[1] = ts_of(r->mtime_ns);
+		ts[1] = ts_of_ns(r->mtime_ns);
 	if (ts[0].tv_nsec != UTIME_OMIT || ts[1].tv_nsec != UTIME_OMIT) {
 		if (hint_fd >= 0 ? futimens(hint_fd, ts) : utimensat(root, rel, ts, held ? 0 : AT_SYMLINK_NOFOLLOW))
 			return -errno;
@@ -513,7 +522,7 @@ static int apply_setattr(struct store *st, const struct record *r, unsigned flag
 
 static int set_fd_mtime(int fd, int64_t t)
 {
-	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of(t) };
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, ts_of_ns(t) };
 
 	return futimens(fd, ts) < 0 ? -errno : 0;
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../lib/log.h"
+#include "../lib/util.h"
 #include "acl.h"
 #include "fuse_ring.h"
 #include "inodes.h"
@@ -360,7 +361,8 @@ static int dir_default_acl(struct node *n, struct inode *p, int pfd, mode_t *per
  * tree then gives the object the inherited ACL, and the mode in the record
  * is already the one it ends with).
  */
-static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid_t *uid, gid_t *gid)
+/* *inherits: 1 if the parent has a default ACL, from which the file system derives the new object's */
+static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid_t *uid, gid_t *gid, int *inherits)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct node *n = node_of(req);
@@ -370,6 +372,7 @@ static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid
 
 	*uid = c->uid;
 	*gid = c->gid;
+	*inherits = 0;
 	if (fstatat(pfd, "", &pst, AT_EMPTY_PATH) == 0 && (pst.st_mode & S_ISGID)) {
 		*gid = pst.st_gid;
 		if (S_ISDIR(*mode))
@@ -380,6 +383,7 @@ static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid
 	ret = dir_default_acl(n, p, pfd, &perms);
 	if (ret < 0)
 		return ret;
+	*inherits = ret > 0;
 	*mode &= ret ? ~(0777 & ~perms) : ~(c->umask & 0777);
 	return 0;
 }
@@ -396,7 +400,7 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	struct record r = { .type = REC_CREATE };
 	char dir[PATH_MAX], path[PATH_MAX];
 	struct stat st;
-	int pfd, ret, fd = -1, tail_behind = 0;
+	int pfd, ret, fd = -1, tail_behind = 0, inherits;
 	uid_t uid;
 	gid_t gid;
 
@@ -413,7 +417,7 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		ret = path_join(path, sizeof(path), dir, name);
 	if (ret)
 		goto out;
-	ret = new_owner(req, p, pfd, &mode, &uid, &gid);
+	ret = new_owner(req, p, pfd, &mode, &uid, &gid, &inherits);
 	if (ret)
 		goto out;
 	r.path = path;
@@ -426,10 +430,20 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		r.data = target;
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
-	ret = out_fd ? node_commit_create(n, &r, &fd, &tail_behind) : node_commit(n, &r, -1, NULL);
+	ret = out_fd ? node_commit_create(n, &r, &fd, &tail_behind,
+					  inherits ? NULL : &(struct create_at){ pfd, name })
+		     : node_commit(n, &r, -1, NULL);
 	if (ret)
 		goto out;
 	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
+	if (!ret && tail_behind == 2) {
+		/* made ahead: what its job gives it (its inode number, device and size it has) */
+		st.st_mode = r.mode;
+		st.st_uid = r.uid;
+		st.st_gid = r.gid;
+		st.st_nlink = 1;
+		st.st_atim = st.st_mtim = st.st_ctim = ts_of_ns(r.time_ns);
+	}
 	if (!ret && tail_behind && st.st_nlink < 2)
 		st.st_nlink = 2;	/* its name and the id index's link, which may still be to come */
 	if (!ret)

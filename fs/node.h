@@ -151,9 +151,16 @@ int node_commit_behind(struct node *n, struct record *r, int hint_fd);
 /*
  * node_commit() of a regular file's create (*out_fd: its descriptor) whose
  * last steps, the parent's mtime and the id index's link, may come after it
- * returns: *behind then says 1 (the file's link count lacks the index's).
+ * returns: *behind then says 1 (the file's link count lacks the index's),
+ * or 2: the file was made ahead and its name too comes after (*out_fd's
+ * file has no name, nor the record's owner, mode and times yet). at, if not
+ * NULL, lets it take a file made ahead: the parent's descriptor and the name.
  */
-int node_commit_create(struct node *n, struct record *r, int *out_fd, int *behind);
+struct create_at {
+	int dirfd;
+	const char *name;
+};
+int node_commit_create(struct node *n, struct record *r, int *out_fd, int *behind, const struct create_at *at);
 
 /* The node's role now (it changes on promotion and step-down). */
 enum role node_role(struct node *n);

@@ -165,6 +165,14 @@ int apply_record(struct store *st, const struct record *r, unsigned flags, int h
 int apply_create_tail(struct store *st, const struct record *r, int fd);
 
 /*
+ * The leader's create of a regular file made ahead (fd: an unnamed file of
+ * the tree's file system, O_TMPFILE): its name, id, owner, mode and times,
+ * then apply_create_tail(). The name must be free (-EEXIST otherwise). A
+ * crash before it loses only the unnamed file: replay makes the record's.
+ */
+int apply_create_adopt(struct store *st, const struct record *r, int fd);
+
+/*
  * Replaying a range of records onto a tree that may already hold some of
  * them (crash recovery after power loss, snapshot + replay): a record whose
  * precondition happens to hold again (a link re-made, then removed again by

@@ -126,3 +126,15 @@ void thread_name(const char *name)
 {
 	pthread_setname_np(pthread_self(), name);
 }
+
+/* The timespec of a time in ns since the epoch (negative ones too). */
+struct timespec ts_of_ns(int64_t ns)
+{
+	struct timespec t = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+
+	if (t.tv_nsec < 0) {
+		t.tv_nsec += 1000000000;
+		t.tv_sec--;
+	}
+	return t;
+}

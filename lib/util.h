@@ -22,6 +22,8 @@ DIR *opendir_at(int dirfd, const char *name);
 
 /* clock_gettime(clk) plus ms: a deadline for pthread_cond_timedwait() on a condition using clk. */
 struct timespec deadline_in_ms(clockid_t clk, long ms);
+/* The timespec of a time in ns since the epoch (negative ones too). */
+struct timespec ts_of_ns(int64_t ns);
 
 /* CLOCK_MONOTONIC in ns. */
 int64_t mono_ns(void);

@@ -10,7 +10,9 @@
 # names the tree), keeps the record in its log, and a restart applies it:
 # every answered file and byte is there. Last, a stat that came while a
 # file's write was queued waits for the write to it queued after, which sets
-# the file's mtime in its place (REPFS_TEST_BEHIND_DELAY_MS).
+# the file's mtime in its place (REPFS_TEST_BEHIND_DELAY_MS). Then eight
+# threads race for the same names with O_EXCL, the files made ahead taken
+# by creates answered before the file has its name.
 . "$(dirname "$0")/../integration/lib.sh" || exit 1
 
 D=$T/data
@@ -199,5 +201,55 @@ wait_for 10 _settled "$D"
 check_eq "$out" "$(stat -c %.9Y "$D/tree/two" | tr -d .)" \
 	"the mtime a stat saw while the file's first write was applied (the tree's after both)"
 compare3 "$M" "$D" "after the queued writes"
+stop_node "$M" "$D"
+
+# Files made ahead (fs/node.c, AHEAD_MAX): a leader's helper keeps unnamed
+# files of the tree's file system open, and a create takes one and is
+# answered before the file has its name. Eight threads create the same 300
+# names with O_EXCL at once, then remove what they made and race again:
+# every name must be made exactly once each round (a name still queued
+# counts as taken), and mount, tree and replay agree.
+note "files made ahead: eight threads racing for the same names with O_EXCL"
+start_leader "$D" "$M" --writeback off
+made_ahead() { ls -l "/proc/$LEADER_PID/fd" 2>/dev/null | grep -q "$D/tree/#[0-9]* (deleted)"; }
+wait_for 10 made_ahead
+out=$(python3 - "$M/race" <<'PY' 2>&1
+import os, sys, threading
+root = sys.argv[1]
+os.mkdir(root)
+won = [[0] * 300 for _ in range(2)]
+lock = threading.Lock()
+bar = threading.Barrier(8)
+def work(k):
+    for rnd in range(2):
+        mine = []
+        bar.wait()
+        for i in range(300):
+            p = os.path.join(root, "n%d" % i)
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            os.write(fd, b"%d %d %d" % (rnd, i, k))
+            os.close(fd)
+            mine.append(p)
+            with lock:
+                won[rnd][i] += 1
+        bar.wait()
+        if rnd == 0:
+            for p in mine:
+                os.unlink(p)
+ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+bad = [(r, i, n) for r in range(2) for i, n in enumerate(won[r]) if n != 1]
+print("ok" if not bad else "names not made exactly once (round, name, times): %r" % bad[:10])
+PY
+)
+check_eq "$out" ok "the racing creates"
+check_eq "$(ls "$M/race" | wc -l)" 300 "names left after the second round"
+wait_for 10 _settled "$D"
+compare3 "$M" "$D" "after the racing creates"
+log_verify "$D"
 stop_node "$M" "$D"
 exit 0

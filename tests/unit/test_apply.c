@@ -1046,6 +1046,57 @@ Test(apply, create_hands_out_a_descriptor)
 	cr_assert_eq(fd, -1);
 }
 
+/*
+ * The leader's create of a file made ahead (unnamed, O_TMPFILE): its job
+ * gives it the record's name, id, owner, mode and times and indexes it, as
+ * the inline create would; a name taken meanwhile is EEXIST and the file
+ * stays unnamed. Replayed, the record finds the file made and finished.
+ */
+Test(apply, create_adopts_a_file_made_ahead)
+{
+	uint8_t id[FILE_ID_BYTES] = { 0x43, 9 };
+	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 5, .path = "a", .path2 = "", .name = "",
+			    .mode = S_IFREG | 0640, .uid = 1234, .gid = 5678, .time_ns = 1700000000987654321LL };
+	struct replay *rp = NULL;
+	struct stat sb;
+	char p[512];
+	int fd;
+
+	memcpy(r.id, id, FILE_ID_BYTES);
+	fd = openat(store_rootfd(ast), ".", O_TMPFILE | O_RDWR, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, "ahead", 5, 0), 5);
+	cr_assert_eq(apply_create_adopt(ast, &r, fd), 0);
+	snprintf(p, sizeof(p), "%s/a", atree);
+	cr_assert_eq(lstat(p, &sb), 0);
+	cr_assert(S_ISREG(sb.st_mode));
+	cr_assert_eq(sb.st_mode & 07777, 0640);
+	cr_assert_eq(sb.st_uid, 1234);
+	cr_assert_eq(sb.st_gid, 5678);
+	cr_assert_eq(sb.st_mtim.tv_sec, 1700000000);
+	cr_assert_eq(sb.st_mtim.tv_nsec, 987654321);
+	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "indexed");
+	cr_assert_eq(store_nlink(&sb), 1, "its name (the index's link not counted)");
+	ap_expect_content("a", "ahead", 5);
+	close(fd);
+
+	/* the name is taken: EEXIST, and the file made ahead stays unnamed */
+	fd = openat(store_rootfd(ast), ".", O_TMPFILE | O_RDWR, 0600);
+	cr_assert_geq(fd, 0);
+	r.id[0] = 0x44;
+	cr_assert_eq(apply_create_adopt(ast, &r, fd), -EEXIST);
+	cr_assert_eq(fstat(fd, &sb), 0);
+	cr_assert_eq(sb.st_nlink, 0);
+	cr_assert_eq(store_id_state(ast, r.id), ID_UNKNOWN);
+	close(fd);
+
+	/* a replay of the first record finds its file */
+	memcpy(r.id, id, FILE_ID_BYTES);
+	cr_assert_eq(replay_begin(&rp), 0);
+	cr_assert_eq(replay_apply(rp, ast, &r), 1);
+	cr_assert_eq(replay_finish(rp, ast), 0);
+}
+
 Test(apply, unlinked_open_file_is_reached_through_the_hint)
 {
 	struct record r, d;
