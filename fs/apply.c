@@ -246,7 +246,9 @@ static int apply_create(struct store *st, const struct record *r, unsigned flags
 			return ret;
 		break;
 	}
-	tail_later = (flags & APPLY_TAIL_LATER) && out_fd && fd >= 0 && (r->mode & S_IFMT) == S_IFREG;
+	/* a regular file's with a descriptor for its caller; a directory's (made through one) */
+	tail_later = (flags & APPLY_TAIL_LATER) && fd >= 0 &&
+		     ((r->mode & S_IFMT) == S_IFREG ? out_fd != NULL : (r->mode & S_IFMT) == S_IFDIR);
 	ret = finish_object(st, r, rel, fd, tail_later);
 	if (!ret && !tail_later)
 		ret = fd >= 0 && (r->mode & S_IFMT) == S_IFREG ? store_id_born_fd(st, r->id, fd, rel)
@@ -290,7 +292,8 @@ int apply_create_tail(struct store *st, const struct record *r, int fd)
 
 	if (ret)
 		return ret;
-	return fd >= 0 ? store_id_born_fd(st, r->id, fd, rel) : store_id_born(st, r->id, rel, 0);
+	return fd >= 0 ? store_id_born_fd(st, r->id, fd, rel)
+		       : store_id_born(st, r->id, rel, (r->mode & S_IFMT) == S_IFDIR);
 }
 
 /*

@@ -430,9 +430,12 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		r.data = target;
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
-	ret = out_fd ? node_commit_create(n, &r, &fd, &tail_behind,
-					  inherits ? NULL : &(struct create_at){ pfd, name })
-		     : node_commit(n, &r, -1, NULL);
+	if (out_fd)
+		ret = node_commit_create(n, &r, &fd, &tail_behind, inherits ? NULL : &(struct create_at){ pfd, name });
+	else if (S_ISDIR(mode))
+		ret = node_commit_create(n, &r, &fd, &tail_behind, NULL);	/* fd stays -1: its tail may go behind */
+	else
+		ret = node_commit(n, &r, -1, NULL);
 	if (ret)
 		goto out;
 	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
@@ -444,7 +447,7 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		st.st_nlink = 1;
 		st.st_atim = st.st_mtim = st.st_ctim = ts_of_ns(r.time_ns);
 	}
-	if (!ret && tail_behind && st.st_nlink < 2)
+	if (!ret && tail_behind && S_ISREG(mode) && st.st_nlink < 2)
 		st.st_nlink = 2;	/* its name and the id index's link, which may still be to come */
 	if (!ret)
 		ret = ino_learn(n, p, name, &st, r.id, e);	/* the id it was made with */

@@ -861,8 +861,8 @@ static int behind_may(struct node *n, const struct record *r, int hint_fd, int *
 	    b->tail - __atomic_load_n(&b->head, __ATOMIC_ACQUIRE) >= BEHIND_SLOTS)
 		return 0;
 	if (r->type == REC_CREATE) {
-		/* a regular file's: its tail (apply_create_tail()); a directory entry's room */
-		if (!out_fd || (r->mode & S_IFMT) != S_IFREG || r->data_len)
+		/* a regular file's or a directory's: its tail (apply_create_tail()); a directory entry's room */
+		if (!out_fd || ((r->mode & S_IFMT) != S_IFREG && (r->mode & S_IFMT) != S_IFDIR) || r->data_len)
 			return 0;
 	} else if (r->type != REC_WRITE || hint_fd < 0 || (r->flags & REC_F_KEEP_MTIME) || !r->data_len ||
 		   r->data_len > BEHIND_MAX_DATA || r->off + r->data_len > b->max_end) {
@@ -1211,31 +1211,40 @@ static int create_tail(struct node *n, struct record *r, int *fd)
 {
 	/*
 	 * Without a descriptor to spare, the job links the file by its path
-	 * (a rename drains the queue first). Not inline: applied would move
-	 * past writes still queued.
+	 * (a rename drains the queue first); a directory's makes its marker by
+	 * its path. Not inline: applied would move past writes still queued.
 	 */
-	behind_push(n->behind, r, fcntl(*fd, F_DUPFD_CLOEXEC, 0), 0);
+	behind_push(n->behind, r, *fd >= 0 ? fcntl(*fd, F_DUPFD_CLOEXEC, 0) : -1, 0);
 	return 1;
 }
 
 /*
- * Under seq_lock, for a create that may take a file made ahead (a is its
- * parent's descriptor and name): -EEXIST if the name is taken in the tree
- * or by a create still queued (looked for in that order: a queued one is
- * named before head passes it); else a file made ahead, or -1 (none: the
- * create makes its own), with *job_fd a duplicate for the job.
+ * Under seq_lock: 1 if a create still queued gives path its name (a file
+ * made ahead is named by its job, before head passes it). A create that
+ * does not wait for the queue must not take such a name.
  */
-static int ahead_take(struct node *n, const struct record *r, const struct create_at *a, int *job_fd)
+static int name_queued(struct behind *b, const char *path)
+{
+	for (uint64_t i = __atomic_load_n(&b->head, __ATOMIC_ACQUIRE); i < b->tail; i++) {
+		const struct behind_job *j = &b->job[i % BEHIND_SLOTS];
+		if (j->ahead && !strcmp(j->r.path, path))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Under seq_lock, for a create that may take a file made ahead (a is its
+ * parent's descriptor and name; none of the queued creates takes it):
+ * -EEXIST if the tree has the name; else a file made ahead, or -1 (none:
+ * the create makes its own), with *job_fd a duplicate for the job.
+ */
+static int ahead_take(struct node *n, const struct create_at *a, int *job_fd)
 {
 	struct behind *b = n->behind;
 	struct stat st;
 	int fd;
 
-	for (uint64_t i = __atomic_load_n(&b->head, __ATOMIC_ACQUIRE); i < b->tail; i++) {
-		const struct behind_job *j = &b->job[i % BEHIND_SLOTS];
-		if (j->ahead && !strcmp(j->r.path, r->path))
-			return -EEXIST;
-	}
 	if (fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return -EEXIST;
 	if (errno != ENOENT || !b->ahead_n)
@@ -1265,7 +1274,8 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 		ret = -EROFS;	/* stepped down meanwhile */
 		goto whole;
 	}
-	if (behind && at && r->type == REC_CREATE && (ahead = ahead_take(n, r, at, &job_fd)) == -EEXIST) {
+	if (behind && r->type == REC_CREATE &&
+	    (name_queued(n->behind, r->path) || (at && (ahead = ahead_take(n, at, &job_fd)) == -EEXIST))) {
 		ret = -EEXIST;
 		goto whole;
 	}

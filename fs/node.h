@@ -149,12 +149,13 @@ void node_close_behind(struct node *n, int fd);
 /* node_commit() of a write through hint_fd that may reach the tree after it returns (node_settle()). */
 int node_commit_behind(struct node *n, struct record *r, int hint_fd);
 /*
- * node_commit() of a regular file's create (*out_fd: its descriptor) whose
- * last steps, the parent's mtime and the id index's link, may come after it
- * returns: *behind then says 1 (the file's link count lacks the index's),
- * or 2: the file was made ahead and its name too comes after (*out_fd's
- * file has no name, nor the record's owner, mode and times yet). at, if not
- * NULL, lets it take a file made ahead: the parent's descriptor and the name.
+ * node_commit() of a regular file's create (*out_fd: its descriptor) or a
+ * directory's (*out_fd stays -1) whose last steps, the parent's mtime and
+ * the id index's link or marker, may come after it returns: *behind then
+ * says 1 (a file's link count lacks the index's), or 2: the file was made
+ * ahead and its name too comes after (*out_fd's file has no name, nor the
+ * record's owner, mode and times yet). at, if not NULL, lets a regular
+ * file's create take a file made ahead: the parent's descriptor and the name.
  */
 struct create_at {
 	int dirfd;

@@ -1222,6 +1222,31 @@ Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
 	cr_assert_eq(replay_finish(rp, ast), 0);
 }
 
+/* The same for a directory, whose marker in the index the leader makes behind its answer. */
+Test(apply, replay_finishes_a_mkdir_cut_short_by_a_crash)
+{
+	uint8_t id[FILE_ID_BYTES] = { 0x45, 3 };
+	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 6, .path = "d", .path2 = "", .name = "",
+			    .mode = S_IFDIR | 0750, .uid = 0, .gid = 0, .time_ns = 1700000000222333444LL };
+	struct replay *rp = NULL;
+	struct stat sb;
+	char p[512];
+
+	memcpy(r.id, id, FILE_ID_BYTES);
+	snprintf(p, sizeof(p), "%s/d", atree);
+	cr_assert_eq(mkdir(p, 0750), 0);
+	cr_assert_eq(lsetxattr(p, ID_XATTR, id, FILE_ID_BYTES, 0), 0);
+	cr_assert_eq(store_id_state(ast, id), ID_UNKNOWN);
+
+	cr_assert_eq(replay_begin(&rp), 0);
+	cr_assert_eq(replay_apply(rp, ast, &r), 0, "the unfinished mkdir is finished");
+	cr_assert_eq(replay_finish(rp, ast), 0);
+	cr_assert_eq(lstat(p, &sb), 0);
+	cr_assert(S_ISDIR(sb.st_mode));
+	cr_assert_eq(sb.st_mode & 07777, 0750);
+	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "its marker made");
+}
+
 /*
  * A snapshot's replay follows the leader's names through records it leaves
  * out: a directory made at b/b, moved as b -> e, given an explicit mtime at
