@@ -272,6 +272,10 @@ int apply_create_adopt(struct store *st, const struct record *r, int fd)
 	const char *rel = store_rel(r->path);
 	int ret;
 
+	/* finished before it has a name: the name never shows it ours, without its id */
+	ret = finish_object(st, r, rel, fd, 1);
+	if (ret)
+		return ret;
 	/* by the descriptor (this needs CAP_DAC_READ_SEARCH; else through /proc) */
 	if (linkat(fd, "", store_rootfd(st), rel, AT_EMPTY_PATH) < 0) {
 		char proc[64];
@@ -281,8 +285,7 @@ int apply_create_adopt(struct store *st, const struct record *r, int fd)
 		if (linkat(AT_FDCWD, proc, store_rootfd(st), rel, AT_SYMLINK_FOLLOW) < 0)
 			return -errno;
 	}
-	ret = finish_object(st, r, rel, fd, 1);
-	return ret ? ret : apply_create_tail(st, r, fd);
+	return apply_create_tail(st, r, fd);
 }
 
 int apply_create_tail(struct store *st, const struct record *r, int fd)

@@ -361,7 +361,10 @@ static int dir_default_acl(struct node *n, struct inode *p, int pfd, mode_t *per
  * tree then gives the object the inherited ACL, and the mode in the record
  * is already the one it ends with).
  */
-/* *inherits: 1 if the parent has a default ACL, from which the file system derives the new object's */
+/*
+ * *inherits: 1 if the parent has a default ACL, from which the tree's file
+ * system derives the new object's (with --acl off too), or if that is not known
+ */
 static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid_t *uid, gid_t *gid, int *inherits)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
@@ -378,14 +381,35 @@ static int new_owner(fuse_req_t req, struct inode *p, int pfd, mode_t *mode, uid
 		if (S_ISDIR(*mode))
 			*mode |= S_ISGID;
 	}
-	if (!n->acl || S_ISLNK(*mode))
+	if (S_ISLNK(*mode))
 		return 0;
 	ret = dir_default_acl(n, p, pfd, &perms);
+	if (!n->acl) {
+		/* the mode stands, but the tree's file system still passes a default ACL on */
+		*inherits = ret != 0;
+		return 0;
+	}
 	if (ret < 0)
 		return ret;
 	*inherits = ret > 0;
 	*mode &= ret ? ~(0777 & ~perms) : ~(c->umask & 0777);
 	return 0;
+}
+
+/*
+ * 1 if a file made ahead may take a name in directory p (pfd): one made
+ * there would inherit nothing the one made ahead lacks (store_like_index()).
+ * Asked once per directory and tree (the names lock held for writing).
+ */
+static int ahead_may(struct node *n, struct inode *p, int pfd)
+{
+	unsigned gen = store_gen(n->store) + 1;	/* 0: never asked */
+
+	if (p->ahead_gen != gen) {
+		p->ahead_ok = store_like_index(n->store, pfd);
+		p->ahead_gen = gen;
+	}
+	return p->ahead_ok;
 }
 
 /*
@@ -431,7 +455,8 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		r.data_len = (uint32_t)strlen(target) + 1;
 	}
 	if (out_fd)
-		ret = node_commit_create(n, &r, &fd, &tail_behind, inherits ? NULL : &(struct create_at){ pfd, name });
+		ret = node_commit_create(n, &r, &fd, &tail_behind,
+					 inherits || !ahead_may(n, p, pfd) ? NULL : &(struct create_at){ pfd, name });
 	else if (S_ISDIR(mode))
 		ret = node_commit_create(n, &r, &fd, &tail_behind, NULL);	/* fd stays -1: its tail may go behind */
 	else

@@ -61,6 +61,10 @@ struct inode {
 	uint64_t dacl_gen;
 	int dacl;
 	mode_t dacl_perms;
+	/* directories, likewise: whether files made ahead may take names here (fs/fuse_ops.c,
+	   ahead_may()), as store_like_index() said when store_gen() was ahead_gen + 1 */
+	int ahead_ok;
+	unsigned ahead_gen;
 	/* store_acl_gen() when the object was found to have no access ([0]) or default ([1]) ACL,
 	   0: not known (atomic; fs/fuse_ops.c, op_getxattr()) */
 	uint64_t noacl_gen[2];
@@ -98,8 +102,9 @@ unsigned ino_table_chains(struct node *n);
  */
 void ino_dir_temps_release(void);
 /*
- * Descriptors kept for the log, the state file and followers' connections
- * (FD_RESERVE of the limit); of the rest, half may be directories'
+ * Descriptors kept for the log, the state file, followers' connections and
+ * the leader's files made ahead (16, fs/node.c) (FD_RESERVE of the limit);
+ * of the rest, half may be directories'
  * (itab.dirfds_max), half programs' open files (the mount refuses more
  * opens with ENFILE): ino_fd_share(), one half.
  */

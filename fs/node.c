@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -699,7 +700,8 @@ struct behind {
 	int waiting;
 	int ahead_fd[AHEAD_MAX];	/* seq_lock: regular files made ahead, unnamed (ahead_fill()) */
 	int ahead_n;		/* seq_lock (read without it as a hint) */
-	int ahead_off;		/* the helper's: the tree's file system makes no unnamed files */
+	int ahead_off;		/* the helper's: no files made ahead (no O_TMPFILE, or the index passes an ACL on) */
+	int ahead_checked;	/* the helper's: the index's directory was looked at for a default ACL */
 	int64_t ahead_next;	/* the helper's: no try before then (mono_ns) after one failed */
 };
 
@@ -722,7 +724,11 @@ static inline void cpu_relax(void)
  */
 static void lock_spinning(pthread_mutex_t *mu)
 {
-	for (int i = 0; i < 20000; i++) {
+	static int cpus;
+
+	if (!cpus)
+		__atomic_store_n(&cpus, (int)sysconf(_SC_NPROCESSORS_ONLN), __ATOMIC_RELAXED);
+	for (int i = 0; cpus > 1 && i < 20000; i++) {
 		if (pthread_mutex_trylock(mu) == 0)
 			return;
 		cpu_relax();
@@ -1024,16 +1030,31 @@ static void behind_do(struct behind *b)
 	repl_notify(n->repl);
 }
 
-/* The helper, with no job: one more file made ahead, if fewer than AHEAD_MAX are (a leader's only). */
-static void ahead_fill(struct behind *b)
+/*
+ * The helper, with no job: one more file made ahead, if fewer than
+ * AHEAD_MAX are (a leader's only). They are made in the id index's
+ * directory, ours, which passes no ACL on to them (the tree's root may);
+ * a create takes one only where its parent passes nothing else on either
+ * (store_like_index(), fs/fuse_ops.c). 0 once it made none.
+ */
+static int ahead_fill(struct behind *b)
 {
 	struct node *n = b->n;
 	int fd;
 
 	if (b->ahead_off || __atomic_load_n(&b->ahead_n, __ATOMIC_RELAXED) >= AHEAD_MAX || mount_is_follower(n) ||
-	    mono_ns() < b->ahead_next)
-		return;
-	fd = openat(store_rootfd(n->store), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	    __atomic_load_n(&b->stop, __ATOMIC_RELAXED) || mono_ns() < b->ahead_next)
+		return 0;
+	if (!b->ahead_checked) {
+		b->ahead_checked = 1;
+		if (fgetxattr(store_indexfd(n->store), "system.posix_acl_default", NULL, 0) >= 0) {
+			b->ahead_off = 1;
+			rlog(LOG_NOTICE, "the id index's directory in '%s' has a default ACL: creates make their "
+					 "files themselves", n->datadir);
+			return 0;
+		}
+	}
+	fd = openat(store_indexfd(n->store), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
 			b->ahead_off = 1;
@@ -1041,7 +1062,7 @@ static void ahead_fill(struct behind *b)
 		} else {
 			b->ahead_next = mono_ns() + 1000000000LL;	/* a full disk, say */
 		}
-		return;
+		return 0;
 	}
 	lock_spinning(&n->seq_lock);
 	if (b->ahead_n < AHEAD_MAX) {
@@ -1050,8 +1071,11 @@ static void ahead_fill(struct behind *b)
 		fd = -1;
 	}
 	pthread_mutex_unlock(&n->seq_lock);
-	if (fd >= 0)
+	if (fd >= 0) {
 		close(fd);
+		return 0;
+	}
+	return 1;
 }
 
 static void *behind_main(void *arg)
@@ -1062,10 +1086,9 @@ static void *behind_main(void *arg)
 	for (;;) {
 		uint64_t h = __atomic_load_n(&b->head, __ATOMIC_ACQUIRE);
 
-		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE)) {
-			ahead_fill(b);
-			h = __atomic_load_n(&b->head, __ATOMIC_ACQUIRE);
-		}
+		/* no job: files made ahead, one at a time while no job comes */
+		while (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && ahead_fill(b))
+			;
 		if (h == __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) && !behind_next(b, h))
 			break;
 		lock_spinning(&b->apply_mu);	/* a request doing the jobs itself (behind_wait()) soon lets go */

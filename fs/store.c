@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -77,7 +79,14 @@ static int open_index(struct store *st)
 	if (mkdir(idx, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	st->idxfd = open(idx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return st->idxfd < 0 ? -errno : 0;
+	if (st->idxfd < 0)
+		return -errno;
+	/*
+	 * Ours only: a default ACL it inherited from DATADIR's directory would
+	 * pass on to the files the leader makes ahead here (fs/node.c).
+	 */
+	fremovexattr(st->idxfd, "system.posix_acl_default");
+	return 0;
 }
 
 int store_id_state(struct store *st, const uint8_t id[FILE_ID_BYTES])
@@ -339,6 +348,51 @@ void store_free(struct store *st)
 int store_rootfd(const struct store *st)
 {
 	return st->rootfd;
+}
+
+/* What a new inode inherits from directory fd besides its ACL: device, inode flags, project. */
+struct inherit {
+	dev_t dev;
+	unsigned flags;
+	uint32_t projid;
+};
+
+/*
+ * Flags a directory has whatever it passes on: ext4's extents, htree index
+ * and inline data, and huge-file. Any other (sync, noatime, nodump, data
+ * journalling, encryption, project inheritance, casefold, immutable, ...)
+ * either passes to a new inode made in it or may refuse a link into it.
+ */
+#define OWN_FLAGS (FS_EXTENT_FL | FS_INDEX_FL | FS_INLINE_DATA_FL | FS_HUGE_FILE_FL)
+
+static int inherit_of(int fd, struct inherit *in)
+{
+	struct fsxattr fsx;
+	struct stat sb;
+	int flags = 0;
+
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	in->dev = sb.st_dev;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+		flags = 0;	/* a file system without inode flags */
+	in->flags = (unsigned)flags & ~(unsigned)OWN_FLAGS;
+	in->projid = ioctl(fd, FS_IOC_FSGETXATTR, &fsx) == 0 ? fsx.fsx_projid : 0;
+	return 0;
+}
+
+int store_like_index(struct store *st, int dirfd)
+{
+	struct inherit a, b;
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return 0;
+	ret = inherit_of(fd, &a) == 0 && inherit_of(st->idxfd, &b) == 0 && a.dev == b.dev && a.flags == b.flags &&
+	      a.projid == b.projid;
+	close(fd);
+	return ret;
 }
 
 const char *store_rel(const char *path)

@@ -43,6 +43,13 @@ extern const uint8_t store_root_id[FILE_ID_BYTES];
 int store_open(struct store **out, const char *path);
 void store_free(struct store *st);
 int store_rootfd(const struct store *st);
+/*
+ * 1 if a new inode made in the index directory and linked into directory
+ * dirfd (an O_PATH descriptor will do) is what a create in dirfd would make,
+ * ACLs aside: the same file system, and no inode flags or project that dirfd
+ * would pass on (or that could refuse the link) other than the index's.
+ */
+int store_like_index(struct store *st, int dirfd);
 
 /* "" (the root) becomes "." so that it can be passed to the *at calls. */
 const char *store_rel(const char *path);
@@ -96,7 +103,7 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */
 int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);
-/* The index directory (for walking it: snapshots list what a node holds by id). */
+/* The index directory (for walking it: snapshots list what a node holds by id; the leader makes files ahead there, fs/node.c). */
 int store_indexfd(const struct store *st);
 /*
  * A read-write descriptor of the live file id (yours to close), from a small

@@ -211,7 +211,7 @@ stop_node "$M" "$D"
 # counts as taken), and mount, tree and replay agree.
 note "files made ahead: eight threads racing for the same names with O_EXCL"
 start_leader "$D" "$M" --writeback off
-made_ahead() { ls -l "/proc/$LEADER_PID/fd" 2>/dev/null | grep -q "$D/tree/#[0-9]* (deleted)"; }
+made_ahead() { ls -l "/proc/$LEADER_PID/fd" 2>/dev/null | grep -q "$D/tree.ids/#[0-9]* (deleted)"; }
 wait_for 10 made_ahead
 out=$(python3 - "$M/race" <<'PY' 2>&1
 import os, sys, threading

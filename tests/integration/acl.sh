@@ -182,6 +182,36 @@ check_eq "$(can 1000 1000 "1000 reads f" cat "$OM/f")" "1000 reads f: no" "an AC
 )
 check_eq "$(stat -c %a "$OM/masked")" 640 "the umask with --acl off"
 
+# --acl off, a directory given a default ACL: the tree's file system passes it on
+# to the files made in it, and the leader's files made ahead (fs/node.c) take no
+# name there (they would lack it: the replay would differ)
+mkdir "$OM/dacl"
+setfacl -d -m u:nobody:rwx "$OM/dacl" || fail "setfacl -d with --acl off"
+for i in 1 2 3 4 5 6; do echo x >"$OM/dacl/f$i" || fail "a file in a directory with a default ACL"; done
+check_eq "$(getfacl -cp "$OD/tree/dacl/f6" 2>/dev/null | grep -c '^user:nobody:')" 1 \
+	"the default ACL's entry on a file made in its directory, --acl off"
+compare3 "$OM" "$OD" "files made under a default ACL with --acl off"
+
+# a default ACL on the root, none on a directory below: new files there get no
+# ACL (the leader's files made ahead come from the id index's directory, which
+# passes nothing on)
+mkdir "$LM/plain"
+setfacl -d -m u:nobody:rwx "$LM"
+for i in $(seq 1 40); do echo x >"$LM/plain/use$i" || fail "a file in a directory without a default ACL"; done
+(
+	umask 027
+	echo secret >"$LM/plain/private"
+)
+check_eq "$(getfacl -cp "$LM/plain/private" 2>/dev/null | grep -c nobody)" 0 \
+	"ACL entries on a file below a directory without a default ACL"
+echo public >"$LM/plain/public"
+check_eq "$(can 65534 65534 "nobody reads public" cat "$LM/plain/public")" "nobody reads public: yes" \
+	"a 0644 file below a root with a default ACL"
+check_eq "$(can 65534 65534 "nobody reads private" cat "$LM/plain/private")" "nobody reads private: no" \
+	"a 0640 root file below a root with a default ACL"
+setfacl -k "$LM"
+compare3 "$LM" "$LD" "files made below a root with a default ACL"
+
 # a DATADIR in a directory with a default ACL: its tree inherits nothing (no record says so)
 mkdir -m 755 "$T/inheriting"
 setfacl -d -m u:1000:rwx "$T/inheriting"
