@@ -248,6 +248,15 @@ PY
 )
 check_eq "$out" ok "the racing creates"
 check_eq "$(ls "$M/race" | wc -l)" 300 "names left after the second round"
+# a directory of the tree that passes an inode flag on (chattr +S, made on the
+# tree directly): its files are made there, as they would be inline, not ahead
+if command -v chattr >/dev/null && mkdir "$M/flagged" && chattr +S "$D/tree/flagged" 2>/dev/null; then
+	note "a directory that passes +S on: its files are made there"
+	for i in 1 2 3; do echo x >"$M/flagged/f$i" || fail "a file in a directory with +S"; done
+	wait_for 10 _settled "$D"
+	check_eq "$(lsattr "$D/tree/flagged/f3" 2>/dev/null | cut -c3)" S \
+		"the tree's file in a directory that passes +S on"
+fi
 wait_for 10 _settled "$D"
 compare3 "$M" "$D" "after the racing creates"
 log_verify "$D"
