@@ -1046,6 +1046,47 @@ Test(apply, create_hands_out_a_descriptor)
 	cr_assert_eq(fd, -1);
 }
 
+/* replay_apply() of r alone, in a replay of its own: its result */
+static int ap_replay_one(const struct record *r)
+{
+	struct replay *rp = NULL;
+	int ret;
+
+	cr_assert_eq(replay_begin(&rp), 0);
+	ret = replay_apply(rp, ast, r);
+	cr_assert_eq(replay_finish(rp, ast), 0);
+	return ret;
+}
+
+/* A create record of path, as the log would hand it to replay (epoch 1, seq 5), with id {id0, id1} */
+static struct record ap_create_rec(const char *path, mode_t mode, uid_t uid, gid_t gid, int64_t t, uint8_t id0,
+				   uint8_t id1)
+{
+	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 5, .path = path, .path2 = "", .name = "",
+			    .mode = mode, .uid = uid, .gid = gid, .time_ns = t };
+
+	r.id[0] = id0;
+	r.id[1] = id1;
+	return r;
+}
+
+/* The regular file at rel as a create record r finished it: mode, owner, mtime, indexed, one name. */
+static void ap_expect_finished(const char *rel, const struct record *r)
+{
+	struct stat sb;
+	char p[512];
+
+	snprintf(p, sizeof(p), "%s/%s", atree, rel);
+	cr_assert_eq(lstat(p, &sb), 0, "%s", rel);
+	cr_assert(S_ISREG(sb.st_mode));
+	cr_assert_eq(sb.st_mode & 07777, r->mode & 07777);
+	cr_assert_eq(sb.st_uid, r->uid);
+	cr_assert_eq(sb.st_gid, r->gid);
+	cr_assert_eq((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec, r->time_ns);
+	cr_assert_eq(store_id_state(ast, r->id), ID_ALIVE, "indexed");
+	cr_assert_eq(store_nlink(&sb), 1, "its name (the index's link not counted)");
+}
+
 /*
  * The leader's create of a file made ahead (unnamed, O_TMPFILE): its job
  * gives it the record's name, id, owner, mode and times and indexes it, as
@@ -1054,29 +1095,15 @@ Test(apply, create_hands_out_a_descriptor)
  */
 Test(apply, create_adopts_a_file_made_ahead)
 {
-	uint8_t id[FILE_ID_BYTES] = { 0x43, 9 };
-	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 5, .path = "a", .path2 = "", .name = "",
-			    .mode = S_IFREG | 0640, .uid = 1234, .gid = 5678, .time_ns = 1700000000987654321LL };
-	struct replay *rp = NULL;
+	struct record r = ap_create_rec("a", S_IFREG | 0640, 1234, 5678, 1700000000987654321LL, 0x43, 9);
 	struct stat sb;
-	char p[512];
 	int fd;
 
-	memcpy(r.id, id, FILE_ID_BYTES);
 	fd = openat(store_rootfd(ast), ".", O_TMPFILE | O_RDWR, 0600);
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(pwrite(fd, "ahead", 5, 0), 5);
 	cr_assert_eq(apply_create_adopt(ast, &r, fd), 0);
-	snprintf(p, sizeof(p), "%s/a", atree);
-	cr_assert_eq(lstat(p, &sb), 0);
-	cr_assert(S_ISREG(sb.st_mode));
-	cr_assert_eq(sb.st_mode & 07777, 0640);
-	cr_assert_eq(sb.st_uid, 1234);
-	cr_assert_eq(sb.st_gid, 5678);
-	cr_assert_eq(sb.st_mtim.tv_sec, 1700000000);
-	cr_assert_eq(sb.st_mtim.tv_nsec, 987654321);
-	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "indexed");
-	cr_assert_eq(store_nlink(&sb), 1, "its name (the index's link not counted)");
+	ap_expect_finished("a", &r);
 	ap_expect_content("a", "ahead", 5);
 	close(fd);
 
@@ -1091,10 +1118,8 @@ Test(apply, create_adopts_a_file_made_ahead)
 	close(fd);
 
 	/* a replay of the first record finds its file */
-	memcpy(r.id, id, FILE_ID_BYTES);
-	cr_assert_eq(replay_begin(&rp), 0);
-	cr_assert_eq(replay_apply(rp, ast, &r), 1);
-	cr_assert_eq(replay_finish(rp, ast), 0);
+	r.id[0] = 0x43;
+	cr_assert_eq(ap_replay_one(&r), 1);
 }
 
 Test(apply, unlinked_open_file_is_reached_through_the_hint)
@@ -1189,62 +1214,41 @@ Test(apply, branch_is_a_noop_and_unknown_type_is_einval)
  */
 Test(apply, replay_finishes_a_create_cut_short_by_a_crash)
 {
-	uint8_t id[FILE_ID_BYTES] = { 0x42, 7 };
-	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 5, .path = "f", .path2 = "", .name = "",
-			    .mode = S_IFREG | 0644, .uid = 1234, .gid = 5678, .time_ns = 1700000000123456789LL };
-	struct replay *rp = NULL;
-	struct stat sb;
+	struct record r = ap_create_rec("f", S_IFREG | 0644, 1234, 5678, 1700000000123456789LL, 0x42, 7);
 	char p[512];
 	int fd;
 
-	memcpy(r.id, id, FILE_ID_BYTES);
 	snprintf(p, sizeof(p), "%s/f", atree);
 	fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0600);
 	cr_assert_geq(fd, 0);
-	cr_assert_eq(fsetxattr(fd, ID_XATTR, id, FILE_ID_BYTES, 0), 0);
+	cr_assert_eq(fsetxattr(fd, ID_XATTR, r.id, FILE_ID_BYTES, 0), 0);
 	close(fd);
-	cr_assert_eq(store_id_state(ast, id), ID_UNKNOWN);
+	cr_assert_eq(store_id_state(ast, r.id), ID_UNKNOWN);
 
-	cr_assert_eq(replay_begin(&rp), 0);
-	cr_assert_eq(replay_apply(rp, ast, &r), 0, "the unfinished create is finished");
-	cr_assert_eq(replay_finish(rp, ast), 0);
-	cr_assert_eq(lstat(p, &sb), 0);
-	cr_assert_eq(sb.st_mode & 07777, 0644);
-	cr_assert_eq(sb.st_uid, 1234);
-	cr_assert_eq(sb.st_gid, 5678);
-	cr_assert_eq(sb.st_mtim.tv_nsec, 123456789);
-	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "indexed");
-	cr_assert_eq(store_nlink(&sb), 1);
+	cr_assert_eq(ap_replay_one(&r), 0, "the unfinished create is finished");
+	ap_expect_finished("f", &r);
 
 	/* a finished one is left alone */
-	cr_assert_eq(replay_begin(&rp), 0);
-	cr_assert_eq(replay_apply(rp, ast, &r), 1);
-	cr_assert_eq(replay_finish(rp, ast), 0);
+	cr_assert_eq(ap_replay_one(&r), 1);
 }
 
 /* The same for a directory, whose marker in the index the leader makes behind its answer. */
 Test(apply, replay_finishes_a_mkdir_cut_short_by_a_crash)
 {
-	uint8_t id[FILE_ID_BYTES] = { 0x45, 3 };
-	struct record r = { .type = REC_CREATE, .epoch = 1, .seq = 6, .path = "d", .path2 = "", .name = "",
-			    .mode = S_IFDIR | 0750, .uid = 0, .gid = 0, .time_ns = 1700000000222333444LL };
-	struct replay *rp = NULL;
+	struct record r = ap_create_rec("d", S_IFDIR | 0750, 0, 0, 1700000000222333444LL, 0x45, 3);
 	struct stat sb;
 	char p[512];
 
-	memcpy(r.id, id, FILE_ID_BYTES);
 	snprintf(p, sizeof(p), "%s/d", atree);
 	cr_assert_eq(mkdir(p, 0750), 0);
-	cr_assert_eq(lsetxattr(p, ID_XATTR, id, FILE_ID_BYTES, 0), 0);
-	cr_assert_eq(store_id_state(ast, id), ID_UNKNOWN);
+	cr_assert_eq(lsetxattr(p, ID_XATTR, r.id, FILE_ID_BYTES, 0), 0);
+	cr_assert_eq(store_id_state(ast, r.id), ID_UNKNOWN);
 
-	cr_assert_eq(replay_begin(&rp), 0);
-	cr_assert_eq(replay_apply(rp, ast, &r), 0, "the unfinished mkdir is finished");
-	cr_assert_eq(replay_finish(rp, ast), 0);
+	cr_assert_eq(ap_replay_one(&r), 0, "the unfinished mkdir is finished");
 	cr_assert_eq(lstat(p, &sb), 0);
 	cr_assert(S_ISDIR(sb.st_mode));
 	cr_assert_eq(sb.st_mode & 07777, 0750);
-	cr_assert_eq(store_id_state(ast, id), ID_ALIVE, "its marker made");
+	cr_assert_eq(store_id_state(ast, r.id), ID_ALIVE, "its marker made");
 }
 
 /*
