@@ -103,7 +103,7 @@ unsigned ino_table_chains(struct node *n);
 void ino_dir_temps_release(void);
 /*
  * Descriptors kept for the log, the state file, followers' connections and
- * the leader's files made ahead (16, fs/node.c) (FD_RESERVE of the limit);
+ * the leader's files made ahead (16, fs/behind.c) (FD_RESERVE of the limit);
  * of the rest, half may be directories'
  * (itab.dirfds_max), half programs' open files (the mount refuses more
  * opens with ENFILE): ino_fd_share(), one half.

@@ -134,7 +134,7 @@ int node_commit(struct node *n, struct record *r, int hint_fd, int *out_fd);
 
 /*
  * A leader may apply a small write to the tree after the writer has its
- * answer (node.c, "writes applied behind"): the record is in the log, and
+ * answer (fs/behind.c): the record is in the log, and
  * applied moves past it only once the tree has it too. node_settle() returns once
  * every such write is in the tree: every request but a write or a release
  * calls it first, so that nothing reads the tree before a write answered earlier.

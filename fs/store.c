@@ -83,7 +83,7 @@ static int open_index(struct store *st)
 		return -errno;
 	/*
 	 * Ours only: a default ACL it inherited from DATADIR's directory would
-	 * pass on to the files the leader makes ahead here (fs/node.c).
+	 * pass on to the files the leader makes ahead here (fs/behind.c).
 	 */
 	fremovexattr(st->idxfd, "system.posix_acl_default");
 	return 0;

@@ -103,7 +103,7 @@ int store_id_died(struct store *st, const uint8_t id[FILE_ID_BYTES], uint64_t se
 int store_prune_ids(struct store *st, uint64_t upto, uint64_t *pruned);
 /* Opens a live non-directory by id through the index; -ENOENT if it has none. */
 int store_open_by_id(struct store *st, const uint8_t id[FILE_ID_BYTES], int flags);
-/* The index directory (for walking it: snapshots list what a node holds by id; the leader makes files ahead there, fs/node.c). */
+/* The index directory (for walking it: snapshots list what a node holds by id; the leader makes files ahead there, fs/behind.c). */
 int store_indexfd(const struct store *st);
 /*
  * A read-write descriptor of the live file id (yours to close), from a small

@@ -203,7 +203,7 @@ check_eq "$out" "$(stat -c %.9Y "$D/tree/two" | tr -d .)" \
 compare3 "$M" "$D" "after the queued writes"
 stop_node "$M" "$D"
 
-# Files made ahead (fs/node.c, AHEAD_MAX): a leader's helper keeps unnamed
+# Files made ahead (fs/behind.c, AHEAD_MAX): a leader's helper keeps unnamed
 # files of the tree's file system open, and a create takes one and is
 # answered before the file has its name. Eight threads create the same 300
 # names with O_EXCL at once, then remove what they made and race again:

@@ -40,7 +40,7 @@ for i in 1 150 299 450 600; do
 	assert_eq "$(cat "$M/d$i/sub/f")" "$i" "the file in directory $i"
 done
 note "the daemon holds $(fds) descriptors (limit 400; $base after mounting)"
-# AHEAD: the new files the helper makes ahead (fs/node.c, AHEAD_MAX), maybe not all made yet at $base
+# AHEAD: the new files the helper makes ahead (fs/behind.c, AHEAD_MAX), maybe not all made yet at $base
 AHEAD=16
 [ "$(fds)" -le $((base + CAP + AHEAD + 8)) ] ||
 	fail "the daemon holds $(fds) descriptors: more than $base + $CAP directories' + $AHEAD made ahead + 8"
