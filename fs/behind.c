@@ -613,9 +613,11 @@ int behind_ahead_take(struct node *n, const struct create_at *a, int *job_fd)
 	struct stat st;
 	int fd;
 
+	if (!b->ahead_n)
+		return -1;	/* none left: the inline create finds a name taken itself (O_EXCL) */
 	if (fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return -EEXIST;
-	if (errno != ENOENT || !b->ahead_n)
+	if (errno != ENOENT)
 		return -1;	/* the inline create says what is wrong */
 	fd = b->ahead_fd[b->ahead_n - 1];
 	*job_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
