@@ -21,7 +21,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "../lib/log.h"
@@ -116,8 +115,7 @@ struct behind {
 	int waiting;
 	int ahead_fd[AHEAD_MAX];	/* seq_lock: regular files made ahead, unnamed (ahead_fill()) */
 	int ahead_n;		/* seq_lock (read without it as a hint) */
-	int ahead_off;		/* the helper's: no files made ahead (no O_TMPFILE, or the index passes an ACL on) */
-	int ahead_checked;	/* the helper's: the index's directory was looked at for a default ACL */
+	int ahead_off;		/* the helper's: no files made ahead (the file system makes no O_TMPFILE) */
 	int64_t ahead_next;	/* the helper's: no try before then (mono_ns) after one failed */
 };
 
@@ -461,15 +459,6 @@ static int ahead_fill(struct behind *b)
 	if (b->ahead_off || __atomic_load_n(&b->ahead_n, __ATOMIC_RELAXED) >= AHEAD_MAX || mount_is_follower(n) ||
 	    __atomic_load_n(&b->stop, __ATOMIC_RELAXED) || mono_ns() < b->ahead_next)
 		return 0;
-	if (!b->ahead_checked) {
-		b->ahead_checked = 1;
-		if (fgetxattr(store_indexfd(n->store), "system.posix_acl_default", NULL, 0) >= 0) {
-			b->ahead_off = 1;
-			rlog(LOG_NOTICE, "the id index's directory in '%s' has a default ACL: creates make their "
-					 "files themselves", n->datadir);
-			return 0;
-		}
-	}
 	fd = openat(store_indexfd(n->store), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {

@@ -469,7 +469,6 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		st.st_mode = r.mode;
 		st.st_uid = r.uid;
 		st.st_gid = r.gid;
-		st.st_nlink = 1;
 		st.st_atim = st.st_mtim = st.st_ctim = ts_of_ns(r.time_ns);
 	}
 	if (!ret && tail_behind && S_ISREG(mode) && st.st_nlink < 2)

@@ -70,6 +70,17 @@ int store_id_parse(const char *name, uint8_t id[FILE_ID_BYTES])
 	return 1;
 }
 
+/*
+ * The index directory is ours only: a default ACL it inherited from
+ * DATADIR's directory would pass on to the files the leader makes ahead
+ * there (fs/behind.c). Taken off each time one is opened (a rewind's or a
+ * snapshot's index is new); without ACL support there is none to take.
+ */
+static void index_private(int fd)
+{
+	fremovexattr(fd, "system.posix_acl_default");
+}
+
 static int open_index(struct store *st)
 {
 	char idx[PATH_MAX];
@@ -81,11 +92,7 @@ static int open_index(struct store *st)
 	st->idxfd = open(idx, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->idxfd < 0)
 		return -errno;
-	/*
-	 * Ours only: a default ACL it inherited from DATADIR's directory would
-	 * pass on to the files the leader makes ahead here (fs/behind.c).
-	 */
-	fremovexattr(st->idxfd, "system.posix_acl_default");
+	index_private(st->idxfd);
 	return 0;
 }
 
@@ -652,6 +659,7 @@ int store_reopen(struct store *st)
 		close(root);
 		return ret;
 	}
+	index_private(ids);
 	/* dup3 swaps what the descriptor numbers name at once: calls in flight keep the old tree */
 	if (dup3(root, st->rootfd, O_CLOEXEC) < 0 || dup3(ids, st->idxfd, O_CLOEXEC) < 0)
 		ret = -errno;

@@ -219,6 +219,8 @@ ID=$T/inheriting/data
 IM=$T/imnt
 NODE_NAME=inh start_leader "$ID" "$IM"
 check_eq "$(getfacl -cp "$ID/tree" 2>&1 | grep -c default)" 0 "default ACL entries on a new tree's root"
+check_eq "$(getfacl -cp "$ID/tree.ids" 2>&1 | grep -c default)" 0 \
+	"default ACL entries on the id index's directory (where the leader makes files ahead)"
 touch "$IM/new"
 check_eq "$(getfacl -cp "$IM/new" 2>&1 | grep -c 1000)" 0 "ACL entries on a file in a new tree's root"
 echo "PASS"
