@@ -94,6 +94,16 @@ struct behind_job {
 	size_t cap;
 };
 
+/*
+ * A file made ahead, with all a create takes from it made ahead too: a
+ * duplicate of its descriptor for the job, and what fstat() said of it
+ * (an unnamed file nobody else reaches does not change).
+ */
+struct ahead_file {
+	int fd, job_fd;
+	struct stat st;
+};
+
 struct behind {
 	struct node *n;
 	pthread_t thread;
@@ -113,7 +123,7 @@ struct behind {
 	   and the helper lets requests waiting for the queue (waiting, atomic) take it between jobs */
 	unsigned delay_ms;
 	int waiting;
-	int ahead_fd[AHEAD_MAX];	/* seq_lock: regular files made ahead, unnamed (ahead_fill()) */
+	struct ahead_file ahead[AHEAD_MAX];	/* seq_lock: regular files made ahead, unnamed (ahead_fill()) */
 	int ahead_n;		/* seq_lock (read without it as a hint) */
 	int ahead_off;		/* the helper's: no files made ahead (the file system makes no O_TMPFILE) */
 	int64_t ahead_next;	/* the helper's: no try before then (mono_ns) after one failed */
@@ -454,13 +464,13 @@ static void behind_do(struct behind *b)
 static int ahead_fill(struct behind *b)
 {
 	struct node *n = b->n;
-	int fd;
+	struct ahead_file f;
 
 	if (b->ahead_off || __atomic_load_n(&b->ahead_n, __ATOMIC_RELAXED) >= AHEAD_MAX || mount_is_follower(n) ||
 	    __atomic_load_n(&b->stop, __ATOMIC_RELAXED) || mono_ns() < b->ahead_next)
 		return 0;
-	fd = openat(store_indexfd(n->store), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	f.fd = openat(store_indexfd(n->store), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (f.fd < 0) {
 		if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
 			b->ahead_off = 1;
 			rlog(LOG_INFO, "the tree's file system makes no unnamed files (O_TMPFILE): creates make theirs");
@@ -469,15 +479,22 @@ static int ahead_fill(struct behind *b)
 		}
 		return 0;
 	}
+	f.job_fd = -1;
+	if (fstat(f.fd, &f.st) < 0 || (f.job_fd = fcntl(f.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		close(f.fd);
+		b->ahead_next = mono_ns() + 1000000000LL;	/* out of descriptors, say */
+		return 0;
+	}
 	lock_spinning(&n->seq_lock);
 	if (b->ahead_n < AHEAD_MAX) {
-		b->ahead_fd[b->ahead_n] = fd;
+		b->ahead[b->ahead_n] = f;
 		__atomic_store_n(&b->ahead_n, b->ahead_n + 1, __ATOMIC_RELAXED);
-		fd = -1;
+		f.fd = -1;
 	}
 	pthread_mutex_unlock(&n->seq_lock);
-	if (fd >= 0) {
-		close(fd);
+	if (f.fd >= 0) {
+		close(f.fd);
+		close(f.job_fd);
 		return 0;
 	}
 	return 1;
@@ -548,8 +565,10 @@ void behind_stop(struct node *n)
 	n->behind = NULL;
 	for (int i = 0; i < BEHIND_SLOTS; i++)
 		free(b->job[i].buf);
-	for (int i = 0; i < b->ahead_n; i++)
-		close(b->ahead_fd[i]);
+	for (int i = 0; i < b->ahead_n; i++) {
+		close(b->ahead[i].fd);
+		close(b->ahead[i].job_fd);
+	}
 	pthread_mutex_destroy(&b->apply_mu);
 	free(b);
 }
@@ -594,13 +613,14 @@ int behind_name_queued(struct behind *b, const char *path)
  * Under seq_lock, for a create that may take a file made ahead (a is its
  * parent's descriptor and name; none of the queued creates takes it):
  * -EEXIST if the tree has the name; else a file made ahead, or -1 (none:
- * the create makes its own), with *job_fd a duplicate for the job.
+ * the create makes its own), with *job_fd a duplicate for the job and
+ * *a->st what the file is.
  */
 int behind_ahead_take(struct node *n, const struct create_at *a, int *job_fd)
 {
 	struct behind *b = n->behind;
+	struct ahead_file *f;
 	struct stat st;
-	int fd;
 
 	if (!b->ahead_n)
 		return -1;	/* none left: the inline create finds a name taken itself (O_EXCL) */
@@ -608,20 +628,18 @@ int behind_ahead_take(struct node *n, const struct create_at *a, int *job_fd)
 		return -EEXIST;
 	if (errno != ENOENT)
 		return -1;	/* the inline create says what is wrong */
-	fd = b->ahead_fd[b->ahead_n - 1];
-	*job_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (*job_fd < 0)
-		return -1;
+	f = &b->ahead[b->ahead_n - 1];
+	*job_fd = f->job_fd;
+	*a->st = f->st;
 	__atomic_store_n(&b->ahead_n, b->ahead_n - 1, __ATOMIC_RELAXED);
-	return fd;
+	return f->fd;
 }
 
 /* Under seq_lock: a file made ahead back for the next create (its record could not be logged). */
-void behind_ahead_put(struct node *n, int fd, int job_fd)
+void behind_ahead_put(struct node *n, int fd, int job_fd, const struct stat *st)
 {
 	struct behind *b = n->behind;
 
-	b->ahead_fd[b->ahead_n] = fd;
+	b->ahead[b->ahead_n] = (struct ahead_file){ fd, job_fd, *st };
 	__atomic_store_n(&b->ahead_n, b->ahead_n + 1, __ATOMIC_RELAXED);
-	close(job_fd);
 }

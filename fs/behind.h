@@ -30,11 +30,12 @@ int behind_name_queued(struct behind *b, const char *path);
 /*
  * For a create that may take a file made ahead (a: its parent and name):
  * -EEXIST if the tree has the name; else a file made ahead with *job_fd a
- * duplicate for its job, or -1 (none: the create makes its own).
+ * duplicate for its job and *a->st what fstat() says of it, or -1 (none:
+ * the create makes its own).
  */
 int behind_ahead_take(struct node *n, const struct create_at *a, int *job_fd);
 /* A file taken by behind_ahead_take() whose record could not be logged: back in the pool. */
-void behind_ahead_put(struct node *n, int fd, int job_fd);
+void behind_ahead_put(struct node *n, int fd, int job_fd, const struct stat *st);
 
 /* errno of the apply behind that failed (the node then refuses writes), 0 if none or b is NULL */
 int behind_failed(const struct behind *b);

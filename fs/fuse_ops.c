@@ -456,16 +456,17 @@ static int create_object(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	}
 	if (out_fd)
 		ret = node_commit_create(n, &r, &fd, &tail_behind,
-					 inherits || !ahead_may(n, p, pfd) ? NULL : &(struct create_at){ pfd, name });
+					 inherits || !ahead_may(n, p, pfd) ? NULL : &(struct create_at){ pfd, name, &st });
 	else if (S_ISDIR(mode))
 		ret = node_commit_create(n, &r, &fd, &tail_behind, NULL);	/* fd stays -1: its tail may go behind */
 	else
 		ret = node_commit(n, &r, -1, NULL);
 	if (ret)
 		goto out;
-	ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
-	if (!ret && tail_behind == 2) {
-		/* made ahead: what its job gives it (its inode number, device and size it has) */
+	if (tail_behind != 2) {
+		ret = (fd >= 0 ? fstat(fd, &st) : fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0 ? -errno : 0;
+	} else {
+		/* made ahead (st: as it was made): what its job gives it (its inode number, device and size it has) */
 		st.st_mode = r.mode;
 		st.st_uid = r.uid;
 		st.st_gid = r.gid;
@@ -1112,6 +1113,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		} else {
 			if (!(mode & (S_ISUID | S_ISGID)))
 				fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
+			__atomic_store_n(&ino_of(n, e.ino)->nocap_gen, gen, __ATOMIC_RELAXED);
 			if (n->wb && fh_of(fi)->direct) {
 				/* a stream (wants_direct()): its names expire at once until its release */
 				__atomic_store_n(&ino_of(n, e.ino)->streamed, 1, __ATOMIC_RELAXED);
@@ -1488,6 +1490,16 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	ssize_t r;
 
 	if (store_hidden_xattr(name) || trusted_denied(req, name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	/*
+	 * A file made here gets a security.capability only through a change
+	 * that bumps priv_gen (a setxattr): until then the kernel's question
+	 * before each chown is answered without the tree.
+	 */
+	if (!strcmp(name, "security.capability") &&
+	    __atomic_load_n(&in->nocap_gen, __ATOMIC_RELAXED) == __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}

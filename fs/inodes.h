@@ -68,6 +68,9 @@ struct inode {
 	/* store_acl_gen() when the object was found to have no access ([0]) or default ([1]) ACL,
 	   0: not known (atomic; fs/fuse_ops.c, op_getxattr()) */
 	uint64_t noacl_gen[2];
+	/* node->priv_gen when the file was made through this mount, with no security.capability,
+	   which the kernel asks for before each chown: 0 if not so (atomic; fs/fuse_ops.c) */
+	uint64_t nocap_gen;
 };
 
 /* A follower's mount refuses changes: the node's role now (read without a lock, as every request does). */
@@ -103,7 +106,7 @@ unsigned ino_table_chains(struct node *n);
 void ino_dir_temps_release(void);
 /*
  * Descriptors kept for the log, the state file, followers' connections and
- * the leader's files made ahead (16, fs/behind.c) (FD_RESERVE of the limit);
+ * the leader's files made ahead (16, two descriptors each: fs/behind.c) (FD_RESERVE of the limit);
  * of the rest, half may be directories'
  * (itab.dirfds_max), half programs' open files (the mount refuses more
  * opens with ENFILE): ino_fd_share(), one half.

@@ -736,7 +736,7 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 	ret = oplog_append(n->log, r);
 	if (ret) {
 		if (ahead >= 0)
-			behind_ahead_put(n, ahead, job_fd);
+			behind_ahead_put(n, ahead, job_fd, at->st);
 		ret = append_failed(r, ret);
 		goto whole;
 	}

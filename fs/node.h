@@ -18,6 +18,7 @@
 #define REPFS_NODE_H
 
 #include <limits.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -155,11 +156,14 @@ int node_commit_behind(struct node *n, struct record *r, int hint_fd);
  * says 1 (a file's link count lacks the index's), or 2: the file was made
  * ahead and its name too comes after (*out_fd's file has no name, nor the
  * record's owner, mode and times yet). at, if not NULL, lets a regular
- * file's create take a file made ahead: the parent's descriptor and the name.
+ * file's create take a file made ahead: the parent's descriptor and the name;
+ * *st then receives what the file made ahead is (its inode, its times of
+ * before: *out_fd's fstat(), which the create need not make).
  */
 struct create_at {
 	int dirfd;
 	const char *name;
+	struct stat *st;
 };
 int node_commit_create(struct node *n, struct record *r, int *out_fd, int *behind, const struct create_at *at);
 

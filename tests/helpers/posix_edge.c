@@ -1220,6 +1220,14 @@ static int t_user_owner(void)
 		close(fd);
 		CHECK(getxattr("capf", "security.capability", NULL, 0) < 0 && errno == ENODATA,
 		      "a write through a descriptor that wrote before left security.capability");
+		/* and a chown, of a file just made too (the kernel asks whether it has one first) */
+		OK(put_file("capc", "c", 0755));
+		OK(setxattr("capc", "security.capability", cap, sizeof(cap), 0));
+		CHECK(getxattr("capc", "security.capability", NULL, 0) == (ssize_t)sizeof(cap),
+		      "security.capability of a new file not set");
+		OK(chown("capc", 0, 0));
+		CHECK(getxattr("capc", "security.capability", NULL, 0) < 0 && errno == ENODATA,
+		      "a chown left security.capability");
 	}
 	/* a write or truncate by the owner clears them */
 	OK(put_file("pub/ukill", "k", 0644));
