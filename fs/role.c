@@ -47,10 +47,23 @@ void node_settle_mount(struct node *n)
 		remount(n, 0);
 }
 
+/* Under seq_lock: role at epoch on disk, then the node's; unchanged (the error) if it cannot be saved. */
+static int state_change(struct node *n, enum role role, uint64_t epoch)
+{
+	struct node_state save = n->st;
+	int ret;
+
+	n->st.role = role;
+	n->st.epoch = epoch;
+	ret = state_save(n->dfd, &n->st);
+	if (ret)
+		n->st = save;
+	return ret;
+}
+
 int node_promote(struct node *n, uint64_t epoch)
 {
 	struct record b = { .type = REC_BRANCH };
-	struct node_state save;
 	struct pos prev;
 	int ret;
 
@@ -74,14 +87,9 @@ int node_promote(struct node *n, uint64_t epoch)
 	prev = oplog_last(n->log);
 	if (epoch <= n->st.epoch || epoch <= prev.epoch)
 		epoch = (n->st.epoch > prev.epoch ? n->st.epoch : prev.epoch) + 1;
-	save = n->st;
-	n->st.role = ROLE_LEADER;
 	__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* records applied meanwhile */
-	n->st.epoch = epoch;
 	/* the new epoch is on disk before its first record */
-	ret = state_save(n->dfd, &n->st);
-	if (ret)
-		n->st = save;
+	ret = state_change(n, ROLE_LEADER, epoch);
 	pthread_mutex_unlock(&n->seq_lock);
 	if (ret)
 		return ret;
@@ -100,17 +108,11 @@ int node_promote(struct node *n, uint64_t epoch)
 
 int node_raise_epoch(struct node *n, uint64_t epoch)
 {
-	struct node_state save;
 	int ret = 0;
 
 	pthread_mutex_lock(&n->seq_lock);
-	if (epoch > n->st.epoch && n->st.role != ROLE_LEADER) {
-		save = n->st;
-		n->st.epoch = epoch;
-		ret = state_save(n->dfd, &n->st);
-		if (ret)
-			n->st = save;
-	}
+	if (epoch > n->st.epoch && n->st.role != ROLE_LEADER)
+		ret = state_change(n, n->st.role, epoch);
 	pthread_mutex_unlock(&n->seq_lock);
 	return ret;
 }
@@ -214,20 +216,13 @@ static int wb_flush(struct node *n)
 
 int node_step_down(struct node *n, uint64_t epoch, int *wb_late)
 {
-	struct node_state save;
 	int ret, late;
 
 	late = wb_flush(n);
 	if (wb_late)
 		*wb_late = late;
 	node_lock_settled(n);
-	save = n->st;
-	n->st.role = ROLE_FOLLOWER;
-	if (epoch > n->st.epoch)
-		n->st.epoch = epoch;
-	ret = state_save(n->dfd, &n->st);
-	if (ret)
-		n->st = save;
+	ret = state_change(n, ROLE_FOLLOWER, epoch > n->st.epoch ? epoch : n->st.epoch);
 	pthread_mutex_unlock(&n->seq_lock);
 	if (ret)
 		return ret;
