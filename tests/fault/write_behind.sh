@@ -248,6 +248,25 @@ PY
 )
 check_eq "$out" ok "the racing creates"
 check_eq "$(ls "$M/race" | wc -l)" 300 "names left after the second round"
+# what a create answers for a file made ahead (its inode and device as the
+# helper found them when it made the file) is what the tree's file has
+out=$(python3 - "$M/seen" <<'PY' 2>&1
+import os, sys
+root = sys.argv[1]
+os.mkdir(root)
+for i in range(40):
+    fd = os.open(os.path.join(root, "f%d" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    st = os.fstat(fd)	# the kernel's copy of the create's answer
+    os.close(fd)
+    print("f%d %d %o %d" % (i, st.st_ino, st.st_mode, st.st_size))
+PY
+)
+wait_for 10 _settled "$D"
+tree=$(for i in $(seq 0 39); do
+	read -r ino mode size < <(stat -c "%i %f %s" "$D/tree/seen/f$i")
+	printf 'f%d %s %o %s\n' "$i" "$ino" "$((16#$mode))" "$size"
+done)
+check_eq "$out" "$tree" "inode, mode and size a create answered, against the tree's file"
 # a directory of the tree that passes an inode flag on (chattr +S, made on the
 # tree directly): its files are made there, as they would be inline, not ahead
 if command -v chattr >/dev/null && mkdir "$M/flagged" && chattr +S "$D/tree/flagged" 2>/dev/null; then
