@@ -1495,8 +1495,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	}
 	/*
 	 * A file made here gets a security.capability only through a change
-	 * that bumps priv_gen (a setxattr): until then the kernel's question
-	 * before each chown is answered without the tree.
+	 * that bumps priv_gen (a setxattr through this mount, or a role change,
+	 * after which records applied here could give it one): until then the
+	 * kernel's question before each chown is answered without the tree.
 	 */
 	if (!strcmp(name, "security.capability") &&
 	    __atomic_load_n(&in->nocap_gen, __ATOMIC_RELAXED) == __atomic_load_n(&n->priv_gen, __ATOMIC_SEQ_CST)) {

@@ -47,12 +47,19 @@ void node_settle_mount(struct node *n)
 		remount(n, 0);
 }
 
-/* Under seq_lock: role at epoch on disk, then the node's; unchanged (the error) if it cannot be saved. */
+/*
+ * Under seq_lock: role at epoch on disk, then the node's; unchanged (the
+ * error) if it cannot be saved. A change of role makes the mount forget
+ * what it knew of files' privileges (priv_gen): a follower's applies do not
+ * tell it, and a leader's knowledge came from its own changes only.
+ */
 static int state_change(struct node *n, enum role role, uint64_t epoch)
 {
 	struct node_state save = n->st;
 	int ret;
 
+	if (role != n->st.role)
+		__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);
 	n->st.role = role;
 	n->st.epoch = epoch;
 	ret = state_save(n->dfd, &n->st);
@@ -87,7 +94,6 @@ int node_promote(struct node *n, uint64_t epoch)
 	prev = oplog_last(n->log);
 	if (epoch <= n->st.epoch || epoch <= prev.epoch)
 		epoch = (n->st.epoch > prev.epoch ? n->st.epoch : prev.epoch) + 1;
-	__atomic_add_fetch(&n->priv_gen, 1, __ATOMIC_SEQ_CST);	/* records applied meanwhile */
 	/* the new epoch is on disk before its first record */
 	ret = state_change(n, ROLE_LEADER, epoch);
 	pthread_mutex_unlock(&n->seq_lock);
