@@ -873,6 +873,27 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
 	return commit_lent(n, in, h, NULL, &r);
 }
 
+/*
+ * 1 if a setattr is the kernel's write-back of an mtime it holds that
+ * direct writes left behind ours (fuse_flush_times(), on a writeback-cache
+ * mount, after a link, rename or unlink of the file, or at its inode's
+ * writeback): the mtime and ctime alone, with a handle of the file (a
+ * program's futimens() or utimensat() never has one) while
+ * inode->mtime_behind says so, or on a retired inode (ino_release_stream()),
+ * which no program reaches any more and whose mtime the kernel never takes
+ * from us again. Such a setattr may not take the file's mtime back. (Its
+ * own stamp of a write through its pages comes the same way and is applied:
+ * mtime_behind is then clear. Its clock is coarse, so a fresh stamp may be
+ * older than our last one: comparing would drop it.)
+ */
+static int kernel_mtime_flush(const struct node *n, struct inode *in, const struct fuse_file_info *fi, int to_set)
+{
+	return n->wb && S_ISREG(in->type) && (to_set & FUSE_SET_ATTR_MTIME) &&
+	       !(to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)) &&
+	       ((fi && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) ||
+		__atomic_load_n(&in->retired, __ATOMIC_RELAXED));
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(req);
@@ -884,6 +905,17 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (mount_is_follower(n)) {
 		fuse_reply_err(req, EROFS);
 		return;
+	}
+	if (kernel_mtime_flush(n, in, fi, to_set)) {
+		/* not back past the file's own (the queue is settled: fuse_ops_before()) */
+		ret = stat_of(n, in, h, &st);
+		if (ret || ns_of_ts(attr->st_mtim) <= ns_of_ts(st.st_mtim)) {
+			if (ret)
+				fuse_reply_err(req, -ret);
+			else
+				fuse_reply_attr(req, &st, 1.0);
+			return;
+		}
 	}
 	/*
 	 * fchown(), fchmod() and futimens() come without the file's handle:
@@ -932,13 +964,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			r.op_flags |= SA_ATIME;
 			r.atime_ns = (to_set & FUSE_SET_ATTR_ATIME_NOW)
 					     ? now
-					     : (int64_t)attr->st_atim.tv_sec * 1000000000 + attr->st_atim.tv_nsec;
+					     : ns_of_ts(attr->st_atim);
 		}
 		if (to_set & FUSE_SET_ATTR_MTIME) {
 			r.op_flags |= SA_MTIME;
 			r.mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW)
 					     ? now
-					     : (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
+					     : ns_of_ts(attr->st_mtim);
 		}
 		ret = commit_lent(n, in, h, lent, &r);
 		if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES))

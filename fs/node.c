@@ -33,7 +33,7 @@ int64_t now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return ns_of_ts(ts);
 }
 
 static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -724,7 +724,7 @@ static int commit(struct node *n, struct record *r, int hint_fd, int *out_fd, in
 		 */
 		struct stat st;
 		if (hint_fd >= 0 && fstat(hint_fd, &st) == 0)
-			r->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+			r->mtime_ns = ns_of_ts(st.st_mtim);
 		else
 			r->flags &= ~REC_F_KEEP_MTIME;
 	}

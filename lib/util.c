@@ -107,12 +107,17 @@ struct timespec deadline_in_ms(clockid_t clk, long ms)
 	return ts;
 }
 
+int64_t ns_of_ts(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t mono_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return ns_of_ts(ts);
 }
 
 int lock_within(pthread_mutex_t *mu, long ms)

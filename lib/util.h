@@ -24,6 +24,8 @@ DIR *opendir_at(int dirfd, const char *name);
 struct timespec deadline_in_ms(clockid_t clk, long ms);
 /* The timespec of a time in ns since the epoch (negative ones too). */
 struct timespec ts_of_ns(int64_t ns);
+/* The other way: a timespec in ns since the epoch. */
+int64_t ns_of_ts(struct timespec ts);
 
 /* CLOCK_MONOTONIC in ns. */
 int64_t mono_ns(void);

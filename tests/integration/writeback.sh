@@ -129,6 +129,33 @@ os.close(fd)
 settled("linked", "mtime of a stream's first name")
 settled("linked2", "mtime of a stream's second name")
 
+# renamed or linked while still open after its writes: the kernel then
+# writes back the mtime it holds (fuse_flush_times()), which direct writes
+# left at the create's; the file keeps the last write's
+for name, how in (("renamed", "rename"), ("relinked", "link")):
+    fd = os.open(f"{m}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"1" * 100)
+    time.sleep(0.05)
+    before = time.time_ns()
+    os.write(fd, b"2" * 100)
+    if how == "rename":
+        os.rename(f"{m}/{name}", f"{m}/{name}.new")
+        name += ".new"
+    else:
+        os.link(f"{m}/{name}", f"{m}/{name}.2")
+    os.close(fd)
+    settled(name, f"mtime of a stream after a {how} while open")
+    got = os.stat(f"{t}/{name}").st_mtime_ns
+    assert got >= before, f"{how} while open took the mtime back: {got} < {before}"
+
+# an mtime alone set by a program through the name (touch -m) stays set
+fd = os.open(f"{m}/touched", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, b"x" * 100)
+subprocess.run(["touch", "-m", "-d", "@1000000", f"{m}/touched"], check=True)
+os.close(fd)
+settled("touched", "mtime set alone on a stream")
+assert os.stat(f"{t}/touched").st_mtime_ns == 1_000_000 * 10**9, os.stat(f"{t}/touched").st_mtime_ns
+
 # the times a program sets (tar, cp -p) after writing stay set
 fd = os.open(f"{m}/stamped", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(fd, b"x" * 10240)
