@@ -874,24 +874,40 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
 }
 
 /*
- * 1 if a setattr is the kernel's write-back of an mtime it holds that
- * direct writes left behind ours (fuse_flush_times(), on a writeback-cache
- * mount, after a link, rename or unlink of the file, or at its inode's
- * writeback): the mtime and ctime alone, with a handle of the file (a
- * program's futimens() or utimensat() never has one) while
- * inode->mtime_behind says so, or on a retired inode (ino_release_stream()),
- * which no program reaches any more and whose mtime the kernel never takes
- * from us again. Such a setattr may not take the file's mtime back. (Its
- * own stamp of a write through its pages comes the same way and is applied:
- * mtime_behind is then clear. Its clock is coarse, so a fresh stamp may be
- * older than our last one: comparing would drop it.)
+ * A setattr of the mtime and ctime alone on a writeback-cache mount's
+ * regular file is most often the kernel's write-back of the mtime it holds
+ * (fuse_flush_times()): after every link, rename or unlink of the file, and
+ * at its inode's writeback. Usually that is the file's own, and nothing is
+ * logged (a rename would otherwise log two records). After direct writes
+ * it is older than the file's (inode->mtime_behind), and used to take it
+ * back: such a write-back comes with a handle of the file (a program's
+ * futimens() and utimensat() never carry one), or reaches a retired inode
+ * (ino_release_stream()), which no program's path reaches any more and
+ * whose mtime the kernel never takes from us again; it changes nothing
+ * unless it is later. (The kernel's own stamp of a write through its pages
+ * comes the same way, with mtime_behind clear, and is applied: its clock is
+ * coarse, so a fresh stamp can be older than our last one.)
+ * Returns 1 if the setattr was answered here.
  */
-static int kernel_mtime_flush(const struct node *n, struct inode *in, const struct fuse_file_info *fi, int to_set)
+static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct handle *h,
+		       const struct fuse_file_info *fi, const struct stat *attr, int to_set)
 {
-	return n->wb && S_ISREG(in->type) && (to_set & FUSE_SET_ATTR_MTIME) &&
-	       !(to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)) &&
-	       ((fi && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) ||
-		__atomic_load_n(&in->retired, __ATOMIC_RELAXED));
+	struct stat st;
+	int64_t want, have;
+
+	if (!n->wb || !S_ISREG(in->type) || !(to_set & FUSE_SET_ATTR_MTIME) ||
+	    (to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)))
+		return 0;
+	if (stat_of(n, in, h, &st) < 0)
+		return 0;	/* (a file gone meanwhile: times_by_id()) */
+	want = ns_of_ts(attr->st_mtim);
+	have = ns_of_ts(st.st_mtim);
+	if (want != have &&
+	    (want > have || !((fi && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) ||
+			      __atomic_load_n(&in->retired, __ATOMIC_RELAXED))))
+		return 0;
+	fuse_reply_attr(req, &st, 1.0);
+	return 1;
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
@@ -906,17 +922,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	if (kernel_mtime_flush(n, in, fi, to_set)) {
-		/* not back past the file's own (the queue is settled: fuse_ops_before()) */
-		ret = stat_of(n, in, h, &st);
-		if (ret || ns_of_ts(attr->st_mtim) <= ns_of_ts(st.st_mtim)) {
-			if (ret)
-				fuse_reply_err(req, -ret);
-			else
-				fuse_reply_attr(req, &st, 1.0);
-			return;
-		}
-	}
+	if (mtime_flush(req, n, in, h, fi, attr, to_set))
+		return;
 	/*
 	 * fchown(), fchmod() and futimens() come without the file's handle:
 	 * one of its open handles, lent, spares the apply two walks of its
