@@ -880,13 +880,16 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
  * at its inode's writeback. Usually that is the file's own, and nothing is
  * logged (a rename would otherwise log two records). After direct writes
  * it is older than the file's (inode->mtime_behind), and used to take it
- * back: such a write-back comes with a handle of the file (a program's
- * futimens() and utimensat() never carry one), or reaches a retired inode
- * (ino_release_stream()), which no program's path reaches any more and
- * whose mtime the kernel never takes from us again; it changes nothing
- * unless it is later. (The kernel's own stamp of a write through its pages
- * comes the same way, with mtime_behind clear, and is applied: its clock is
- * coarse, so a fresh stamp can be older than our last one.)
+ * back. Such a write-back changes nothing unless it is later: one that
+ * comes with a handle of the file (a program's futimens() and utimensat()
+ * never carry one); one without, after the file's last close but before
+ * its release reaches us (`cp f tmp && mv tmp f`), whose mtime is the one
+ * the kernel's inode was left with (inode->kmtime); and any that reaches a
+ * retired inode (ino_release_stream()), which no program's path reaches
+ * any more and whose mtime the kernel never takes from us again. (The
+ * kernel's own stamp of a write through its pages comes the same way, with
+ * mtime_behind clear, and is applied: its clock is coarse, so a fresh stamp
+ * can be older than our last one.)
  * Returns 1 if the setattr was answered here.
  */
 static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct handle *h,
@@ -903,8 +906,9 @@ static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct 
 	want = ns_of_ts(attr->st_mtim);
 	have = ns_of_ts(st.st_mtim);
 	if (want != have &&
-	    (want > have || !((fi && __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED)) ||
-			      __atomic_load_n(&in->retired, __ATOMIC_RELAXED))))
+	    (want > have || !(__atomic_load_n(&in->retired, __ATOMIC_RELAXED) ||
+			      (__atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED) &&
+			       (fi || want == __atomic_load_n(&in->kmtime, __ATOMIC_RELAXED))))))
 		return 0;
 	fuse_reply_attr(req, &st, 1.0);
 	return 1;
@@ -982,6 +986,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		ret = commit_lent(n, in, h, lent, &r);
 		if (ret == -ENOENT && !h && !lent && n->wb && S_ISREG(in->type) && !(to_set & ~WB_TIMES))
 			ret = times_by_id(n, in, &r, &st, &stated);
+		if (!ret && (r.op_flags & SA_MTIME))
+			__atomic_store_n(&in->kmtime, r.mtime_ns, __ATOMIC_RELAXED);	/* the kernel's now */
 	}
 	if (ret && behind)
 		__atomic_store_n(&in->mtime_behind, 1, __ATOMIC_RELAXED);
@@ -1153,6 +1159,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 			if (!(mode & (S_ISUID | S_ISGID)))
 				fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
 			__atomic_store_n(&ino_of(n, e.ino)->nocap_gen, gen, __ATOMIC_RELAXED);
+			__atomic_store_n(&ino_of(n, e.ino)->kmtime, ns_of_ts(e.attr.st_mtim), __ATOMIC_RELAXED);
 			if (n->wb && fh_of(fi)->direct) {
 				/* a stream (wants_direct()): its names expire at once until its release */
 				__atomic_store_n(&ino_of(n, e.ino)->streamed, 1, __ATOMIC_RELAXED);
