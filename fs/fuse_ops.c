@@ -877,26 +877,27 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
  * A setattr of the mtime and ctime alone on a writeback-cache mount's
  * regular file is most often the kernel's write-back of the mtime it holds
  * (fuse_flush_times()): after every link, rename or unlink of the file, and
- * at its inode's writeback. Usually that is the file's own, and nothing is
- * logged (a rename would otherwise log two records). After direct writes
- * it is older than the file's (inode->mtime_behind), and used to take it
- * back. Such a write-back changes nothing unless it is later: one that
- * comes with a handle of the file (a program's futimens() and utimensat()
- * never carry one); one without, after the file's last close but before
- * its release reaches us (`cp f tmp && mv tmp f`), whose mtime is the one
- * the kernel's inode was left with (inode->kmtime); and any that reaches a
- * retired inode (ino_release_stream()), which no program's path reaches
- * any more and whose mtime the kernel never takes from us again. (The
- * kernel's own stamp of a write through its pages comes the same way, with
- * mtime_behind clear, and is applied: its clock is coarse, so a fresh stamp
- * can be older than our last one.)
- * Returns 1 if the setattr was answered here.
+ * when it writes a dirty inode back (fsync, close, its writeback). Usually
+ * that mtime is the file's own: nothing is logged (a rename would otherwise
+ * log two records), nor is the tree's ctime touched (records carry none;
+ * the kernel keeps its own). After a stream's direct writes the kernel's
+ * mtime is behind the file's (inode->mtime_behind), and used to take it
+ * back. An older mtime changes nothing when it comes with a handle of the
+ * file while mtime_behind is set (a program's futimens() and utimensat()
+ * never carry one), or is the one the kernel's inode was left with
+ * (inode->kmtime) while mtime_behind is set (after the file's last close,
+ * before its release reaches us: `cp f tmp && mv tmp f`) or on a retired
+ * inode (the kernel still held one after its retirement at the release).
+ * Otherwise it is applied: a program's own, and the kernel's own stamp of
+ * a write through its pages, which can be older than our last one (its
+ * clock is coarse). Returns 1 if the setattr was answered here.
  */
 static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct handle *h,
 		       const struct fuse_file_info *fi, const struct stat *attr, int to_set)
 {
 	struct stat st;
 	int64_t want, have;
+	int behind, stale;
 
 	if (!n->wb || !S_ISREG(in->type) || !(to_set & FUSE_SET_ATTR_MTIME) ||
 	    (to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)))
@@ -905,10 +906,10 @@ static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct 
 		return 0;	/* (a file gone meanwhile: times_by_id()) */
 	want = ns_of_ts(attr->st_mtim);
 	have = ns_of_ts(st.st_mtim);
+	behind = __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED);
+	stale = want == __atomic_load_n(&in->kmtime, __ATOMIC_RELAXED);
 	if (want != have &&
-	    (want > have || !(__atomic_load_n(&in->retired, __ATOMIC_RELAXED) ||
-			      (__atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED) &&
-			       (fi || want == __atomic_load_n(&in->kmtime, __ATOMIC_RELAXED))))))
+	    (want > have || !((fi && behind) || (stale && (behind || __atomic_load_n(&in->retired, __ATOMIC_RELAXED))))))
 		return 0;
 	fuse_reply_attr(req, &st, 1.0);
 	return 1;
@@ -1159,7 +1160,6 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 			if (!(mode & (S_ISUID | S_ISGID)))
 				fh_of(fi)->priv_gen = gen;	/* just made: nothing for drop_privs() to drop */
 			__atomic_store_n(&ino_of(n, e.ino)->nocap_gen, gen, __ATOMIC_RELAXED);
-			__atomic_store_n(&ino_of(n, e.ino)->kmtime, ns_of_ts(e.attr.st_mtim), __ATOMIC_RELAXED);
 			if (n->wb && fh_of(fi)->direct) {
 				/* a stream (wants_direct()): its names expire at once until its release */
 				__atomic_store_n(&ino_of(n, e.ino)->streamed, 1, __ATOMIC_RELAXED);

@@ -876,6 +876,7 @@ int ino_learn(struct node *n, struct inode *parent, const char *name, const stru
 		in->type = st->st_mode & S_IFMT;
 		in->dirfd = -1;
 		in->keepfd = -1;
+		in->kmtime = ns_of_ts(st->st_mtim);	/* the kernel's new inode takes it from the reply */
 		if (S_ISDIR(st->st_mode) && (ret = dir_learn(n, in, pfd, name))) {
 			pthread_mutex_unlock(&t->mu);
 			free(in);

@@ -54,8 +54,8 @@ struct inode {
 	int streamed;		/* writeback cache: made by a stream (fs/fuse_ops.c, wants_direct()); until
 				   its last release its names expire at once (atomic; ino_release_stream()) */
 	int mtime_behind;	/* the stream's direct writes left the kernel's mtime behind ours (atomic) */
-	int64_t kmtime;		/* writeback cache: the mtime the kernel's inode holds, as far as we know:
-				   the create's, or the last it set (atomic; fs/fuse_ops.c, mtime_flush()) */
+	int64_t kmtime;		/* writeback cache: the mtime the kernel's inode was made with (ino_learn()),
+				   or the last it set (atomic; fs/fuse_ops.c, mtime_flush()) */
 	int keepfd;		/* a FIFO, socket or device whose last name went while the kernel held
 				   it: an O_PATH descriptor, else -1 (ino_hold_special(); itab.mu) */
 	/* directories, under the names lock held for writing: the default ACL's permission bits

@@ -129,11 +129,14 @@ os.close(fd)
 settled("linked", "mtime of a stream's first name")
 settled("linked2", "mtime of a stream's second name")
 
-# renamed or linked while still open after its writes: the kernel then
-# writes back the mtime it holds (fuse_flush_times()), which direct writes
-# left at the create's; the file keeps the last write's
-for name, how in (("renamed", "rename"), ("relinked", "link")):
+# renamed, linked or another name unlinked while still open after its
+# writes: the kernel then writes back the mtime it holds
+# (fuse_flush_times()), which direct writes left at the create's; the file
+# keeps the last write's
+for name, how in (("renamed", "rename"), ("relinked", "link"), ("unlinked", "unlink")):
     fd = os.open(f"{m}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    if how == "unlink":
+        os.link(f"{m}/{name}", f"{m}/{name}.2")
     os.write(fd, b"1" * 100)
     time.sleep(0.05)
     before = time.time_ns()
@@ -141,8 +144,10 @@ for name, how in (("renamed", "rename"), ("relinked", "link")):
     if how == "rename":
         os.rename(f"{m}/{name}", f"{m}/{name}.new")
         name += ".new"
-    else:
+    elif how == "link":
         os.link(f"{m}/{name}", f"{m}/{name}.2")
+    else:
+        os.unlink(f"{m}/{name}.2")
     os.close(fd)
     settled(name, f"mtime of a stream after a {how} while open")
     got = os.stat(f"{t}/{name}").st_mtime_ns
