@@ -8,10 +8,12 @@
 # clock), and the mount must show the tree's. The kernel writes back the
 # mtime it holds after a link, rename or unlink, which direct writes left
 # at the create's (docs/decisions.md 3): 2 of 3 seeds fail without
-# mtime_flush(). Then mount == tree == replay of the log.
+# mtime_flush(). Then mount == tree == replay of the log. Also with
+# --writeback off (other seeds).
 . "$(dirname "$0")/lib.sh" || exit 1
+both_writeback_modes
 
-SEEDS=${REPFS_FUZZ_SEEDS:-"1 2 3 4"}
+if [ "${REPFS_TEST_WRITEBACK:-on}" = off ]; then SEEDS=${REPFS_FUZZ_SEEDS:-"5 6"}; else SEEDS=${REPFS_FUZZ_SEEDS:-"1 2 3 4"}; fi
 cat > "$T/oracle.py" <<'EOF'
 import os, random, subprocess, sys, time
 m, t, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
