@@ -1431,9 +1431,13 @@ void ino_release_stream(struct node *n, struct inode *in, const struct handle *h
 	for (struct handle *x = n->open_files; x && !others; x = x->next)
 		others = x != h && !memcmp(x->id, h->id, FILE_ID_BYTES);
 	if (!others) {
-		/* itab.mu inside open_lock: nothing takes them the other way round */
-		if (__atomic_exchange_n(&in->mtime_behind, 0, __ATOMIC_RELAXED))
-			note = retire(n, in->id, in, 0);
+		/*
+		 * itab.mu inside open_lock: nothing takes them the other way round.
+		 * mtime_behind stays set: a write-back of the kernel's stale mtime
+		 * racing this release sees it or the retirement (mtime_flush()).
+		 */
+		if (__atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED))
+			note = retire(n, in->id, in, 0);	/* (once: retire() takes only the inode lookups find) */
 		__atomic_store_n(&in->streamed, 0, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&n->open_lock);
