@@ -157,7 +157,7 @@ for name, how in (("renamed", "rename"), ("relinked", "link"), ("unlinked", "unl
 # daemon (`cp f tmp && mv tmp f`): the kernel's write-back of the mtime it
 # holds then comes without a handle (it was taken back on 1-2% of files),
 # or races the release on another thread (seen in a CI run under ASan:
-# 1 file in 300; four writer processes at once, 1 in 3,600)
+# 1 file in 300; four writer processes at once, 3 in 3,600)
 import threading
 wrote, errs = {}, []
 def quick(w):
