@@ -892,8 +892,8 @@ static int chown_none(fuse_req_t req, struct node *n, struct inode *in, struct h
  * a write through its pages, which can be older than our last one (its
  * clock is coarse). Returns 1 if the setattr was answered here.
  */
-static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct handle *h,
-		       const struct fuse_file_info *fi, const struct stat *attr, int to_set)
+static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct handle *h, const struct stat *attr,
+		       int to_set)
 {
 	struct stat st;
 	int64_t want, have;
@@ -909,7 +909,7 @@ static int mtime_flush(fuse_req_t req, struct node *n, struct inode *in, struct 
 	behind = __atomic_load_n(&in->mtime_behind, __ATOMIC_RELAXED);
 	stale = want == __atomic_load_n(&in->kmtime, __ATOMIC_RELAXED);
 	if (want != have &&
-	    (want > have || !((fi && behind) || (stale && (behind || __atomic_load_n(&in->retired, __ATOMIC_RELAXED))))))
+	    (want > have || !((h && behind) || (stale && (behind || __atomic_load_n(&in->retired, __ATOMIC_RELAXED))))))
 		return 0;
 	fuse_reply_attr(req, &st, 1.0);
 	return 1;
@@ -927,7 +927,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	if (mtime_flush(req, n, in, h, fi, attr, to_set))
+	if (mtime_flush(req, n, in, h, attr, to_set))
 		return;
 	/*
 	 * fchown(), fchmod() and futimens() come without the file's handle:

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "../fs/store.h"
+#include "../lib/util.h"
 
 #define XATTR_LIST_MAX_BYTES 65536
 #define XATTR_VALUE_MAX_BYTES 65536
@@ -109,7 +110,7 @@ static int entry_meta(int dirfd, const char *name, const struct stat *sb, uint8_
 	m.mode = sb->st_mode;
 	m.uid = sb->st_uid;
 	m.gid = sb->st_gid;
-	m.mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+	m.mtime_ns = ns_of_ts(sb->st_mtim);
 	if (!S_ISDIR(sb->st_mode)) {
 		m.nlink = store_nlink(sb);
 		m.size = (uint64_t)sb->st_size;

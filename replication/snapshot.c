@@ -1051,8 +1051,8 @@ static int send_object(struct sender *s, int parentfd, const struct lent *e)
 	wb_u32(&b, sb.st_gid);
 	wb_u64(&b, sb.st_rdev);
 	wb_u64(&b, (uint64_t)sb.st_size);
-	wb_u64(&b, (uint64_t)((int64_t)sb.st_atim.tv_sec * 1000000000 + sb.st_atim.tv_nsec));
-	wb_u64(&b, (uint64_t)((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec));
+	wb_u64(&b, (uint64_t)ns_of_ts(sb.st_atim));
+	wb_u64(&b, (uint64_t)ns_of_ts(sb.st_mtim));
 	if (kind == KIND_DIR && (ret = list_dir(s->n, fd, &list, &nlist, &listed_at)))
 		goto out;
 	if (kind == KIND_DIR && s->pause_ms)
